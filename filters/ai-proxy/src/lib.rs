@@ -1,0 +1,30 @@
+//! ai-proxy: one OpenAI-compatible front door to many LLM providers.
+//!
+//! Glue only: the config lives in [`config`], the policy in [`proxy`], and the shared driver turns the
+//! policy's answers into host calls.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+
+pub mod config;
+pub mod proxy;
+
+use shared::config::ConfigError;
+use std::rc::Rc;
+
+impl shared::wasm::Filter for config::Config {
+    type Policy = proxy::AiProxy;
+    const NAME: &'static str = "ai-proxy";
+
+    fn configure(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        config::Config::parse(json, env)
+    }
+
+    fn new_policy(config: &Rc<Self>, seed: u64) -> proxy::AiProxy {
+        proxy::AiProxy::new(Rc::clone(config), seed)
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    shared::wasm::register::<config::Config>();
+}}

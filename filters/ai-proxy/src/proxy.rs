@@ -1,0 +1,390 @@
+//! The ai-proxy policy: pick a target for the client's model, translate the request for its provider,
+//! translate the answer back to OpenAI's shape, and account for tokens, cost and latency.
+
+use crate::config::{Config, Provider, Target};
+use serde_json::{json, Value};
+use shared::anthropic::{self, AnthropicStream};
+use shared::error::ApiError;
+use shared::host::{BodyOutcome, HeadersOutcome, Host, HostKind, LocalReply, LogLevel, Policy, ResponseMode, WholeResponse};
+use shared::metrics;
+use shared::openai::{self, ChatRequest, OpenAiStream};
+use shared::rand::{stable_hash, Rng};
+use shared::usage::{self, Usage};
+use std::rc::Rc;
+
+const CHAT_PATH: &str = "/v1/chat/completions";
+const MODELS_PATH: &str = "/v1/models";
+/// Bound on the copy of a JSON response kept to read its usage.
+const MAX_OBSERVED: usize = 8 * 1024 * 1024;
+
+pub struct AiProxy {
+    config: Rc<Config>,
+    rng: Rng,
+    stage: Stage,
+}
+
+enum Stage {
+    /// Not a request we handle.
+    Idle,
+    AwaitingBody { start_ms: u64 },
+    Routed(Box<Routed>),
+}
+
+struct Routed {
+    start_ms: u64,
+    target: usize,
+    client_model: String,
+    /// The client asked for a stream and for the usage chunk itself.
+    include_usage: bool,
+    /// We added `include_usage` upstream, so the usage chunk must be stripped again.
+    injected_usage: bool,
+    status: u16,
+    body: ResponseBody,
+    usage: Option<Usage>,
+}
+
+enum ResponseBody {
+    None,
+    OpenAiStream(OpenAiStream),
+    AnthropicStream(AnthropicStream),
+    /// An OpenAI-shaped JSON answer, passed through; a copy is kept to read `usage` at the end.
+    ObservedJson(Vec<u8>),
+    /// Anthropic JSON (or an upstream error) rewritten whole at the end.
+    Rewrite { anthropic: bool, ok: bool },
+}
+
+impl AiProxy {
+    pub fn new(config: Rc<Config>, seed: u64) -> Self {
+        AiProxy { config, rng: Rng::new(seed), stage: Stage::Idle }
+    }
+
+    fn reject(&self, host: &mut dyn Host, err: ApiError) -> LocalReply {
+        host.counter_add(&metrics::name("ai_proxy_rejected_total", &[("code", err.code)]), 1);
+        host.log(LogLevel::Info, &format!("ai-proxy: rejected status={} code={}: {}", err.status, err.code, err.message));
+        err.into()
+    }
+
+    fn target(&self, routed: &Routed) -> Option<&Target> {
+        self.config.targets.get(routed.target)
+    }
+
+    /// Weighted choice among the model's targets; with a sticky header, the same value always
+    /// lands on the same target (as long as the weights do not change).
+    fn pick(&mut self, model: &str, sticky: Option<String>) -> Option<usize> {
+        let routes = self.config.models.get(model)?;
+        let total: u64 = routes.iter().map(|r| r.weight).sum();
+        let mut point = match sticky {
+            Some(v) => stable_hash(v.as_bytes()) % total.max(1),
+            None => self.rng.below(total),
+        };
+        for r in routes {
+            if point < r.weight {
+                return Some(r.target);
+            }
+            point -= r.weight;
+        }
+        routes.last().map(|r| r.target)
+    }
+
+    fn models_list(&self, now_s: u64) -> LocalReply {
+        let data: Vec<Value> = self
+            .config
+            .models
+            .keys()
+            .map(|m| json!({"id": m, "object": "model", "created": now_s, "owned_by": "ai-gateway"}))
+            .collect();
+        LocalReply {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: json!({"object": "list", "data": data}).to_string().into_bytes(),
+        }
+    }
+
+    fn route(&mut self, host: &mut dyn Host, body: &[u8], start_ms: u64) -> Result<(Routed, Vec<u8>), ApiError> {
+        let req = openai::parse_chat_request(body)?;
+        let sticky = self.config.sticky_header.as_deref().and_then(|h| host.request_header(h));
+        let Some(index) = self.pick(&req.model, sticky) else {
+            let known: Vec<&str> = self.config.models.keys().map(String::as_str).collect();
+            return Err(ApiError::invalid_request(
+                "model_not_found",
+                format!("model `{}` is not available; use one of: {}", req.model, known.join(", ")),
+            ));
+        };
+        let Some(target) = self.config.targets.get(index) else {
+            return Err(ApiError::new(500, "server_error", "internal_error", "target index out of range"));
+        };
+        let injected_usage = req.stream && !req.include_usage && target.provider != Provider::Anthropic;
+        let upstream_body = upstream_body(&req, target, injected_usage)?;
+        set_upstream_headers(host, target, &self.config.route_header);
+        Ok((
+            Routed {
+                start_ms,
+                target: index,
+                client_model: req.model,
+                include_usage: req.include_usage,
+                injected_usage,
+                status: 0,
+                body: ResponseBody::None,
+                usage: None,
+            },
+            upstream_body,
+        ))
+    }
+}
+
+/// The body sent to the target: the client's request with the upstream model, translated for Anthropic.
+fn upstream_body(req: &ChatRequest, target: &Target, inject_usage: bool) -> Result<Vec<u8>, ApiError> {
+    match target.provider {
+        Provider::Anthropic => anthropic::request_to_anthropic(req, &target.upstream_model, target.default_max_tokens),
+        Provider::Openai | Provider::OpenaiCompatible | Provider::Azure => {
+            let mut body = req.body.clone();
+            body.insert("model".into(), Value::String(target.upstream_model.clone()));
+            if inject_usage {
+                // Ask for the usage chunk so streams are counted; it is stripped before the client sees it.
+                match body.get_mut("stream_options") {
+                    Some(Value::Object(o)) => {
+                        o.insert("include_usage".into(), Value::Bool(true));
+                    }
+                    _ => {
+                        body.insert("stream_options".into(), json!({"include_usage": true}));
+                    }
+                }
+            }
+            serde_json::to_vec(&body).map_err(|e| ApiError::new(500, "server_error", "internal_error", e.to_string()))
+        }
+    }
+}
+
+/// Points the request at the target on every host and replaces the client's credentials with the
+/// target's. Without a configured key the client's own credentials pass through (self-hosted models).
+fn set_upstream_headers(host: &mut dyn Host, target: &Target, route_header: &str) {
+    host.set_request_header(route_header, Some(&target.cluster));
+    if host.kind() == HostKind::Kong {
+        host.set_property(&["kong", "service", "target"], &target.host);
+    }
+    let authority = target.host.strip_suffix(":443").unwrap_or(&target.host);
+    host.set_request_header(":authority", Some(authority));
+    host.set_request_header(":path", Some(&target.path));
+    host.set_request_header("content-type", Some("application/json"));
+    // We must read the answer: no compressed upstream bodies.
+    host.set_request_header("accept-encoding", None);
+    if let Some(key) = &target.api_key {
+        for h in ["authorization", "api-key", "x-api-key"] {
+            host.set_request_header(h, None);
+        }
+        match target.provider {
+            Provider::Openai | Provider::OpenaiCompatible => {
+                host.set_request_header("authorization", Some(&format!("Bearer {key}")))
+            }
+            Provider::Azure => host.set_request_header("api-key", Some(key)),
+            Provider::Anthropic => host.set_request_header("x-api-key", Some(key)),
+        }
+    }
+    if target.provider == Provider::Anthropic {
+        host.set_request_header("anthropic-version", Some(&target.anthropic_version));
+    }
+}
+
+fn status_of(host: &dyn Host) -> u16 {
+    host.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+impl Policy for AiProxy {
+    fn request_body_limit(&self) -> usize {
+        self.config.max_body_bytes
+    }
+
+    fn on_request_headers(&mut self, host: &mut dyn Host, has_body: bool) -> HeadersOutcome {
+        // Only this filter may choose the upstream cluster, never the client.
+        host.set_request_header(&self.config.route_header, None);
+        let path = host.request_header(":path").unwrap_or_default();
+        let path = path.split('?').next().unwrap_or_default();
+        let method = host.request_header(":method").unwrap_or_default();
+        match (method.as_str(), path) {
+            ("POST", CHAT_PATH) if has_body => {
+                self.stage = Stage::AwaitingBody { start_ms: host.now_ms() };
+                HeadersOutcome::ReadBody
+            }
+            ("POST", CHAT_PATH) => HeadersOutcome::Reply(
+                self.reject(host, ApiError::invalid_request("missing_body", "request body is required")),
+            ),
+            ("GET", MODELS_PATH) => HeadersOutcome::Reply(self.models_list(host.now_ms() / 1000)),
+            _ => HeadersOutcome::Continue,
+        }
+    }
+
+    fn on_request_body(&mut self, host: &mut dyn Host, body: &[u8]) -> BodyOutcome {
+        let Stage::AwaitingBody { start_ms } = self.stage else {
+            return BodyOutcome::Continue;
+        };
+        match self.route(host, body, start_ms) {
+            Ok((routed, upstream)) => {
+                self.stage = Stage::Routed(Box::new(routed));
+                BodyOutcome::Replace(upstream)
+            }
+            Err(err) => {
+                self.stage = Stage::Idle;
+                BodyOutcome::Reply(self.reject(host, err))
+            }
+        }
+    }
+
+    fn on_request_too_large(&mut self, host: &mut dyn Host, limit: usize) -> LocalReply {
+        self.stage = Stage::Idle;
+        let err = ApiError::new(
+            413,
+            "invalid_request_error",
+            "request_too_large",
+            format!("request body is larger than the limit of {limit} bytes"),
+        );
+        self.reject(host, err)
+    }
+
+    fn on_response_headers(&mut self, host: &mut dyn Host) -> ResponseMode {
+        let Stage::Routed(routed) = &mut self.stage else {
+            return ResponseMode::PassThrough;
+        };
+        let Some(target) = self.config.targets.get(routed.target) else {
+            return ResponseMode::PassThrough;
+        };
+        routed.status = status_of(host);
+        host.set_response_header("x-ai-provider", Some(target.provider.as_str()));
+        host.set_response_header("x-ai-target", Some(&target.name));
+        host.set_response_header("x-ai-model", Some(&target.upstream_model));
+        let ok = (200..300).contains(&routed.status);
+        let is_stream = host.response_header("content-type").is_some_and(|c| c.contains("text/event-stream"));
+        let anthropic = target.provider == Provider::Anthropic;
+        let created = host.now_ms() / 1000;
+        routed.body = match (ok, is_stream, anthropic) {
+            (true, true, false) => ResponseBody::OpenAiStream(OpenAiStream::new(routed.injected_usage)),
+            (true, true, true) => ResponseBody::AnthropicStream(AnthropicStream::new(created, routed.include_usage)),
+            (true, false, false) => ResponseBody::ObservedJson(Vec::new()),
+            (_, _, _) => ResponseBody::Rewrite { anthropic, ok },
+        };
+        match routed.body {
+            ResponseBody::Rewrite { .. } => {
+                host.set_response_header("content-type", Some("application/json"));
+                ResponseMode::Whole
+            }
+            _ => ResponseMode::Stream,
+        }
+    }
+
+    fn on_response_chunk(&mut self, _host: &mut dyn Host, chunk: &[u8], end: bool) -> Option<Vec<u8>> {
+        let Stage::Routed(routed) = &mut self.stage else {
+            return None;
+        };
+        match &mut routed.body {
+            ResponseBody::OpenAiStream(s) => {
+                let out = s.feed(chunk);
+                if !end {
+                    return out;
+                }
+                let tail = s.finish();
+                routed.usage = s.usage();
+                if tail.is_empty() {
+                    return out;
+                }
+                let mut all = out.unwrap_or_else(|| chunk.to_vec());
+                all.extend_from_slice(&tail);
+                Some(all)
+            }
+            ResponseBody::AnthropicStream(s) => {
+                let mut out = s.feed(chunk);
+                if end {
+                    out.extend_from_slice(&s.finish());
+                    routed.usage = s.usage();
+                }
+                Some(out)
+            }
+            ResponseBody::ObservedJson(copy) => {
+                if copy.len() + chunk.len() <= MAX_OBSERVED {
+                    copy.extend_from_slice(chunk);
+                }
+                if end {
+                    routed.usage = serde_json::from_slice::<Value>(copy).ok().and_then(|v| usage::from_openai_json(&v));
+                }
+                None
+            }
+            ResponseBody::None | ResponseBody::Rewrite { .. } => None,
+        }
+    }
+
+    fn on_response_whole(&mut self, host: &mut dyn Host, body: &[u8]) -> WholeResponse {
+        let Stage::Routed(routed) = &mut self.stage else {
+            return WholeResponse { body: body.to_vec(), status: None };
+        };
+        let ResponseBody::Rewrite { anthropic, ok } = routed.body else {
+            return WholeResponse { body: body.to_vec(), status: None };
+        };
+        match (anthropic, ok) {
+            (true, true) => match anthropic::response_to_openai(body, host.now_ms() / 1000) {
+                Ok((out, usage)) => {
+                    routed.usage = Some(usage);
+                    WholeResponse { body: out, status: None }
+                }
+                Err(err) => {
+                    host.log(LogLevel::Warn, &format!("ai-proxy: bad upstream response: {}", err.message));
+                    routed.status = err.status;
+                    WholeResponse { body: err.body(), status: Some(err.status) }
+                }
+            },
+            (true, false) => WholeResponse { body: anthropic::error_to_openai(routed.status, body), status: None },
+            (false, _) => WholeResponse {
+                body: openai::error_from_upstream(routed.status, body).unwrap_or_else(|| body.to_vec()),
+                status: None,
+            },
+        }
+    }
+
+    fn on_done(&mut self, host: &mut dyn Host) {
+        let Stage::Routed(routed) = &self.stage else {
+            return;
+        };
+        let Some(target) = self.target(routed) else {
+            return;
+        };
+        let status = routed.status.to_string();
+        let labels = [
+            ("provider", target.provider.as_str()),
+            ("target", target.name.as_str()),
+            ("model", target.upstream_model.as_str()),
+        ];
+        let with = |extra| [labels[0], labels[1], labels[2], extra];
+        host.counter_add(&metrics::name("ai_proxy_requests_total", &with(("status", &status))), 1);
+        let latency = host.now_ms().saturating_sub(routed.start_ms);
+        host.histogram_record(&metrics::name("ai_proxy_latency_ms", &labels), latency);
+        let (prompt, completion, cost) = match routed.usage {
+            Some(u) => {
+                host.counter_add(&metrics::name("ai_proxy_tokens_total", &with(("kind", "prompt"))), u.prompt_tokens);
+                host.counter_add(
+                    &metrics::name("ai_proxy_tokens_total", &with(("kind", "completion"))),
+                    u.completion_tokens,
+                );
+                let cost =
+                    target.price.map(|p| usage::cost_micro_usd(u, p.prompt_per_million, p.completion_per_million));
+                if let Some(c) = cost {
+                    host.counter_add(&metrics::name("ai_proxy_cost_microusd_total", &labels), c);
+                }
+                (u.prompt_tokens.to_string(), u.completion_tokens.to_string(), cost)
+            }
+            None => ("-".into(), "-".into(), None),
+        };
+        let cost = cost.map_or_else(|| "-".to_string(), |c| format!("{:.6}", c as f64 / 1e6));
+        host.log(
+            LogLevel::Info,
+            &format!(
+                "ai-proxy: provider={} target={} model={} client_model={} status={} latency_ms={} prompt_tokens={} completion_tokens={} cost_usd={}",
+                target.provider.as_str(),
+                target.name,
+                target.upstream_model,
+                routed.client_model,
+                routed.status,
+                latency,
+                prompt,
+                completion,
+                cost
+            ),
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! Config helpers shared by every filter: an error that names the field, and the two-stage pattern.
+//!
+//! Each filter deserialises plain serde types (`deny_unknown_fields`), then compiles them into checked
+//! types; every failure becomes a [`ConfigError`] whose `field` is a JSON path such as
+//! `targets[1].endpoint.host`, so `on_configure` can refuse to load with a line that says what to fix.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// JSON path of the offending field; empty for the document as a whole.
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// Parses the raw JSON config into `T`, turning serde's error into a [`ConfigError`]. serde's message
+/// names the unknown or mistyped field and its line and column.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ConfigError::new(
+            "",
+            "configuration is empty; expected a JSON object",
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ConfigError::new("", format!("invalid configuration: {e}")))
+}
+
+/// Where a secret comes from: the VM environment (Envoy `vm_config.environment_variables`) or the
+/// config itself (Kong, where a vault reference may fill it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum SecretSource {
+    Env(String),
+    Value(String),
+}
+
+impl SecretSource {
+    /// Resolves the secret; `field` names the config field for the error.
+    pub fn resolve(&self, field: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+        match self {
+            SecretSource::Value(v) if v.is_empty() => Err(ConfigError::new(field, "value is empty")),
+            SecretSource::Value(v) => Ok(v.clone()),
+            SecretSource::Env(name) => match env(name) {
+                Some(v) if !v.is_empty() => Ok(v),
+                _ => Err(ConfigError::new(
+                    field,
+                    format!("environment variable {name} is not set in the VM environment"),
+                )),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_sources() {
+        let env = |k: &str| (k == "K").then(|| "v".to_string());
+        let s: SecretSource = serde_json::from_str(r#"{"env":"K"}"#).unwrap();
+        assert_eq!(s.resolve("a", &env).unwrap(), "v");
+        let s: SecretSource = serde_json::from_str(r#"{"env":"MISSING"}"#).unwrap();
+        assert_eq!(s.resolve("auth", &env).unwrap_err().field, "auth");
+        assert!(serde_json::from_str::<SecretSource>(r#"{"env":"K","value":"x"}"#).is_err());
+        assert!(serde_json::from_str::<SecretSource>(r#"{"other":"x"}"#).is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! The common core of the AI gateway filters.
+//!
+//! Everything here except [`wasm`] is plain Rust with no proxy-wasm dependency, so it tests natively and
+//! under wasm32: OpenAI/Anthropic wire formats and translation, incremental SSE, token accounting, errors,
+//! metric naming, and the small [`host::Host`] seam that policies use. [`wasm`] (feature `host`) is the only
+//! module that calls proxy-wasm: the real host adapter and the generic driver every filter reuses.
+
+pub mod anthropic;
+pub mod config;
+pub mod error;
+pub mod host;
+pub mod metrics;
+pub mod openai;
+pub mod rand;
+pub mod sse;
+pub mod usage;
+#[cfg(feature = "host")]
+pub mod wasm;

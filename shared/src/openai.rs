@@ -1,0 +1,608 @@
+//! OpenAI Chat Completions wire format: request validation, stream observation, error shaping.
+//!
+//! The gateway speaks the OpenAI API to clients whatever the upstream, so this module is the client-facing
+//! contract. Requests are kept as a JSON map so fields the gateway does not know pass through untouched.
+
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::sse::{write_event, SseParser};
+use crate::usage::{self, Usage};
+
+/// A validated chat completion request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    /// The whole request body, for forwarding or translation.
+    pub body: Map<String, Value>,
+    pub model: String,
+    pub stream: bool,
+    /// The client asked for the usage chunk (`stream_options.include_usage: true`).
+    pub include_usage: bool,
+}
+
+impl ChatRequest {
+    /// Serializes the (possibly edited) body.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        Value::Object(self.body.clone()).to_string().into_bytes()
+    }
+
+    /// Replaces `model` in the body, for an upstream that serves it under another name.
+    pub fn set_model(&mut self, model: &str) {
+        self.body.insert("model".into(), Value::from(model));
+    }
+
+    /// Asks the upstream for the final usage chunk so a streamed response can be metered; returns whether
+    /// the body changed (i.e. the client had not asked for it and the chunk must be stripped).
+    pub fn request_stream_usage(&mut self) -> bool {
+        if !self.stream || self.include_usage {
+            return false;
+        }
+        let options = self
+            .body
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !options.is_object() {
+            *options = Value::Object(Map::new());
+        }
+        if let Some(options) = options.as_object_mut() {
+            options.insert("include_usage".into(), Value::Bool(true));
+        }
+        true
+    }
+}
+
+/// Validates a client request body. Only the fields the gateway relies on are checked; the upstream
+/// judges the rest.
+pub fn parse_chat_request(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::invalid_request("invalid_json", format!("request body is not valid JSON: {e}"))
+    })?;
+    let Value::Object(body) = value else {
+        return Err(ApiError::invalid_request(
+            "invalid_request",
+            "request body must be a JSON object",
+        ));
+    };
+    let model = match body.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        _ => {
+            return Err(ApiError::invalid_request(
+                "missing_model",
+                "`model` must be a non-empty string",
+            ))
+        }
+    };
+    match body.get("messages") {
+        Some(Value::Array(list)) if !list.is_empty() => {}
+        _ => {
+            return Err(ApiError::invalid_request(
+                "invalid_messages",
+                "`messages` must be a non-empty array",
+            ))
+        }
+    }
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::invalid_request(
+                "invalid_stream",
+                "`stream` must be a boolean",
+            ))
+        }
+    };
+    let include_usage = body
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok(ChatRequest {
+        body,
+        model,
+        stream,
+        include_usage,
+    })
+}
+
+/// `{"error":{"message","type","code"}}` with the keys in OpenAI's order.
+pub(crate) fn error_json(message: &str, kind: &str, code: &str) -> String {
+    format!(
+        r#"{{"error":{{"message":{},"type":{},"code":{}}}}}"#,
+        Value::from(message),
+        Value::from(kind),
+        Value::from(code)
+    )
+}
+
+/// The error event and terminator appended to a stream that ended without finishing.
+pub(crate) fn write_stream_error(out: &mut Vec<u8>, message: &str, kind: &str, code: &str) {
+    write_event(out, None, &error_json(message, kind, code));
+    write_event(out, None, "[DONE]");
+}
+
+pub(crate) const INCOMPLETE_MESSAGE: &str = "upstream stream ended before completion";
+
+/// Whether an event's data may carry a usage object. Plain substring checks keep the common chunk
+/// (`"usage":null` or no usage at all) from being JSON-parsed.
+fn may_carry_usage(data: &str) -> bool {
+    data.match_indices("\"usage\"").any(|(at, key)| {
+        let rest = data.get(at + key.len()..).unwrap_or_default().trim_start();
+        let rest = rest.strip_prefix(':').unwrap_or(rest).trim_start();
+        !rest.starts_with("null")
+    })
+}
+
+/// Observes an OpenAI SSE response for usage and completion, and optionally removes the usage chunk the
+/// gateway asked for on the client's behalf.
+#[derive(Debug)]
+pub struct OpenAiStream {
+    parser: SseParser,
+    strip: bool,
+    usage: Option<Usage>,
+    done: bool,
+    errored: bool,
+}
+
+impl OpenAiStream {
+    pub fn new(strip_usage_chunk: bool) -> Self {
+        Self {
+            parser: SseParser::new(),
+            strip: strip_usage_chunk,
+            usage: None,
+            done: false,
+            errored: false,
+        }
+    }
+
+    /// Consumes a body chunk. `None` means forward the chunk unchanged (always so without stripping);
+    /// otherwise the bytes of the events completed so far, rewritten, with any partial event held back.
+    pub fn feed(&mut self, chunk: &[u8]) -> Option<Vec<u8>> {
+        let events = self.parser.feed(chunk);
+        self.handle(events)
+    }
+
+    /// Ends the stream: returns what is still to be sent, and if `data: [DONE]` never came, an error event
+    /// and `[DONE]` so the client sees a well-formed end instead of a silent truncation.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let had_pending = self.parser.pending_len() > 0;
+        let events = self.parser.finish();
+        let mut out = match self.handle(events) {
+            Some(bytes) => bytes,
+            // Passed-through bytes may end inside an event; terminate it so ours stands alone.
+            None if had_pending => b"\n\n".to_vec(),
+            None => Vec::new(),
+        };
+        if !self.done {
+            self.done = true;
+            if self.errored {
+                write_event(&mut out, None, "[DONE]");
+            } else {
+                write_stream_error(
+                    &mut out,
+                    INCOMPLETE_MESSAGE,
+                    "upstream_error",
+                    "stream_incomplete",
+                );
+            }
+        }
+        out
+    }
+
+    /// Usage from the chunk that carried it, if any came.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// Whether `data: [DONE]` has been seen.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn handle(&mut self, events: Vec<crate::sse::SseEvent>) -> Option<Vec<u8>> {
+        let mut out = self.strip.then(Vec::new);
+        for ev in events {
+            let data = ev.data.as_str();
+            if data.trim() == "[DONE]" {
+                self.done = true;
+            } else if data.contains("\"error\"") {
+                if let Ok(v) = serde_json::from_str::<Value>(data) {
+                    self.errored |= v.get("error").is_some_and(|e| !e.is_null());
+                }
+            }
+            let mut rewritten = None;
+            if may_carry_usage(data) {
+                if let Ok(mut chunk) = serde_json::from_str::<Value>(data) {
+                    if let Some(u) = usage::from_openai_json(&chunk) {
+                        self.usage = Some(u);
+                        if chunk
+                            .get("choices")
+                            .and_then(Value::as_array)
+                            .is_some_and(Vec::is_empty)
+                        {
+                            continue;
+                        }
+                        if let Some(obj) = chunk.as_object_mut() {
+                            obj.remove("usage");
+                        }
+                        rewritten = Some(chunk.to_string());
+                    }
+                }
+            }
+            if let Some(out) = out.as_mut() {
+                write_event(out, ev.event.as_deref(), rewritten.as_deref().unwrap_or(data));
+            }
+        }
+        out
+    }
+}
+
+/// An upstream error body for the client: `None` if it already is an OpenAI error object (forward it
+/// as is), otherwise an OpenAI error wrapping the upstream's text so clients can always parse errors.
+pub fn error_from_upstream(status: u16, body: &[u8]) -> Option<Vec<u8>> {
+    let parsed = serde_json::from_slice::<Value>(body).ok();
+    let from_json = match parsed.as_ref().and_then(Value::as_object) {
+        Some(obj) => match obj.get("error") {
+            Some(Value::Object(_)) => return None,
+            // Ollama, vLLM and friends answer `{"error": "text"}` or `{"message": "text"}`.
+            Some(Value::String(s)) => Some(s.as_str()),
+            _ => obj.get("message").and_then(Value::as_str),
+        },
+        None => None,
+    };
+    let text = match from_json {
+        Some(s) => s.trim().to_owned(),
+        None => String::from_utf8_lossy(body).trim().to_owned(),
+    };
+    let message = if text.is_empty() {
+        status_message(status)
+    } else {
+        truncate_chars(&text, 512)
+    };
+    Some(error_json(&message, "upstream_error", &format!("upstream_{status}")).into_bytes())
+}
+
+fn truncate_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => s.get(..cut).unwrap_or(s).to_owned(),
+        None => s.to_owned(),
+    }
+}
+
+pub(crate) fn status_message(status: u16) -> String {
+    let reason = match status {
+        400 => "bad request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not found",
+        408 => "request timeout",
+        413 => "payload too large",
+        429 => "rate limited",
+        500 => "internal server error",
+        502 => "bad gateway",
+        503 => "service unavailable",
+        504 => "gateway timeout",
+        _ => "error",
+    };
+    format!("upstream returned HTTP {status} ({reason})")
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod tests {
+    use super::*;
+    use crate::sse::SseEvent;
+    use serde_json::json;
+
+    const STREAM: &str = include_str!("../tests/fixtures/openai_stream.sse");
+    const STREAM_USAGE: &str = include_str!("../tests/fixtures/openai_stream_usage.sse");
+
+    #[test]
+    fn parse_request_ok() {
+        let r = parse_chat_request(
+            br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true,
+                 "stream_options":{"include_usage":true},"x_custom":1}"#,
+        )
+        .unwrap();
+        assert_eq!(r.model, "gpt-4o-mini");
+        assert!(r.stream && r.include_usage);
+        assert_eq!(r.body["x_custom"], json!(1));
+
+        let r =
+            parse_chat_request(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":null}"#)
+                .unwrap();
+        assert!(!r.stream && !r.include_usage);
+    }
+
+    #[test]
+    fn parse_request_errors() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"", "invalid_json"),
+            (b"{\"model\":", "invalid_json"),
+            (b"not json", "invalid_json"),
+            (b"[1]", "invalid_request"),
+            (b"\"s\"", "invalid_request"),
+            (
+                br#"{"messages":[{"role":"user","content":"x"}]}"#,
+                "missing_model",
+            ),
+            (
+                br#"{"model":3,"messages":[{"role":"user","content":"x"}]}"#,
+                "missing_model",
+            ),
+            (
+                br#"{"model":"","messages":[{"role":"user","content":"x"}]}"#,
+                "missing_model",
+            ),
+            (br#"{"model":"m"}"#, "invalid_messages"),
+            (br#"{"model":"m","messages":{}}"#, "invalid_messages"),
+            (br#"{"model":"m","messages":[]}"#, "invalid_messages"),
+            (
+                br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
+                "invalid_stream",
+            ),
+        ];
+        for (body, code) in cases {
+            let e = parse_chat_request(body).unwrap_err();
+            assert_eq!(
+                (e.status, e.kind, e.code),
+                (400, "invalid_request_error", *code),
+                "{body:?}"
+            );
+        }
+        let e = parse_chat_request(b"{\n  \"model\": x}").unwrap_err();
+        assert!(e.message.contains("line 2 column 12"), "{}", e.message);
+    }
+
+    #[test]
+    fn request_helpers() {
+        let mut r =
+            parse_chat_request(br#"{"model":"a","messages":[{"role":"user","content":"x"}],"stream":true}"#)
+                .unwrap();
+        r.set_model("b");
+        assert!(r.request_stream_usage());
+        let v: Value = serde_json::from_slice(&r.to_bytes()).unwrap();
+        assert_eq!(v["model"], "b");
+        assert_eq!(v["stream_options"], json!({"include_usage": true}));
+
+        let mut r = parse_chat_request(
+            br#"{"model":"a","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_usage":true}}"#,
+        )
+        .unwrap();
+        assert!(!r.request_stream_usage());
+        let mut r =
+            parse_chat_request(br#"{"model":"a","messages":[{"role":"user","content":"x"}]}"#).unwrap();
+        assert!(!r.request_stream_usage());
+        assert!(!r.body.contains_key("stream_options"));
+    }
+
+    fn events(bytes: &[u8]) -> Vec<SseEvent> {
+        let mut p = SseParser::new();
+        let mut v = p.feed(bytes);
+        v.extend(p.finish());
+        v
+    }
+
+    /// Feeds `chunks` and returns what the client receives plus the usage seen.
+    fn run(strip: bool, chunks: &[&[u8]]) -> (Vec<u8>, Option<Usage>) {
+        let mut s = OpenAiStream::new(strip);
+        let mut out = Vec::new();
+        for c in chunks {
+            match s.feed(c) {
+                Some(bytes) => out.extend(bytes),
+                None => out.extend_from_slice(c),
+            }
+        }
+        out.extend(s.finish());
+        (out, s.usage())
+    }
+
+    #[test]
+    fn pass_through_when_not_stripping() {
+        let mut s = OpenAiStream::new(false);
+        assert_eq!(s.feed(STREAM_USAGE.as_bytes()), None);
+        assert_eq!(s.finish(), b"");
+        assert_eq!(
+            s.usage(),
+            Some(Usage {
+                prompt_tokens: 12,
+                completion_tokens: 7
+            })
+        );
+        assert!(s.is_done());
+
+        let (out, usage) = run(false, &[STREAM.as_bytes()]);
+        assert_eq!(out, STREAM.as_bytes());
+        assert_eq!(usage, None);
+    }
+
+    #[test]
+    fn strip_removes_usage_chunk() {
+        let (out, usage) = run(true, &[STREAM_USAGE.as_bytes()]);
+        assert_eq!(
+            usage,
+            Some(Usage {
+                prompt_tokens: 12,
+                completion_tokens: 7
+            })
+        );
+        let want: Vec<SseEvent> = events(STREAM_USAGE.as_bytes())
+            .into_iter()
+            .filter(|e| !e.data.contains("prompt_tokens"))
+            .collect();
+        let got = events(&out);
+        assert_eq!(got, want);
+        assert_eq!(got.len(), 5);
+        assert_eq!(got.last().unwrap().data, "[DONE]");
+        // Unchanged events keep their exact bytes.
+        let kept = STREAM_USAGE
+            .split("\n\n")
+            .filter(|e| !e.contains("prompt_tokens"))
+            .collect::<Vec<_>>();
+        assert_eq!(String::from_utf8(out).unwrap(), kept.join("\n\n"));
+    }
+
+    #[test]
+    fn strip_removes_usage_key_from_content_chunk() {
+        let input = concat!(
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],",
+            "\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":2,\"total_tokens\":6}}\n\n",
+            "data: [DONE]\n\n"
+        );
+        let (out, usage) = run(true, &[input.as_bytes()]);
+        assert_eq!(
+            usage,
+            Some(Usage {
+                prompt_tokens: 4,
+                completion_tokens: 2
+            })
+        );
+        let got = events(&out);
+        assert_eq!(got.len(), 2);
+        let v: Value = serde_json::from_str(&got[0].data).unwrap();
+        assert_eq!(
+            v,
+            json!({"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})
+        );
+
+        // Without strip the same stream is only observed.
+        let (out, usage) = run(false, &[input.as_bytes()]);
+        assert_eq!(out, input.as_bytes());
+        assert_eq!(
+            usage,
+            Some(Usage {
+                prompt_tokens: 4,
+                completion_tokens: 2
+            })
+        );
+    }
+
+    #[test]
+    fn usage_detection_is_cheap_and_correct() {
+        let cases = [
+            (r#"{"usage":null}"#, false),
+            (r#"{"usage" : null}"#, false),
+            (r#"{"choices":[]}"#, false),
+            (r#"{"content":"the \"usage\" word"}"#, false),
+            (r#"{"usage":{"prompt_tokens":1}}"#, true),
+            (r#"{"usage": {"prompt_tokens":1}}"#, true),
+            (r#"{"a":{"usage":null},"usage":{}}"#, true),
+        ];
+        for (data, want) in cases {
+            assert_eq!(may_carry_usage(data), want, "{data}");
+        }
+    }
+
+    #[test]
+    fn incomplete_stream_gets_error_and_done() {
+        let cut = STREAM.find("data: [DONE]").unwrap();
+        let want_tail = concat!(
+            "data: {\"error\":{\"message\":\"upstream stream ended before completion\",",
+            "\"type\":\"upstream_error\",\"code\":\"stream_incomplete\"}}\n\ndata: [DONE]\n\n"
+        );
+        for strip in [false, true] {
+            let (out, usage) = run(strip, &[&STREAM.as_bytes()[..cut]]);
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(text, format!("{}{want_tail}", &STREAM[..cut]), "strip={strip}");
+            assert_eq!(usage, None);
+        }
+
+        // Cut inside an event: stripping holds the partial event back, passing through must close it.
+        let mid = STREAM.find("\"Hello\"").unwrap();
+        let (out, _) = run(true, &[&STREAM.as_bytes()[..mid]]);
+        let got = events(&out);
+        assert_eq!(got.len(), 3);
+        assert!(got[1].data.contains("stream_incomplete"));
+        let (out, _) = run(false, &[&STREAM.as_bytes()[..mid]]);
+        let got = events(&out);
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got[2].data.contains("stream_incomplete"));
+        assert_eq!(got[3].data, "[DONE]");
+
+        // An upstream error event already told the client; only [DONE] is added.
+        let errored = "data: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\",\"code\":null}}\n\n";
+        let (out, _) = run(false, &[errored.as_bytes()]);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("{errored}data: [DONE]\n\n")
+        );
+
+        // Complete stream whose last event lacks the blank line: nothing but the terminator is added.
+        let (out, _) = run(false, &[b"data: [DONE]\n"]);
+        assert_eq!(out, b"data: [DONE]\n\n\n");
+        let (out, _) = run(true, &[b"data: [DONE]\n"]);
+        assert_eq!(out, b"data: [DONE]\n\n");
+    }
+
+    #[test]
+    fn every_split_matches_whole() {
+        let truncated = &STREAM_USAGE[..STREAM_USAGE.len() - 30];
+        let crlf = STREAM_USAGE.replace('\n', "\r\n");
+        for input in [STREAM, STREAM_USAGE, truncated, crlf.as_str()] {
+            let input = input.as_bytes();
+            for strip in [false, true] {
+                let whole = run(strip, &[input]);
+                for i in 0..=input.len() {
+                    assert_eq!(
+                        run(strip, &[&input[..i], &input[i..]]),
+                        whole,
+                        "strip={strip} split at {i}"
+                    );
+                }
+                let bytes: Vec<&[u8]> = input.chunks(1).collect();
+                assert_eq!(run(strip, &bytes), whole, "strip={strip} byte by byte");
+            }
+        }
+    }
+
+    #[test]
+    fn upstream_errors() {
+        let openai_err = include_bytes!("../tests/fixtures/openai_error.json");
+        assert_eq!(error_from_upstream(401, openai_err), None);
+        let cases: Vec<(u16, Vec<u8>, String)> = vec![
+            (
+                502,
+                b"<html>Bad Gateway</html>\n".to_vec(),
+                "<html>Bad Gateway</html>".into(),
+            ),
+            (
+                503,
+                b"  upstream connect error  ".to_vec(),
+                "upstream connect error".into(),
+            ),
+            (
+                500,
+                b"".to_vec(),
+                "upstream returned HTTP 500 (internal server error)".into(),
+            ),
+            (418, b"   ".to_vec(), "upstream returned HTTP 418 (error)".into()),
+            (
+                404,
+                br#"{"error":"model 'x' not found"}"#.to_vec(),
+                "model 'x' not found".into(),
+            ),
+            (400, br#"{"message":"bad thing"}"#.to_vec(), "bad thing".into()),
+            (500, br#"{"detail":"x"}"#.to_vec(), r#"{"detail":"x"}"#.into()),
+            (500, "x".repeat(600).into_bytes(), "x".repeat(512)),
+            (500, "é".repeat(600).into_bytes(), "é".repeat(512)),
+        ];
+        for (status, body, message) in cases {
+            let out = error_from_upstream(status, &body).unwrap();
+            let v: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(
+                v,
+                json!({"error": {"message": message, "type": "upstream_error", "code": format!("upstream_{status}")}}),
+                "{status} {body:?}"
+            );
+        }
+        let out = error_from_upstream(429, b"slow down").unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"error":{"message":"slow down","type":"upstream_error","code":"upstream_429"}}"#
+        );
+    }
+}

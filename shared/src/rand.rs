@@ -1,0 +1,81 @@
+//! Small, dependency-free randomness and hashing for routing decisions.
+//!
+//! Weighted splits need a fast uniform draw and sticky routing needs a stable hash; neither needs
+//! cryptographic strength, and proxy-wasm offers no random source, so the driver seeds [`Rng`] from time.
+
+/// xorshift64*: fast, good enough for traffic splits.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        // Mix the seed so close seeds (consecutive timestamps) diverge at once; never zero.
+        Rng(splitmix(seed) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A uniform draw in `0..bound` (`bound` > 0; 0 gives 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        if bound == 0 {
+            return 0;
+        }
+        // Multiply-shift keeps the draw unbiased enough for weights up to 2^32.
+        ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
+    }
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A stable 64-bit hash (FNV-1a, then mixed) for sticky routing: same input, same target, on every
+/// worker and every host.
+pub fn stable_hash(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    splitmix(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn below_is_roughly_uniform() {
+        let mut rng = Rng::new(42);
+        let mut counts = [0u32; 10];
+        for _ in 0..100_000 {
+            let i = rng.below(10) as usize;
+            if let Some(c) = counts.get_mut(i) {
+                *c += 1;
+            }
+        }
+        for c in counts {
+            assert!((9_000..11_000).contains(&c), "{c}");
+        }
+    }
+
+    #[test]
+    fn hash_is_stable_and_spreads() {
+        assert_eq!(stable_hash(b"alice"), stable_hash(b"alice"));
+        assert_ne!(stable_hash(b"alice"), stable_hash(b"bob"));
+        let buckets: std::collections::HashSet<u64> = (0..100)
+            .map(|i| stable_hash(format!("user-{i}").as_bytes()) % 4)
+            .collect();
+        assert_eq!(buckets.len(), 4);
+    }
+}

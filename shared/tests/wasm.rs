@@ -1,0 +1,147 @@
+//! The pure core run as wasm32 code under Node (`wasm-bindgen-test-runner`), so behaviour that could
+//! differ from native (usize width, float rounding, UTF-8 handling) is checked on the real target.
+#![cfg(target_arch = "wasm32")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use serde_json::{json, Value};
+use shared::anthropic::{error_to_openai, request_to_anthropic, response_to_openai, AnthropicStream};
+use shared::openai::{error_from_upstream, parse_chat_request, OpenAiStream};
+use shared::sse::{write_event, SseEvent, SseParser};
+use shared::usage::{cost_micro_usd, from_anthropic_json, from_openai_json, Usage};
+use wasm_bindgen_test::*;
+
+const ANTHROPIC_STREAM: &str = include_str!("fixtures/anthropic_stream.sse");
+const ANTHROPIC_MESSAGE: &str = include_str!("fixtures/anthropic_message.json");
+const OPENAI_STREAM_USAGE: &str = include_str!("fixtures/openai_stream_usage.sse");
+
+#[wasm_bindgen_test]
+fn sse_parser_handles_any_split() {
+    let input = ANTHROPIC_STREAM.replace('\n', "\r\n");
+    let mut p = SseParser::new();
+    let whole = p.feed(input.as_bytes());
+    assert_eq!(whole.len(), 8);
+    assert_eq!(whole[0].event.as_deref(), Some("message_start"));
+    for i in 0..=input.len() {
+        let mut p = SseParser::new();
+        let mut got = p.feed(&input.as_bytes()[..i]);
+        got.extend(p.feed(&input.as_bytes()[i..]));
+        got.extend(p.finish());
+        assert_eq!(got, whole, "split at {i}");
+    }
+}
+
+#[wasm_bindgen_test]
+fn sse_write_and_overflow() {
+    let mut out = Vec::new();
+    write_event(&mut out, Some("x"), "a\nb");
+    assert_eq!(out, b"event: x\ndata: a\ndata: b\n\n");
+    let mut p = SseParser::with_limit(8);
+    let got = p.feed(b"data: 0123456789\n\ndata: ok\n\n");
+    assert_eq!(
+        got,
+        vec![SseEvent {
+            event: None,
+            data: "ok".into()
+        }]
+    );
+    assert!(p.overflowed());
+}
+
+#[wasm_bindgen_test]
+fn usage_and_cost() {
+    let v: Value = serde_json::from_str(ANTHROPIC_MESSAGE).unwrap();
+    assert_eq!(
+        from_anthropic_json(&v),
+        Some(Usage {
+            prompt_tokens: 2112,
+            completion_tokens: 14
+        })
+    );
+    let v = json!({"usage": {"prompt_tokens": 3_000_000_000u64, "completion_tokens": 5}});
+    let u = from_openai_json(&v).unwrap();
+    assert_eq!(u.total(), 3_000_000_005);
+    assert_eq!(cost_micro_usd(u, 0.15, 0.60), 450_000_003);
+    assert_eq!(
+        cost_micro_usd(
+            Usage {
+                prompt_tokens: u64::MAX,
+                completion_tokens: 1
+            },
+            1e9,
+            0.0
+        ),
+        u64::MAX
+    );
+}
+
+#[wasm_bindgen_test]
+fn anthropic_round_trip() {
+    let req = parse_chat_request(
+        br#"{"model":"claude-3-5-haiku","messages":[{"role":"system","content":"S"},{"role":"user","content":"hi"}],"stream":true,"max_tokens":10}"#,
+    )
+    .unwrap();
+    let body: Value = serde_json::from_slice(&request_to_anthropic(&req, "claude-x", 4096).unwrap()).unwrap();
+    assert_eq!(
+        body,
+        json!({"model": "claude-x", "max_tokens": 10, "system": "S", "stream": true,
+               "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]})
+    );
+
+    let (bytes, usage) = response_to_openai(ANTHROPIC_MESSAGE.as_bytes(), 7).unwrap();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "Hello! How can I help you today?"
+    );
+    assert_eq!(usage.completion_tokens, 14);
+
+    let err: Value = serde_json::from_slice(&error_to_openai(
+        529,
+        br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+    ))
+    .unwrap();
+    assert_eq!(err["error"]["code"], "overloaded_error");
+    assert!(error_from_upstream(500, br#"{"error":{"message":"m"}}"#).is_none());
+}
+
+#[wasm_bindgen_test]
+fn streams_byte_by_byte() {
+    let mut s = AnthropicStream::new(1, true);
+    let mut out = Vec::new();
+    for b in ANTHROPIC_STREAM.as_bytes() {
+        out.extend(s.feed(std::slice::from_ref(b)));
+    }
+    out.extend(s.finish());
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains(r#""delta":{"content":"Hello"}"#), "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    assert_eq!(
+        s.usage(),
+        Some(Usage {
+            prompt_tokens: 35,
+            completion_tokens: 15
+        })
+    );
+
+    let mut s = OpenAiStream::new(true);
+    let mut out = Vec::new();
+    for b in OPENAI_STREAM_USAGE.as_bytes() {
+        out.extend(s.feed(std::slice::from_ref(b)).unwrap());
+    }
+    out.extend(s.finish());
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains("prompt_tokens"));
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    assert_eq!(
+        s.usage(),
+        Some(Usage {
+            prompt_tokens: 12,
+            completion_tokens: 7
+        })
+    );
+}
