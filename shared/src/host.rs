@@ -36,9 +36,71 @@ pub trait Host {
     fn set_response_header(&mut self, name: &str, value: Option<&str>);
     /// Sets a host property (Kong: `kong.service.target`). Returns false where the host refuses.
     fn set_property(&mut self, path: &[&str], value: &str) -> bool;
+    /// Reads a host property. Envoy returns typed binary values, Kong strings: see [`property_string`].
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     fn log(&self, level: LogLevel, message: &str);
     fn counter_add(&mut self, name: &str, delta: u64);
     fn histogram_record(&mut self, name: &str, value: u64);
+    /// Reads a shared-data value and its CAS token. Shared data is visible to every worker's VM.
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// Writes a shared-data value if the CAS token still matches (`None`: only if the key is new on
+    /// Kong, overwrite on Envoy, so always pass the token you read).
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedDataError {
+    /// Another worker wrote in between: read again and retry.
+    CasMismatch,
+    Failed,
+}
+
+/// Decodes a property as text: Kong gives strings, Envoy gives strings for string properties and
+/// 8-byte little-endian integers for integer ones.
+pub fn property_string(raw: &[u8], integer: bool) -> Option<String> {
+    if integer && raw.len() == 8 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(raw);
+        return Some(u64::from_le_bytes(b).to_string());
+    }
+    String::from_utf8(raw.to_vec()).ok()
+}
+
+/// Where a callout goes: Envoy dispatches to a cluster name, Kong to `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub cluster: String,
+    pub host: String,
+}
+
+impl Upstream {
+    pub fn dispatch_target(&self, kind: HostKind) -> &str {
+        match kind {
+            HostKind::Envoy => &self.cluster,
+            HostKind::Kong => &self.host,
+        }
+    }
+}
+
+/// An HTTP call to an external service (NER, classifier) made while the request waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCall {
+    pub upstream: Upstream,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout_ms: u64,
+}
+
+/// The answer to an [`HttpCall`]. `status` is `None` when the call failed (timeout, connection
+/// refused, or the host could not dispatch it): the policy applies its `failure_mode`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CallResponse {
+    pub status: Option<u16>,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 /// A response the filter sends itself instead of forwarding the request.
@@ -67,6 +129,8 @@ pub enum HeadersOutcome {
     /// Hold the request until the whole body has arrived, then call `on_request_body`.
     ReadBody,
     Reply(LocalReply),
+    /// Hold the request, make this call, then hand its answer to `on_call_response`.
+    Call(HttpCall),
 }
 
 /// The policy's answer to the whole request body.
@@ -76,6 +140,8 @@ pub enum BodyOutcome {
     /// Forward this body instead of the client's.
     Replace(Vec<u8>),
     Reply(LocalReply),
+    /// Hold the request, make this call, then hand its answer to `on_call_response`.
+    Call(HttpCall),
 }
 
 /// How the policy wants the response body delivered.
@@ -115,6 +181,11 @@ pub trait Policy {
         )
         .into()
     }
+    /// The answer to a call asked for by `Call`. After the body phase, `Replace` swaps the body the
+    /// driver read; after the headers phase there is no body to replace.
+    fn on_call_response(&mut self, _host: &mut dyn Host, _response: CallResponse) -> BodyOutcome {
+        BodyOutcome::Continue
+    }
     fn on_response_headers(&mut self, _host: &mut dyn Host) -> ResponseMode {
         ResponseMode::PassThrough
     }
@@ -143,6 +214,8 @@ pub struct FakeHost {
     pub logs: std::cell::RefCell<Vec<(LogLevel, String)>>,
     pub counters: HashMap<String, u64>,
     pub histograms: HashMap<String, Vec<u64>>,
+    /// Shared data: value and CAS token.
+    pub shared: HashMap<String, (Vec<u8>, u32)>,
 }
 
 impl FakeHost {
@@ -156,6 +229,7 @@ impl FakeHost {
             logs: Default::default(),
             counters: HashMap::new(),
             histograms: HashMap::new(),
+            shared: HashMap::new(),
         }
     }
 
@@ -197,6 +271,29 @@ impl Host for FakeHost {
     fn set_property(&mut self, path: &[&str], value: &str) -> bool {
         self.properties.insert(path.join("."), value.to_string());
         true
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.properties
+            .get(&path.join("."))
+            .map(|v| v.clone().into_bytes())
+    }
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.shared.get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        }
+    }
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
+        // Behaves like Kong, the stricter host: without a token, only a new key may be written.
+        let current = self.shared.get(key).map(|(_, c)| *c);
+        match (current, cas) {
+            (Some(c), Some(want)) if c != want => return Err(SharedDataError::CasMismatch),
+            (Some(_), None) => return Err(SharedDataError::CasMismatch),
+            _ => {}
+        }
+        self.shared
+            .insert(key.to_string(), (value.to_vec(), current.unwrap_or(0) + 1));
+        Ok(())
     }
     fn log(&self, level: LogLevel, message: &str) {
         self.logs.borrow_mut().push((level, message.to_string()));

@@ -11,14 +11,19 @@
 //! - "has a body": Kong's `end_of_stream` is always false in headers, so it is read from the headers.
 
 use crate::error::ApiError;
-use crate::host::{BodyOutcome, HeadersOutcome, Host, HostKind, LocalReply, LogLevel, Policy, ResponseMode};
+use crate::host::{
+    BodyOutcome, CallResponse, HeadersOutcome, Host, HostKind, HttpCall, LocalReply, LogLevel, Policy,
+    ResponseMode, SharedDataError,
+};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel as PwLogLevel, MapType, MetricType};
+use proxy_wasm::types::{
+    Action, BufferType, ContextType, LogLevel as PwLogLevel, MapType, MetricType, Status,
+};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 /// What a filter crate provides: its config, checked at load, and a policy per request.
 pub trait Filter: Sized + 'static {
@@ -141,6 +146,19 @@ impl Host for ProxyHost {
     fn set_property(&mut self, path: &[&str], value: &str) -> bool {
         hostcalls::set_property(path.to_vec(), Some(value.as_bytes())).is_ok()
     }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        hostcalls::get_property(path.to_vec()).ok().flatten()
+    }
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(SharedDataError::CasMismatch),
+            Err(_) => Err(SharedDataError::Failed),
+        }
+    }
     fn log(&self, level: LogLevel, message: &str) {
         let level = match level {
             LogLevel::Debug => PwLogLevel::Debug,
@@ -167,6 +185,10 @@ impl Host for ProxyHost {
 enum Stage {
     Headers,
     ReadingBody,
+    /// Paused on a callout; `body_size` is the size of the request body read so far (0 in headers).
+    Calling {
+        body_size: usize,
+    },
     Forwarded,
     /// We sent a local reply: its response passes through our own response callbacks untouched.
     Replied,
@@ -213,6 +235,49 @@ impl<P: Policy> Driver<P> {
         Action::Pause
     }
 
+    /// Dispatches a callout and pauses; a call the host refuses is answered at once as failed.
+    fn call(&mut self, call: HttpCall, body_size: usize) -> Action {
+        let target = call.upstream.dispatch_target(self.host.kind()).to_string();
+        let authority = call.upstream.host.clone();
+        let mut headers: Vec<(&str, &str)> = vec![
+            (":method", call.method.as_str()),
+            (":path", call.path.as_str()),
+            (":authority", authority.as_str()),
+        ];
+        headers.extend(call.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let timeout = Duration::from_millis(call.timeout_ms.max(1));
+        match hostcalls::dispatch_http_call(&target, headers, Some(&call.body), vec![], timeout) {
+            Ok(_token) => {
+                self.stage = Stage::Calling { body_size };
+                Action::Pause
+            }
+            Err(status) => {
+                self.host.log(
+                    LogLevel::Warn,
+                    &format!("callout to `{target}` not dispatched: {status:?}"),
+                );
+                let outcome = self
+                    .policy
+                    .on_call_response(&mut self.host, CallResponse::default());
+                self.apply_body_outcome(outcome, body_size)
+            }
+        }
+    }
+
+    /// Applies the policy's answer in the body phase (or after a callout), returning the action.
+    fn apply_body_outcome(&mut self, outcome: BodyOutcome, body_size: usize) -> Action {
+        self.stage = Stage::Forwarded;
+        match outcome {
+            BodyOutcome::Continue => Action::Continue,
+            BodyOutcome::Replace(new) => {
+                let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size.max(new.len()), &new);
+                Action::Continue
+            }
+            BodyOutcome::Reply(r) => self.reply(r),
+            BodyOutcome::Call(call) => self.call(call, body_size),
+        }
+    }
+
     /// Kong's `end_of_stream` is always false in headers, so decide from the headers themselves.
     fn request_has_body(&self, end_of_stream: bool) -> bool {
         match self.host.kind() {
@@ -243,7 +308,43 @@ impl<P: Policy> Driver<P> {
     }
 }
 
-impl<P: Policy> Context for Driver<P> {}
+impl<P: Policy> Context for Driver<P> {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let Stage::Calling {
+            body_size: request_body_size,
+        } = self.stage
+        else {
+            return;
+        };
+        let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
+        // Kong answers a failed call with no headers at all; Envoy with a `:status` of its own.
+        let status = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(":status"))
+            .and_then(|(_, v)| v.parse::<u16>().ok());
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let response = CallResponse {
+            status,
+            headers,
+            body,
+        };
+        let outcome = self.policy.on_call_response(&mut self.host, response);
+        let was_reply = matches!(outcome, BodyOutcome::Reply(_));
+        let action = self.apply_body_outcome(outcome, request_body_size);
+        if action == Action::Continue && !was_reply {
+            let _ = hostcalls::resume_http_request();
+        }
+    }
+}
 
 impl<P: Policy> HttpContext for Driver<P> {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -265,6 +366,7 @@ impl<P: Policy> HttpContext for Driver<P> {
                 }
             }
             HeadersOutcome::Reply(r) => self.reply(r),
+            HeadersOutcome::Call(call) => self.call(call, 0),
         }
     }
 
@@ -285,15 +387,8 @@ impl<P: Policy> HttpContext for Driver<P> {
             .ok()
             .flatten()
             .unwrap_or_default();
-        self.stage = Stage::Forwarded;
-        match self.policy.on_request_body(&mut self.host, &body) {
-            BodyOutcome::Continue => Action::Continue,
-            BodyOutcome::Replace(new) => {
-                let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size.max(new.len()), &new);
-                Action::Continue
-            }
-            BodyOutcome::Reply(r) => self.reply(r),
-        }
+        let outcome = self.policy.on_request_body(&mut self.host, &body);
+        self.apply_body_outcome(outcome, body_size)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {

@@ -2,7 +2,7 @@
 //! fresh directory in `target/e2e/`, admin and listener on port 0, ports discovered through
 //! `--admin-address-path` and `/listeners?format=json`, ready when `/ready` answers 200. The process is
 //! killed on drop; the directory is removed then, unless the test is panicking or `E2E_KEEP` is set (its
-//! path and the tail of Envoy's log are then printed).
+//! path and the tail of Envoy's log are then printed). A failed start keeps its directory too.
 
 use std::fmt;
 use std::fs::{self, File};
@@ -59,6 +59,8 @@ pub struct EnvoyOptions {
     pub concurrency: u32,
     /// VM environment (`vm_config.environment_variables.key_values`) given to every filter.
     pub env: Vec<(String, String)>,
+    /// More clusters on 127.0.0.1: `(name, port)`, e.g. a callout service a test runs.
+    pub clusters: Vec<(String, u16)>,
 }
 
 impl Default for EnvoyOptions {
@@ -68,6 +70,7 @@ impl Default for EnvoyOptions {
             mock_port: 0,
             concurrency: 1,
             env: Vec::new(),
+            clusters: Vec::new(),
         }
     }
 }
@@ -84,6 +87,12 @@ impl EnvoyOptions {
     /// Adds a filter (builder style).
     pub fn filter(mut self, filter: Filter) -> EnvoyOptions {
         self.filters.push(filter);
+        self
+    }
+
+    /// Adds a cluster for a service on 127.0.0.1 (builder style).
+    pub fn cluster(mut self, name: &str, port: u16) -> EnvoyOptions {
+        self.clusters.push((name.to_string(), port));
         self
     }
 
@@ -185,7 +194,7 @@ pub fn render_config(opts: &EnvoyOptions, admin_path: &Path) -> String {
               domains: ["*"]
               routes:
               - match: { prefix: "/" }
-                route: { cluster_header: x-ai-cluster, timeout: 60s }
+                route: { cluster_header: x-ai-cluster, cluster_not_found_response_code: NOT_FOUND, timeout: 60s }
           http_filters:
 "#,
     );
@@ -238,7 +247,13 @@ pub fn render_config(opts: &EnvoyOptions, admin_path: &Path) -> String {
   clusters:
 "#,
     );
-    for cluster in CLUSTERS {
+    let mock = CLUSTERS.iter().map(|c| (c.to_string(), opts.mock_port));
+    // `mock_dead` points at port 1, where nothing listens: for upstream connection failures.
+    let clusters: Vec<(String, u16)> = mock
+        .chain([("mock_dead".to_string(), 1)])
+        .chain(opts.clusters.iter().cloned())
+        .collect();
+    for (cluster, port) in clusters {
         y.push_str(&format!(
             r#"  - name: {cluster}
     type: STATIC
@@ -247,7 +262,6 @@ pub fn render_config(opts: &EnvoyOptions, admin_path: &Path) -> String {
       cluster_name: {cluster}
       endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}]
 "#,
-            port = opts.mock_port,
         ));
     }
     y
@@ -537,7 +551,9 @@ mod tests {
         assert_eq!(y.matches("\"OPENAI_API_KEY\": \"k 1\"").count(), 3);
         assert!(y.contains("tag_name: kind, regex: \"(_kind=([^_=]+))\""));
         assert!(y.contains("per_connection_buffer_limit_bytes: 4194304"));
-        assert!(y.contains("cluster_header: x-ai-cluster, timeout: 60s"));
+        assert!(y.contains(
+            "cluster_header: x-ai-cluster, cluster_not_found_response_code: NOT_FOUND, timeout: 60s"
+        ));
         let router = y.find("envoy.filters.http.router").unwrap();
         assert!(y.find("name: \"none\"").unwrap() < router);
         assert!(!y.contains('\t'));

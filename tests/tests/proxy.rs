@@ -17,7 +17,7 @@ fn proxy_config(mock_port: u16) -> Value {
             {"name": "azure-4o", "provider": "azure", "deployment": "gpt4o-prod", "api_version": "2024-10-21",
              "endpoint": {"cluster": "mock_azure", "host": host}, "auth": {"value": "azure-inline-key"}},
             {"name": "dead", "provider": "openai", "model": "gpt-dead",
-             "endpoint": {"cluster": "dead_cluster", "host": "127.0.0.1:1"}, "auth": {"env": "OPENAI_API_KEY"}}
+             "endpoint": {"cluster": "mock_dead", "host": "127.0.0.1:1"}, "auth": {"env": "OPENAI_API_KEY"}}
         ],
         "models": {
             "gpt-4o-mini": {"targets": [{"target": "openai-mini"}]},
@@ -59,6 +59,7 @@ impl Bed {
                 ("OPENAI_API_KEY".into(), "sk-openai-test".into()),
                 ("ANTHROPIC_API_KEY".into(), "sk-ant-test".into()),
             ],
+            clusters: vec![],
         })
         .unwrap();
         Bed { mock, envoy }
@@ -160,7 +161,7 @@ fn openai_stream_counts_usage_without_showing_the_usage_chunk() {
     let cs = chunks(&text);
     assert_eq!(streamed_text(&cs), "mock reply to: one two three");
     assert!(
-        cs.iter().all(|c| c.get("usage").map_or(true, Value::is_null)),
+        cs.iter().all(|c| c.get("usage").is_none_or(Value::is_null)),
         "usage leaked: {text}"
     );
     assert!(cs.iter().all(|c| !c["choices"].as_array().unwrap().is_empty()));

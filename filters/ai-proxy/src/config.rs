@@ -143,7 +143,9 @@ const MAX_MAX_BODY: u64 = 100 * 1024 * 1024;
 const MAX_WEIGHT: u64 = 10_000;
 
 fn valid_name(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    (1..=64).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
 }
 
 fn valid_host(s: &str) -> bool {
@@ -172,19 +174,33 @@ impl Config {
         for (i, t) in raw.targets.into_iter().enumerate() {
             let at = |f: &str| format!("targets[{i}].{f}");
             if !valid_name(&t.name) {
-                return Err(ConfigError::new(at("name"), "must be 1 to 64 characters of A-Z a-z 0-9 . -"));
+                return Err(ConfigError::new(
+                    at("name"),
+                    "must be 1 to 64 characters of A-Z a-z 0-9 . -",
+                ));
             }
             if index.insert(t.name.clone(), i).is_some() {
-                return Err(ConfigError::new(at("name"), format!("duplicate target name `{}`", t.name)));
+                return Err(ConfigError::new(
+                    at("name"),
+                    format!("duplicate target name `{}`", t.name),
+                ));
             }
             let is_anthropic = t.provider == Provider::Anthropic;
             if !is_anthropic && (t.anthropic_version.is_some() || t.default_max_tokens.is_some()) {
-                let f = if t.anthropic_version.is_some() { "anthropic_version" } else { "default_max_tokens" };
+                let f = if t.anthropic_version.is_some() {
+                    "anthropic_version"
+                } else {
+                    "default_max_tokens"
+                };
                 return Err(ConfigError::new(at(f), "only applies to provider anthropic"));
             }
             let is_azure = t.provider == Provider::Azure;
             if !is_azure && (t.deployment.is_some() || t.api_version.is_some()) {
-                let f = if t.deployment.is_some() { "deployment" } else { "api_version" };
+                let f = if t.deployment.is_some() {
+                    "deployment"
+                } else {
+                    "api_version"
+                };
                 return Err(ConfigError::new(at(f), "only applies to provider azure"));
             }
             let (upstream_model, default_path) = if is_azure {
@@ -202,12 +218,19 @@ impl Config {
                 (d, path)
             } else {
                 let m = non_empty(at("model"), t.model, "model")?;
-                let path = if is_anthropic { "/v1/messages" } else { "/v1/chat/completions" };
+                let path = if is_anthropic {
+                    "/v1/messages"
+                } else {
+                    "/v1/chat/completions"
+                };
                 (m, path.to_string())
             };
             let cluster = non_empty(at("endpoint.cluster"), Some(t.endpoint.cluster), "cluster")?;
             if !valid_host(&t.endpoint.host) {
-                return Err(ConfigError::new(at("endpoint.host"), "must be host:port, e.g. api.openai.com:443"));
+                return Err(ConfigError::new(
+                    at("endpoint.host"),
+                    "must be host:port, e.g. api.openai.com:443",
+                ));
             }
             let path = match t.endpoint.path {
                 Some(p) if p.starts_with('/') => p,
@@ -256,9 +279,15 @@ impl Config {
                     ));
                 };
                 if r.weight > MAX_WEIGHT {
-                    return Err(ConfigError::new(format!("{at}[{j}].weight"), "must be 0 to 10000"));
+                    return Err(ConfigError::new(
+                        format!("{at}[{j}].weight"),
+                        "must be 0 to 10000",
+                    ));
                 }
-                routes.push(Route { target, weight: r.weight });
+                routes.push(Route {
+                    target,
+                    weight: r.weight,
+                });
             }
             if routes.iter().all(|r| r.weight == 0) {
                 return Err(ConfigError::new(at, "weights must not all be 0"));
@@ -266,9 +295,15 @@ impl Config {
             models.insert(name, routes);
         }
         for (model, p) in &raw.prices {
-            for (v, f) in [(p.prompt_per_million, "prompt_per_million"), (p.completion_per_million, "completion_per_million")] {
+            for (v, f) in [
+                (p.prompt_per_million, "prompt_per_million"),
+                (p.completion_per_million, "completion_per_million"),
+            ] {
                 if !(v.is_finite() && v >= 0.0) {
-                    return Err(ConfigError::new(format!("prices.{model}.{f}"), "must be a number >= 0"));
+                    return Err(ConfigError::new(
+                        format!("prices.{model}.{f}"),
+                        "must be a number >= 0",
+                    ));
                 }
             }
         }
@@ -277,10 +312,16 @@ impl Config {
             return Err(ConfigError::new("max_body_bytes", "must be 1 to 104857600"));
         }
         let sticky_header = match raw.sticky {
-            Some(s) => Some(non_empty("sticky.header".into(), Some(s.header), "header")?.to_ascii_lowercase()),
+            Some(s) => {
+                Some(non_empty("sticky.header".into(), Some(s.header), "header")?.to_ascii_lowercase())
+            }
             None => None,
         };
-        let route_header = non_empty("route_header".into(), Some(raw.route_header.unwrap_or_else(|| "x-ai-cluster".into())), "route_header")?;
+        let route_header = non_empty(
+            "route_header".into(),
+            Some(raw.route_header.unwrap_or_else(|| "x-ai-cluster".into())),
+            "route_header",
+        )?;
         Ok(Config {
             targets,
             models,
@@ -292,7 +333,12 @@ impl Config {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
 
@@ -317,10 +363,16 @@ mod tests {
         assert_eq!(c.targets[0].path, "/v1/chat/completions");
         assert_eq!(c.targets[1].path, "/v1/messages");
         assert_eq!(c.targets[1].default_max_tokens, 4096);
-        assert_eq!(c.targets[2].path, "/openai/deployments/dep/chat/completions?api-version=2024-10-21");
+        assert_eq!(
+            c.targets[2].path,
+            "/openai/deployments/dep/chat/completions?api-version=2024-10-21"
+        );
         assert_eq!(c.targets[2].upstream_model, "dep");
         assert!(c.targets[0].price.is_some() && c.targets[1].price.is_none());
-        assert_eq!(c.models["m"].iter().map(|r| r.weight).collect::<Vec<_>>(), vec![9, 1]);
+        assert_eq!(
+            c.models["m"].iter().map(|r| r.weight).collect::<Vec<_>>(),
+            vec![9, 1]
+        );
         assert_eq!(c.max_body_bytes, 1024 * 1024);
         assert_eq!(c.route_header, "x-ai-cluster");
     }
@@ -330,11 +382,23 @@ mod tests {
         let cases: &[(&str, &str, &str)] = &[
             (r#""name":"a""#, r#""name":"a b""#, "targets[0].name"),
             (r#""host":"h:443""#, r#""host":"h""#, "targets[0].endpoint.host"),
-            (r#"{"target":"b"}"#, r#"{"target":"nope"}"#, "models.m.targets[1].target"),
+            (
+                r#"{"target":"b"}"#,
+                r#"{"target":"nope"}"#,
+                "models.m.targets[1].target",
+            ),
             (r#""weight":9"#, r#""weight":10001"#, "models.m.targets[0].weight"),
-            (r#""env":"OPENAI_API_KEY""#, r#""env":"MISSING""#, "targets[0].auth"),
+            (
+                r#""env":"OPENAI_API_KEY""#,
+                r#""env":"MISSING""#,
+                "targets[0].auth",
+            ),
             (r#""deployment":"dep","#, "", "targets[2].deployment"),
-            (r#""prompt_per_million": 1"#, r#""prompt_per_million": -1"#, "prices.gpt-4o-mini.prompt_per_million"),
+            (
+                r#""prompt_per_million": 1"#,
+                r#""prompt_per_million": -1"#,
+                "prices.gpt-4o-mini.prompt_per_million",
+            ),
             (r#""name":"b""#, r#""name":"a""#, "targets[1].name"),
         ];
         for (from, to, field) in cases {

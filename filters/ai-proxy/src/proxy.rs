@@ -5,7 +5,9 @@ use crate::config::{Config, Provider, Target};
 use serde_json::{json, Value};
 use shared::anthropic::{self, AnthropicStream};
 use shared::error::ApiError;
-use shared::host::{BodyOutcome, HeadersOutcome, Host, HostKind, LocalReply, LogLevel, Policy, ResponseMode, WholeResponse};
+use shared::host::{
+    BodyOutcome, HeadersOutcome, Host, HostKind, LocalReply, LogLevel, Policy, ResponseMode, WholeResponse,
+};
 use shared::metrics;
 use shared::openai::{self, ChatRequest, OpenAiStream};
 use shared::rand::{stable_hash, Rng};
@@ -26,7 +28,9 @@ pub struct AiProxy {
 enum Stage {
     /// Not a request we handle.
     Idle,
-    AwaitingBody { start_ms: u64 },
+    AwaitingBody {
+        start_ms: u64,
+    },
     Routed(Box<Routed>),
 }
 
@@ -50,17 +54,33 @@ enum ResponseBody {
     /// An OpenAI-shaped JSON answer, passed through; a copy is kept to read `usage` at the end.
     ObservedJson(Vec<u8>),
     /// Anthropic JSON (or an upstream error) rewritten whole at the end.
-    Rewrite { anthropic: bool, ok: bool },
+    Rewrite {
+        anthropic: bool,
+        ok: bool,
+    },
 }
 
 impl AiProxy {
     pub fn new(config: Rc<Config>, seed: u64) -> Self {
-        AiProxy { config, rng: Rng::new(seed), stage: Stage::Idle }
+        AiProxy {
+            config,
+            rng: Rng::new(seed),
+            stage: Stage::Idle,
+        }
     }
 
     fn reject(&self, host: &mut dyn Host, err: ApiError) -> LocalReply {
-        host.counter_add(&metrics::name("ai_proxy_rejected_total", &[("code", err.code)]), 1);
-        host.log(LogLevel::Info, &format!("ai-proxy: rejected status={} code={}: {}", err.status, err.code, err.message));
+        host.counter_add(
+            &metrics::name("ai_proxy_rejected_total", &[("code", err.code)]),
+            1,
+        );
+        host.log(
+            LogLevel::Info,
+            &format!(
+                "ai-proxy: rejected status={} code={}: {}",
+                err.status, err.code, err.message
+            ),
+        );
         err.into()
     }
 
@@ -100,18 +120,36 @@ impl AiProxy {
         }
     }
 
-    fn route(&mut self, host: &mut dyn Host, body: &[u8], start_ms: u64) -> Result<(Routed, Vec<u8>), ApiError> {
+    fn route(
+        &mut self,
+        host: &mut dyn Host,
+        body: &[u8],
+        start_ms: u64,
+    ) -> Result<(Routed, Vec<u8>), ApiError> {
         let req = openai::parse_chat_request(body)?;
-        let sticky = self.config.sticky_header.as_deref().and_then(|h| host.request_header(h));
+        let sticky = self
+            .config
+            .sticky_header
+            .as_deref()
+            .and_then(|h| host.request_header(h));
         let Some(index) = self.pick(&req.model, sticky) else {
             let known: Vec<&str> = self.config.models.keys().map(String::as_str).collect();
             return Err(ApiError::invalid_request(
                 "model_not_found",
-                format!("model `{}` is not available; use one of: {}", req.model, known.join(", ")),
+                format!(
+                    "model `{}` is not available; use one of: {}",
+                    req.model,
+                    known.join(", ")
+                ),
             ));
         };
         let Some(target) = self.config.targets.get(index) else {
-            return Err(ApiError::new(500, "server_error", "internal_error", "target index out of range"));
+            return Err(ApiError::new(
+                500,
+                "server_error",
+                "internal_error",
+                "target index out of range",
+            ));
         };
         let injected_usage = req.stream && !req.include_usage && target.provider != Provider::Anthropic;
         let upstream_body = upstream_body(&req, target, injected_usage)?;
@@ -135,7 +173,9 @@ impl AiProxy {
 /// The body sent to the target: the client's request with the upstream model, translated for Anthropic.
 fn upstream_body(req: &ChatRequest, target: &Target, inject_usage: bool) -> Result<Vec<u8>, ApiError> {
     match target.provider {
-        Provider::Anthropic => anthropic::request_to_anthropic(req, &target.upstream_model, target.default_max_tokens),
+        Provider::Anthropic => {
+            anthropic::request_to_anthropic(req, &target.upstream_model, target.default_max_tokens)
+        }
         Provider::Openai | Provider::OpenaiCompatible | Provider::Azure => {
             let mut body = req.body.clone();
             body.insert("model".into(), Value::String(target.upstream_model.clone()));
@@ -150,7 +190,8 @@ fn upstream_body(req: &ChatRequest, target: &Target, inject_usage: bool) -> Resu
                     }
                 }
             }
-            serde_json::to_vec(&body).map_err(|e| ApiError::new(500, "server_error", "internal_error", e.to_string()))
+            serde_json::to_vec(&body)
+                .map_err(|e| ApiError::new(500, "server_error", "internal_error", e.to_string()))
         }
     }
 }
@@ -186,7 +227,9 @@ fn set_upstream_headers(host: &mut dyn Host, target: &Target, route_header: &str
 }
 
 fn status_of(host: &dyn Host) -> u16 {
-    host.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0)
+    host.response_header(":status")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Policy for AiProxy {
@@ -202,12 +245,15 @@ impl Policy for AiProxy {
         let method = host.request_header(":method").unwrap_or_default();
         match (method.as_str(), path) {
             ("POST", CHAT_PATH) if has_body => {
-                self.stage = Stage::AwaitingBody { start_ms: host.now_ms() };
+                self.stage = Stage::AwaitingBody {
+                    start_ms: host.now_ms(),
+                };
                 HeadersOutcome::ReadBody
             }
-            ("POST", CHAT_PATH) => HeadersOutcome::Reply(
-                self.reject(host, ApiError::invalid_request("missing_body", "request body is required")),
-            ),
+            ("POST", CHAT_PATH) => HeadersOutcome::Reply(self.reject(
+                host,
+                ApiError::invalid_request("missing_body", "request body is required"),
+            )),
             ("GET", MODELS_PATH) => HeadersOutcome::Reply(self.models_list(host.now_ms() / 1000)),
             _ => HeadersOutcome::Continue,
         }
@@ -252,12 +298,16 @@ impl Policy for AiProxy {
         host.set_response_header("x-ai-target", Some(&target.name));
         host.set_response_header("x-ai-model", Some(&target.upstream_model));
         let ok = (200..300).contains(&routed.status);
-        let is_stream = host.response_header("content-type").is_some_and(|c| c.contains("text/event-stream"));
+        let is_stream = host
+            .response_header("content-type")
+            .is_some_and(|c| c.contains("text/event-stream"));
         let anthropic = target.provider == Provider::Anthropic;
         let created = host.now_ms() / 1000;
         routed.body = match (ok, is_stream, anthropic) {
             (true, true, false) => ResponseBody::OpenAiStream(OpenAiStream::new(routed.injected_usage)),
-            (true, true, true) => ResponseBody::AnthropicStream(AnthropicStream::new(created, routed.include_usage)),
+            (true, true, true) => {
+                ResponseBody::AnthropicStream(AnthropicStream::new(created, routed.include_usage))
+            }
             (true, false, false) => ResponseBody::ObservedJson(Vec::new()),
             (_, _, _) => ResponseBody::Rewrite { anthropic, ok },
         };
@@ -302,7 +352,9 @@ impl Policy for AiProxy {
                     copy.extend_from_slice(chunk);
                 }
                 if end {
-                    routed.usage = serde_json::from_slice::<Value>(copy).ok().and_then(|v| usage::from_openai_json(&v));
+                    routed.usage = serde_json::from_slice::<Value>(copy)
+                        .ok()
+                        .and_then(|v| usage::from_openai_json(&v));
                 }
                 None
             }
@@ -312,24 +364,42 @@ impl Policy for AiProxy {
 
     fn on_response_whole(&mut self, host: &mut dyn Host, body: &[u8]) -> WholeResponse {
         let Stage::Routed(routed) = &mut self.stage else {
-            return WholeResponse { body: body.to_vec(), status: None };
+            return WholeResponse {
+                body: body.to_vec(),
+                status: None,
+            };
         };
         let ResponseBody::Rewrite { anthropic, ok } = routed.body else {
-            return WholeResponse { body: body.to_vec(), status: None };
+            return WholeResponse {
+                body: body.to_vec(),
+                status: None,
+            };
         };
         match (anthropic, ok) {
             (true, true) => match anthropic::response_to_openai(body, host.now_ms() / 1000) {
                 Ok((out, usage)) => {
                     routed.usage = Some(usage);
-                    WholeResponse { body: out, status: None }
+                    WholeResponse {
+                        body: out,
+                        status: None,
+                    }
                 }
                 Err(err) => {
-                    host.log(LogLevel::Warn, &format!("ai-proxy: bad upstream response: {}", err.message));
+                    host.log(
+                        LogLevel::Warn,
+                        &format!("ai-proxy: bad upstream response: {}", err.message),
+                    );
                     routed.status = err.status;
-                    WholeResponse { body: err.body(), status: Some(err.status) }
+                    WholeResponse {
+                        body: err.body(),
+                        status: Some(err.status),
+                    }
                 }
             },
-            (true, false) => WholeResponse { body: anthropic::error_to_openai(routed.status, body), status: None },
+            (true, false) => WholeResponse {
+                body: anthropic::error_to_openai(routed.status, body),
+                status: None,
+            },
             (false, _) => WholeResponse {
                 body: openai::error_from_upstream(routed.status, body).unwrap_or_else(|| body.to_vec()),
                 status: None,
@@ -351,18 +421,25 @@ impl Policy for AiProxy {
             ("model", target.upstream_model.as_str()),
         ];
         let with = |extra| [labels[0], labels[1], labels[2], extra];
-        host.counter_add(&metrics::name("ai_proxy_requests_total", &with(("status", &status))), 1);
+        host.counter_add(
+            &metrics::name("ai_proxy_requests_total", &with(("status", &status))),
+            1,
+        );
         let latency = host.now_ms().saturating_sub(routed.start_ms);
         host.histogram_record(&metrics::name("ai_proxy_latency_ms", &labels), latency);
         let (prompt, completion, cost) = match routed.usage {
             Some(u) => {
-                host.counter_add(&metrics::name("ai_proxy_tokens_total", &with(("kind", "prompt"))), u.prompt_tokens);
+                host.counter_add(
+                    &metrics::name("ai_proxy_tokens_total", &with(("kind", "prompt"))),
+                    u.prompt_tokens,
+                );
                 host.counter_add(
                     &metrics::name("ai_proxy_tokens_total", &with(("kind", "completion"))),
                     u.completion_tokens,
                 );
-                let cost =
-                    target.price.map(|p| usage::cost_micro_usd(u, p.prompt_per_million, p.completion_per_million));
+                let cost = target
+                    .price
+                    .map(|p| usage::cost_micro_usd(u, p.prompt_per_million, p.completion_per_million));
                 if let Some(c) = cost {
                     host.counter_add(&metrics::name("ai_proxy_cost_microusd_total", &labels), c);
                 }
