@@ -9,10 +9,14 @@ pub mod anthropic;
 pub mod config;
 pub mod error;
 pub mod host;
+pub mod injection;
 pub mod metrics;
 pub mod openai;
+pub mod pii;
 pub mod rand;
+pub mod ratelimit;
 pub mod sse;
+pub mod text;
 pub mod usage;
 #[cfg(feature = "host")]
 pub mod wasm;

@@ -535,10 +535,13 @@ mod tests {
             mock_port: 12345,
             concurrency: 2,
             env: vec![("OPENAI_API_KEY".into(), "k 1".into())],
+            clusters: vec![("svc".into(), 4242)],
         };
         let y = render_config(&opts, Path::new("/tmp/x/admin-address.txt"));
         assert_eq!(y.matches("port_value: 0 ").count(), 2, "{y}");
         assert_eq!(y.matches("port_value: 12345 ").count(), 3, "{y}");
+        assert!(y.contains("name: svc") && y.contains("port_value: 4242 "), "{y}");
+        assert!(y.contains("name: mock_dead"), "{y}");
         assert_eq!(y.matches("allow_on_headers_stop_iteration: true").count(), 3);
         assert!(y.contains("root_id: \"ai-proxy\""));
         assert!(y.contains(r#"value: "{\"q\":\"a\\\"b\",\"targets\":[]}""#), "{y}");

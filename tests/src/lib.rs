@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 pub mod envoy;
 pub mod http;
+pub mod classifier;
 pub mod mock;
+pub mod ner;
 
 /// The repository root (the workspace directory holding `Cargo.toml`, `target/` and `.venv/`).
 pub fn repo_root() -> PathBuf {

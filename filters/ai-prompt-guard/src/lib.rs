@@ -1,0 +1,1 @@
+//! ai-prompt-guard: Validates chat requests, applies allow/deny rules and scores prompt injection. (Being written.)

@@ -1,0 +1,1 @@
+//! ai-token-ratelimit: Token-based rate limits and budgets per consumer and model, shared across workers. (Being written.)

@@ -1,0 +1,1 @@
+//! The prompt-injection detector (being written).

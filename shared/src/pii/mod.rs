@@ -1,0 +1,1 @@
+//! The PII redaction engine (being written).

@@ -1,0 +1,1 @@
+//! Token rate-limit accounting and the counter store (being written).

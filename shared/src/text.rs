@@ -1,0 +1,194 @@
+//! Text folding before matching, so simple evasion does not hide a value or an attack.
+//!
+//! [`fold`] removes invisible characters (zero-width, bidi controls, soft hyphen, Unicode tags),
+//! maps full-width ASCII, other scripts' decimal digits, Unicode spaces and dashes, and common
+//! Cyrillic/Greek look-alikes to plain ASCII. It keeps, for every byte of the folded text, where its
+//! character came from, so a match found in the folded text maps back to the exact original range
+//! (which is what gets redacted). Case is kept: matchers decide about case themselves.
+
+use std::ops::Range;
+
+/// Folded text with a map back to the original.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folded {
+    pub text: String,
+    /// For each byte of `text`: the original byte range of the character it came from. `None` when
+    /// nothing changed (the common, all-plain case), so the map costs nothing there.
+    map: Option<Vec<(u32, u32)>>,
+}
+
+impl Folded {
+    /// The original byte range of folded range `range`, including any removed invisible characters
+    /// inside it. Out-of-range input is clamped.
+    pub fn original_range(&self, range: Range<usize>) -> Range<usize> {
+        let Some(map) = &self.map else {
+            return range;
+        };
+        if range.start >= range.end {
+            let at = map.get(range.start).map_or_else(|| map.last().map_or(0, |m| m.1 as usize), |m| m.0 as usize);
+            return at..at;
+        }
+        let start = map.get(range.start).map_or(0, |m| m.0 as usize);
+        let end = map.get(range.end - 1).or(map.last()).map_or(start, |m| m.1 as usize);
+        start..end.max(start)
+    }
+
+    /// True when folding changed nothing.
+    pub fn is_identity(&self) -> bool {
+        self.map.is_none()
+    }
+}
+
+/// What one character folds to.
+enum Fold {
+    Keep,
+    Drop,
+    To(char),
+}
+
+fn fold_char(c: char) -> Fold {
+    let u = c as u32;
+    match u {
+        // Invisible: zero-width, joiners, bidi marks and embeddings, word joiner, BOM, soft hyphen,
+        // Mongolian vowel separator, Unicode tag characters.
+        0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0xFEFF | 0x00AD | 0x180E | 0xE0000..=0xE007F => {
+            Fold::Drop
+        }
+        // Full-width ASCII.
+        0xFF01..=0xFF5E => char::from_u32(u - 0xFEE0).map_or(Fold::Keep, Fold::To),
+        // Spaces.
+        0x00A0 | 0x2000..=0x200A | 0x202F | 0x205F | 0x3000 => Fold::To(' '),
+        // Dashes and minus.
+        0x2010..=0x2015 | 0x2212 | 0xFE63 => Fold::To('-'),
+        // Decimal digits of other scripts, and mathematical digits.
+        0x0660..=0x0669 => digit(u - 0x0660),
+        0x06F0..=0x06F9 => digit(u - 0x06F0),
+        0x0966..=0x096F => digit(u - 0x0966),
+        0x09E6..=0x09EF => digit(u - 0x09E6),
+        0x1D7CE..=0x1D7FF => digit((u - 0x1D7CE) % 10),
+        // Circled and parenthesised digits are left alone: they are rarely used to hide numbers.
+        _ => match homoglyph(c) {
+            Some(a) => Fold::To(a),
+            None => Fold::Keep,
+        },
+    }
+}
+
+fn digit(d: u32) -> Fold {
+    char::from_digit(d, 10).map_or(Fold::Keep, Fold::To)
+}
+
+/// Cyrillic and Greek letters that look like Latin ones.
+fn homoglyph(c: char) -> Option<char> {
+    Some(match c {
+        'а' => 'a',
+        'е' => 'e',
+        'о' => 'o',
+        'р' => 'p',
+        'с' => 'c',
+        'у' => 'y',
+        'х' => 'x',
+        'і' => 'i',
+        'ј' => 'j',
+        'ѕ' => 's',
+        'һ' => 'h',
+        'ԁ' => 'd',
+        'А' => 'A',
+        'В' => 'B',
+        'Е' => 'E',
+        'К' => 'K',
+        'М' => 'M',
+        'Н' => 'H',
+        'О' => 'O',
+        'Р' => 'P',
+        'С' => 'C',
+        'Т' => 'T',
+        'Х' => 'X',
+        'І' => 'I',
+        'ο' => 'o',
+        'α' => 'a',
+        'ν' => 'v',
+        'ι' => 'i',
+        'Α' => 'A',
+        'Β' => 'B',
+        'Ε' => 'E',
+        'Ζ' => 'Z',
+        'Η' => 'H',
+        'Ι' => 'I',
+        'Κ' => 'K',
+        'Μ' => 'M',
+        'Ν' => 'N',
+        'Ο' => 'O',
+        'Ρ' => 'P',
+        'Τ' => 'T',
+        'Υ' => 'Y',
+        'Χ' => 'X',
+        _ => return None,
+    })
+}
+
+/// Folds `s` for matching; see the module docs.
+pub fn fold(s: &str) -> Folded {
+    // Plain ASCII has nothing to fold: no copy of a map.
+    if s.is_ascii() {
+        return Folded { text: s.to_string(), map: None };
+    }
+    let mut text = String::with_capacity(s.len());
+    let mut map = Vec::with_capacity(s.len());
+    let mut changed = false;
+    for (i, c) in s.char_indices() {
+        let span = (i as u32, (i + c.len_utf8()) as u32);
+        let out = match fold_char(c) {
+            Fold::Keep => c,
+            Fold::Drop => {
+                changed = true;
+                continue;
+            }
+            Fold::To(to) => {
+                changed = true;
+                to
+            }
+        };
+        text.push(out);
+        map.extend(std::iter::repeat_n(span, out.len_utf8()));
+    }
+    if !changed {
+        return Folded { text, map: None };
+    }
+    Folded { text, map: Some(map) }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_evasion_and_maps_back() {
+        let cases = [
+            ("plain text 123", "plain text 123"),
+            ("４１１１\u{200B}１１１１", "41111111"),
+            ("j\u{200D}o\u{00AD}hn@exa\u{FEFF}mple.com", "john@example.com"),
+            ("ignоre previous", "ignore previous"), // Cyrillic о
+            ("555\u{2011}0100", "555-0100"),
+            ("١٢٣", "123"),
+            ("a\u{00A0}b", "a b"),
+            ("日本 ok", "日本 ok"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(fold(input).text, want, "{input:?}");
+        }
+        let s = "mail: j\u{200B}ohn@example.com!";
+        let f = fold(s);
+        let start = f.text.find("john").unwrap();
+        let end = start + "john@example.com".len();
+        let r = f.original_range(start..end);
+        assert_eq!(&s[r], "j\u{200B}ohn@example.com");
+        assert!(fold("ascii").is_identity());
+        assert!(fold("日本").is_identity());
+        assert_eq!(fold("ab").original_range(0..2), 0..2);
+        let g = fold("x\u{200B}");
+        assert_eq!(g.original_range(1..1), 1..1);
+        assert_eq!(g.original_range(5..9), 0..1);
+    }
+}

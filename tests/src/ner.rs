@@ -1,0 +1,1 @@
+//! A mock NER service with Presidio's analyzer contract for the PII tests (being written).
