@@ -419,7 +419,10 @@ impl AnthropicStream {
 )]
 mod tests {
     use super::*;
+    // On wasm32 every unit test runs under wasm-bindgen-test (Node) too: `make wasm-test`.
     use crate::openai::parse_chat_request;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     const MESSAGE: &str = include_str!("../tests/fixtures/anthropic_message.json");
     const STREAM: &str = include_str!("../tests/fixtures/anthropic_stream.sse");

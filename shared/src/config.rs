@@ -74,6 +74,9 @@ impl SecretSource {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    // On wasm32 every unit test runs under wasm-bindgen-test (Node) too: `make wasm-test`.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn secret_sources() {

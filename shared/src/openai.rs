@@ -295,8 +295,11 @@ pub(crate) fn status_message(status: u16) -> String {
 )]
 mod tests {
     use super::*;
+    // On wasm32 every unit test runs under wasm-bindgen-test (Node) too: `make wasm-test`.
     use crate::sse::SseEvent;
     use serde_json::json;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     const STREAM: &str = include_str!("../tests/fixtures/openai_stream.sse");
     const STREAM_USAGE: &str = include_str!("../tests/fixtures/openai_stream_usage.sse");

@@ -53,6 +53,9 @@ pub fn stable_hash(data: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // On wasm32 every unit test runs under wasm-bindgen-test (Node) too: `make wasm-test`.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn below_is_roughly_uniform() {

@@ -232,6 +232,9 @@ pub fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &str) {
 )]
 mod tests {
     use super::*;
+    // On wasm32 every unit test runs under wasm-bindgen-test (Node) too: `make wasm-test`.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn ev(event: Option<&str>, data: &str) -> SseEvent {
         SseEvent {

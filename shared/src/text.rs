@@ -25,11 +25,16 @@ impl Folded {
             return range;
         };
         if range.start >= range.end {
-            let at = map.get(range.start).map_or_else(|| map.last().map_or(0, |m| m.1 as usize), |m| m.0 as usize);
+            let at = map
+                .get(range.start)
+                .map_or_else(|| map.last().map_or(0, |m| m.1 as usize), |m| m.0 as usize);
             return at..at;
         }
         let start = map.get(range.start).map_or(0, |m| m.0 as usize);
-        let end = map.get(range.end - 1).or(map.last()).map_or(start, |m| m.1 as usize);
+        let end = map
+            .get(range.end - 1)
+            .or(map.last())
+            .map_or(start, |m| m.1 as usize);
         start..end.max(start)
     }
 
@@ -51,9 +56,13 @@ fn fold_char(c: char) -> Fold {
     match u {
         // Invisible: zero-width, joiners, bidi marks and embeddings, word joiner, BOM, soft hyphen,
         // Mongolian vowel separator, Unicode tag characters.
-        0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0xFEFF | 0x00AD | 0x180E | 0xE0000..=0xE007F => {
-            Fold::Drop
-        }
+        0x200B..=0x200F
+        | 0x202A..=0x202E
+        | 0x2060..=0x2064
+        | 0xFEFF
+        | 0x00AD
+        | 0x180E
+        | 0xE0000..=0xE007F => Fold::Drop,
         // Full-width ASCII.
         0xFF01..=0xFF5E => char::from_u32(u - 0xFEE0).map_or(Fold::Keep, Fold::To),
         // Spaces.
@@ -131,7 +140,10 @@ fn homoglyph(c: char) -> Option<char> {
 pub fn fold(s: &str) -> Folded {
     // Plain ASCII has nothing to fold: no copy of a map.
     if s.is_ascii() {
-        return Folded { text: s.to_string(), map: None };
+        return Folded {
+            text: s.to_string(),
+            map: None,
+        };
     }
     let mut text = String::with_capacity(s.len());
     let mut map = Vec::with_capacity(s.len());
@@ -162,6 +174,9 @@ pub fn fold(s: &str) -> Folded {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    // On wasm32 every unit test runs under wasm-bindgen-test (Node) too: `make wasm-test`.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn folds_evasion_and_maps_back() {

@@ -136,8 +136,11 @@ pub fn cost_micro_usd(u: Usage, prompt_per_million: f64, completion_per_million:
 )]
 mod tests {
     use super::*;
+    // On wasm32 every unit test runs under wasm-bindgen-test (Node) too: `make wasm-test`.
     use crate::sse::SseParser;
     use serde_json::json;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn u(p: u64, c: u64) -> Usage {
         Usage {

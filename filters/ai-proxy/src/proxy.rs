@@ -465,3 +465,67 @@ impl Policy for AiProxy {
         );
     }
 }
+
+/// One smoke test of the policy against the fake host; real behaviour is proven in Envoy (tests/tests/proxy.rs).
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod tests {
+    use super::*;
+    use shared::host::FakeHost;
+
+    #[test]
+    fn routes_translates_and_accounts_on_kong() {
+        let json = r#"{"targets":[{"name":"c","provider":"anthropic","model":"claude-x",
+            "endpoint":{"cluster":"cl","host":"api.anthropic.com:443"},"auth":{"value":"k"}}],
+            "models":{"m":{"targets":[{"target":"c"}]}},
+            "prices":{"claude-x":{"prompt_per_million":1000000,"completion_per_million":0}}}"#;
+        let config = Rc::new(Config::parse(json.as_bytes(), &|_| None).unwrap());
+        let mut p = AiProxy::new(config, 1);
+        let mut host = FakeHost::new(HostKind::Kong).with_request_headers(&[
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            ("authorization", "Bearer client"),
+        ]);
+        assert_eq!(p.on_request_headers(&mut host, true), HeadersOutcome::ReadBody);
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        let BodyOutcome::Replace(upstream) = p.on_request_body(&mut host, body) else {
+            panic!("not replaced")
+        };
+        let sent: Value = serde_json::from_slice(&upstream).unwrap();
+        assert_eq!(sent["model"], "claude-x");
+        assert_eq!(host.properties["kong.service.target"], "api.anthropic.com:443");
+        assert_eq!(host.request_headers[":path"], "/v1/messages");
+        assert_eq!(host.request_headers["x-api-key"], "k");
+        assert!(!host.request_headers.contains_key("authorization"));
+
+        host.response_headers.insert(":status".into(), "200".into());
+        host.response_headers
+            .insert("content-type".into(), "application/json".into());
+        assert_eq!(p.on_response_headers(&mut host), ResponseMode::Whole);
+        let answer = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x",
+            "content":[{"type":"text","text":"hello"}],"stop_reason":"end_turn",
+            "usage":{"input_tokens":3,"output_tokens":1}}"#;
+        let out = p.on_response_whole(&mut host, answer);
+        let client: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(client["choices"][0]["message"]["content"], "hello");
+        p.on_done(&mut host);
+        let l = "provider=anthropic_target=c_model=claude-x";
+        assert_eq!(
+            host.counters[&format!("ai_proxy_tokens_total_{l}_kind=prompt")],
+            3
+        );
+        assert_eq!(
+            host.counters[&format!("ai_proxy_cost_microusd_total_{l}")],
+            3_000_000
+        );
+        assert_eq!(
+            host.counters[&format!("ai_proxy_requests_total_{l}_status=200")],
+            1
+        );
+    }
+}
