@@ -53,7 +53,11 @@ wasm-bindgen:
 ## Release .wasm of every filter.
 build: toolchain
 	cargo build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS))
-	@for f in $(FILTERS); do ls -l $(WASM_DIR)/$${f//-/_}.wasm; done
+	@# Kong reads <name>.meta.json beside <name>.wasm: the release folder is a ready wasm_filters_path.
+	@for f in $(FILTERS); do \
+	  n=$${f//-/_}; ls -l $(WASM_DIR)/$$n.wasm; \
+	  [ ! -e filters/$$f/$$n.meta.json ] || cp filters/$$f/$$n.meta.json $(WASM_DIR)/; \
+	done
 
 fmt:
 	cargo fmt --all
@@ -68,7 +72,7 @@ lint: toolchain validate
 validate: venv build
 	@for f in envoy/*.yaml examples/envoy/*.yaml; do \
 	  [ -e "$$f" ] || continue; \
-	  $(ENVOY) --mode validate -c "$$f" -l error >/dev/null 2>target/validate.log \
+	  OPENAI_API_KEY=validate ANTHROPIC_API_KEY=validate $(ENVOY) --mode validate -c "$$f" -l error >/dev/null 2>target/validate.log \
 	    || { echo "invalid Envoy config: $$f"; cat target/validate.log; exit 1; }; \
 	  echo "valid: $$f"; \
 	done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the demo: the mock providers and Envoy with the filter chain of envoy/demo.yaml, on the ports
 # given by PORT (10000), ADMIN_PORT (9901) and MOCK_PORT (10001). With DEMO_PROVIDERS=real it runs
-# envoy/demo-real.yaml against the real OpenAI and Anthropic APIs instead (keys from the environment).
+# examples/envoy/envoy.yaml against the real OpenAI and Anthropic APIs instead (keys from the environment).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${PORT:-10000} ADMIN_PORT=${ADMIN_PORT:-9901} MOCK_PORT=${MOCK_PORT:-10001}
@@ -15,7 +15,7 @@ if [ "${DEMO_PROVIDERS:-mock}" = real ]; then
   for k in OPENAI_API_KEY ANTHROPIC_API_KEY; do
     [ -n "${!k:-}" ] || { echo "DEMO_PROVIDERS=real needs $k in the environment" >&2; exit 1; }
   done
-  src=envoy/demo-real.yaml
+  src=examples/envoy/envoy.yaml
 else
   src=envoy/demo.yaml
   target/release/mock-provider --port "$MOCK_PORT" & pids+=($!)

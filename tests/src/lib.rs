@@ -7,9 +7,9 @@
 
 use std::path::PathBuf;
 
+pub mod classifier;
 pub mod envoy;
 pub mod http;
-pub mod classifier;
 pub mod mock;
 pub mod ner;
 

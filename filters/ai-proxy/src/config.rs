@@ -1,7 +1,7 @@
 //! ai-proxy configuration: raw serde types, compiled into checked [`Config`] at load.
 //!
 //! Every error names the field (`targets[1].endpoint.host: ...`) so the proxy's log says what to fix.
-//! The same rules are written as a draft-4 schema in `ai-proxy.meta.json` for Kong; the fixtures in
+//! The same rules are written as a draft-4 schema in `ai_proxy.meta.json` for Kong; the fixtures in
 //! `fixtures/` are checked against both.
 
 use serde::Deserialize;
@@ -413,7 +413,7 @@ mod tests {
         assert!(Config::parse(b"[]", &env).is_err());
     }
 
-    /// The same fixtures are checked against ai-proxy.meta.json by tests/check_meta.py.
+    /// The same fixtures are checked against ai_proxy.meta.json by tests/check_meta.py.
     #[test]
     fn fixtures_agree_with_schema() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");

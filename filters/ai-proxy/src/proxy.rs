@@ -203,9 +203,19 @@ fn set_upstream_headers(host: &mut dyn Host, target: &Target, route_header: &str
     if host.kind() == HostKind::Kong {
         host.set_property(&["kong", "service", "target"], &target.host);
     }
-    let authority = target.host.strip_suffix(":443").unwrap_or(&target.host);
-    host.set_request_header(":authority", Some(authority));
-    host.set_request_header(":path", Some(&target.path));
+    match host.kind() {
+        HostKind::Envoy => {
+            let authority = target.host.strip_suffix(":443").unwrap_or(&target.host);
+            host.set_request_header(":authority", Some(authority));
+            host.set_request_header(":path", Some(&target.path));
+        }
+        // Kong: `:authority` is read-only and `:path` cannot carry a query string (the host call
+        // fails, and the SDK panics on the failure); the upstream URI is nginx's `$upstream_uri`.
+        // `kong.service.target` already sets the upstream Host header.
+        HostKind::Kong => {
+            host.set_property(&["ngx", "upstream_uri"], &target.path);
+        }
+    }
     host.set_request_header("content-type", Some("application/json"));
     // We must read the answer: no compressed upstream bodies.
     host.set_request_header("accept-encoding", None);
@@ -499,7 +509,8 @@ mod tests {
         let sent: Value = serde_json::from_slice(&upstream).unwrap();
         assert_eq!(sent["model"], "claude-x");
         assert_eq!(host.properties["kong.service.target"], "api.anthropic.com:443");
-        assert_eq!(host.request_headers[":path"], "/v1/messages");
+        assert_eq!(host.properties["ngx.upstream_uri"], "/v1/messages");
+        assert!(!host.request_headers.contains_key(":authority"));
         assert_eq!(host.request_headers["x-api-key"], "k");
         assert!(!host.request_headers.contains_key("authorization"));
 
