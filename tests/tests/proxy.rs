@@ -16,6 +16,8 @@ fn proxy_config(mock_port: u16) -> Value {
              "endpoint": {"cluster": "mock_anthropic", "host": host}, "auth": {"env": "ANTHROPIC_API_KEY"}},
             {"name": "azure-4o", "provider": "azure", "deployment": "gpt4o-prod", "api_version": "2024-10-21",
              "endpoint": {"cluster": "mock_azure", "host": host}, "auth": {"value": "azure-inline-key"}},
+            {"name": "local-llama", "provider": "openai_compatible", "model": "llama3.1:8b",
+             "endpoint": {"cluster": "mock_openai", "host": host, "path": "/v1/chat/completions"}},
             {"name": "dead", "provider": "openai", "model": "gpt-dead",
              "endpoint": {"cluster": "mock_dead", "host": "127.0.0.1:1"}, "auth": {"env": "OPENAI_API_KEY"}}
         ],
@@ -23,6 +25,7 @@ fn proxy_config(mock_port: u16) -> Value {
             "gpt-4o-mini": {"targets": [{"target": "openai-mini"}]},
             "claude-3-5-haiku": {"targets": [{"target": "claude-haiku"}]},
             "gpt-4o": {"targets": [{"target": "azure-4o"}]},
+            "llama": {"targets": [{"target": "local-llama"}]},
             "canary": {"targets": [{"target": "openai-mini", "weight": 90}, {"target": "claude-haiku", "weight": 10}]},
             "broken": {"targets": [{"target": "dead"}]}
         },
@@ -299,6 +302,40 @@ fn azure_gets_its_path_api_version_and_key() {
     );
     assert_eq!(up["headers"]["api-key"], "azure-inline-key");
     assert!(up["headers"].get("authorization").is_none());
+}
+
+#[test]
+fn azure_streams_like_openai() {
+    let bed = Bed::start();
+    let r = bed.chat(&json!({"model": "gpt-4o", "stream": true, "messages": user("stream azure")}));
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert_eq!(
+        sse_data(&text).last().map(String::as_str),
+        Some("[DONE]"),
+        "{text}"
+    );
+    assert_eq!(streamed_text(&chunks(&text)), "mock reply to: stream azure");
+    let up = bed.only_upstream();
+    assert_eq!(up["json"]["stream_options"]["include_usage"], true);
+    assert_eq!(up["headers"]["api-key"], "azure-inline-key");
+}
+
+#[test]
+fn openai_compatible_target_without_key_passes_client_credentials() {
+    let bed = Bed::start();
+    let r = bed.chat(&json!({"model": "llama", "messages": user("hello llama")}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-ai-provider"), Some("openai_compatible"));
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "mock reply to: hello llama"
+    );
+    let up = bed.only_upstream();
+    assert_eq!(up["json"]["model"], "llama3.1:8b");
+    assert_eq!(up["headers"]["authorization"], "Bearer client-gateway-key");
+    let r = bed.chat(&json!({"model": "llama", "stream": true, "messages": user("s")}));
+    assert_eq!(streamed_text(&chunks(&r.text())), "mock reply to: s");
 }
 
 #[test]
