@@ -143,7 +143,9 @@ fn q(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
-const STATS_TAGS: [&str; 6] = ["provider", "target", "model", "status", "kind", "code"];
+const STATS_TAGS: [&str; 10] = [
+    "provider", "target", "model", "status", "kind", "outcome", "state", "from", "to", "code",
+];
 const CLUSTERS: [&str; 3] = ["mock_openai", "mock_anthropic", "mock_azure"];
 
 /// The Envoy config (YAML) for `opts`, in the shape of `envoy/demo.yaml`: admin and listener on

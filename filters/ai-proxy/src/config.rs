@@ -41,6 +41,31 @@ struct RawConfig {
     route_header: Option<String>,
     #[serde(default)]
     prices: HashMap<String, Price>,
+    #[serde(default)]
+    resilience: Option<RawResilience>,
+}
+
+/// Timeouts, retries and the circuit breaker. At the top level it is the default for every target;
+/// a target's own block overrides it field by field.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResilience {
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    retries: Option<u32>,
+    #[serde(default)]
+    retry_on: Option<Vec<String>>,
+    #[serde(default)]
+    breaker: Option<Breaker>,
+}
+
+/// Opens after `consecutive_failures` failed calls in a row; after `cooldown_ms` one probe may pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Breaker {
+    pub consecutive_failures: u32,
+    pub cooldown_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,6 +86,8 @@ struct RawTarget {
     anthropic_version: Option<String>,
     #[serde(default)]
     default_max_tokens: Option<u64>,
+    #[serde(default)]
+    resilience: Option<RawResilience>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +103,14 @@ struct RawEndpoint {
 #[serde(deny_unknown_fields)]
 struct RawModel {
     targets: Vec<RawRoute>,
+    #[serde(default)]
+    fallback: Vec<RawFallback>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFallback {
+    target: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +154,117 @@ pub struct Target {
     pub anthropic_version: String,
     pub default_max_tokens: u64,
     pub price: Option<Price>,
+    pub resilience: Resilience,
+}
+
+/// What counts as a failure worth another try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOn {
+    /// No answer at all: connection refused or reset, or the host could not make the call.
+    ConnectFailure,
+    /// The target did not answer within `timeout_ms`.
+    Timeout,
+    /// A 2xx answer that cannot be read (bad JSON, a stream without its end).
+    InvalidResponse,
+    Status(u16),
+}
+
+impl RetryOn {
+    fn parse(s: &str) -> Option<RetryOn> {
+        match s {
+            "connect_failure" => Some(RetryOn::ConnectFailure),
+            "timeout" => Some(RetryOn::Timeout),
+            "invalid_response" => Some(RetryOn::InvalidResponse),
+            _ => s
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (400..600).contains(c))
+                .map(RetryOn::Status),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resilience {
+    /// Deadline for a whole answer from this target, per attempt.
+    pub timeout_ms: u64,
+    /// Further attempts on the same target before falling back.
+    pub retries: u32,
+    pub retry_on: Vec<RetryOn>,
+    pub breaker: Option<Breaker>,
+}
+
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+const MAX_RETRIES: u32 = 5;
+
+impl Resilience {
+    fn compile(
+        field: &str,
+        own: Option<&RawResilience>,
+        global: Option<&RawResilience>,
+    ) -> Result<Self, ConfigError> {
+        let pick = |f: fn(&RawResilience) -> bool| own.filter(|r| f(r)).or(global);
+        let timeout_ms = pick(|r| r.timeout_ms.is_some())
+            .and_then(|r| r.timeout_ms)
+            .unwrap_or(DEFAULT_TIMEOUT_MS);
+        if timeout_ms == 0 {
+            return Err(ConfigError::new(
+                format!("{field}.timeout_ms"),
+                "must be at least 1",
+            ));
+        }
+        let retries = pick(|r| r.retries.is_some()).and_then(|r| r.retries).unwrap_or(0);
+        if retries > MAX_RETRIES {
+            return Err(ConfigError::new(format!("{field}.retries"), "must be 0 to 5"));
+        }
+        let retry_on = match pick(|r| r.retry_on.is_some()).and_then(|r| r.retry_on.as_ref()) {
+            Some(list) => {
+                let mut out = Vec::with_capacity(list.len());
+                for (i, s) in list.iter().enumerate() {
+                    let Some(c) = RetryOn::parse(s) else {
+                        return Err(ConfigError::new(
+                            format!("{field}.retry_on[{i}]"),
+                            format!(
+                                "`{s}` is not connect_failure, timeout, invalid_response or a 4xx/5xx status"
+                            ),
+                        ));
+                    };
+                    out.push(c);
+                }
+                out
+            }
+            None => vec![
+                RetryOn::ConnectFailure,
+                RetryOn::Timeout,
+                RetryOn::Status(429),
+                RetryOn::Status(500),
+                RetryOn::Status(502),
+                RetryOn::Status(503),
+                RetryOn::Status(504),
+            ],
+        };
+        let breaker = pick(|r| r.breaker.is_some()).and_then(|r| r.breaker);
+        if let Some(b) = breaker {
+            if b.consecutive_failures == 0 {
+                return Err(ConfigError::new(
+                    format!("{field}.breaker.consecutive_failures"),
+                    "must be at least 1",
+                ));
+            }
+            if b.cooldown_ms == 0 {
+                return Err(ConfigError::new(
+                    format!("{field}.breaker.cooldown_ms"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        Ok(Resilience {
+            timeout_ms,
+            retries,
+            retry_on,
+            breaker,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -128,11 +274,22 @@ pub struct Route {
     pub weight: u64,
 }
 
+/// A client-facing model: the weighted first choice, then the fallback chain.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub routes: Vec<Route>,
+    /// Targets tried in order after the first choice fails (indexes into [`Config::targets`]).
+    pub fallback: Vec<usize>,
+    /// The filter makes the upstream calls itself (retries, fallback, breaker), answering when done;
+    /// streams are then delivered whole. Otherwise requests are forwarded through the proxy as they come.
+    pub callout: bool,
+}
+
 #[derive(Debug)]
 pub struct Config {
     pub targets: Vec<Target>,
     /// Client-facing model name → weighted targets.
-    pub models: BTreeMap<String, Vec<Route>>,
+    pub models: BTreeMap<String, Model>,
     pub sticky_header: Option<String>,
     pub max_body_bytes: usize,
     pub route_header: String,
@@ -169,7 +326,12 @@ impl Config {
         if raw.targets.is_empty() {
             return Err(ConfigError::new("targets", "at least one target is required"));
         }
+        let global_resilience = raw.resilience.as_ref();
+        if let Some(g) = global_resilience {
+            Resilience::compile("resilience", None, Some(g))?;
+        }
         let mut targets = Vec::with_capacity(raw.targets.len());
+        let mut resilient = Vec::with_capacity(raw.targets.len());
         let mut index = HashMap::new();
         for (i, t) in raw.targets.into_iter().enumerate() {
             let at = |f: &str| format!("targets[{i}].{f}");
@@ -245,7 +407,12 @@ impl Config {
             if default_max_tokens == 0 {
                 return Err(ConfigError::new(at("default_max_tokens"), "must be at least 1"));
             }
+            let resilience =
+                Resilience::compile(&at("resilience"), t.resilience.as_ref(), global_resilience)?;
+            let has_resilience = t.resilience.is_some() || global_resilience.is_some();
+            resilient.push(has_resilience);
             targets.push(Target {
+                resilience,
                 name: t.name,
                 provider: t.provider,
                 price: raw.prices.get(&upstream_model).copied(),
@@ -292,7 +459,33 @@ impl Config {
             if routes.iter().all(|r| r.weight == 0) {
                 return Err(ConfigError::new(at, "weights must not all be 0"));
             }
-            models.insert(name, routes);
+            let mut fallback = Vec::with_capacity(m.fallback.len());
+            for (j, f) in m.fallback.into_iter().enumerate() {
+                let field = format!("models.{name}.fallback[{j}].target");
+                let Some(&target) = index.get(&f.target) else {
+                    return Err(ConfigError::new(field, format!("no target named `{}`", f.target)));
+                };
+                // A target twice in one chain would loop back to a target that just failed.
+                if fallback.contains(&target)
+                    || (routes.len() == 1 && routes.iter().any(|r| r.target == target))
+                {
+                    return Err(ConfigError::new(
+                        field,
+                        format!("`{}` is already in this chain (a loop)", f.target),
+                    ));
+                }
+                fallback.push(target);
+            }
+            let is_resilient = |t: usize| resilient.get(t).copied().unwrap_or(false);
+            let callout = !fallback.is_empty() || routes.iter().any(|r| is_resilient(r.target));
+            models.insert(
+                name,
+                Model {
+                    routes,
+                    fallback,
+                    callout,
+                },
+            );
         }
         for (model, p) in &raw.prices {
             for (v, f) in [
@@ -370,7 +563,7 @@ mod tests {
         assert_eq!(c.targets[2].upstream_model, "dep");
         assert!(c.targets[0].price.is_some() && c.targets[1].price.is_none());
         assert_eq!(
-            c.models["m"].iter().map(|r| r.weight).collect::<Vec<_>>(),
+            c.models["m"].routes.iter().map(|r| r.weight).collect::<Vec<_>>(),
             vec![9, 1]
         );
         assert_eq!(c.max_body_bytes, 1024 * 1024);
@@ -411,6 +604,84 @@ mod tests {
         assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
         assert!(Config::parse(b"", &env).is_err());
         assert!(Config::parse(b"[]", &env).is_err());
+    }
+
+    #[test]
+    fn resilience_and_fallback_are_checked_at_load() {
+        let with = |extra_model: &str, top: &str| {
+            BASE.replacen(
+                r#"{"target":"b"}]}"#,
+                &format!(r#"{{"target":"b"}}]{extra_model}}}"#),
+                1,
+            )
+            .replacen(r#""prices""#, &format!(r#"{top}"prices""#), 1)
+        };
+        let ok = Config::parse(with(r#","fallback":[{"target":"z"}]"#, "").as_bytes(), &env).unwrap();
+        assert_eq!(ok.models["m"].fallback, vec![2]);
+        assert!(ok.models["m"].callout && !ok.models["z"].callout);
+        let top = r#""resilience":{"timeout_ms":100,"retries":2,"retry_on":["timeout","503"],"breaker":{"consecutive_failures":2,"cooldown_ms":10}},"#;
+        let ok = Config::parse(with("", top).as_bytes(), &env).unwrap();
+        assert!(
+            ok.models["z"].callout,
+            "a global resilience block puts every model in callout mode"
+        );
+        assert_eq!(ok.targets[0].resilience.retries, 2);
+        assert_eq!(
+            ok.targets[0].resilience.retry_on,
+            vec![RetryOn::Timeout, RetryOn::Status(503)]
+        );
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                r#","fallback":[{"target":"nope"}]"#,
+                "",
+                "models.m.fallback[0].target",
+            ),
+            (
+                r#","fallback":[{"target":"z"},{"target":"z"}]"#,
+                "",
+                "models.m.fallback[1].target",
+            ),
+            ("", r#""resilience":{"timeout_ms":0},"#, "resilience.timeout_ms"),
+            ("", r#""resilience":{"retries":6},"#, "resilience.retries"),
+            (
+                "",
+                r#""resilience":{"retry_on":["timeout","teapot"]},"#,
+                "resilience.retry_on[1]",
+            ),
+            (
+                "",
+                r#""resilience":{"breaker":{"consecutive_failures":0,"cooldown_ms":5}},"#,
+                "resilience.breaker.consecutive_failures",
+            ),
+            (
+                "",
+                r#""resilience":{"breaker":{"consecutive_failures":1,"cooldown_ms":0}},"#,
+                "resilience.breaker.cooldown_ms",
+            ),
+        ];
+        for (model, top, field) in cases {
+            let err = Config::parse(with(model, top).as_bytes(), &env).unwrap_err();
+            assert_eq!(err.field, *field, "{err}");
+        }
+        let json = BASE.replacen(
+            r#""endpoint":{"cluster":"c3""#,
+            r#""resilience":{"timeout_ms":0},"endpoint":{"cluster":"c3""#,
+            1,
+        );
+        assert_eq!(
+            Config::parse(json.as_bytes(), &env).unwrap_err().field,
+            "targets[2].resilience.timeout_ms"
+        );
+        // The only first choice cannot also be its own fallback.
+        let json = BASE.replacen(
+            r#""z": {"targets":[{"target":"z"}]}"#,
+            r#""z": {"targets":[{"target":"z"}],"fallback":[{"target":"z"}]}"#,
+            1,
+        );
+        assert_eq!(
+            Config::parse(json.as_bytes(), &env).unwrap_err().field,
+            "models.z.fallback[0].target"
+        );
     }
 
     /// The same fixtures are checked against ai_proxy.meta.json by tests/check_meta.py.

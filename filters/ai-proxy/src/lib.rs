@@ -13,6 +13,8 @@
     )
 )]
 
+pub mod attempt;
+pub mod breaker;
 pub mod config;
 pub mod proxy;
 

@@ -1,12 +1,15 @@
 //! The ai-proxy policy: pick a target for the client's model, translate the request for its provider,
 //! translate the answer back to OpenAI's shape, and account for tokens, cost and latency.
 
-use crate::config::{Config, Provider, Target};
+use crate::attempt::{self, Failure, Wanted};
+use crate::breaker::{self, Admit};
+use crate::config::{Config, Model, Provider, Target};
 use serde_json::{json, Value};
 use shared::anthropic::{self, AnthropicStream};
 use shared::error::ApiError;
 use shared::host::{
-    BodyOutcome, HeadersOutcome, Host, HostKind, LocalReply, LogLevel, Policy, ResponseMode, WholeResponse,
+    BodyOutcome, CallResponse, HeadersOutcome, Host, HostKind, LocalReply, LogLevel, Policy, ResponseMode,
+    WholeResponse,
 };
 use shared::metrics;
 use shared::openai::{self, ChatRequest, OpenAiStream};
@@ -45,6 +48,24 @@ struct Routed {
     status: u16,
     body: ResponseBody,
     usage: Option<Usage>,
+    /// Callout mode: the filter makes the upstream calls and answers itself.
+    attempts: Option<Box<Attempts>>,
+}
+
+/// Where a request stands in its chain of targets (callout mode).
+struct Attempts {
+    req: ChatRequest,
+    /// The weighted first choice, then the model's fallback targets.
+    chain: Vec<usize>,
+    pos: usize,
+    retries_left: u32,
+    /// Calls made so far.
+    count: u32,
+    /// The client's credentials, for targets without a key of their own.
+    client_auth: Option<String>,
+    last_failure: Option<(usize, Failure)>,
+    /// Earliest time an open breaker on this chain lets a probe through.
+    reopen_at: Option<u64>,
 }
 
 enum ResponseBody {
@@ -91,7 +112,7 @@ impl AiProxy {
     /// Weighted choice among the model's targets; with a sticky header, the same value always
     /// lands on the same target (as long as the weights do not change).
     fn pick(&mut self, model: &str, sticky: Option<String>) -> Option<usize> {
-        let routes = self.config.models.get(model)?;
+        let routes = &self.config.models.get(model)?.routes;
         let total: u64 = routes.iter().map(|r| r.weight).sum();
         let mut point = match sticky {
             Some(v) => stable_hash(v.as_bytes()) % total.max(1),
@@ -120,12 +141,8 @@ impl AiProxy {
         }
     }
 
-    fn route(
-        &mut self,
-        host: &mut dyn Host,
-        body: &[u8],
-        start_ms: u64,
-    ) -> Result<(Routed, Vec<u8>), ApiError> {
+    /// Parses the request and picks its model and first target.
+    fn choose(&mut self, host: &dyn Host, body: &[u8]) -> Result<(ChatRequest, usize, bool), ApiError> {
         let req = openai::parse_chat_request(body)?;
         let sticky = self
             .config
@@ -143,35 +160,182 @@ impl AiProxy {
                 ),
             ));
         };
+        let callout = self
+            .config
+            .models
+            .get(&req.model)
+            .is_some_and(|m: &Model| m.callout);
+        Ok((req, index, callout))
+    }
+
+    fn routed(start_ms: u64, target: usize, req: &ChatRequest, injected_usage: bool) -> Routed {
+        Routed {
+            start_ms,
+            target,
+            client_model: req.model.clone(),
+            include_usage: req.include_usage,
+            injected_usage,
+            status: 0,
+            body: ResponseBody::None,
+            usage: None,
+            attempts: None,
+        }
+    }
+
+    /// Forward mode: rewrite the request for the target and let the proxy send it.
+    fn forward(&mut self, host: &mut dyn Host, req: ChatRequest, index: usize, start_ms: u64) -> BodyOutcome {
         let Some(target) = self.config.targets.get(index) else {
-            return Err(ApiError::new(
-                500,
-                "server_error",
-                "internal_error",
-                "target index out of range",
-            ));
+            return BodyOutcome::Reply(internal_error());
         };
         let injected_usage = req.stream && !req.include_usage && target.provider != Provider::Anthropic;
-        let upstream_body = upstream_body(&req, target, injected_usage)?;
-        set_upstream_headers(host, target, &self.config.route_header);
-        Ok((
-            Routed {
-                start_ms,
-                target: index,
-                client_model: req.model,
-                include_usage: req.include_usage,
-                injected_usage,
-                status: 0,
-                body: ResponseBody::None,
-                usage: None,
-            },
-            upstream_body,
-        ))
+        match upstream_body(&req, target, injected_usage) {
+            Ok(body) => {
+                set_upstream_headers(host, target, &self.config.route_header);
+                self.stage = Stage::Routed(Box::new(Self::routed(start_ms, index, &req, injected_usage)));
+                BodyOutcome::Replace(body)
+            }
+            Err(err) => {
+                self.stage = Stage::Idle;
+                BodyOutcome::Reply(self.reject(host, err))
+            }
+        }
+    }
+
+    /// Callout mode: set up the chain and make the first call.
+    fn start_attempts(
+        &mut self,
+        host: &mut dyn Host,
+        req: ChatRequest,
+        first: usize,
+        start_ms: u64,
+    ) -> BodyOutcome {
+        let fallback = self
+            .config
+            .models
+            .get(&req.model)
+            .map(|m| m.fallback.clone())
+            .unwrap_or_default();
+        let mut chain = vec![first];
+        chain.extend(fallback.into_iter().filter(|t| *t != first));
+        let mut routed = Self::routed(start_ms, first, &req, false);
+        routed.attempts = Some(Box::new(Attempts {
+            retries_left: self.config.targets.get(first).map_or(0, |t| t.resilience.retries),
+            req,
+            chain,
+            pos: 0,
+            count: 0,
+            client_auth: host.request_header("authorization"),
+            last_failure: None,
+            reopen_at: None,
+        }));
+        self.stage = Stage::Routed(Box::new(routed));
+        self.next_call(host)
+    }
+
+    /// The call for the current chain position, skipping targets whose breaker is open; the final
+    /// answer when the chain is used up.
+    fn next_call(&mut self, host: &mut dyn Host) -> BodyOutcome {
+        let config = Rc::clone(&self.config);
+        let Stage::Routed(routed) = &mut self.stage else {
+            return BodyOutcome::Continue;
+        };
+        let Some(att) = routed.attempts.as_mut() else {
+            return BodyOutcome::Continue;
+        };
+        let now = host.now_ms();
+        while let Some(&index) = att.chain.get(att.pos) {
+            let Some(target) = config.targets.get(index) else {
+                att.pos += 1;
+                continue;
+            };
+            if target.resilience.breaker.is_some() {
+                if let Admit::No { retry_at_ms } =
+                    breaker::admit(host, &target.name, now, target.resilience.timeout_ms)
+                {
+                    host.counter_add(
+                        &metrics::name("ai_proxy_breaker_skipped_total", &[("target", &target.name)]),
+                        1,
+                    );
+                    att.reopen_at = Some(att.reopen_at.map_or(retry_at_ms, |r| r.min(retry_at_ms)));
+                    att.pos += 1;
+                    att.retries_left = next_retries(&config, &att.chain, att.pos);
+                    continue;
+                }
+            }
+            let injected = att.req.stream && !att.req.include_usage && target.provider != Provider::Anthropic;
+            let body = match upstream_body(&att.req, target, injected) {
+                Ok(b) => b,
+                // This target cannot take the request (e.g. a feature Anthropic lacks): try the next.
+                Err(err) => {
+                    att.last_failure = Some((
+                        index,
+                        Failure::Status {
+                            status: err.status,
+                            body: err.body(),
+                        },
+                    ));
+                    att.pos += 1;
+                    att.retries_left = next_retries(&config, &att.chain, att.pos);
+                    continue;
+                }
+            };
+            att.count += 1;
+            routed.target = index;
+            routed.injected_usage = injected;
+            return BodyOutcome::Call(attempt::call(target, body, host.kind(), att.client_auth.clone()));
+        }
+        let (status, body, retry_after) = match (&att.last_failure, att.reopen_at) {
+            (Some((index, failure)), None) => {
+                let provider = config
+                    .targets
+                    .get(*index)
+                    .map_or(Provider::Openai, |t| t.provider);
+                let (status, body) = failure.to_client(provider);
+                (status, body, None)
+            }
+            (_, reopen_at) => {
+                let wait_s = reopen_at.map_or(1, |r| r.saturating_sub(now).div_ceil(1000).max(1));
+                let err = ApiError::new(
+                    503,
+                    "upstream_error",
+                    "all_targets_unavailable",
+                    format!(
+                        "every target of model `{}` is unavailable; retry in {wait_s} s",
+                        routed.client_model
+                    ),
+                );
+                (503, err.body(), Some(wait_s))
+            }
+        };
+        routed.status = status;
+        let mut headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("x-ai-attempts".to_string(), att.count.to_string()),
+        ];
+        if let Some(s) = retry_after {
+            headers.push(("retry-after".to_string(), s.to_string()));
+        }
+        host.log(
+            LogLevel::Warn,
+            &format!(
+                "ai-proxy: model={} failed after {} attempts, status={status}",
+                routed.client_model, att.count
+            ),
+        );
+        BodyOutcome::Reply(LocalReply {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
 /// The body sent to the target: the client's request with the upstream model, translated for Anthropic.
-fn upstream_body(req: &ChatRequest, target: &Target, inject_usage: bool) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn upstream_body(
+    req: &ChatRequest,
+    target: &Target,
+    inject_usage: bool,
+) -> Result<Vec<u8>, ApiError> {
     match target.provider {
         Provider::Anthropic => {
             anthropic::request_to_anthropic(req, &target.upstream_model, target.default_max_tokens)
@@ -219,21 +383,26 @@ fn set_upstream_headers(host: &mut dyn Host, target: &Target, route_header: &str
     host.set_request_header("content-type", Some("application/json"));
     // We must read the answer: no compressed upstream bodies.
     host.set_request_header("accept-encoding", None);
-    if let Some(key) = &target.api_key {
+    if target.api_key.is_some() {
         for h in ["authorization", "api-key", "x-api-key"] {
             host.set_request_header(h, None);
         }
-        match target.provider {
-            Provider::Openai | Provider::OpenaiCompatible => {
-                host.set_request_header("authorization", Some(&format!("Bearer {key}")))
-            }
-            Provider::Azure => host.set_request_header("api-key", Some(key)),
-            Provider::Anthropic => host.set_request_header("x-api-key", Some(key)),
-        }
     }
-    if target.provider == Provider::Anthropic {
-        host.set_request_header("anthropic-version", Some(&target.anthropic_version));
+    for (name, value) in attempt::credentials(target) {
+        host.set_request_header(name, Some(&value));
     }
+}
+
+fn internal_error() -> LocalReply {
+    ApiError::new(500, "server_error", "internal_error", "target index out of range").into()
+}
+
+/// Retries allowed on the target at `pos` of `chain`.
+fn next_retries(config: &Config, chain: &[usize], pos: usize) -> u32 {
+    chain
+        .get(pos)
+        .and_then(|t| config.targets.get(*t))
+        .map_or(0, |t| t.resilience.retries)
 }
 
 fn status_of(host: &dyn Host) -> u16 {
@@ -273,14 +442,102 @@ impl Policy for AiProxy {
         let Stage::AwaitingBody { start_ms } = self.stage else {
             return BodyOutcome::Continue;
         };
-        match self.route(host, body, start_ms) {
-            Ok((routed, upstream)) => {
-                self.stage = Stage::Routed(Box::new(routed));
-                BodyOutcome::Replace(upstream)
-            }
+        match self.choose(host, body) {
+            Ok((req, index, true)) => self.start_attempts(host, req, index, start_ms),
+            Ok((req, index, false)) => self.forward(host, req, index, start_ms),
             Err(err) => {
                 self.stage = Stage::Idle;
                 BodyOutcome::Reply(self.reject(host, err))
+            }
+        }
+    }
+
+    fn on_call_response(&mut self, host: &mut dyn Host, response: CallResponse) -> BodyOutcome {
+        let config = Rc::clone(&self.config);
+        let Stage::Routed(routed) = &mut self.stage else {
+            return BodyOutcome::Continue;
+        };
+        let Some(att) = routed.attempts.as_mut() else {
+            return BodyOutcome::Continue;
+        };
+        let Some(target) = config.targets.get(routed.target) else {
+            return BodyOutcome::Reply(internal_error());
+        };
+        let now = host.now_ms();
+        let wanted = Wanted {
+            stream: att.req.stream,
+            include_usage: att.req.include_usage,
+            injected_usage: routed.injected_usage,
+            created: now / 1000,
+        };
+        let result = attempt::classify(target, &response, wanted);
+        let outcome = match &result {
+            Ok(_) => "ok".to_string(),
+            Err(f) => f.label(),
+        };
+        host.counter_add(
+            &metrics::name(
+                "ai_proxy_attempts_total",
+                &[("target", &target.name), ("outcome", &outcome)],
+            ),
+            1,
+        );
+        if let Some(b) = &target.resilience.breaker {
+            let counts = result.as_ref().err().is_none_or(Failure::is_target_fault);
+            if counts {
+                breaker::record(host, &target.name, b, now, result.is_ok());
+            }
+        }
+        match result {
+            Ok(success) => {
+                routed.status = 200;
+                routed.usage = success.usage;
+                let first = att.chain.first().and_then(|t| config.targets.get(*t));
+                let mut headers = vec![
+                    ("content-type".to_string(), success.content_type.to_string()),
+                    ("x-ai-provider".to_string(), target.provider.as_str().to_string()),
+                    ("x-ai-target".to_string(), target.name.clone()),
+                    ("x-ai-model".to_string(), target.upstream_model.clone()),
+                    ("x-ai-attempts".to_string(), att.count.to_string()),
+                ];
+                if let Some(first) = first.filter(|f| f.name != target.name) {
+                    headers.push(("x-ai-fallback-from".to_string(), first.name.clone()));
+                    host.counter_add(
+                        &metrics::name(
+                            "ai_proxy_fallbacks_total",
+                            &[("from", &first.name), ("to", &target.name)],
+                        ),
+                        1,
+                    );
+                }
+                BodyOutcome::Reply(LocalReply {
+                    status: 200,
+                    headers,
+                    body: success.body,
+                })
+            }
+            Err(failure) => {
+                host.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "ai-proxy: attempt {} on target={} failed: {}",
+                        att.count,
+                        target.name,
+                        failure.label()
+                    ),
+                );
+                let retry = failure.matches(&target.resilience.retry_on) && att.retries_left > 0;
+                let final_client_error = !failure.is_target_fault();
+                att.last_failure = Some((routed.target, failure));
+                if final_client_error {
+                    att.pos = att.chain.len();
+                } else if retry {
+                    att.retries_left -= 1;
+                } else {
+                    att.pos += 1;
+                    att.retries_left = next_retries(&config, &att.chain, att.pos);
+                }
+                self.next_call(host)
             }
         }
     }
