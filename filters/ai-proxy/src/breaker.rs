@@ -6,13 +6,19 @@
 //! if the store stays contended or fails, traffic goes through (a breaker must never block on itself).
 
 use crate::config::Breaker;
+#[cfg(test)]
+use crate::config::ErrorRate;
 use shared::host::{Host, LogLevel, SharedDataError};
 use shared::metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// Counting: consecutive failures, and calls and failures in the current error-rate window.
     Closed {
         failures: u32,
+        window_start_ms: u64,
+        calls: u32,
+        errors: u32,
     },
     Open {
         until_ms: u64,
@@ -24,9 +30,25 @@ pub enum State {
 }
 
 impl State {
+    fn closed(failures: u32, window_start_ms: u64, calls: u32, errors: u32) -> State {
+        State::Closed {
+            failures,
+            window_start_ms,
+            calls,
+            errors,
+        }
+    }
+
     fn encode(self) -> String {
         match self {
-            State::Closed { failures } => format!("c,{failures}"),
+            State::Closed {
+                failures,
+                window_start_ms,
+                calls,
+                errors,
+            } => {
+                format!("c,{failures},{window_start_ms},{calls},{errors}")
+            }
             State::Open { until_ms } => format!("o,{until_ms}"),
             State::HalfOpen { until_ms } => format!("h,{until_ms}"),
         }
@@ -35,14 +57,18 @@ impl State {
     /// Anything unreadable counts as closed: fail open.
     fn decode(raw: Option<&[u8]>) -> State {
         let text = raw.and_then(|r| std::str::from_utf8(r).ok()).unwrap_or("");
-        let (kind, n) = text.split_once(',').unwrap_or(("c", "0"));
-        let n: u64 = n.parse().unwrap_or(0);
+        let mut parts = text.split(',');
+        let kind = parts.next().unwrap_or("");
+        let mut n = || parts.next().and_then(|p| p.parse::<u64>().ok()).unwrap_or(0);
+        let small = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
         match kind {
-            "o" => State::Open { until_ms: n },
-            "h" => State::HalfOpen { until_ms: n },
-            _ => State::Closed {
-                failures: u32::try_from(n).unwrap_or(u32::MAX),
-            },
+            "o" => State::Open { until_ms: n() },
+            "h" => State::HalfOpen { until_ms: n() },
+            "c" => {
+                let (failures, start, calls, errors) = (small(n()), n(), small(n()), small(n()));
+                State::closed(failures, start, calls, errors)
+            }
+            _ => State::closed(0, 0, 0, 0),
         }
     }
 
@@ -143,23 +169,57 @@ pub fn admit(host: &mut dyn Host, target: &str, now_ms: u64, probe_ms: u64) -> A
 /// Records the outcome of a call to `target`.
 pub fn record(host: &mut dyn Host, target: &str, breaker: &Breaker, now_ms: u64, success: bool) {
     update(host, target, (), |state| {
-        let next = match (state, success) {
-            (State::Closed { failures: 0 }, true) => None,
-            (_, true) => Some(State::Closed { failures: 0 }),
-            (State::Closed { failures }, false)
-                if failures.saturating_add(1) < breaker.consecutive_failures =>
-            {
-                Some(State::Closed {
-                    failures: failures + 1,
-                })
-            }
-            (State::Closed { .. } | State::HalfOpen { .. }, false) => Some(State::Open {
-                until_ms: now_ms.saturating_add(breaker.cooldown_ms),
-            }),
-            // Already open (a call that was admitted before it opened): leave the cooldown alone.
-            (State::Open { .. }, false) => None,
+        ((), next_state(state, breaker, now_ms, success))
+    })
+}
+
+/// The state after one call's outcome, or `None` when nothing changes.
+fn next_state(state: State, breaker: &Breaker, now_ms: u64, success: bool) -> Option<State> {
+    let open = State::Open {
+        until_ms: now_ms.saturating_add(breaker.cooldown_ms),
+    };
+    let State::Closed {
+        failures,
+        window_start_ms,
+        calls,
+        errors,
+    } = state
+    else {
+        return match state {
+            // A successful probe closes; a failed one reopens for another cooldown.
+            State::HalfOpen { .. } if success => Some(State::closed(0, now_ms, 0, 0)),
+            State::HalfOpen { .. } => Some(open),
+            // Admitted before the breaker opened: leave the cooldown alone.
+            _ => None,
         };
-        ((), next)
+    };
+    let failures = if success { 0 } else { failures.saturating_add(1) };
+    let by_count = breaker.consecutive_failures.is_some_and(|n| failures >= n);
+    let Some(rate) = breaker.error_rate else {
+        // Without a window, a success on a clean record needs no write.
+        if success && state == State::closed(0, window_start_ms, calls, errors) {
+            return None;
+        }
+        return Some(if by_count {
+            open
+        } else {
+            State::closed(failures, 0, 0, 0)
+        });
+    };
+    let fresh = now_ms.saturating_sub(window_start_ms) >= rate.window_ms;
+    let (start, calls, errors) = if fresh {
+        (now_ms, 0, 0)
+    } else {
+        (window_start_ms, calls, errors)
+    };
+    let calls = calls.saturating_add(1);
+    let errors = errors.saturating_add(u32::from(!success));
+    let by_rate =
+        calls >= rate.min_requests && u64::from(errors) * 100 >= u64::from(rate.percent) * u64::from(calls);
+    Some(if by_count || by_rate {
+        open
+    } else {
+        State::closed(failures, start, calls, errors)
     })
 }
 
@@ -177,7 +237,8 @@ mod tests {
     #[test]
     fn opens_probes_and_closes() {
         let b = Breaker {
-            consecutive_failures: 2,
+            consecutive_failures: Some(2),
+            error_rate: None,
             cooldown_ms: 1000,
         };
         let mut h = FakeHost::new(HostKind::Kong);
@@ -216,6 +277,39 @@ mod tests {
         assert_eq!(
             h.counters["ai_proxy_breaker_transitions_total_target=t_state=closed"],
             1
+        );
+    }
+
+    #[test]
+    fn error_rate_over_a_window_opens() {
+        let rate = ErrorRate {
+            percent: 50,
+            min_requests: 4,
+            window_ms: 1000,
+        };
+        let b = Breaker {
+            consecutive_failures: None,
+            error_rate: Some(rate),
+            cooldown_ms: 100,
+        };
+        let mut h = FakeHost::new(HostKind::Envoy);
+        // Alternating outcomes never make two failures in a row, but half of the calls fail.
+        for (i, ok) in [true, false, true].into_iter().enumerate() {
+            record(&mut h, "t", &b, i as u64, ok);
+            assert_eq!(admit(&mut h, "t", i as u64, 10), Admit::Yes);
+        }
+        record(&mut h, "t", &b, 3, false);
+        assert_eq!(admit(&mut h, "t", 4, 10), Admit::No { retry_at_ms: 103 });
+        // In a new window old calls no longer count.
+        let mut h = FakeHost::new(HostKind::Envoy);
+        for i in 0..3 {
+            record(&mut h, "t", &b, i, false);
+        }
+        record(&mut h, "t", &b, 2000, false);
+        assert_eq!(
+            admit(&mut h, "t", 2001, 10),
+            Admit::Yes,
+            "window reset: 1 call of the 4 needed"
         );
     }
 

@@ -57,14 +57,34 @@ struct RawResilience {
     #[serde(default)]
     retry_on: Option<Vec<String>>,
     #[serde(default)]
-    breaker: Option<Breaker>,
+    breaker: Option<RawBreaker>,
 }
 
-/// Opens after `consecutive_failures` failed calls in a row; after `cooldown_ms` one probe may pass.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreaker {
+    #[serde(default)]
+    consecutive_failures: Option<u32>,
+    #[serde(default)]
+    error_rate: Option<ErrorRate>,
+    cooldown_ms: u64,
+}
+
+/// Opens when, within a window of `window_ms`, at least `min_requests` calls were made and at least
+/// `percent` of them failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct ErrorRate {
+    pub percent: u32,
+    pub min_requests: u32,
+    pub window_ms: u64,
+}
+
+/// Opens on either rule; after `cooldown_ms` one probe may pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Breaker {
-    pub consecutive_failures: u32,
+    pub consecutive_failures: Option<u32>,
+    pub error_rate: Option<ErrorRate>,
     pub cooldown_ms: u64,
 }
 
@@ -195,6 +215,46 @@ pub struct Resilience {
 }
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+
+impl Breaker {
+    fn compile(field: &str, b: RawBreaker) -> Result<Self, ConfigError> {
+        if b.consecutive_failures.is_none() && b.error_rate.is_none() {
+            return Err(ConfigError::new(
+                field,
+                "needs consecutive_failures, error_rate, or both",
+            ));
+        }
+        if b.consecutive_failures == Some(0) {
+            return Err(ConfigError::new(
+                format!("{field}.consecutive_failures"),
+                "must be at least 1",
+            ));
+        }
+        if b.cooldown_ms == 0 {
+            return Err(ConfigError::new(
+                format!("{field}.cooldown_ms"),
+                "must be at least 1",
+            ));
+        }
+        if let Some(r) = b.error_rate {
+            let at = |f: &str| format!("{field}.error_rate.{f}");
+            if !(1..=100).contains(&r.percent) {
+                return Err(ConfigError::new(at("percent"), "must be 1 to 100"));
+            }
+            if r.min_requests == 0 {
+                return Err(ConfigError::new(at("min_requests"), "must be at least 1"));
+            }
+            if r.window_ms == 0 {
+                return Err(ConfigError::new(at("window_ms"), "must be at least 1"));
+            }
+        }
+        Ok(Breaker {
+            consecutive_failures: b.consecutive_failures,
+            error_rate: b.error_rate,
+            cooldown_ms: b.cooldown_ms,
+        })
+    }
+}
 const MAX_RETRIES: u32 = 5;
 
 impl Resilience {
@@ -243,21 +303,10 @@ impl Resilience {
                 RetryOn::Status(504),
             ],
         };
-        let breaker = pick(|r| r.breaker.is_some()).and_then(|r| r.breaker);
-        if let Some(b) = breaker {
-            if b.consecutive_failures == 0 {
-                return Err(ConfigError::new(
-                    format!("{field}.breaker.consecutive_failures"),
-                    "must be at least 1",
-                ));
-            }
-            if b.cooldown_ms == 0 {
-                return Err(ConfigError::new(
-                    format!("{field}.breaker.cooldown_ms"),
-                    "must be at least 1",
-                ));
-            }
-        }
+        let breaker = match pick(|r| r.breaker.is_some()).and_then(|r| r.breaker) {
+            Some(b) => Some(Breaker::compile(&format!("{field}.breaker"), b)?),
+            None => None,
+        };
         Ok(Resilience {
             timeout_ms,
             retries,
@@ -652,6 +701,16 @@ mod tests {
                 "",
                 r#""resilience":{"breaker":{"consecutive_failures":0,"cooldown_ms":5}},"#,
                 "resilience.breaker.consecutive_failures",
+            ),
+            (
+                "",
+                r#""resilience":{"breaker":{"cooldown_ms":5}},"#,
+                "resilience.breaker",
+            ),
+            (
+                "",
+                r#""resilience":{"breaker":{"error_rate":{"percent":101,"min_requests":1,"window_ms":1},"cooldown_ms":5}},"#,
+                "resilience.breaker.error_rate.percent",
             ),
             (
                 "",
