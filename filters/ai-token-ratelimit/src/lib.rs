@@ -1,1 +1,40 @@
-//! ai-token-ratelimit: Token-based rate limits and budgets per consumer and model, shared across workers. (Being written.)
+//! ai-token-ratelimit: token-based rate limits and budgets per consumer and model, shared across
+//! workers.
+//!
+//! Glue only: the config lives in [`config`], the policy in [`policy`], the accounting (windows,
+//! estimates, the CAS counter store, identities) in `shared::ratelimit`, and the shared driver turns the
+//! policy's answers into host calls.
+
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod config;
+pub mod policy;
+
+use shared::config::ConfigError;
+use std::rc::Rc;
+
+impl shared::wasm::Filter for config::Config {
+    type Policy = policy::TokenRateLimit;
+    const NAME: &'static str = "ai-token-ratelimit";
+
+    fn configure(json: &[u8], _env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        config::Config::parse(json)
+    }
+
+    fn new_policy(config: &Rc<Self>, _seed: u64) -> policy::TokenRateLimit {
+        policy::TokenRateLimit::new(Rc::clone(config))
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    shared::wasm::register::<config::Config>();
+}}
