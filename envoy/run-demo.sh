@@ -48,6 +48,9 @@ Try:
   curl -sN localhost:$PORT/v1/chat/completions -H 'content-type: application/json' \\
     -d '{"model":"claude-3-5-haiku","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Stream please"}]}'
   # The models served, and the token/cost metrics
+  # Token budget: remaining tokens count down, then a 429 (the mock reports 400+300 tokens here)
+  curl -si localhost:$PORT/v1/chat/completions -H 'content-type: application/json' -H 'x-mock-usage: 400,300' \\
+    -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}]}' | grep -i ratelimit
   curl -s localhost:$PORT/v1/models
   curl -s localhost:$ADMIN_PORT/stats/prometheus | grep ai_proxy_
 
