@@ -43,8 +43,8 @@ pub trait Host {
     fn histogram_record(&mut self, name: &str, value: u64);
     /// Reads a shared-data value and its CAS token. Shared data is visible to every worker's VM.
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
-    /// Writes a shared-data value if the CAS token still matches (`None`: only if the key is new on
-    /// Kong, overwrite on Envoy, so always pass the token you read).
+    /// Writes a shared-data value if the CAS token still matches; `None` writes only if the key does
+    /// not exist yet, on every host. Pass the token you read, in a retry loop.
     fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError>;
 }
 

@@ -153,6 +153,13 @@ impl Host for ProxyHost {
         hostcalls::get_shared_data(key).unwrap_or((None, None))
     }
     fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
+        // `None` means "create only if absent" on every host. Kong does that itself; Envoy overwrites on
+        // `None` but ignores the token of a key that does not exist yet, so a token no live key has
+        // (versions count up from 1 across the store) creates the key or fails if another worker did.
+        let cas = match (cas, self.kind()) {
+            (None, HostKind::Envoy) => Some(CREATE_ONLY),
+            (cas, _) => cas,
+        };
         match hostcalls::set_shared_data(key, Some(value), cas) {
             Ok(()) => Ok(()),
             Err(Status::CasMismatch) => Err(SharedDataError::CasMismatch),
@@ -203,6 +210,9 @@ enum Response {
     /// Kong: we keep our own copy and empty each chunk.
     WholeCollected(Vec<u8>),
 }
+
+/// The CAS token that makes an Envoy shared-data write create-only (see `ProxyHost::shared_set`).
+const CREATE_ONLY: u32 = u32::MAX;
 
 /// Bound on our own copy of a whole response on hosts that do not buffer it for us.
 const MAX_COLLECTED_RESPONSE: usize = 16 * 1024 * 1024;

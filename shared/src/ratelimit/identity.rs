@@ -181,6 +181,8 @@ pub fn base64url_decode(s: &str) -> Option<Vec<u8>> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
     use crate::host::{FakeHost, HostKind};
 
     fn src(json: &str) -> Source {

@@ -27,6 +27,8 @@ pub fn error_rate(errors: u64, total: u64, min_requests: u64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn scaling() {

@@ -8,7 +8,7 @@
 //! holds the current window's number and its usage; a counter from an older window reads as zero and is
 //! overwritten, so shared data holds one entry per subject, not one per window.
 
-use crate::host::{Host, HostKind, SharedDataError};
+use crate::host::{Host, SharedDataError};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -190,12 +190,6 @@ pub struct HostStore<'a> {
     conflicts: u64,
 }
 
-/// Version passed when creating a key on Envoy. Envoy ignores the version of a key that does not exist
-/// yet and treats `None` as "overwrite"; a non-zero version that no live key has makes the write fail
-/// if another worker created the key in between, i.e. "create only if absent". (Envoy's versions count
-/// up from 1 over the whole store, so this one is reached only after 4 billion writes, and then a clash
-/// needs that exact write to be this key's.) Kong already refuses `None` on an existing key.
-const CREATE_ON_ENVOY: u32 = u32::MAX;
 
 impl<'a> HostStore<'a> {
     pub fn new(host: &'a mut dyn Host) -> Self {
@@ -217,11 +211,8 @@ impl CounterStore for HostStore<'_> {
     }
 
     fn put(&mut self, key: &str, value: Counter, version: Option<u32>) -> Result<(), StoreError> {
-        let cas = match (version, self.host.kind()) {
-            (None, HostKind::Envoy) => Some(CREATE_ON_ENVOY),
-            (v, _) => v,
-        };
-        match self.host.shared_set(key, &value.encode(), cas) {
+        // `None` creates only if absent on every host (the host adapter sees to it on Envoy).
+        match self.host.shared_set(key, &value.encode(), version) {
             Ok(()) => Ok(()),
             Err(SharedDataError::CasMismatch) => {
                 self.conflicts += 1;
@@ -269,7 +260,9 @@ impl CounterStore for MemoryStore {
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::host::FakeHost;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+    use crate::host::{FakeHost, HostKind};
 
     #[test]
     fn counter_round_trip() {
