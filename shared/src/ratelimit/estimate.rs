@@ -96,9 +96,9 @@ fn text_chars(v: Option<&Value>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
-    use serde_json::json;
 
     const POLICY: CompletionPolicy = CompletionPolicy {
         default_tokens: 100,

@@ -181,9 +181,9 @@ pub fn base64url_decode(s: &str) -> Option<Vec<u8>> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::host::{FakeHost, HostKind};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
-    use crate::host::{FakeHost, HostKind};
 
     fn src(json: &str) -> Source {
         serde_json::from_str(json).unwrap()

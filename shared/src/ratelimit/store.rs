@@ -190,7 +190,6 @@ pub struct HostStore<'a> {
     conflicts: u64,
 }
 
-
 impl<'a> HostStore<'a> {
     pub fn new(host: &'a mut dyn Host) -> Self {
         HostStore { host, conflicts: 0 }
@@ -260,9 +259,9 @@ impl CounterStore for MemoryStore {
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::host::{FakeHost, HostKind};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
-    use crate::host::{FakeHost, HostKind};
 
     #[test]
     fn counter_round_trip() {
