@@ -15,6 +15,11 @@
 //!
 //! Reply text is `"mock reply to: " + <text of the last user message>`; usage counts whitespace
 //! separated [`words`] (`x-mock-usage: P,C` overrides).
+//!
+//! `x-mock-reply: <text>` replaces the reply text (streamed word by word as usual), and
+//! `x-mock-reply: ["piece", "piece", ...]` (a JSON array of strings) replaces it with the pieces joined,
+//! streamed one event per piece: tests use it to make a provider answer with given text, cut where they
+//! choose (e.g. PII or a placeholder split across events).
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Write};
@@ -505,6 +510,8 @@ fn content_text(content: Option<&Value>) -> String {
 struct Answer {
     model: String,
     reply: String,
+    /// Stream pieces given by `x-mock-reply` as a JSON array; otherwise the reply's words.
+    pieces: Option<Vec<String>>,
     prompt_tokens: u64,
     completion_tokens: u64,
     stream: bool,
@@ -594,7 +601,17 @@ fn answer(provider: &Provider, req: &Request, body: &Value) -> Result<Answer, St
         .iter()
         .rev()
         .find(|m| m.get("role").and_then(Value::as_str) == Some("user"));
-    let reply = reply_to(&content_text(last_user.and_then(|m| m.get("content"))));
+    let mut reply = reply_to(&content_text(last_user.and_then(|m| m.get("content"))));
+    let mut given_pieces = None;
+    if let Some(given) = req.header("x-mock-reply") {
+        match serde_json::from_str::<Vec<String>>(given) {
+            Ok(list) => {
+                reply = list.concat();
+                given_pieces = Some(list);
+            }
+            Err(_) => reply = given.to_string(),
+        }
+    }
     let mut prompt_tokens: u64 = messages
         .iter()
         .map(|m| words(&content_text(m.get("content"))))
@@ -631,6 +648,7 @@ fn answer(provider: &Provider, req: &Request, body: &Value) -> Result<Answer, St
     Ok(Answer {
         model,
         reply,
+        pieces: given_pieces,
         prompt_tokens,
         completion_tokens,
         stream,
@@ -790,7 +808,7 @@ fn openai_events(n: u64, a: &Answer) -> Vec<String> {
         format!("data: {v}\n\n")
     };
     let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
-    for piece in pieces(&a.reply) {
+    for piece in a.pieces.clone().unwrap_or_else(|| pieces(&a.reply)) {
         events.push(chunk(json!({ "content": piece }), Value::Null));
     }
     events.push(chunk(json!({}), json!("stop")));
@@ -831,7 +849,7 @@ fn anthropic_events(n: u64, a: &Answer) -> Vec<String> {
         ),
         event("ping", json!({"type": "ping"})),
     ];
-    for piece in pieces(&a.reply) {
+    for piece in a.pieces.clone().unwrap_or_else(|| pieces(&a.reply)) {
         events.push(event(
             "content_block_delta",
             json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),

@@ -1,1 +1,42 @@
-//! ai-pii-redact: Redacts personal data and secrets in LLM prompts and responses, with restore. (Being written.)
+//! ai-pii-redact: keeps personal data and secrets away from model providers, and out of responses.
+//!
+//! Glue only: the config lives in [`config`], the policy in [`policy`], where the text is in LLM bodies
+//! in [`body`], the NER callout contract in [`ner`]; detection, actions, streaming hold-back and
+//! restore are the shared engine `shared::pii`. The shared driver turns the policy's answers into host
+//! calls.
+
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod body;
+pub mod config;
+pub mod ner;
+pub mod policy;
+
+use shared::config::ConfigError;
+use std::rc::Rc;
+
+impl shared::wasm::Filter for config::Config {
+    type Policy = policy::PiiRedact;
+    const NAME: &'static str = "ai-pii-redact";
+
+    fn configure(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        config::Config::parse(json, env)
+    }
+
+    fn new_policy(config: &Rc<Self>, _seed: u64) -> policy::PiiRedact {
+        policy::PiiRedact::new(Rc::clone(config))
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    shared::wasm::register::<config::Config>();
+}}

@@ -1,0 +1,514 @@
+//! The ai-pii-redact policy: find PII in the request text, replace it (or refuse the request), optionally
+//! ask an NER service for what patterns miss, then put the originals back in the answer and mask PII
+//! the model produced, in JSON and in streams.
+
+use crate::body::{request_segments, rewrite_json_response, Segment, SseRewriter};
+use crate::config::{Config, FailureMode, Mode};
+use crate::ner;
+use serde_json::Value;
+use shared::error::ApiError;
+use shared::host::{
+    BodyOutcome, CallResponse, HeadersOutcome, Host, HttpCall, LocalReply, LogLevel, Policy, ResponseMode,
+    WholeResponse,
+};
+use shared::metrics;
+use shared::pii::detect::resolve_overlaps;
+use shared::pii::stream::Scrub;
+use shared::pii::{Action, Detection, Direction, Session};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+pub struct PiiRedact {
+    config: Rc<Config>,
+    stage: Stage,
+    session: Session,
+    /// This consumer may see the model's output unmasked.
+    unmasked: bool,
+    /// Values that made us refuse the request, per type.
+    blocked: BTreeMap<String, u64>,
+    outcome: &'static str,
+    ner: Option<&'static str>,
+}
+
+enum Stage {
+    /// Not a request we handle (or handled in the headers only).
+    Idle,
+    AwaitingBody,
+    AwaitingNer(Box<Pending>),
+    Forwarded(Response),
+}
+
+/// A parsed request body waiting for the NER answer.
+struct Pending {
+    body: Value,
+    segments: Vec<Segment>,
+    detections: Vec<Vec<Detection>>,
+    /// Each segment's start (in characters) in the text sent to the NER service.
+    starts: Vec<usize>,
+}
+
+enum Response {
+    /// Not decided yet, or nothing to do.
+    None,
+    Json,
+    Sse(Box<SseRewriter>),
+}
+
+impl PiiRedact {
+    pub fn new(config: Rc<Config>) -> Self {
+        PiiRedact {
+            config,
+            stage: Stage::Idle,
+            session: Session::new(),
+            unmasked: false,
+            blocked: BTreeMap::new(),
+            outcome: "clean",
+            ner: None,
+        }
+    }
+
+    fn enforce(&self) -> bool {
+        self.config.mode == Mode::Enforce
+    }
+
+    fn reject(&mut self, host: &mut dyn Host, err: ApiError) -> LocalReply {
+        host.counter_add(
+            &metrics::name("ai_pii_redact_rejected_total", &[("code", err.code)]),
+            1,
+        );
+        host.log(
+            LogLevel::Info,
+            &format!(
+                "ai-pii-redact: rejected status={} code={}: {}",
+                err.status, err.code, err.message
+            ),
+        );
+        err.into()
+    }
+
+    /// The 400 for blocked types: names the types, never the values.
+    fn block(&mut self, host: &mut dyn Host, dets: &[&Detection]) -> Option<LocalReply> {
+        let mut kinds: Vec<&str> = Vec::new();
+        for d in dets {
+            if self.config.rules.action(&d.kind) == Action::Block {
+                *self.blocked.entry(d.kind.clone()).or_default() += 1;
+                if !kinds.contains(&d.kind.as_str()) {
+                    kinds.push(&d.kind);
+                }
+            }
+        }
+        if kinds.is_empty() {
+            return None;
+        }
+        kinds.sort_unstable();
+        let msg = format!(
+            "the request contains personal data that may not be sent to the model: {}",
+            kinds.join(", ")
+        );
+        self.outcome = "blocked";
+        if !self.enforce() {
+            return None;
+        }
+        Some(self.reject(host, ApiError::invalid_request("pii_blocked", msg)))
+    }
+
+    /// Redacts the configured request headers; `Some` is a refusal.
+    fn redact_headers(&mut self, host: &mut dyn Host) -> Option<LocalReply> {
+        let config = Rc::clone(&self.config);
+        for name in &config.headers {
+            let Some(value) = host.request_header(name) else {
+                continue;
+            };
+            let dets = config.engine.detect(&value);
+            if dets.is_empty() {
+                continue;
+            }
+            if let Some(reply) = self.block(host, &dets.iter().collect::<Vec<_>>()) {
+                return Some(reply);
+            }
+            let new = self
+                .session
+                .redact(&config.rules, &value, &dets, Direction::Request);
+            if self.enforce() {
+                host.set_request_header(name, Some(&new));
+            }
+            self.outcome = "redacted";
+        }
+        None
+    }
+
+    fn read_body(&mut self, host: &mut dyn Host, body: &[u8]) -> BodyOutcome {
+        let parsed: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) if self.enforce() => {
+                self.stage = Stage::Idle;
+                // Text we cannot read cannot be checked: refuse it rather than forward it unscanned.
+                let err =
+                    ApiError::invalid_request("invalid_json", format!("request body is not valid JSON: {e}"));
+                return BodyOutcome::Reply(self.reject(host, err));
+            }
+            Err(_) => {
+                self.stage = Stage::Idle;
+                return BodyOutcome::Continue;
+            }
+        };
+        let segments = request_segments(&parsed, self.config.roles.as_deref());
+        let detections: Vec<Vec<Detection>> = segments
+            .iter()
+            .map(|s| self.config.engine.detect(&s.text))
+            .collect();
+        let mut pending = Pending {
+            body: parsed,
+            segments,
+            detections,
+            starts: Vec::new(),
+        };
+        if let Some(ner) = &self.config.ner {
+            if pending.segments.iter().any(|s| !s.text.trim().is_empty()) {
+                let (call_body, starts) = ner::request_body(&pending.segments, ner);
+                pending.starts = starts;
+                let call = HttpCall {
+                    upstream: ner.upstream.clone(),
+                    method: "POST".into(),
+                    path: ner.path.clone(),
+                    headers: vec![("content-type".into(), "application/json".into())],
+                    body: call_body,
+                    timeout_ms: ner.timeout_ms,
+                };
+                self.stage = Stage::AwaitingNer(Box::new(pending));
+                return BodyOutcome::Call(call);
+            }
+        }
+        self.finish_request(host, pending)
+    }
+
+    /// Applies the detections: refuse, or rewrite the text in place (enforce), or only count (shadow).
+    fn finish_request(&mut self, host: &mut dyn Host, mut p: Pending) -> BodyOutcome {
+        self.stage = Stage::Forwarded(Response::None);
+        let all: Vec<&Detection> = p.detections.iter().flatten().collect();
+        if all.is_empty() {
+            return BodyOutcome::Continue;
+        }
+        if let Some(reply) = self.block(host, &all) {
+            self.stage = Stage::Idle;
+            return BodyOutcome::Reply(reply);
+        }
+        if self.outcome == "clean" {
+            self.outcome = "redacted";
+        }
+        let config = Rc::clone(&self.config);
+        for (seg, dets) in p.segments.iter().zip(&p.detections) {
+            if dets.is_empty() {
+                continue;
+            }
+            let new = self
+                .session
+                .redact(&config.rules, &seg.text, dets, Direction::Request);
+            if let Some(slot) = p.body.pointer_mut(&seg.pointer) {
+                *slot = Value::String(new);
+            }
+        }
+        if !self.enforce() {
+            return BodyOutcome::Continue;
+        }
+        BodyOutcome::Replace(p.body.to_string().into_bytes())
+    }
+
+    fn scrub(&mut self) -> (Scrub<'_>, Option<&mut Response>) {
+        let redact = self.config.redact_response && !self.unmasked;
+        let restore = self.config.restore;
+        let response = match &mut self.stage {
+            Stage::Forwarded(r) => Some(r),
+            _ => None,
+        };
+        (
+            Scrub {
+                engine: &self.config.engine,
+                rules: &self.config.rules,
+                session: &mut self.session,
+                redact,
+                restore,
+            },
+            response,
+        )
+    }
+}
+
+fn is_success(host: &dyn Host) -> bool {
+    host.response_header(":status")
+        .and_then(|s| s.parse::<u16>().ok())
+        .is_some_and(|s| (200..300).contains(&s))
+}
+
+impl Policy for PiiRedact {
+    fn request_body_limit(&self) -> usize {
+        self.config.max_body_bytes
+    }
+
+    fn on_request_headers(&mut self, host: &mut dyn Host, has_body: bool) -> HeadersOutcome {
+        if let Some(u) = &self.config.unmasked {
+            self.unmasked = host
+                .request_header(&u.header)
+                .is_some_and(|v| u.values.iter().any(|x| *x == v.trim()));
+        }
+        if let Some(reply) = self.redact_headers(host) {
+            return HeadersOutcome::Reply(reply);
+        }
+        let path = host.request_header(":path").unwrap_or_default();
+        let path = path.split('?').next().unwrap_or_default();
+        let method = host.request_header(":method").unwrap_or_default();
+        if method != "POST" || !has_body || !self.config.paths.iter().any(|p| p == path) {
+            return HeadersOutcome::Continue;
+        }
+        if self.enforce() {
+            // The answer must be readable to restore and mask it.
+            host.set_request_header("accept-encoding", None);
+        }
+        self.stage = Stage::AwaitingBody;
+        HeadersOutcome::ReadBody
+    }
+
+    fn on_request_too_large(&mut self, host: &mut dyn Host, limit: usize) -> LocalReply {
+        // A body too large to scan is refused rather than forwarded unchecked.
+        self.stage = Stage::Idle;
+        self.outcome = "too-large";
+        let err = ApiError::new(
+            413,
+            "invalid_request_error",
+            "request_too_large",
+            format!("request body is larger than the limit of {limit} bytes"),
+        );
+        self.reject(host, err)
+    }
+
+    fn on_request_body(&mut self, host: &mut dyn Host, body: &[u8]) -> BodyOutcome {
+        if !matches!(self.stage, Stage::AwaitingBody) {
+            return BodyOutcome::Continue;
+        }
+        self.read_body(host, body)
+    }
+
+    fn on_call_response(&mut self, host: &mut dyn Host, response: CallResponse) -> BodyOutcome {
+        let Stage::AwaitingNer(pending) = std::mem::replace(&mut self.stage, Stage::Idle) else {
+            return BodyOutcome::Continue;
+        };
+        let mut pending = *pending;
+        let Some(ner) = self.config.ner.clone() else {
+            return self.finish_request(host, pending);
+        };
+        let parsed = match response.status {
+            Some(200..=299) => ner::parse_response(&response.body, &pending.segments, &pending.starts, &ner),
+            Some(s) => Err(format!("status {s}")),
+            None => Err("call failed or timed out".into()),
+        };
+        match parsed {
+            Ok(found) => {
+                self.ner = Some("ok");
+                for (dets, more) in pending.detections.iter_mut().zip(found) {
+                    if !more.is_empty() {
+                        dets.extend(more);
+                        *dets = resolve_overlaps(std::mem::take(dets));
+                    }
+                }
+                self.finish_request(host, pending)
+            }
+            Err(why) => {
+                host.log(
+                    LogLevel::Warn,
+                    &format!("ai-pii-redact: NER service failed: {why}"),
+                );
+                match ner.failure_mode {
+                    FailureMode::Allow => {
+                        self.ner = Some("failed-allowed");
+                        self.finish_request(host, pending)
+                    }
+                    FailureMode::Deny => {
+                        self.ner = Some("failed-denied");
+                        self.outcome = "ner-unavailable";
+                        if !self.enforce() {
+                            return self.finish_request(host, pending);
+                        }
+                        let err = ApiError::new(
+                            503,
+                            "server_error",
+                            "pii_detector_unavailable",
+                            "the PII detection service is unavailable; the request was not sent",
+                        );
+                        BodyOutcome::Reply(self.reject(host, err))
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_response_headers(&mut self, host: &mut dyn Host) -> ResponseMode {
+        if !matches!(self.stage, Stage::Forwarded(_)) || !self.enforce() {
+            return ResponseMode::PassThrough;
+        }
+        let summary = self.session.summary(Direction::Request);
+        if !summary.is_empty() {
+            host.set_response_header(&self.config.count_header, Some(&summary));
+        }
+        let restore = self.config.restore && self.session.has_restorable();
+        let redact = self.config.redact_response && !self.unmasked;
+        let encoded = host
+            .response_header("content-encoding")
+            .is_some_and(|e| !e.eq_ignore_ascii_case("identity"));
+        if !(restore || redact) || !is_success(host) || encoded {
+            return ResponseMode::PassThrough;
+        }
+        let content_type = host.response_header("content-type").unwrap_or_default();
+        let max_hold = self.config.max_hold;
+        let (mode, response) = if content_type.contains("text/event-stream") {
+            (
+                ResponseMode::Stream,
+                Response::Sse(Box::new(SseRewriter::new(max_hold))),
+            )
+        } else if content_type.contains("json") {
+            (ResponseMode::Whole, Response::Json)
+        } else {
+            (ResponseMode::PassThrough, Response::None)
+        };
+        self.stage = Stage::Forwarded(response);
+        mode
+    }
+
+    fn on_response_chunk(&mut self, _host: &mut dyn Host, chunk: &[u8], end: bool) -> Option<Vec<u8>> {
+        let (mut scrub, response) = self.scrub();
+        match response {
+            Some(Response::Sse(rw)) => Some(rw.feed(&mut scrub, chunk, end)),
+            _ => None,
+        }
+    }
+
+    fn on_response_whole(&mut self, _host: &mut dyn Host, body: &[u8]) -> WholeResponse {
+        let (mut scrub, response) = self.scrub();
+        let body = match response {
+            Some(Response::Json) => rewrite_json_response(&mut scrub, body).unwrap_or_else(|| body.to_vec()),
+            _ => body.to_vec(),
+        };
+        WholeResponse { body, status: None }
+    }
+
+    fn on_done(&mut self, host: &mut dyn Host) {
+        let mode = self.config.mode.as_str();
+        let mut total = 0;
+        for ((dir, kind, action), n) in self.session.counts() {
+            // Block-typed values are counted as blocked below (in shadow they were also "masked").
+            if *dir == Direction::Request && self.config.rules.action(kind) == Action::Block {
+                continue;
+            }
+            total += n;
+            host.counter_add(
+                &metrics::name(
+                    "ai_pii_redact_entities_total",
+                    &[
+                        ("type", kind),
+                        ("action", action.as_str()),
+                        ("direction", dir.as_str()),
+                        ("mode", mode),
+                    ],
+                ),
+                *n,
+            );
+        }
+        for (kind, n) in &self.blocked {
+            total += n;
+            host.counter_add(
+                &metrics::name(
+                    "ai_pii_redact_entities_total",
+                    &[
+                        ("type", kind),
+                        ("action", "block"),
+                        ("direction", "request"),
+                        ("mode", mode),
+                    ],
+                ),
+                *n,
+            );
+        }
+        if self.session.restored() > 0 {
+            host.counter_add("ai_pii_redact_restored_total", self.session.restored());
+        }
+        if let Some(ner) = self.ner {
+            host.counter_add(
+                &metrics::name("ai_pii_redact_ner_calls_total", &[("outcome", ner)]),
+                1,
+            );
+        }
+        if matches!(self.stage, Stage::Idle) && self.outcome == "clean" && total == 0 {
+            return;
+        }
+        host.counter_add(
+            &metrics::name(
+                "ai_pii_redact_requests_total",
+                &[("outcome", self.outcome), ("mode", mode)],
+            ),
+            1,
+        );
+        host.log(
+            LogLevel::Info,
+            &format!(
+                "ai-pii-redact: mode={mode} outcome={} request=[{}] response=[{}] restored={} ner={}",
+                self.outcome,
+                self.session.summary(Direction::Request),
+                self.session.summary(Direction::Response),
+                self.session.restored(),
+                self.ner.unwrap_or("-"),
+            ),
+        );
+    }
+}
+
+/// One smoke test of the policy against the fake host; real behaviour is proven in Envoy (tests/tests/pii.rs).
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod tests {
+    use super::*;
+    use shared::host::{FakeHost, HostKind};
+
+    #[test]
+    fn redacts_restores_and_counts() {
+        let config = Rc::new(Config::parse(br#"{"actions": {"card": "block"}}"#, &|_| None).unwrap());
+        let mut p = PiiRedact::new(Rc::clone(&config));
+        let mut host = FakeHost::new(HostKind::Envoy)
+            .with_request_headers(&[(":method", "POST"), (":path", "/v1/chat/completions")]);
+        assert_eq!(p.on_request_headers(&mut host, true), HeadersOutcome::ReadBody);
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"I am bob@example.com"}]}"#;
+        let BodyOutcome::Replace(sent) = p.on_request_body(&mut host, body) else {
+            panic!("not replaced")
+        };
+        let sent: Value = serde_json::from_slice(&sent).unwrap();
+        assert_eq!(sent["messages"][0]["content"], "I am <EMAIL_1>");
+        host.response_headers.insert(":status".into(), "200".into());
+        host.response_headers
+            .insert("content-type".into(), "application/json".into());
+        assert_eq!(p.on_response_headers(&mut host), ResponseMode::Whole);
+        assert_eq!(host.response_headers["x-pii-redacted"], "email=1");
+        let answer = br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"hi <EMAIL_1>"}}]}"#;
+        let out: Value = serde_json::from_slice(&p.on_response_whole(&mut host, answer).body).unwrap();
+        assert_eq!(out["choices"][0]["message"]["content"], "hi bob@example.com");
+        p.on_done(&mut host);
+        assert_eq!(
+            host.counters
+                ["ai_pii_redact_entities_total_type=email_action=mask_direction=request_mode=enforce"],
+            1
+        );
+        assert_eq!(host.counters["ai_pii_redact_restored_total"], 1);
+
+        let mut p = PiiRedact::new(config);
+        p.on_request_headers(&mut host, true);
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"card 4111 1111 1111 1111"}]}"#;
+        let BodyOutcome::Reply(r) = p.on_request_body(&mut host, body) else {
+            panic!("not blocked")
+        };
+        assert_eq!(r.status, 400);
+        let text = String::from_utf8(r.body).unwrap();
+        assert!(text.contains("card") && !text.contains("4111"), "{text}");
+    }
+}

@@ -1,0 +1,807 @@
+//! Detectors: built-in patterns with validators, custom regexes and term lists, compiled once into an
+//! [`Engine`] that finds non-overlapping [`Detection`]s in a text.
+//!
+//! Matching runs on [`crate::text::fold`]ed text (full-width digits, zero-width characters and look-alike
+//! letters normalised), and every detection is mapped back to the byte range of the *original* text,
+//! which is what gets redacted. Patterns are ASCII-only (`(?-u)`): after folding, that is all they need,
+//! and it keeps the regex engine on its fast DFA path.
+
+use super::validate;
+use crate::text::fold;
+use regex::{Regex, RegexBuilder};
+use std::ops::Range;
+
+/// A built-in entity type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Builtin {
+    Email,
+    Phone,
+    Card,
+    Ssn,
+    Iban,
+    Ip,
+    Secret,
+}
+
+impl Builtin {
+    pub const ALL: [Builtin; 7] = [
+        Builtin::Email,
+        Builtin::Phone,
+        Builtin::Card,
+        Builtin::Ssn,
+        Builtin::Iban,
+        Builtin::Ip,
+        Builtin::Secret,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::Email => "email",
+            Builtin::Phone => "phone",
+            Builtin::Card => "card",
+            Builtin::Ssn => "ssn",
+            Builtin::Iban => "iban",
+            Builtin::Ip => "ip",
+            Builtin::Secret => "secret",
+        }
+    }
+}
+
+/// One found value: its entity type and the byte range in the text that was scanned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    /// Entity type: a built-in name, a custom detector's name, or an NER type in lower case.
+    pub kind: String,
+    pub start: usize,
+    pub end: usize,
+    /// Higher wins when two detections overlap.
+    pub priority: u8,
+    /// The normalised value (folded, and for numbers only digits), so one value written two ways gets
+    /// one placeholder and one hash.
+    pub canonical: String,
+}
+
+impl Detection {
+    pub fn range(&self) -> Range<usize> {
+        self.start..self.end
+    }
+}
+
+/// Priorities: precise, validated detectors beat loose ones; NER comes last.
+pub const PRIORITY_NER: u8 = 20;
+const PRIORITY_CUSTOM: u8 = 85;
+
+/// What a candidate must pass besides its regex.
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    None,
+    Card,
+    Ssn,
+    Iban,
+    Ipv4,
+    Ipv6,
+    Phone,
+    /// Not glued to letters or digits on either side.
+    Standalone,
+}
+
+#[derive(Debug)]
+struct Detector {
+    kind: String,
+    regex: Regex,
+    check: Check,
+    priority: u8,
+    /// The pattern has a `value` group: only that part is the secret (`password=<value>`).
+    value_group: bool,
+    canonical: Canon,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Canon {
+    AsIs,
+    Lower,
+    Digits,
+    Alnum,
+}
+
+impl Canon {
+    fn apply(self, s: &str) -> String {
+        match self {
+            Canon::AsIs => s.to_string(),
+            Canon::Lower => s.to_lowercase(),
+            Canon::Digits => s.chars().filter(char::is_ascii_digit).collect(),
+            Canon::Alnum => s
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .map(|c| c.to_ascii_uppercase())
+                .collect(),
+        }
+    }
+}
+
+/// A regex that failed to compile, or a bad term list; `index` is its position in the config list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineError {
+    pub what: EngineErrorKind,
+    pub index: usize,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineErrorKind {
+    Regex,
+    Terms,
+}
+
+/// What to build an [`Engine`] from.
+#[derive(Debug, Clone, Default)]
+pub struct EngineSpec {
+    pub builtins: Vec<Builtin>,
+    /// `(entity type, pattern)`; a named group `value` narrows the detection to that group.
+    pub regexes: Vec<(String, String)>,
+    /// `(entity type, terms, case_sensitive)`: whole-word matches of any of the terms.
+    pub terms: Vec<(String, Vec<String>, bool)>,
+}
+
+impl EngineSpec {
+    /// Every built-in detector, nothing custom.
+    pub fn builtins() -> Self {
+        EngineSpec {
+            builtins: Builtin::ALL.to_vec(),
+            ..Default::default()
+        }
+    }
+}
+
+/// The compiled detectors. Build once at configuration time; [`Engine::detect`] is `&self`.
+#[derive(Debug)]
+pub struct Engine {
+    detectors: Vec<Detector>,
+    /// Most words in any configured term: the stream hold-back must keep that many words.
+    pub(crate) max_term_words: usize,
+}
+
+/// Compiled regexes are capped so a config cannot make the VM allocate without bound.
+const REGEX_SIZE_LIMIT: usize = 2 * 1024 * 1024;
+
+fn compile(pattern: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+}
+
+/// The built-in patterns: `(type, pattern, check, priority, canonical form)`.
+fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon)> {
+    match b {
+        Builtin::Email => vec![(
+            r"(?i-u)\b[a-z0-9][a-z0-9._%+\-]{0,63}@(?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}\b",
+            Check::None,
+            80,
+            Canon::Lower,
+        )],
+        Builtin::Phone => vec![
+            // North American: +1 (555) 123-4567, 555.123.4567, 1-555-123-4567, 5551234567 (with context).
+            (
+                r"(?-u)(?:\+?1[ .\-]?)?(?:\([2-9][0-9]{2}\)|[2-9][0-9]{2})[ .\-]?[2-9][0-9]{2}[ .\-]?[0-9]{4}",
+                Check::Phone,
+                40,
+                Canon::Digits,
+            ),
+            // International E.164 with separators: +44 20 7183 8750, +49 (30) 1234-5678, +33612345678.
+            (
+                r"(?-u)\+[1-9][0-9]{0,2}(?:[ .\-]?\(?[0-9]{1,5}\)?){1,7}",
+                Check::Phone,
+                41,
+                Canon::Digits,
+            ),
+        ],
+        Builtin::Card => vec![(
+            r"(?-u)\b(?:[0-9][ \-]?){11,18}[0-9]\b",
+            Check::Card,
+            70,
+            Canon::Digits,
+        )],
+        Builtin::Ssn => vec![(
+            r"(?-u)\b[0-9]{3}[ \-]?[0-9]{2}[ \-]?[0-9]{4}\b",
+            Check::Ssn,
+            60,
+            Canon::Digits,
+        )],
+        Builtin::Iban => vec![(
+            r"(?i-u)\b[a-z]{2}[0-9]{2}(?: ?[a-z0-9]){11,32}",
+            Check::Iban,
+            75,
+            Canon::Alnum,
+        )],
+        Builtin::Ip => vec![
+            (
+                r"(?-u)\b(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\b",
+                Check::Ipv4,
+                50,
+                Canon::AsIs,
+            ),
+            (
+                r"(?i-u)(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}(?:\.[0-9]{1,3}){0,3}",
+                Check::Ipv6,
+                55,
+                Canon::Lower,
+            ),
+        ],
+        Builtin::Secret => vec![
+            // Anthropic and OpenAI API keys.
+            (
+                r"(?-u)\bsk-ant-[a-z]{3,5}[0-9]{2}-[A-Za-z0-9_\-]{20,}",
+                Check::None,
+                92,
+                Canon::AsIs,
+            ),
+            (
+                r"(?-u)\bsk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_\-]{20,}",
+                Check::None,
+                91,
+                Canon::AsIs,
+            ),
+            // AWS access key ids, and a secret access key next to its name.
+            (
+                r"(?-u)\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b",
+                Check::None,
+                90,
+                Canon::AsIs,
+            ),
+            (
+                r#"(?i-u)aws_?secret_?(?:access_?)?key["']?\s*[:=]\s*["']?(?P<value>[A-Za-z0-9/+]{40})"#,
+                Check::None,
+                90,
+                Canon::AsIs,
+            ),
+            // Google API keys.
+            (r"(?-u)\bAIza[0-9A-Za-z_\-]{35}", Check::None, 90, Canon::AsIs),
+            // GitHub tokens (classic and fine-grained).
+            (
+                r"(?-u)\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,255}\b",
+                Check::None,
+                90,
+                Canon::AsIs,
+            ),
+            (
+                r"(?-u)\bgithub_pat_[A-Za-z0-9_]{22,255}",
+                Check::None,
+                90,
+                Canon::AsIs,
+            ),
+            // Slack tokens and webhooks.
+            (
+                r"(?-u)\bxox[abposr]-[A-Za-z0-9\-]{10,}",
+                Check::None,
+                90,
+                Canon::AsIs,
+            ),
+            (
+                r"(?-u)\bxapp-[0-9]-[A-Za-z0-9\-]{10,}",
+                Check::None,
+                90,
+                Canon::AsIs,
+            ),
+            (
+                r"(?-u)https://hooks\.slack\.com/services/[A-Za-z0-9/_\-]{20,}",
+                Check::None,
+                90,
+                Canon::AsIs,
+            ),
+            // Stripe secret and restricted keys.
+            (
+                r"(?-u)\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}",
+                Check::None,
+                90,
+                Canon::AsIs,
+            ),
+            // JSON Web Tokens.
+            (
+                r"(?-u)\beyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*",
+                Check::None,
+                90,
+                Canon::AsIs,
+            ),
+            // PEM private key blocks, whole.
+            (
+                r"(?s)-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----.*?-----END[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----",
+                Check::None,
+                95,
+                Canon::AsIs,
+            ),
+            // Credentials assigned to a telling name: password=..., api_key: ..., Bearer ...
+            (
+                r#"(?i-u)\b(?:password|passwd|pwd|secret|client_secret|api_?key|access_?token|auth_?token)["']?\s*[:=]\s*["']?(?P<value>[A-Za-z0-9!#$%&()*+./:<=>?@\[\]^_{|}~\-]{8,})"#,
+                Check::None,
+                89,
+                Canon::AsIs,
+            ),
+            (
+                r"(?i-u)\bbearer\s+(?P<value>[A-Za-z0-9._~+/\-]{16,}=*)",
+                Check::None,
+                89,
+                Canon::AsIs,
+            ),
+        ],
+    }
+}
+
+/// Words that make a bare number (no separators) a phone number or an SSN.
+const PHONE_CONTEXT: &[&str] = &[
+    "phone", "tel", "call", "mobile", "cell", "fax", "whatsapp", "sms", "text me", "number",
+];
+const SSN_CONTEXT: &[&str] = &["ssn", "social security", "ss#", "ss #", "taxpayer"];
+
+fn context_has(text: &str, start: usize, words: &[&str]) -> bool {
+    let from = floor_char(text, start.saturating_sub(40));
+    let before = text.get(from..start).unwrap_or_default().to_ascii_lowercase();
+    words.iter().any(|w| before.contains(w))
+}
+
+fn floor_char(text: &str, mut i: usize) -> usize {
+    while i > 0 && !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_char(text: &str, mut i: usize) -> usize {
+    while i < text.len() && !text.is_char_boundary(i) {
+        i += 1;
+    }
+    i.min(text.len())
+}
+
+fn is_word_byte(b: Option<&u8>) -> bool {
+    b.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+}
+
+fn standalone(text: &str, start: usize, end: usize) -> bool {
+    let bytes = text.as_bytes();
+    let before = start.checked_sub(1).and_then(|i| bytes.get(i));
+    !is_word_byte(before) && !is_word_byte(bytes.get(end))
+}
+
+/// The candidate is one group of a longer run of digit groups ("1234 [5678 9012 3456]"), not a value.
+fn inside_digit_run(text: &str, start: usize, end: usize) -> bool {
+    let b = text.as_bytes();
+    let sep = |i: usize| matches!(b.get(i), Some(b' ' | b'-' | b'.'));
+    let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    (start >= 2 && sep(start - 1) && digit(start - 2)) || (sep(end) && digit(end + 1))
+}
+
+/// `+34 150.73.11.45` is a phone number written with dots, not an address after a stray `+34`.
+fn after_country_code(text: &str, start: usize) -> bool {
+    let before = text.get(..start).unwrap_or_default().as_bytes();
+    let Some((sep, rest)) = before.split_last() else {
+        return false;
+    };
+    if !matches!(sep, b' ' | b'.' | b'-') {
+        return false;
+    }
+    let digits = rest.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    (1..=3).contains(&digits) && rest.len() > digits && rest.get(rest.len() - digits - 1) == Some(&b'+')
+}
+
+fn has_separator(s: &str) -> bool {
+    s.bytes().any(|b| !b.is_ascii_digit() && b != b'+')
+}
+
+impl Check {
+    /// Whether the candidate `text[start..end]` is a value, and its final range (some checks trim it).
+    fn accept(self, text: &str, start: usize, end: usize) -> Option<Range<usize>> {
+        let cand = text.get(start..end)?;
+        let ok = match self {
+            Check::None => true,
+            Check::Standalone => standalone(text, start, end),
+            Check::Card => validate::card(cand) && !inside_digit_run(text, start, end),
+            Check::Ssn => {
+                validate::ssn(cand)
+                    && !inside_digit_run(text, start, end)
+                    && (has_separator(cand) || context_has(text, start, SSN_CONTEXT))
+            }
+            Check::Iban => return validate::iban_prefix(cand).map(|n| start..start + n),
+            Check::Ipv4 => {
+                validate::ipv4(text, end) && !after_country_code(text, start) && {
+                    let bytes = text.as_bytes();
+                    // Not the tail of a longer dotted number (1.2.3.4.5) either.
+                    !(start >= 2
+                        && bytes.get(start - 1) == Some(&b'.')
+                        && bytes.get(start - 2).is_some_and(u8::is_ascii_digit))
+                }
+            }
+            Check::Ipv6 => {
+                let bytes = text.as_bytes();
+                let before = start.checked_sub(1).and_then(|i| bytes.get(i));
+                let glued =
+                    |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b':' || *b == b'_');
+                !glued(before) && !glued(bytes.get(end)) && validate::ipv6(cand)
+            }
+            Check::Phone => return phone(text, start, end),
+        };
+        ok.then_some(start..end)
+    }
+}
+
+/// Phone candidates: standalone, 10-15 digits, and a bare digit run needs `+`, or a word like "call".
+fn phone(text: &str, start: usize, mut end: usize) -> Option<Range<usize>> {
+    let bytes = text.as_bytes();
+    // Trailing separators and unbalanced parentheses belong to the prose, not the number.
+    while end > start && matches!(bytes.get(end - 1), Some(b' ' | b'.' | b'-' | b'(')) {
+        end -= 1;
+    }
+    let mut cand = text.get(start..end)?;
+    // A greedy international match may run into a following number: drop groups until <= 15 digits.
+    while validate::phone_digits(cand) > 15 {
+        let cut = cand.rfind([' ', '.', '-'])?;
+        end = start + cut;
+        cand = text.get(start..end)?;
+    }
+    // A closing parenthesis with no opening one inside belongs to the prose: "(call +1 555 ...)".
+    while cand.ends_with(')') && cand.matches('(').count() < cand.matches(')').count() {
+        end -= 1;
+        cand = text.get(start..end)?;
+    }
+    let n = validate::phone_digits(cand);
+    let before = start.checked_sub(1).and_then(|i| bytes.get(i));
+    let glued_before = is_word_byte(before) || before == Some(&b'+');
+    if glued_before || is_word_byte(bytes.get(end)) || !(10..=15).contains(&n) {
+        return None;
+    }
+    // "(555) 123-4567" must have its "(" inside; a bare ")" would be part of the prose.
+    let international = cand.starts_with('+');
+    if !international && !has_separator(cand) && !context_has(text, start, PHONE_CONTEXT) {
+        return None;
+    }
+    Some(start..end)
+}
+
+impl Engine {
+    pub fn new(spec: &EngineSpec) -> Result<Engine, EngineError> {
+        let mut detectors = Vec::new();
+        let mut seen = Vec::new();
+        for b in &spec.builtins {
+            if seen.contains(b) {
+                continue;
+            }
+            seen.push(*b);
+            for (pattern, check, priority, canonical) in builtin_patterns(*b) {
+                // Built-in patterns are tested; a failure here is a bug, reported like a config error.
+                let regex = compile(pattern).map_err(|e| EngineError {
+                    what: EngineErrorKind::Regex,
+                    index: 0,
+                    message: format!("built-in {} pattern: {e}", b.name()),
+                })?;
+                let value_group = regex.capture_names().any(|n| n == Some("value"));
+                detectors.push(Detector {
+                    kind: b.name().to_string(),
+                    regex,
+                    check,
+                    priority,
+                    value_group,
+                    canonical,
+                });
+            }
+        }
+        for (i, (kind, pattern)) in spec.regexes.iter().enumerate() {
+            let regex = compile(pattern).map_err(|e| EngineError {
+                what: EngineErrorKind::Regex,
+                index: i,
+                message: e.to_string(),
+            })?;
+            if regex.is_match("") {
+                return Err(EngineError {
+                    what: EngineErrorKind::Regex,
+                    index: i,
+                    message: "pattern matches the empty string".into(),
+                });
+            }
+            let value_group = regex.capture_names().any(|n| n == Some("value"));
+            detectors.push(Detector {
+                kind: kind.clone(),
+                regex,
+                check: Check::None,
+                priority: PRIORITY_CUSTOM,
+                value_group,
+                canonical: Canon::AsIs,
+            });
+        }
+        let mut max_term_words = 1;
+        for (i, (kind, terms, case_sensitive)) in spec.terms.iter().enumerate() {
+            let mut alts = Vec::new();
+            for t in terms {
+                let folded = fold(t.trim()).text;
+                if folded.is_empty() {
+                    return Err(EngineError {
+                        what: EngineErrorKind::Terms,
+                        index: i,
+                        message: "terms must not be empty".into(),
+                    });
+                }
+                max_term_words = max_term_words.max(folded.split_whitespace().count());
+                let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+                let lead = if word(folded.chars().next()) { r"\b" } else { "" };
+                let trail = if word(folded.chars().last()) { r"\b" } else { "" };
+                // Any run of spaces between the words of a term.
+                let body: Vec<String> = folded.split_whitespace().map(regex::escape).collect();
+                alts.push(format!("{lead}{}{trail}", body.join(r"\s+")));
+            }
+            if alts.is_empty() {
+                return Err(EngineError {
+                    what: EngineErrorKind::Terms,
+                    index: i,
+                    message: "at least one term is required".into(),
+                });
+            }
+            let flags = if *case_sensitive { "" } else { "(?i)" };
+            let regex = compile(&format!("{flags}(?:{})", alts.join("|"))).map_err(|e| EngineError {
+                what: EngineErrorKind::Terms,
+                index: i,
+                message: e.to_string(),
+            })?;
+            detectors.push(Detector {
+                kind: kind.clone(),
+                regex,
+                check: Check::Standalone,
+                priority: PRIORITY_CUSTOM,
+                value_group: false,
+                canonical: Canon::Lower,
+            });
+        }
+        Ok(Engine {
+            detectors,
+            max_term_words,
+        })
+    }
+
+    /// An engine that finds nothing.
+    pub fn empty() -> Engine {
+        Engine {
+            detectors: Vec::new(),
+            max_term_words: 1,
+        }
+    }
+
+    /// Non-overlapping detections in `text`, sorted by start, with ranges in `text`'s own bytes.
+    pub fn detect(&self, text: &str) -> Vec<Detection> {
+        let folded = fold(text);
+        let mut found = Vec::new();
+        for d in &self.detectors {
+            d.find(&folded.text, &mut found);
+        }
+        if !folded.is_identity() {
+            for det in &mut found {
+                let r = folded.original_range(det.range());
+                det.start = r.start;
+                det.end = r.end;
+            }
+        }
+        resolve_overlaps(found)
+    }
+}
+
+impl Detector {
+    fn find(&self, text: &str, out: &mut Vec<Detection>) {
+        let mut pos = 0;
+        while pos < text.len() {
+            let (start, end, range) = if self.value_group {
+                let Some(caps) = self.regex.captures_at(text, pos) else {
+                    break;
+                };
+                let (Some(all), Some(value)) = (caps.get(0), caps.name("value")) else {
+                    break;
+                };
+                (all.start(), all.end(), Some(value.range()))
+            } else {
+                let Some(m) = self.regex.find_at(text, pos) else {
+                    break;
+                };
+                (m.start(), m.end(), self.check.accept(text, m.start(), m.end()))
+            };
+            match range {
+                Some(r) if r.start < r.end => {
+                    let value = text.get(r.clone()).unwrap_or_default();
+                    out.push(Detection {
+                        kind: self.kind.clone(),
+                        start: r.start,
+                        end: r.end,
+                        priority: self.priority,
+                        canonical: self.canonical.apply(value),
+                    });
+                    pos = end.max(start + 1);
+                }
+                // Not a value: the next one may start inside this candidate.
+                _ => pos = start + 1,
+            }
+            pos = ceil_char(text, pos);
+        }
+    }
+}
+
+/// Keeps the best of overlapping detections: higher priority, then longer, then earlier.
+pub fn resolve_overlaps(mut found: Vec<Detection>) -> Vec<Detection> {
+    found.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then((b.end - b.start).cmp(&(a.end - a.start)))
+            .then(a.start.cmp(&b.start))
+    });
+    let mut kept: Vec<Detection> = Vec::with_capacity(found.len());
+    for d in found {
+        // `kept` stays sorted by start, so one binary search finds the neighbours.
+        let at = kept.partition_point(|k| k.start < d.start);
+        let clash_prev = at
+            .checked_sub(1)
+            .and_then(|i| kept.get(i))
+            .is_some_and(|p| p.end > d.start);
+        let clash_next = kept.get(at).is_some_and(|n| n.start < d.end);
+        if !clash_prev && !clash_next {
+            kept.insert(at, d);
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn found(engine: &Engine, text: &str) -> Vec<(String, String)> {
+        engine
+            .detect(text)
+            .into_iter()
+            .map(|d| (d.kind, text[d.start..d.end].to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn builtins_find_values_and_skip_look_alikes() {
+        let e = Engine::new(&EngineSpec::builtins()).unwrap();
+        // (text, expected (type, value) list)
+        let cases: &[(&str, &[(&str, &str)])] = &[
+            (
+                "mail john.doe+x@example.co.uk now",
+                &[("email", "john.doe+x@example.co.uk")],
+            ),
+            ("call +1 (415) 555-0132 today", &[("phone", "+1 (415) 555-0132")]),
+            ("call (415) 555-0132.", &[("phone", "(415) 555-0132")]),
+            ("(or +1 (415) 555-0132)", &[("phone", "+1 (415) 555-0132")]),
+            ("415.555.0132", &[("phone", "415.555.0132")]),
+            ("phone: 4155550132", &[("phone", "4155550132")]),
+            ("id 4155550132", &[]),
+            ("uk +44 20 7183 8750 ok", &[("phone", "+44 20 7183 8750")]),
+            ("de +49 (30) 1234-5678", &[("phone", "+49 (30) 1234-5678")]),
+            ("fr +33612345678", &[("phone", "+33612345678")]),
+            ("card 4111 1111 1111 1111 exp", &[("card", "4111 1111 1111 1111")]),
+            ("card 4111-1111-1111-1112", &[]),
+            ("4468 5072 6241 7656", &[]), // fails Luhn; its last 12 digits must not pass as Maestro
+            ("ssn 123-45-6789-1234", &[]),
+            ("amex 3782 822463 10005", &[("card", "3782 822463 10005")]),
+            ("ssn 123-45-6789", &[("ssn", "123-45-6789")]),
+            ("ssn 666-45-6789", &[]),
+            ("my ssn is 123456789", &[("ssn", "123456789")]),
+            ("order 123456789", &[]),
+            (
+                "iban DE89 3704 0044 0532 0130 00 thanks",
+                &[("iban", "DE89 3704 0044 0532 0130 00")],
+            ),
+            ("iban DE89 3704 0044 0532 0130 01", &[]),
+            ("host 192.168.1.20 up", &[("ip", "192.168.1.20")]),
+            ("v1.2.3.4.5 and 999.1.1.1", &[]),
+            ("tel +34 150.73.11.45", &[("phone", "+34 150.73.11.45")]),
+            ("ip 2001:db8::8a2e:370:7334", &[("ip", "2001:db8::8a2e:370:7334")]),
+            ("at 10:30:00 std::vector", &[]),
+            ("date 2024-01-15 amount $1,234.56", &[]),
+            ("uuid 123e4567-e89b-12d3-a456-426614174000", &[]),
+            (
+                "key sk-proj-abcdefghijklmnopqrstuvwxyz012345",
+                &[("secret", "sk-proj-abcdefghijklmnopqrstuvwxyz012345")],
+            ),
+            ("aws AKIAIOSFODNN7EXAMPLE", &[("secret", "AKIAIOSFODNN7EXAMPLE")]),
+            (
+                "ghp_0123456789abcdefghijklmnopqrstuvwxyz",
+                &[("secret", "ghp_0123456789abcdefghijklmnopqrstuvwxyz")],
+            ),
+            (
+                "xoxb-1234567890-abcdefghij",
+                &[("secret", "xoxb-1234567890-abcdefghij")],
+            ),
+            ("password=hunter2hunter2", &[("secret", "hunter2hunter2")]),
+            (
+                "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abcDEF123_-x",
+                &[("secret", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abcDEF123_-x")],
+            ),
+            (
+                "k: -----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY----- end",
+                &[(
+                    "secret",
+                    "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----",
+                )],
+            ),
+        ];
+        for (text, want) in cases {
+            let want: Vec<(String, String)> =
+                want.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            assert_eq!(found(&e, text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn evasion_is_folded_and_the_original_is_redacted() {
+        let e = Engine::new(&EngineSpec::builtins()).unwrap();
+        let text = "card ４１１１ １１１１ １１１１ １１１１ and j\u{200B}ohn@example.com";
+        let got = found(&e, text);
+        assert_eq!(
+            got[0],
+            ("card".into(), "４１１１ １１１１ １１１１ １１１１".into())
+        );
+        assert_eq!(got[1], ("email".into(), "j\u{200B}ohn@example.com".into()));
+        assert_eq!(e.detect(text)[0].canonical, "4111111111111111");
+    }
+
+    #[test]
+    fn custom_regexes_and_terms() {
+        let spec = EngineSpec {
+            builtins: vec![Builtin::Email],
+            regexes: vec![("employee_id".into(), r"EMP-\d{6}".into())],
+            terms: vec![(
+                "project".into(),
+                vec!["Falcon".into(), "Blue Harbor".into()],
+                false,
+            )],
+        };
+        let e = Engine::new(&spec).unwrap();
+        assert_eq!(e.max_term_words, 2);
+        assert_eq!(
+            found(
+                &e,
+                "EMP-123456 works on project falcon and blue  harbor, not Falconry"
+            ),
+            vec![
+                ("employee_id".into(), "EMP-123456".into()),
+                ("project".into(), "falcon".into()),
+                ("project".into(), "blue  harbor".into()),
+            ]
+        );
+        let bad = EngineSpec {
+            regexes: vec![("a".into(), "x".into()), ("b".into(), "(".into())],
+            ..Default::default()
+        };
+        assert_eq!(Engine::new(&bad).unwrap_err().index, 1);
+        let empty = EngineSpec {
+            regexes: vec![("a".into(), "x*".into())],
+            ..Default::default()
+        };
+        assert!(Engine::new(&empty).is_err());
+    }
+
+    #[test]
+    fn overlaps_keep_the_best() {
+        let d = |kind: &str, start, end, priority| Detection {
+            kind: kind.into(),
+            start,
+            end,
+            priority,
+            canonical: String::new(),
+        };
+        let kept = resolve_overlaps(vec![
+            d("phone", 0, 10, 40),
+            d("card", 2, 20, 70),
+            d("x", 20, 22, 1),
+        ]);
+        assert_eq!(
+            kept.iter().map(|k| k.kind.as_str()).collect::<Vec<_>>(),
+            vec!["card", "x"]
+        );
+    }
+}
