@@ -143,8 +143,22 @@ fn q(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
-const STATS_TAGS: [&str; 12] = [
-    "provider", "target", "model", "status", "kind", "outcome", "state", "from", "to", "decision", "limit",
+const STATS_TAGS: [&str; 16] = [
+    "provider",
+    "target",
+    "model",
+    "status",
+    "kind",
+    "outcome",
+    "state",
+    "from",
+    "to",
+    "decision",
+    "limit",
+    "type",
+    "action",
+    "direction",
+    "mode",
     "code",
 ];
 const CLUSTERS: [&str; 3] = ["mock_openai", "mock_anthropic", "mock_azure"];
