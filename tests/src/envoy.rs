@@ -143,7 +143,7 @@ fn q(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
-const STATS_TAGS: [&str; 16] = [
+const STATS_TAGS: [&str; 21] = [
     "provider",
     "target",
     "model",
@@ -159,6 +159,11 @@ const STATS_TAGS: [&str; 16] = [
     "action",
     "direction",
     "mode",
+    "check",
+    "rule",
+    "family",
+    "result",
+    "what",
     "code",
 ];
 const CLUSTERS: [&str; 3] = ["mock_openai", "mock_anthropic", "mock_azure"];

@@ -1,1 +1,42 @@
-//! ai-prompt-guard: Validates chat requests, applies allow/deny rules and scores prompt injection. (Being written.)
+//! ai-prompt-guard: stops bad or hostile prompts at the gateway, before they cost a model call.
+//!
+//! Glue only: the config lives in [`config`], the policy in [`guard`], chat shapes in [`chat`], the
+//! JSON Schema subset in [`schema`], the classifier mapping and cache in [`classifier`]; the injection
+//! detector is `shared::injection`, and the shared driver turns the policy's answers into host calls.
+
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod chat;
+pub mod classifier;
+pub mod config;
+pub mod guard;
+pub mod schema;
+
+use shared::config::ConfigError;
+use std::rc::Rc;
+
+impl shared::wasm::Filter for config::Config {
+    type Policy = guard::Guard;
+    const NAME: &'static str = "ai-prompt-guard";
+
+    fn configure(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        config::Config::parse(json, env)
+    }
+
+    fn new_policy(config: &Rc<Self>, _seed: u64) -> guard::Guard {
+        guard::Guard::new(Rc::clone(config))
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    shared::wasm::register::<config::Config>();
+}}
