@@ -83,6 +83,32 @@ fn load(dir: &Path) -> Vec<(String, Vec<String>)> {
     sets
 }
 
+/// Direct, indirect and benign counts and hits of one corpus.
+fn totals(
+    detector: &Detector,
+    sets: &[(String, Vec<String>)],
+    threshold: f32,
+) -> (usize, usize, usize, usize, usize, usize) {
+    let mut t = (0, 0, 0, 0, 0, 0);
+    for (label, prompts) in sets {
+        let hit = prompts
+            .iter()
+            .filter(|p| detector.score(p).total() >= threshold)
+            .count();
+        if BENIGN.contains(&label.as_str()) {
+            t.4 += prompts.len();
+            t.5 += hit;
+        } else if label == "indirect" {
+            t.2 += prompts.len();
+            t.3 += hit;
+        } else {
+            t.0 += prompts.len();
+            t.1 += hit;
+        }
+    }
+    t
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let threshold = args
@@ -182,6 +208,35 @@ fn main() {
         "indirect injections    {indirect:>5} {indirect_hit:>8} TPR {tpr_indirect:>5.1}%   (target >= 90%)"
     );
     println!("benign + hard negative {benign:>5} {benign_hit:>8} FPR {fpr:>5.1}%   (target <= 3%)");
+
+    // The main corpus was used to tune the rules; the held-out sets were each scored before any tuning on
+    // them (heldout4 never tuned on). Print them by default so the tuned figures are not read alone.
+    if !args.iter().any(|a| a == "--corpus") {
+        println!("{:-<60}", "");
+        println!("held-out sets (not the tuning corpus)   direct TPR   indirect TPR   benign FPR");
+        let mut held: Vec<_> = std::fs::read_dir(&dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default();
+        held.sort();
+        for h in held {
+            let (d, dh, i, ih, b, bh) = totals(&detector, &load(&h), threshold);
+            let name = h
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            println!(
+                "{name:<38} {:>5.1}% ({dh}/{d}) {:>6.1}% ({ih}/{i}) {:>6.1}% ({bh}/{b})",
+                pct(dh, d),
+                pct(ih, i),
+                pct(bh, b)
+            );
+        }
+    }
 
     // Throughput: score the whole corpus repeatedly for about a second.
     let all: Vec<&String> = sets.iter().flat_map(|(_, p)| p.iter()).collect();
