@@ -70,6 +70,35 @@ impl SecretSource {
     }
 }
 
+/// Checks a filter's config fixtures against its parser: every file in `<dir>/valid` must parse and every
+/// file in `<dir>/invalid` must be refused. The same files are checked against the filter's Kong schema
+/// (`<name>.meta.json`) by `tests/check_meta.py`, so the two stay in step. Returns how many were checked,
+/// or the first disagreement. For native tests (it reads files).
+pub fn check_fixtures(
+    dir: &std::path::Path,
+    parse: impl Fn(&[u8]) -> Result<(), ConfigError>,
+) -> Result<usize, String> {
+    let mut seen = 0;
+    for (sub, want_ok) in [("valid", true), ("invalid", false)] {
+        let entries =
+            std::fs::read_dir(dir.join(sub)).map_err(|e| format!("{}/{sub}: {e}", dir.display()))?;
+        for entry in entries {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let result = parse(&bytes);
+            if result.is_ok() != want_ok {
+                return Err(format!(
+                    "{}: expected {}, got {result:?}",
+                    path.display(),
+                    if want_ok { "ok" } else { "an error" }
+                ));
+            }
+            seen += 1;
+        }
+    }
+    Ok(seen)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -135,7 +135,7 @@ fn decode_payload(v: &str) -> Option<Value> {
     let bytes = if v.starts_with('{') {
         v.as_bytes().to_vec()
     } else {
-        base64url_decode(v)?
+        crate::text::base64(v)?
     };
     serde_json::from_slice::<Value>(&bytes)
         .ok()
@@ -153,30 +153,6 @@ fn claim_string(payload: &Value, claim: &str) -> Option<String> {
     }
 }
 
-/// RFC 4648 §5 base64url; also accepts the standard alphabet and padding.
-pub fn base64url_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes().filter(|c| *c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -191,10 +167,10 @@ mod tests {
 
     #[test]
     fn base64url() {
-        assert_eq!(base64url_decode("aGVsbG8").unwrap(), b"hello");
-        assert_eq!(base64url_decode("aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(base64url_decode("-_8").unwrap(), vec![0xfb, 0xff]);
-        assert_eq!(base64url_decode("a b"), None);
+        assert_eq!(crate::text::base64("aGVsbG8").unwrap(), b"hello");
+        assert_eq!(crate::text::base64("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(crate::text::base64("-_8").unwrap(), vec![0xfb, 0xff]);
+        assert_eq!(crate::text::base64("a b"), None);
     }
 
     #[test]
