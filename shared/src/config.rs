@@ -100,7 +100,6 @@ pub fn check_fixtures(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     // On wasm32 every unit test runs under wasm-bindgen-test (Node) too: `make wasm-test`.

@@ -224,12 +224,6 @@ pub fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &str) {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 mod tests {
     use super::*;
     // On wasm32 every unit test runs under wasm-bindgen-test (Node) too: `make wasm-test`.

@@ -199,7 +199,6 @@ pub fn base64(s: &str) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     // On wasm32 every unit test runs under wasm-bindgen-test (Node) too: `make wasm-test`.

@@ -128,12 +128,6 @@ pub fn cost_micro_usd(u: Usage, prompt_per_million: f64, completion_per_million:
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 mod tests {
     use super::*;
     // On wasm32 every unit test runs under wasm-bindgen-test (Node) too: `make wasm-test`.

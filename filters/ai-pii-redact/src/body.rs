@@ -320,12 +320,6 @@ fn anthropic_delta(out: &mut Vec<u8>, idx: u64, text: &str) {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 mod tests {
     use super::*;
     use shared::pii::{Direction, Engine, EngineSpec, Rules, Session};

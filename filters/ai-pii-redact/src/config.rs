@@ -407,12 +407,6 @@ fn compile_ner(n: RawNer) -> Result<Ner, ConfigError> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 mod tests {
     use super::*;
 

@@ -5,16 +5,6 @@
 //! restore are the shared engine `shared::pii`. The shared driver turns the policy's answers into host
 //! calls.
 
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 pub mod body;
 pub mod config;
 pub mod ner;

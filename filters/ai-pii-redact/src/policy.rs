@@ -462,12 +462,6 @@ impl Policy for PiiRedact {
 
 /// One smoke test of the policy against the fake host; real behaviour is proven in Envoy (tests/tests/pii.rs).
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 mod tests {
     use super::*;
     use shared::host::{FakeHost, HostKind};

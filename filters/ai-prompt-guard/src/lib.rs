@@ -4,16 +4,6 @@
 //! JSON Schema subset in [`schema`], the classifier mapping and cache in [`classifier`]; the injection
 //! detector is `shared::injection`, and the shared driver turns the policy's answers into host calls.
 
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 pub mod chat;
 pub mod classifier;
 pub mod config;

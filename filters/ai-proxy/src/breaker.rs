@@ -224,12 +224,6 @@ fn next_state(state: State, breaker: &Breaker, now_ms: u64, success: bool) -> Op
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 mod tests {
     use super::*;
     use shared::host::{FakeHost, HostKind};

@@ -3,16 +3,6 @@
 //! Glue only: the config lives in [`config`], the policy in [`proxy`], and the shared driver turns the
 //! policy's answers into host calls.
 
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 pub mod attempt;
 pub mod breaker;
 pub mod config;

@@ -735,12 +735,6 @@ impl Policy for AiProxy {
 
 /// One smoke test of the policy against the fake host; real behaviour is proven in Envoy (tests/tests/proxy.rs).
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 mod tests {
     use super::*;
     use shared::host::FakeHost;

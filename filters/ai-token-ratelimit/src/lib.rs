@@ -5,16 +5,6 @@
 //! estimates, the CAS counter store, identities) in `shared::ratelimit`, and the shared driver turns the
 //! policy's answers into host calls.
 
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 pub mod config;
 pub mod policy;
 

@@ -329,7 +329,6 @@ impl Detector {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]

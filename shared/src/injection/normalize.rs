@@ -419,7 +419,6 @@ pub fn rot13(s: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]

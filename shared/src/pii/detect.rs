@@ -645,12 +645,6 @@ pub fn resolve_overlaps(mut found: Vec<Detection>) -> Vec<Detection> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]

@@ -194,7 +194,6 @@ pub fn phone_digits(candidate: &str) -> usize {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]

@@ -154,7 +154,6 @@ fn claim_string(payload: &Value, claim: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::host::{FakeHost, HostKind};

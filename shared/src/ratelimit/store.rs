@@ -256,7 +256,6 @@ impl CounterStore for MemoryStore {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::host::{FakeHost, HostKind};
