@@ -16,7 +16,7 @@ CARGO_BIN := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 WBG_RUNNER := $(CARGO_BIN)/wasm-bindgen-test-runner
 export ENVOY_BIN := $(ENVOY)
 
-.PHONY: run test build setup toolchain venv wasm-bindgen lint fmt unit wasm-test e2e meta validate bench clean
+.PHONY: run test build setup toolchain venv wasm-bindgen lint fmt unit wasm-test e2e meta validate bench bench-tools clean
 
 ## The demo: mock providers + Envoy with every filter on 127.0.0.1 (ports: PORT, ADMIN_PORT, MOCK_PORT).
 run: setup build
@@ -90,8 +90,26 @@ meta: venv
 e2e: venv build
 	cargo test -p e2e --test '*'
 
-bench:
-	@echo "make bench: see issue 7 (not yet implemented)"; exit 1
+## Overhead of each filter and of the chain against bare Envoy (issue 7): writes bench/results.md.
+## Never part of `make test`. BENCH_QUICK=1 for a ~1-minute smoke run; knobs in tests/src/bin/bench/main.rs.
+BENCH_TARGET := $(or $(CARGO_TARGET_DIR),$(ROOT)/target)
+bench: setup build bench-tools
+	cargo build -q --release --target $(WASM_TARGET) --manifest-path bench/noop-filter/Cargo.toml \
+	  --target-dir $(BENCH_TARGET)
+	cargo build -q --release -p e2e --bin bench --bin bench-upstream --bin bench-native
+	$(BENCH_TARGET)/release/bench
+
+## wrk (load) and binaryen's wasm-opt (size measurement only) from Debian bookworm, pinned.
+WRK_DEB := 4.1.0-3+b2
+BINARYEN_DEB := 108-1
+bench-tools:
+	@if ! command -v wrk >/dev/null || ! command -v wasm-opt >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk=$(WRK_DEB) binaryen=$(BINARYEN_DEB); \
+	fi
+	@wrk --version 2>&1 | head -1 || true
+	@wasm-opt --version
 
 clean:
 	cargo clean

@@ -1,0 +1,249 @@
+//! `bench-native [--quick]`: throughput (MB/s) of the shared engines on one core, natively, printed as
+//! a Markdown table (`make bench` embeds it in `bench/results.md`).
+//!
+//! Each case is a closure over prepared input that returns a number derived from its result (so the work
+//! cannot be optimised away); it is timed in a loop for a fixed wall time after a warm-up, and the
+//! rate is input bytes per second. To measure a new engine, push one more [`Case`] in [`cases`].
+//! `--only TEXT` runs the matching cases for 5 s each, e.g. under `perf record` (build with
+//! `CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=1` for symbols).
+
+#[allow(dead_code)]
+#[path = "bench/workload.rs"]
+mod workload;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use shared::anthropic::{self, AnthropicStream};
+use shared::openai::{self, OpenAiStream};
+use shared::sse::SseParser;
+
+/// One measured function: `run` processes `bytes` of input once and returns a checksum.
+struct Case {
+    name: String,
+    bytes: usize,
+    run: Box<dyn FnMut() -> usize>,
+}
+
+impl Case {
+    fn new(name: impl Into<String>, bytes: usize, run: impl FnMut() -> usize + 'static) -> Case {
+        Case {
+            name: name.into(),
+            bytes,
+            run: Box::new(run),
+        }
+    }
+}
+
+fn concat(events: &[Vec<u8>]) -> Vec<u8> {
+    events.concat()
+}
+
+fn cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+
+    // SSE parsing: an OpenAI stream fed one event per chunk, as a provider sends it.
+    let events = workload::openai_sse_events();
+    let bytes = concat(&events).len();
+    let ev = events.clone();
+    cases.push(Case::new(
+        "SSE parse (OpenAI stream, chunk per event)",
+        bytes,
+        move || {
+            let mut p = SseParser::new();
+            let mut n = 0;
+            for e in &ev {
+                n += p.feed(e).len();
+            }
+            n + p.finish().len()
+        },
+    ));
+    // Same stream cut into 64-byte pieces: events split across chunks.
+    let whole = concat(&events);
+    let pieces: Vec<Vec<u8>> = whole.chunks(64).map(<[u8]>::to_vec).collect();
+    cases.push(Case::new(
+        "SSE parse (OpenAI stream, 64-byte chunks)",
+        bytes,
+        move || {
+            let mut p = SseParser::new();
+            let mut n = 0;
+            for e in &pieces {
+                n += p.feed(e).len();
+            }
+            n + p.finish().len()
+        },
+    ));
+
+    // ai-proxy's OpenAI stream observer (usage read, usage chunk stripped).
+    let ev = events.clone();
+    cases.push(Case::new(
+        "OpenAI stream observe + strip usage chunk",
+        bytes,
+        move || {
+            let mut s = OpenAiStream::new(true);
+            let mut n = 0;
+            for e in &ev {
+                n += s.feed(e).map_or(0, |o| o.len());
+            }
+            n + s.finish().len()
+        },
+    ));
+
+    // Anthropic stream → OpenAI chunks.
+    let events = workload::anthropic_sse_events();
+    let bytes = concat(&events).len();
+    cases.push(Case::new(
+        "Anthropic stream → OpenAI translation",
+        bytes,
+        move || {
+            let mut s = AnthropicStream::new(1_760_000_000, true);
+            let mut n = 0;
+            for e in &events {
+                n += s.feed(e).len();
+            }
+            n + s.finish().len()
+        },
+    ));
+
+    // Chat request parsing and translation, at the bench's request sizes.
+    for (size, label) in [(1024, "1 KB"), (8 * 1024, "8 KB"), (64 * 1024, "64 KB")] {
+        let body = workload::chat_request(size, false);
+        let len = body.len();
+        let b = body.clone();
+        cases.push(Case::new(
+            format!("chat request parse ({label})"),
+            len,
+            move || openai::parse_chat_request(&b).map_or(0, |r| r.body.len()),
+        ));
+        if size == 8 * 1024 {
+            cases.push(Case::new(
+                format!("chat request parse + re-serialize ({label}, ai-proxy's path)"),
+                len,
+                move || {
+                    openai::parse_chat_request(&body).map_or(0, |mut r| {
+                        r.set_model("gpt-4o-mini");
+                        r.to_bytes().len()
+                    })
+                },
+            ));
+            let body = workload::chat_request(size, false);
+            cases.push(Case::new(
+                format!("chat request → Anthropic request ({label})"),
+                len,
+                move || {
+                    openai::parse_chat_request(&body)
+                        .ok()
+                        .and_then(|r| anthropic::request_to_anthropic(&r, "claude-3-5-haiku", 4096).ok())
+                        .map_or(0, |v| v.len())
+                },
+            ));
+        }
+    }
+
+    // Evasion-resistant folding (what the PII and guard engines scan).
+    let text = workload::chat_text(16 * 1024);
+    let len = text.len();
+    let t = text.clone();
+    cases.push(Case::new("text::fold (16 KB plain chat text)", len, move || {
+        shared::text::fold(&t).text.len()
+    }));
+    // The same text with the tricks folding undoes: zero-width joiners, full-width digits, homoglyphs.
+    let tricky = text
+        .replace("Jane", "J\u{200b}ane")
+        .replace("415", "\u{ff14}\u{ff11}\u{ff15}")
+        .replace("example", "ex\u{0430}mple");
+    let tricky_len = tricky.len();
+    let t = tricky.clone();
+    cases.push(Case::new(
+        "text::fold (16 KB chat text with evasion tricks)",
+        tricky_len,
+        move || shared::text::fold(&t).text.len(),
+    ));
+
+    // PII scanning: every built-in detector (shared::pii's default engine), over the same texts.
+    let t = text.clone();
+    cases.push(Case::new(
+        "PII detect, built-in detectors (16 KB plain chat text)",
+        len,
+        move || shared::pii::default_engine().detect(&t).len(),
+    ));
+    let t = tricky.clone();
+    cases.push(Case::new(
+        "PII detect, built-in detectors (16 KB with evasion tricks)",
+        tricky_len,
+        move || shared::pii::default_engine().detect(&t).len(),
+    ));
+    let t = text.clone();
+    cases.push(Case::new(
+        "PII redact for logs (16 KB plain chat text)",
+        len,
+        move || shared::pii::redact_for_log(&t).len(),
+    ));
+
+    // Injection scoring: the guard's layered detector, compiled once as at config load.
+    match shared::injection::Detector::new() {
+        Ok(detector) => {
+            let detector = std::rc::Rc::new(detector);
+            let (d, t) = (std::rc::Rc::clone(&detector), text.clone());
+            cases.push(Case::new(
+                "injection score (16 KB plain chat text)",
+                len,
+                move || (d.score(&t).total() * 1000.0) as usize,
+            ));
+            let prompt = workload::chat_text(1024);
+            let prompt_len = prompt.len();
+            cases.push(Case::new(
+                "injection score (1 KB prompt)",
+                prompt_len,
+                move || (detector.score(&prompt).total() * 1000.0) as usize,
+            ));
+        }
+        Err(e) => eprintln!("bench-native: injection detector did not compile: {e}"),
+    }
+    // More engines: push a Case here (build any compiled state outside the closure; only the call
+    // inside is timed).
+    cases
+}
+
+/// Runs `case` for about `time` after a short warm-up; returns (MB/s, iterations).
+fn measure(case: &mut Case, time: Duration) -> (f64, u64) {
+    let warm = Instant::now();
+    while warm.elapsed() < time / 5 {
+        black_box((case.run)());
+    }
+    let start = Instant::now();
+    let mut iterations = 0u64;
+    while start.elapsed() < time {
+        for _ in 0..8 {
+            black_box((case.run)());
+        }
+        iterations += 8;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    (case.bytes as f64 * iterations as f64 / secs / 1e6, iterations)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only TEXT`: run the cases whose name contains TEXT, for 5 s each (for a profiler).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1));
+    let time = Duration::from_millis(match (only, quick) {
+        (Some(_), _) => 5000,
+        (None, true) => 150,
+        (None, false) => 600,
+    });
+    println!("| engine function | input bytes | MB/s | µs per call |");
+    println!("|---|---:|---:|---:|");
+    for mut case in cases() {
+        if only.is_some_and(|o| !case.name.contains(o.as_str())) {
+            continue;
+        }
+        let (rate, _) = measure(&mut case, time);
+        let us = if rate > 0.0 { case.bytes as f64 / rate } else { 0.0 };
+        println!("| {} | {} | {rate:.0} | {us:.1} |", case.name, case.bytes);
+    }
+}
