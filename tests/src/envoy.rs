@@ -311,14 +311,21 @@ impl Envoy {
     /// Starts Envoy and waits (up to [`START_TIMEOUT`]) until it is ready. The error carries Envoy's
     /// log and prints readably through `.unwrap()` (its `Debug` is its message).
     pub fn start(opts: EnvoyOptions) -> Result<Envoy, StartError> {
+        let concurrency = opts.concurrency;
+        Envoy::start_config(|admin_path| render_config(&opts, admin_path), concurrency)
+    }
+
+    /// Starts Envoy with a config of the caller's (e.g. a shipped file with its ports changed): `config`
+    /// gets the `--admin-address-path` file and returns the YAML. Admin and the first listener may use
+    /// port 0; both are discovered.
+    pub fn start_config(config: impl FnOnce(&Path) -> String, concurrency: u32) -> Result<Envoy, StartError> {
         let dir =
             fresh_dir().map_err(|e| StartError(format!("cannot create a directory in target/e2e: {e}")))?;
         let admin_path = dir.join("admin-address.txt");
         let config_path = dir.join("envoy.yaml");
         let log_path = dir.join("envoy.log");
         let io_err = |what: &str, e: io::Error| StartError(format!("{what}: {e}"));
-        fs::write(&config_path, render_config(&opts, &admin_path))
-            .map_err(|e| io_err("writing envoy.yaml", e))?;
+        fs::write(&config_path, config(&admin_path)).map_err(|e| io_err("writing envoy.yaml", e))?;
         let log = File::create(&log_path).map_err(|e| io_err("creating envoy.log", e))?;
         let log2 = log.try_clone().map_err(|e| io_err("cloning envoy.log", e))?;
         let bin = crate::envoy_bin();
@@ -328,7 +335,7 @@ impl Envoy {
             .args([
                 "--disable-hot-restart",
                 "--concurrency",
-                &opts.concurrency.max(1).to_string(),
+                &concurrency.max(1).to_string(),
             ])
             .args(["-l", "warning", "--component-log-level", "wasm:info"])
             // The access log goes through Envoy's file flusher (default every 10 s).
