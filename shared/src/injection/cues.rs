@@ -80,15 +80,18 @@ pub fn score(words: &str, scores: &mut Scores) {
         return;
     }
     for (family, weight, need, window) in CUES {
-        let found = (0..cats.len()).any(|start| {
-            let end = (start + window).min(cats.len());
-            let have = cats
-                .get(start..end)
-                .unwrap_or_default()
-                .iter()
-                .fold(0, |acc, c| acc | c);
-            have & need == *need
-        });
+        // A window starting on a word without category finds nothing the next window misses.
+        let found = (0..cats.len())
+            .filter(|&i| cats.get(i).is_some_and(|c| *c != 0))
+            .any(|start| {
+                let end = (start + window).min(cats.len());
+                let have = cats
+                    .get(start..end)
+                    .unwrap_or_default()
+                    .iter()
+                    .fold(0, |acc, c| acc | c);
+                have & need == *need
+            });
         if found {
             scores.add(*family, *weight);
         }

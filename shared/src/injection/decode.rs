@@ -8,6 +8,10 @@
 /// Unicode tag characters (U+E0020..U+E007E) mirror printable ASCII and render as nothing: the hidden
 /// text they spell, if any. Short runs are left alone (flag emoji use a few tags legitimately).
 pub fn tag_text(text: &str) -> Option<String> {
+    // Tag characters are never ASCII.
+    if text.is_ascii() {
+        return None;
+    }
     let hidden: String = text
         .chars()
         .filter_map(|c| match c as u32 {

@@ -145,8 +145,16 @@ enum Reading {
 
 /// Turns one whitespace-separated token into lower-case ASCII word characters, with a space where
 /// punctuation splits it. Returns whether leetspeak was decoded.
-fn push_token(token: &str, out: &mut String, reading: Reading) -> bool {
-    let chars: Vec<char> = token.chars().collect();
+/// `scratch` is a reusable buffer for the token's characters.
+fn push_token(token: &str, out: &mut String, reading: Reading, scratch: &mut Vec<char>) -> bool {
+    // Plain ASCII words (the bulk of any text) only need lower-casing.
+    if token.bytes().all(|b| b.is_ascii_alphabetic()) {
+        out.extend(token.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        return false;
+    }
+    scratch.clear();
+    scratch.extend(token.chars());
+    let chars: &[char] = scratch;
     let letters = chars.iter().filter(|c| c.is_ascii_alphabetic()).count();
     let mut leeted = false;
     for (i, &c) in chars.iter().enumerate() {
@@ -167,7 +175,7 @@ fn push_token(token: &str, out: &mut String, reading: Reading) -> bool {
         let decode = match reading {
             Reading::Careful => {
                 letters >= 2
-                    && ((c.is_ascii_digit() && run_letters(&chars, i) >= 2 && letter_follows(&chars, i))
+                    && ((c.is_ascii_digit() && run_letters(chars, i) >= 2 && letter_follows(chars, i))
                         // `@` between letters is an address far more often than an `a`.
                     || (!c.is_ascii_digit() && c != '@' && prev_word && next_word))
             }
@@ -219,31 +227,33 @@ fn run_letters(chars: &[char], i: usize) -> usize {
 }
 
 /// Joins runs of four or more single-letter words (`i g n o r e`); a wider gap or a line break in the
-/// original (`gaps`) ends a word inside the run.
-fn join_spaced(words: Vec<(String, bool)>, ev: &mut Evasion) -> String {
-    let mut out = String::new();
+/// original (`gaps`) ends a word inside the run. `words` are byte ranges of `buf` with a flag "a
+/// boundary came before me".
+fn join_spaced(buf: &str, words: &[(usize, usize, bool)], ev: &mut Evasion) -> String {
+    let word = |&(start, end, _): &(usize, usize, bool)| buf.get(start..end).unwrap_or_default();
+    let mut out = String::with_capacity(buf.len() + words.len());
     let mut i = 0;
     while i < words.len() {
         let run_end = (i..words.len())
-            .find(|&j| words.get(j).is_none_or(|(w, _)| w.len() != 1))
+            .find(|&j| words.get(j).is_none_or(|(start, end, _)| end - start != 1))
             .unwrap_or(words.len());
         if run_end - i >= 4 {
             ev.spaced_runs += 1;
             for j in i..run_end {
-                let Some((w, wide_gap_before)) = words.get(j) else {
+                let Some(w) = words.get(j) else {
                     break;
                 };
-                if j > i && *wide_gap_before && !out.ends_with(' ') {
+                if j > i && w.2 && !out.ends_with(' ') {
                     out.push(' ');
                 }
-                out.push_str(w);
+                out.push_str(word(w));
             }
             out.push(' ');
             i = run_end;
             continue;
         }
-        if let Some((w, _)) = words.get(i) {
-            out.push_str(w);
+        if let Some(w) = words.get(i) {
+            out.push_str(word(w));
             out.push(' ');
         }
         i += 1;
@@ -256,44 +266,79 @@ fn join_spaced(words: Vec<(String, bool)>, ev: &mut Evasion) -> String {
 
 /// The words view of folded text under `reading`, counting leetspeak and spacing in `ev`.
 fn words_view(folded: &str, reading: Reading, ev: &mut Evasion) -> String {
-    // Words with a flag "a boundary came before me": a wide gap (2+ spaces, a newline), or the start
-    // of a token that punctuation split into several words (`i.g.n.o.r.e p.r.e.v`).
-    let mut words: Vec<(String, bool)> = Vec::new();
+    // Words as ranges of `buf`, with a flag "a boundary came before me": a wide gap (2+ spaces, a
+    // newline), or the start of a token that punctuation split into several words
+    // (`i.g.n.o.r.e p.r.e.v`).
+    let mut buf = String::with_capacity(folded.len());
+    let mut words: Vec<(usize, usize, bool)> = Vec::with_capacity(folded.len() / 4);
+    let mut s = String::new();
+    let mut scratch = Vec::new();
+    let mut flush =
+        |token: &str, gap: usize, newline: bool, buf: &mut String, words: &mut Vec<(usize, usize, bool)>| {
+            if token.is_empty() {
+                return;
+            }
+            let boundary = gap >= 2 || newline;
+            // Plain ASCII words (the bulk of any text) are one lower-cased word.
+            if token.bytes().all(|b| b.is_ascii_alphabetic()) {
+                let start = buf.len();
+                buf.push_str(token);
+                if let Some(w) = buf.get_mut(start..) {
+                    w.make_ascii_lowercase();
+                }
+                words.push((start, buf.len(), boundary));
+                return;
+            }
+            s.clear();
+            if push_token(token, &mut s, reading, &mut scratch)
+                && token.chars().filter(|c| c.is_ascii_alphabetic()).count() >= 2
+            {
+                ev.leet_words += 1;
+            }
+            let mut parts = s.split(' ').filter(|w| !w.is_empty());
+            let Some(first) = parts.next() else {
+                return;
+            };
+            let second = parts.next();
+            let split = second.is_some();
+            for (k, w) in std::iter::once(first).chain(second).chain(parts).enumerate() {
+                let start = buf.len();
+                buf.push_str(w);
+                words.push((start, buf.len(), k == 0 && (boundary || split)));
+            }
+        };
     let mut gap = 2usize;
     let mut newline = true;
-    let mut token = String::new();
-    let mut flush = |token: &mut String, gap: usize, newline: bool, words: &mut Vec<(String, bool)>| {
-        if token.is_empty() {
-            return;
-        }
-        let mut s = String::new();
-        if push_token(token, &mut s, reading)
-            && token.chars().filter(|c| c.is_ascii_alphabetic()).count() >= 2
-        {
-            ev.leet_words += 1;
-        }
-        let parts: Vec<&str> = s.split(' ').filter(|w| !w.is_empty()).collect();
-        let split = parts.len() >= 2;
-        for (k, w) in parts.into_iter().enumerate() {
-            words.push((w.to_string(), k == 0 && (gap >= 2 || newline || split)));
-        }
-        token.clear();
-    };
-    for c in folded.chars() {
+    let mut token_start: Option<usize> = None;
+    for (i, c) in folded.char_indices() {
         if c.is_whitespace() {
-            if !token.is_empty() {
-                flush(&mut token, gap, newline, &mut words);
+            if let Some(start) = token_start.take() {
+                flush(
+                    folded.get(start..i).unwrap_or_default(),
+                    gap,
+                    newline,
+                    &mut buf,
+                    &mut words,
+                );
                 gap = 0;
                 newline = false;
             }
             gap += 1;
             newline |= c == '\n';
-        } else {
-            token.push(c);
+        } else if token_start.is_none() {
+            token_start = Some(i);
         }
     }
-    flush(&mut token, gap, newline, &mut words);
-    join_spaced(words, ev)
+    if let Some(start) = token_start {
+        flush(
+            folded.get(start..).unwrap_or_default(),
+            gap,
+            newline,
+            &mut buf,
+            &mut words,
+        );
+    }
+    join_spaced(&buf, &words, ev)
 }
 
 /// Does the text mix digits into words, or split words with inner punctuation, often enough to be
@@ -301,10 +346,16 @@ fn words_view(folded: &str, reading: Reading, ev: &mut Evasion) -> String {
 fn looks_obfuscated(folded: &str) -> bool {
     let mut mixed = 0;
     let mut split = 0;
+    let mut chars: Vec<char> = Vec::new();
     for token in folded.split_whitespace() {
+        // Plain words have no digits, symbols or inner punctuation: nothing to count.
+        if token.bytes().all(|b| b.is_ascii_alphabetic()) {
+            continue;
+        }
         let letters = token.chars().filter(|c| c.is_ascii_alphabetic()).count();
         // A digit between two letters (`y0u`, `pr3v10us`) is leetspeak far more often than a name.
-        let chars: Vec<char> = token.chars().collect();
+        chars.clear();
+        chars.extend(token.chars());
         let sandwiched = chars
             .windows(3)
             .any(|w| matches!(w, [a, d, b] if a.is_ascii_alphabetic() && d.is_ascii_digit() && b.is_ascii_alphabetic()));
@@ -409,6 +460,19 @@ fn fold_letterlike(text: &str) -> (String, usize) {
 
 /// ROT13 of ASCII letters.
 pub fn rot13(s: &str) -> String {
+    if s.is_ascii() {
+        let bytes = s
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'm' | b'A'..=b'M' => b + 13,
+                b'n'..=b'z' | b'N'..=b'Z' => b - 13,
+                _ => b,
+            })
+            .collect();
+        if let Ok(out) = String::from_utf8(bytes) {
+            return out;
+        }
+    }
     s.chars()
         .map(|c| match c {
             'a'..='m' | 'A'..='M' => char::from(c as u8 + 13),
