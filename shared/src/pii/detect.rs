@@ -95,6 +95,8 @@ struct Detector {
     /// The pattern has a `value` group: only that part is the secret (`password=<value>`).
     value_group: bool,
     canonical: Canon,
+    /// A cheap byte scan that skips text where the regex cannot match.
+    gate: Gate,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -172,14 +174,15 @@ fn compile(pattern: &str) -> Result<Regex, regex::Error> {
         .build()
 }
 
-/// The built-in patterns: `(type, pattern, check, priority, canonical form)`.
-fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon)> {
+/// The built-in patterns: `(type, pattern, check, priority, canonical form, gate)`.
+fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
     match b {
         Builtin::Email => vec![(
             r"(?i-u)\b[a-z0-9][a-z0-9._%+\-]{0,63}@(?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}\b",
             Check::None,
             80,
             Canon::Lower,
+            Gate::Always,
         )],
         Builtin::Phone => vec![
             // North American: +1 (555) 123-4567, 555.123.4567, 1-555-123-4567, 5551234567 (with context).
@@ -188,6 +191,7 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon)> {
                 Check::Phone,
                 40,
                 Canon::Digits,
+                Gate::PhoneRun,
             ),
             // International E.164 with separators: +44 20 7183 8750, +49 (30) 1234-5678, +33612345678.
             (
@@ -195,6 +199,7 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon)> {
                 Check::Phone,
                 41,
                 Canon::Digits,
+                Gate::Always,
             ),
         ],
         Builtin::Card => vec![(
@@ -202,18 +207,21 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon)> {
             Check::Card,
             70,
             Canon::Digits,
+            Gate::DigitRun(12),
         )],
         Builtin::Ssn => vec![(
             r"(?-u)\b[0-9]{3}[ \-]?[0-9]{2}[ \-]?[0-9]{4}\b",
             Check::Ssn,
             60,
             Canon::Digits,
+            Gate::DigitRun(9),
         )],
         Builtin::Iban => vec![(
             r"(?i-u)\b[a-z]{2}[0-9]{2}(?: ?[a-z0-9]){11,32}",
             Check::Iban,
             75,
             Canon::Alnum,
+            Gate::Iban,
         )],
         Builtin::Ip => vec![
             (
@@ -221,12 +229,14 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon)> {
                 Check::Ipv4,
                 50,
                 Canon::AsIs,
+                Gate::Ipv4,
             ),
             (
                 r"(?i-u)(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}(?:\.[0-9]{1,3}){0,3}",
                 Check::Ipv6,
                 55,
                 Canon::Lower,
+                Gate::Ipv6,
             ),
         ],
         Builtin::Secret => vec![
@@ -236,12 +246,14 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon)> {
                 Check::None,
                 92,
                 Canon::AsIs,
+                Gate::Always,
             ),
             (
                 r"(?-u)\bsk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_\-]{20,}",
                 Check::None,
                 91,
                 Canon::AsIs,
+                Gate::Always,
             ),
             // AWS access key ids, and a secret access key next to its name.
             (
@@ -249,27 +261,37 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon)> {
                 Check::None,
                 90,
                 Canon::AsIs,
+                Gate::Always,
             ),
             (
                 r#"(?i-u)aws_?secret_?(?:access_?)?key["']?\s*[:=]\s*["']?(?P<value>[A-Za-z0-9/+]{40})"#,
                 Check::None,
                 90,
                 Canon::AsIs,
+                Gate::Always,
             ),
             // Google API keys.
-            (r"(?-u)\bAIza[0-9A-Za-z_\-]{35}", Check::None, 90, Canon::AsIs),
+            (
+                r"(?-u)\bAIza[0-9A-Za-z_\-]{35}",
+                Check::None,
+                90,
+                Canon::AsIs,
+                Gate::Always,
+            ),
             // GitHub tokens (classic and fine-grained).
             (
                 r"(?-u)\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,255}\b",
                 Check::None,
                 90,
                 Canon::AsIs,
+                Gate::Always,
             ),
             (
                 r"(?-u)\bgithub_pat_[A-Za-z0-9_]{22,255}",
                 Check::None,
                 90,
                 Canon::AsIs,
+                Gate::Always,
             ),
             // Slack tokens and webhooks.
             (
@@ -277,18 +299,21 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon)> {
                 Check::None,
                 90,
                 Canon::AsIs,
+                Gate::Always,
             ),
             (
                 r"(?-u)\bxapp-[0-9]-[A-Za-z0-9\-]{10,}",
                 Check::None,
                 90,
                 Canon::AsIs,
+                Gate::Always,
             ),
             (
                 r"(?-u)https://hooks\.slack\.com/services/[A-Za-z0-9/_\-]{20,}",
                 Check::None,
                 90,
                 Canon::AsIs,
+                Gate::Always,
             ),
             // Stripe secret and restricted keys.
             (
@@ -296,6 +321,7 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon)> {
                 Check::None,
                 90,
                 Canon::AsIs,
+                Gate::Always,
             ),
             // JSON Web Tokens.
             (
@@ -303,6 +329,7 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon)> {
                 Check::None,
                 90,
                 Canon::AsIs,
+                Gate::Always,
             ),
             // PEM private key blocks, whole.
             (
@@ -310,6 +337,7 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon)> {
                 Check::None,
                 95,
                 Canon::AsIs,
+                Gate::Always,
             ),
             // Credentials assigned to a telling name: password=..., api_key: ..., Bearer ...
             (
@@ -317,14 +345,179 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon)> {
                 Check::None,
                 89,
                 Canon::AsIs,
+                Gate::ColonOrEquals,
             ),
             (
                 r"(?i-u)\bbearer\s+(?P<value>[A-Za-z0-9._~+/\-]{16,}=*)",
                 Check::None,
                 89,
                 Canon::AsIs,
+                Gate::Always,
             ),
         ],
+    }
+}
+
+/// A necessary condition for a built-in pattern to match, checked with a fast byte scan: where the
+/// earliest match at or after a position could start. It never rules out a position where the regex
+/// could match, so gated and ungated searches find the same values.
+#[derive(Debug, Clone, Copy)]
+enum Gate {
+    /// No cheap condition: the regex decides.
+    Always,
+    /// At least this many digits, each separated from the next by at most one space or dash.
+    DigitRun(usize),
+    /// At least 10 digits, each separated from the next by at most two of ` .-()`, the first digit at
+    /// most one byte after the start.
+    PhoneRun,
+    /// Two ASCII letters, then two digits.
+    Iban,
+    /// A digit, a dot, a digit, the dot at most 3 bytes after the start.
+    Ipv4,
+    /// Two colons with at most 4 hex digits between them, at most 4 bytes after the start.
+    Ipv6,
+    /// A `:` or `=` somewhere at or after the start.
+    ColonOrEquals,
+}
+
+fn is_digit(b: u8) -> bool {
+    b.wrapping_sub(b'0') < 10
+}
+
+fn is_digit_at(b: &[u8], i: usize) -> bool {
+    b.get(i).is_some_and(u8::is_ascii_digit)
+}
+
+fn is_letter_at(b: &[u8], i: usize) -> bool {
+    b.get(i).is_some_and(u8::is_ascii_alphabetic)
+}
+
+/// The first `i >= from` with `want(b[i])`. Skips whole blocks with a branch-free test that the
+/// compiler vectorises: the bytes wanted are rare in prose.
+fn find_byte(b: &[u8], from: usize, want: impl Fn(u8) -> bool) -> Option<usize> {
+    const BLOCK: usize = 32;
+    let rest = b.get(from..)?;
+    let mut base = from;
+    for block in rest.chunks(BLOCK) {
+        if block.iter().fold(false, |acc, &c| acc | want(c)) {
+            return block.iter().position(|&c| want(c)).map(|i| base + i);
+        }
+        base += block.len();
+    }
+    None
+}
+
+/// Where a search for a match starting at `start` may stop: `end` when no match can contain the byte
+/// at `end` and that byte is not a word byte (so `\b` judges the end of the window as it would judge
+/// the whole text), else the end of the text.
+fn window(b: &[u8], start: usize, end: usize) -> (usize, usize) {
+    if is_word_byte(b.get(end)) {
+        (start, b.len())
+    } else {
+        (start, end.min(b.len()))
+    }
+}
+
+/// The first run at or after `pos` of at least `min` digits, each separated from the next by at most
+/// `gap` bytes for which `sep` holds: `(first digit, end of the run)`. A match made of such digits
+/// starts in one run and ends with it; a run with fewer digits holds no such match.
+fn digit_run(
+    b: &[u8],
+    pos: usize,
+    min: usize,
+    gap: usize,
+    sep: impl Fn(u8) -> bool,
+) -> Option<(usize, usize)> {
+    let mut i = pos;
+    loop {
+        let start = find_byte(b, i, is_digit)?;
+        let (mut j, mut n) = (start, 1);
+        'run: loop {
+            for k in 1..=gap + 1 {
+                if is_digit_at(b, j + k) {
+                    j += k;
+                    n += 1;
+                    continue 'run;
+                }
+                if !b.get(j + k).is_some_and(|&c| sep(c)) {
+                    break;
+                }
+            }
+            break;
+        }
+        if n >= min {
+            return Some((start, j + 1));
+        }
+        // Every start inside this run has fewer digits after it.
+        i = j + 1;
+    }
+}
+
+impl Gate {
+    /// Where the earliest match at or after `pos` could start, and where a search for it may stop (every
+    /// match starting before that position ends at or before it); `None` when no match can start.
+    fn earliest(self, text: &str, pos: usize) -> Option<(usize, usize)> {
+        let b = text.as_bytes();
+        match self {
+            Gate::Always => Some((pos, b.len())),
+            Gate::DigitRun(min) => digit_run(b, pos, min, 1, |c| matches!(c, b' ' | b'-'))
+                .map(|(start, end)| window(b, start, end)),
+            Gate::PhoneRun => {
+                // `+1 (`: the match may start up to one byte before its first digit.
+                digit_run(b, pos, 10, 2, |c| matches!(c, b' ' | b'.' | b'-' | b'(' | b')'))
+                    .map(|(start, end)| window(b, start.saturating_sub(1).max(pos), end))
+            }
+            Gate::Iban => {
+                let mut i = pos + 2;
+                loop {
+                    let d = find_byte(b, i, is_digit)?;
+                    if is_digit_at(b, d + 1) && is_letter_at(b, d - 1) && is_letter_at(b, d - 2) {
+                        return Some((d - 2, b.len()));
+                    }
+                    i = d + 1;
+                }
+            }
+            Gate::Ipv4 => {
+                // Digits are rarer than dots in prose: look for the digit before the first dot.
+                let mut i = pos;
+                loop {
+                    let d = find_byte(b, i, is_digit)?;
+                    if b.get(d + 1) == Some(&b'.') && is_digit_at(b, d + 2) {
+                        // An address is digits and dots: it cannot run past the end of this word.
+                        let end = b
+                            .get(d..)
+                            .unwrap_or_default()
+                            .iter()
+                            .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_' || *c == b'.'))
+                            .map_or(b.len(), |n| d + n);
+                        return Some(window(b, d.saturating_sub(2).max(pos), end));
+                    }
+                    i = d + 1;
+                }
+            }
+            Gate::Ipv6 => {
+                let mut i = pos;
+                loop {
+                    let colon = find_byte(b, i, |c| c == b':')?;
+                    let hex = b
+                        .get(colon + 1..)
+                        .unwrap_or_default()
+                        .iter()
+                        .take(5)
+                        .take_while(|c| c.is_ascii_hexdigit())
+                        .count();
+                    if hex <= 4 && b.get(colon + 1 + hex) == Some(&b':') {
+                        return Some((colon.saturating_sub(4).max(pos), b.len()));
+                    }
+                    i = colon + 1;
+                }
+            }
+            Gate::ColonOrEquals => {
+                // `contains` on bytes is a memchr.
+                let rest = b.get(pos..)?;
+                (rest.contains(&b':') || rest.contains(&b'=')).then_some((pos, b.len()))
+            }
+        }
     }
 }
 
@@ -467,7 +660,7 @@ impl Engine {
                 continue;
             }
             seen.push(*b);
-            for (pattern, check, priority, canonical) in builtin_patterns(*b) {
+            for (pattern, check, priority, canonical, gate) in builtin_patterns(*b) {
                 // Built-in patterns are tested; a failure here is a bug, reported like a config error.
                 let regex = compile(pattern).map_err(|e| EngineError {
                     what: EngineErrorKind::Regex,
@@ -482,6 +675,7 @@ impl Engine {
                     priority,
                     value_group,
                     canonical,
+                    gate,
                 });
             }
         }
@@ -506,6 +700,7 @@ impl Engine {
                 priority: PRIORITY_CUSTOM,
                 value_group,
                 canonical: Canon::AsIs,
+                gate: Gate::Always,
             });
         }
         let mut max_term_words = 1;
@@ -548,6 +743,7 @@ impl Engine {
                 priority: PRIORITY_CUSTOM,
                 value_group: false,
                 canonical: Canon::Lower,
+                gate: Gate::Always,
             });
         }
         Ok(Engine {
@@ -586,19 +782,30 @@ impl Detector {
     fn find(&self, text: &str, out: &mut Vec<Detection>) {
         let mut pos = 0;
         while pos < text.len() {
-            let (start, end, range) = if self.value_group {
-                let Some(caps) = self.regex.captures_at(text, pos) else {
-                    break;
-                };
-                let (Some(all), Some(value)) = (caps.get(0), caps.name("value")) else {
-                    break;
-                };
-                (all.start(), all.end(), Some(value.range()))
+            // No match can start before the gate's position; without one, none can start at all.
+            let Some((from, until)) = self.gate.earliest(text, pos) else {
+                break;
+            };
+            pos = floor_char(text, from).max(pos);
+            // Matches starting before `until` end by it: search only that far.
+            let hay = text.get(..until).filter(|h| pos < h.len()).unwrap_or(text);
+            let found = if self.value_group {
+                self.regex.captures_at(hay, pos).and_then(|caps| {
+                    let (all, value) = (caps.get(0)?, caps.name("value")?);
+                    Some((all.start(), all.end(), Some(value.range())))
+                })
             } else {
-                let Some(m) = self.regex.find_at(text, pos) else {
-                    break;
-                };
-                (m.start(), m.end(), self.check.accept(text, m.start(), m.end()))
+                self.regex
+                    .find_at(hay, pos)
+                    .map(|m| (m.start(), m.end(), self.check.accept(text, m.start(), m.end())))
+            };
+            let Some((start, end, range)) = found else {
+                if hay.len() < text.len() {
+                    // Nothing in the window: the next match starts after it.
+                    pos = until;
+                    continue;
+                }
+                break;
             };
             match range {
                 Some(r) if r.start < r.end => {
