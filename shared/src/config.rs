@@ -44,6 +44,44 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Con
     serde_json::from_slice(bytes).map_err(|e| ConfigError::new("", format!("invalid configuration: {e}")))
 }
 
+/// `mode` of a policy or check: enforce it, or only detect, log and count (shadow) without changing
+/// traffic. One type for every filter, so configs and metric labels read the same everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Shadow => "shadow",
+        }
+    }
+}
+
+/// `failure_mode` of anything a policy depends on (an external service, the shared store): refuse the
+/// request (`deny`, the default: fail closed) or let it through without that check (`allow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    #[default]
+    Deny,
+    Allow,
+}
+
+impl FailureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureMode::Deny => "deny",
+            FailureMode::Allow => "allow",
+        }
+    }
+}
+
 /// Where a secret comes from: the VM environment (Envoy `vm_config.environment_variables`) or the
 /// config itself (Kong, where a vault reference may fill it).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]

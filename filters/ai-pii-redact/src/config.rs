@@ -6,38 +6,10 @@
 
 use serde::Deserialize;
 use shared::config::{parse_json, ConfigError, SecretSource};
+pub use shared::config::{FailureMode, Mode};
 use shared::host::Upstream;
 use shared::pii::{Action, Builtin, Engine, EngineErrorKind, EngineSpec, Rules};
 use std::collections::{BTreeMap, HashMap};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Redact, restore, block.
-    #[default]
-    Enforce,
-    /// Detect and count only; traffic is not changed.
-    Shadow,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Enforce => "enforce",
-            Mode::Shadow => "shadow",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureMode {
-    /// The NER service failed: refuse the request (503), since names may be in it.
-    #[default]
-    Deny,
-    /// The NER service failed: redact what the patterns found and go on.
-    Allow,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -10,37 +10,11 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use shared::config::{parse_json, ConfigError, SecretSource};
+pub use shared::config::{FailureMode, Mode};
 use shared::host::Upstream;
 use shared::injection::{Detector, Family};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-
-/// Whether a check blocks or only reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    #[default]
-    Enforce,
-    /// Logs and counts what would have been blocked; never blocks.
-    Shadow,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Enforce => "enforce",
-            Mode::Shadow => "shadow",
-        }
-    }
-}
-
-/// What happens to the request when the classifier cannot answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureMode {
-    Deny,
-    Allow,
-}
 
 /// What to do with client-supplied system (and `developer`) messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -5,32 +5,12 @@
 
 use serde::Deserialize;
 use shared::config::{parse_json, ConfigError};
+pub use shared::config::{FailureMode, Mode};
 use shared::ratelimit::estimate::CompletionPolicy;
 use shared::ratelimit::identity::Source;
 use shared::ratelimit::window::Window;
 use shared::usage::{cost_micro_usd, Usage};
 use std::collections::{BTreeMap, HashMap, HashSet};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Refuse with 429 what does not fit.
-    #[default]
-    Enforce,
-    /// Count and report (metrics, logs) but never refuse.
-    Shadow,
-}
-
-/// What to do when the counter store cannot be updated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureMode {
-    /// Refuse the request with 503.
-    #[default]
-    Deny,
-    /// Let it through uncounted for that limit.
-    Allow,
-}
 
 /// What a limit's subject is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
