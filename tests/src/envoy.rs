@@ -521,6 +521,13 @@ impl Envoy {
             ),
         }
     }
+
+    /// `POST /v1/chat/completions` with a JSON body and `content-type: application/json`, plus `headers`.
+    pub fn chat(&self, body: &serde_json::Value, headers: &[(&str, &str)]) -> http::Response {
+        let mut h = vec![("content-type", "application/json")];
+        h.extend_from_slice(headers);
+        self.request("POST", "/v1/chat/completions", &h, body.to_string().as_bytes())
+    }
 }
 
 impl Drop for Envoy {

@@ -30,16 +30,7 @@ impl Demo {
     }
 
     fn chat(&self, body: Value, headers: &[(&str, &str)]) -> Response {
-        let mut h = vec![("content-type", "application/json")];
-        h.extend_from_slice(headers);
-        request(
-            self.envoy.port,
-            "POST",
-            "/v1/chat/completions",
-            &h,
-            body.to_string().as_bytes(),
-        )
-        .unwrap()
+        self.envoy.chat(&body, headers)
     }
 }
 

@@ -76,10 +76,7 @@ impl Bed {
     }
 
     fn chat(&self, body: &Value, headers: &[(&str, &str)]) -> Response {
-        let mut h = vec![("content-type", "application/json")];
-        h.extend_from_slice(headers);
-        self.envoy
-            .request("POST", "/v1/chat/completions", &h, body.to_string().as_bytes())
+        self.envoy.chat(body, headers)
     }
 
     /// Counter `name` once it reaches `want` (metrics are written when the request's log phase runs,

@@ -73,19 +73,9 @@ impl Bed {
     }
 
     fn chat_with(&self, body: &Value, headers: &[(&str, &str)]) -> Response {
-        let mut h = vec![
-            ("content-type", "application/json"),
-            ("authorization", "Bearer client-gateway-key"),
-        ];
+        let mut h = vec![("authorization", "Bearer client-gateway-key")];
         h.extend_from_slice(headers);
-        request(
-            self.envoy.port,
-            "POST",
-            "/v1/chat/completions",
-            &h,
-            body.to_string().as_bytes(),
-        )
-        .unwrap()
+        self.envoy.chat(body, &h)
     }
 
     fn upstream(&self) -> Vec<Value> {

@@ -85,16 +85,7 @@ impl Bed {
     }
 
     fn chat(&self, body: &Value, headers: &[(&str, &str)]) -> Response {
-        let mut h = vec![("content-type", "application/json")];
-        h.extend_from_slice(headers);
-        request(
-            self.envoy.port,
-            "POST",
-            "/v1/chat/completions",
-            &h,
-            body.to_string().as_bytes(),
-        )
-        .unwrap()
+        self.envoy.chat(body, headers)
     }
 
     /// A request reserving `PROMPT_EST + max_tokens`, whose real usage is `usage` ("P,C").

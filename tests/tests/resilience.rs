@@ -60,15 +60,7 @@ impl Bed {
     }
 
     fn chat(&self, body: Value) -> Response {
-        let h = [("content-type", "application/json")];
-        request(
-            self.envoy.port,
-            "POST",
-            "/v1/chat/completions",
-            &h,
-            body.to_string().as_bytes(),
-        )
-        .unwrap()
+        self.envoy.chat(&body, &[])
     }
 
     fn calls(&self, path: &str) -> usize {
