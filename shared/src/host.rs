@@ -74,6 +74,12 @@ pub struct Upstream {
     pub host: String,
 }
 
+/// The `:authority` to send to `host:port`: the default HTTPS port is dropped (`api.openai.com:443` →
+/// `api.openai.com`), as providers expect, any other port kept.
+pub fn authority(host_port: &str) -> &str {
+    host_port.strip_suffix(":443").unwrap_or(host_port)
+}
+
 impl Upstream {
     pub fn dispatch_target(&self, kind: HostKind) -> &str {
         match kind {

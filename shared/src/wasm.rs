@@ -248,7 +248,7 @@ impl<P: Policy> Driver<P> {
     /// Dispatches a callout and pauses; a call the host refuses is answered at once as failed.
     fn call(&mut self, call: HttpCall, body_size: usize) -> Action {
         let target = call.upstream.dispatch_target(self.host.kind()).to_string();
-        let authority = call.upstream.host.clone();
+        let authority = crate::host::authority(&call.upstream.host).to_string();
         let mut headers: Vec<(&str, &str)> = vec![
             (":method", call.method.as_str()),
             (":path", call.path.as_str()),

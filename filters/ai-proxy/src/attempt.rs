@@ -42,11 +42,10 @@ pub fn call(target: &Target, body: Vec<u8>, kind: HostKind, client_auth: Option<
     if kind == HostKind::Kong && target.host.ends_with(":443") {
         headers.push((":scheme".into(), "https".into()));
     }
-    let authority = target.host.strip_suffix(":443").unwrap_or(&target.host);
     HttpCall {
         upstream: Upstream {
             cluster: target.cluster.clone(),
-            host: authority.to_string(),
+            host: target.host.clone(),
         },
         method: "POST".into(),
         path: target.path.clone(),

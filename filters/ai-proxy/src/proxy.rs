@@ -369,8 +369,7 @@ fn set_upstream_headers(host: &mut dyn Host, target: &Target, route_header: &str
     }
     match host.kind() {
         HostKind::Envoy => {
-            let authority = target.host.strip_suffix(":443").unwrap_or(&target.host);
-            host.set_request_header(":authority", Some(authority));
+            host.set_request_header(":authority", Some(shared::host::authority(&target.host)));
             host.set_request_header(":path", Some(&target.path));
         }
         // Kong: `:authority` is read-only and `:path` cannot carry a query string (the host call
