@@ -34,21 +34,31 @@ impl ChatRequest {
     /// Asks the upstream for the final usage chunk so a streamed response can be metered; returns whether
     /// the body changed (i.e. the client had not asked for it and the chunk must be stripped).
     pub fn request_stream_usage(&mut self) -> bool {
-        if !self.stream || self.include_usage {
-            return false;
-        }
-        let options = self
-            .body
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !options.is_object() {
-            *options = Value::Object(Map::new());
-        }
-        if let Some(options) = options.as_object_mut() {
-            options.insert("include_usage".into(), Value::Bool(true));
-        }
-        true
+        self.stream && request_stream_usage(&mut self.body)
     }
+}
+
+/// Sets `stream_options.include_usage: true` in a streaming request body; returns whether it changed
+/// (the client had not asked for the usage chunk, so it must be stripped from the answer again).
+pub fn request_stream_usage(body: &mut Map<String, Value>) -> bool {
+    let asked = body
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if asked {
+        return false;
+    }
+    let options = body
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !options.is_object() {
+        *options = Value::Object(Map::new());
+    }
+    if let Some(options) = options.as_object_mut() {
+        options.insert("include_usage".into(), Value::Bool(true));
+    }
+    true
 }
 
 /// Validates a client request body. Only the fields the gateway relies on are checked; the upstream
@@ -57,6 +67,11 @@ pub fn parse_chat_request(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::invalid_request("invalid_json", format!("request body is not valid JSON: {e}"))
     })?;
+    chat_request(value)
+}
+
+/// Validates a parsed client request body (see [`parse_chat_request`]).
+pub fn chat_request(value: Value) -> Result<ChatRequest, ApiError> {
     let Value::Object(body) = value else {
         return Err(ApiError::invalid_request(
             "invalid_request",

@@ -8,8 +8,7 @@ use crate::ner;
 use serde_json::Value;
 use shared::error::ApiError;
 use shared::host::{
-    BodyOutcome, CallResponse, HeadersOutcome, Host, HttpCall, LocalReply, LogLevel, Policy, ResponseMode,
-    WholeResponse,
+    Body, CallResponse, Host, HttpCall, LocalReply, LogLevel, Policy, ResponseMode, Step, WholeResponse,
 };
 use shared::metrics;
 use shared::pii::detect::resolve_overlaps;
@@ -38,9 +37,8 @@ enum Stage {
     Forwarded(Response),
 }
 
-/// A parsed request body waiting for the NER answer.
+/// The request's text and what was found in it, waiting for the NER answer.
 struct Pending {
-    body: Value,
     segments: Vec<Segment>,
     detections: Vec<Vec<Detection>>,
     /// Each segment's start (in characters) in the text sent to the NER service.
@@ -130,35 +128,38 @@ impl PiiRedact {
                 .session
                 .redact(&config.rules, &value, &dets, Direction::Request);
             if self.enforce() {
-                host.set_request_header(name, Some(&new));
+                if let Err(e) = host.set_request_header(name, Some(&new)) {
+                    // A header that cannot be rewritten must not leave with the value in it.
+                    let err = ApiError::new(500, "server_error", "gateway_error", e.to_string());
+                    return Some(self.reject(host, err));
+                }
             }
             self.outcome = "redacted";
         }
         None
     }
 
-    fn read_body(&mut self, host: &mut dyn Host, body: &[u8]) -> BodyOutcome {
-        let parsed: Value = match serde_json::from_slice(body) {
+    fn read_body(&mut self, host: &mut dyn Host, body: &mut Body) -> Step {
+        let parsed = match body.json() {
             Ok(v) => v,
             Err(e) if self.enforce() => {
                 self.stage = Stage::Idle;
                 // Text we cannot read cannot be checked: refuse it rather than forward it unscanned.
                 let err =
                     ApiError::invalid_request("invalid_json", format!("request body is not valid JSON: {e}"));
-                return BodyOutcome::Reply(self.reject(host, err));
+                return Step::Reply(self.reject(host, err));
             }
             Err(_) => {
                 self.stage = Stage::Idle;
-                return BodyOutcome::Continue;
+                return Step::Continue;
             }
         };
-        let segments = request_segments(&parsed, self.config.roles.as_deref());
+        let segments = request_segments(parsed, self.config.roles.as_deref());
         let detections: Vec<Vec<Detection>> = segments
             .iter()
             .map(|s| self.config.engine.detect(&s.text))
             .collect();
         let mut pending = Pending {
-            body: parsed,
             segments,
             detections,
             starts: Vec::new(),
@@ -176,27 +177,28 @@ impl PiiRedact {
                     timeout_ms: ner.timeout_ms,
                 };
                 self.stage = Stage::AwaitingNer(Box::new(pending));
-                return BodyOutcome::Call(call);
+                return Step::call(call);
             }
         }
-        self.finish_request(host, pending)
+        self.finish_request(host, pending, body)
     }
 
     /// Applies the detections: refuse, or rewrite the text in place (enforce), or only count (shadow).
-    fn finish_request(&mut self, host: &mut dyn Host, mut p: Pending) -> BodyOutcome {
+    fn finish_request(&mut self, host: &mut dyn Host, p: Pending, body: &mut Body) -> Step {
         self.stage = Stage::Forwarded(Response::None);
         let all: Vec<&Detection> = p.detections.iter().flatten().collect();
         if all.is_empty() {
-            return BodyOutcome::Continue;
+            return Step::Continue;
         }
         if let Some(reply) = self.block(host, &all) {
             self.stage = Stage::Idle;
-            return BodyOutcome::Reply(reply);
+            return Step::Reply(reply);
         }
         if self.outcome == "clean" {
             self.outcome = "redacted";
         }
         let config = Rc::clone(&self.config);
+        let enforce = self.enforce();
         for (seg, dets) in p.segments.iter().zip(&p.detections) {
             if dets.is_empty() {
                 continue;
@@ -204,14 +206,14 @@ impl PiiRedact {
             let new = self
                 .session
                 .redact(&config.rules, &seg.text, dets, Direction::Request);
-            if let Some(slot) = p.body.pointer_mut(&seg.pointer) {
+            if !enforce {
+                continue;
+            }
+            if let Some(slot) = body.json_mut().ok().and_then(|v| v.pointer_mut(&seg.pointer)) {
                 *slot = Value::String(new);
             }
         }
-        if !self.enforce() {
-            return BodyOutcome::Continue;
-        }
-        BodyOutcome::Replace(p.body.to_string().into_bytes())
+        Step::Continue
     }
 
     fn scrub(&mut self) -> (Scrub<'_>, Option<&mut Response>) {
@@ -245,57 +247,66 @@ impl Policy for PiiRedact {
         self.config.max_body_bytes
     }
 
-    fn on_request_headers(&mut self, host: &mut dyn Host, has_body: bool) -> HeadersOutcome {
+    fn on_request_headers(&mut self, host: &mut dyn Host, has_body: bool) -> Step {
         if let Some(u) = &self.config.unmasked {
             self.unmasked = host
                 .request_header(&u.header)
                 .is_some_and(|v| u.values.iter().any(|x| *x == v.trim()));
         }
         if let Some(reply) = self.redact_headers(host) {
-            return HeadersOutcome::Reply(reply);
+            return Step::Reply(reply);
         }
         let path = host.request_header(":path").unwrap_or_default();
         let path = path.split('?').next().unwrap_or_default();
         let method = host.request_header(":method").unwrap_or_default();
         if method != "POST" || !has_body || !self.config.paths.iter().any(|p| p == path) {
-            return HeadersOutcome::Continue;
+            return Step::Continue;
         }
         if self.enforce() {
             // The answer must be readable to restore and mask it.
-            host.set_request_header("accept-encoding", None);
+            let _logged = host.set_request_header("accept-encoding", None);
         }
         self.stage = Stage::AwaitingBody;
-        HeadersOutcome::ReadBody
+        Step::ReadBody
     }
 
-    fn on_request_too_large(&mut self, host: &mut dyn Host, limit: usize) -> LocalReply {
-        // A body too large to scan is refused rather than forwarded unchecked.
+    fn on_request_too_large(&mut self, host: &mut dyn Host, limit: usize) -> Option<LocalReply> {
+        // A body too large to scan is refused rather than forwarded unchecked; shadow mode only reports it.
         self.stage = Stage::Idle;
         self.outcome = "too-large";
-        let err = ApiError::new(
-            413,
-            "invalid_request_error",
-            "request_too_large",
-            format!("request body is larger than the limit of {limit} bytes"),
-        );
-        self.reject(host, err)
+        if !self.enforce() {
+            host.log(
+                LogLevel::Info,
+                &format!("ai-pii-redact: mode=shadow body over {limit} bytes passed unscanned"),
+            );
+            return None;
+        }
+        Some(self.reject(host, shared::host::too_large(limit)))
     }
 
-    fn on_request_body(&mut self, host: &mut dyn Host, body: &[u8]) -> BodyOutcome {
+    fn on_request_body(&mut self, host: &mut dyn Host, body: &mut Body) -> Step {
         if !matches!(self.stage, Stage::AwaitingBody) {
-            return BodyOutcome::Continue;
+            return Step::Continue;
         }
         self.read_body(host, body)
     }
 
-    fn on_call_response(&mut self, host: &mut dyn Host, response: CallResponse) -> BodyOutcome {
-        let Stage::AwaitingNer(pending) = std::mem::replace(&mut self.stage, Stage::Idle) else {
-            return BodyOutcome::Continue;
+    fn on_call_responses(
+        &mut self,
+        host: &mut dyn Host,
+        responses: Vec<CallResponse>,
+        body: Option<&mut Body>,
+    ) -> Step {
+        let (Stage::AwaitingNer(pending), Some(body)) =
+            (std::mem::replace(&mut self.stage, Stage::Idle), body)
+        else {
+            return Step::Continue;
         };
         let mut pending = *pending;
         let Some(ner) = self.config.ner.clone() else {
-            return self.finish_request(host, pending);
+            return self.finish_request(host, pending, body);
         };
+        let response = responses.into_iter().next().unwrap_or_default();
         let parsed = match response.status {
             Some(200..=299) => ner::parse_response(&response.body, &pending.segments, &pending.starts, &ner),
             Some(s) => Err(format!("status {s}")),
@@ -310,7 +321,7 @@ impl Policy for PiiRedact {
                         *dets = resolve_overlaps(std::mem::take(dets));
                     }
                 }
-                self.finish_request(host, pending)
+                self.finish_request(host, pending, body)
             }
             Err(why) => {
                 host.log(
@@ -320,13 +331,13 @@ impl Policy for PiiRedact {
                 match ner.failure_mode {
                     FailureMode::Allow => {
                         self.ner = Some("failed-allowed");
-                        self.finish_request(host, pending)
+                        self.finish_request(host, pending, body)
                     }
                     FailureMode::Deny => {
                         self.ner = Some("failed-denied");
                         self.outcome = "ner-unavailable";
                         if !self.enforce() {
-                            return self.finish_request(host, pending);
+                            return self.finish_request(host, pending, body);
                         }
                         let err = ApiError::new(
                             503,
@@ -334,7 +345,7 @@ impl Policy for PiiRedact {
                             "pii_detector_unavailable",
                             "the PII detection service is unavailable; the request was not sent",
                         );
-                        BodyOutcome::Reply(self.reject(host, err))
+                        Step::Reply(self.reject(host, err))
                     }
                 }
             }
@@ -347,7 +358,7 @@ impl Policy for PiiRedact {
         }
         let summary = self.session.summary(Direction::Request);
         if !summary.is_empty() {
-            host.set_response_header(&self.config.count_header, Some(&summary));
+            let _logged = host.set_response_header(&self.config.count_header, Some(&summary));
         }
         let restore = self.config.restore && self.session.has_restorable();
         let redact = self.config.redact_response && !self.unmasked;
@@ -472,12 +483,13 @@ mod tests {
         let mut p = PiiRedact::new(Rc::clone(&config));
         let mut host = FakeHost::new(HostKind::Envoy)
             .with_request_headers(&[(":method", "POST"), (":path", "/v1/chat/completions")]);
-        assert_eq!(p.on_request_headers(&mut host, true), HeadersOutcome::ReadBody);
-        let body = br#"{"model":"m","messages":[{"role":"user","content":"I am bob@example.com"}]}"#;
-        let BodyOutcome::Replace(sent) = p.on_request_body(&mut host, body) else {
-            panic!("not replaced")
-        };
-        let sent: Value = serde_json::from_slice(&sent).unwrap();
+        assert_eq!(p.on_request_headers(&mut host, true), Step::ReadBody);
+        let mut body = Body::new(
+            br#"{"model":"m","messages":[{"role":"user","content":"I am bob@example.com"}]}"#.to_vec(),
+        );
+        assert_eq!(p.on_request_body(&mut host, &mut body), Step::Continue);
+        assert!(body.changed());
+        let sent: Value = serde_json::from_slice(&body.into_bytes()).unwrap();
         assert_eq!(sent["messages"][0]["content"], "I am <EMAIL_1>");
         host.response_headers.insert(":status".into(), "200".into());
         host.response_headers
@@ -497,8 +509,10 @@ mod tests {
 
         let mut p = PiiRedact::new(config);
         p.on_request_headers(&mut host, true);
-        let body = br#"{"model":"m","messages":[{"role":"user","content":"card 4111 1111 1111 1111"}]}"#;
-        let BodyOutcome::Reply(r) = p.on_request_body(&mut host, body) else {
+        let mut body = Body::new(
+            br#"{"model":"m","messages":[{"role":"user","content":"card 4111 1111 1111 1111"}]}"#.to_vec(),
+        );
+        let Step::Reply(r) = p.on_request_body(&mut host, &mut body) else {
             panic!("not blocked")
         };
         assert_eq!(r.status, 400);

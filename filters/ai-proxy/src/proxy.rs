@@ -8,8 +8,7 @@ use serde_json::{json, Value};
 use shared::anthropic::{self, AnthropicStream};
 use shared::error::ApiError;
 use shared::host::{
-    BodyOutcome, CallResponse, HeadersOutcome, Host, HostKind, LocalReply, LogLevel, Policy, ResponseMode,
-    WholeResponse,
+    Body, CallResponse, Host, LocalReply, LogLevel, Policy, ResponseMode, Route, Step, WholeResponse,
 };
 use shared::metrics;
 use shared::openai::{self, ChatRequest, OpenAiStream};
@@ -142,8 +141,11 @@ impl AiProxy {
     }
 
     /// Parses the request and picks its model and first target.
-    fn choose(&mut self, host: &dyn Host, body: &[u8]) -> Result<(ChatRequest, usize, bool), ApiError> {
-        let req = openai::parse_chat_request(body)?;
+    fn choose(&mut self, host: &dyn Host, body: &mut Body) -> Result<(ChatRequest, usize, bool), ApiError> {
+        let value = body.json().map_err(|e| {
+            ApiError::invalid_request("invalid_json", format!("request body is not valid JSON: {e}"))
+        })?;
+        let req = openai::chat_request(value.clone())?;
         let sticky = self
             .config
             .sticky_header
@@ -183,32 +185,42 @@ impl AiProxy {
     }
 
     /// Forward mode: rewrite the request for the target and let the proxy send it.
-    fn forward(&mut self, host: &mut dyn Host, req: ChatRequest, index: usize, start_ms: u64) -> BodyOutcome {
-        let Some(target) = self.config.targets.get(index) else {
-            return BodyOutcome::Reply(internal_error());
-        };
-        let injected_usage = req.stream && !req.include_usage && target.provider != Provider::Anthropic;
-        match upstream_body(&req, target, injected_usage) {
-            Ok(body) => {
-                set_upstream_headers(host, target, &self.config.route_header);
-                self.stage = Stage::Routed(Box::new(Self::routed(start_ms, index, &req, injected_usage)));
-                BodyOutcome::Replace(body)
-            }
-            Err(err) => {
-                self.stage = Stage::Idle;
-                BodyOutcome::Reply(self.reject(host, err))
-            }
-        }
-    }
-
-    /// Callout mode: set up the chain and make the first call.
-    fn start_attempts(
+    fn forward(
         &mut self,
         host: &mut dyn Host,
         req: ChatRequest,
-        first: usize,
+        index: usize,
         start_ms: u64,
-    ) -> BodyOutcome {
+        body: &mut Body,
+    ) -> Step {
+        let Some(target) = self.config.targets.get(index) else {
+            return Step::Reply(internal_error());
+        };
+        let injected_usage = req.stream && !req.include_usage && target.provider != Provider::Anthropic;
+        let upstream = match upstream_body(&req, target, injected_usage) {
+            Ok(upstream) => upstream,
+            Err(err) => {
+                self.stage = Stage::Idle;
+                return Step::Reply(self.reject(host, err));
+            }
+        };
+        if let Err(e) = set_upstream_headers(host, target, &self.config.route_header) {
+            // Never forward to the route's default upstream: the request may carry the target's key.
+            self.stage = Stage::Idle;
+            let err = ApiError::upstream(
+                502,
+                "routing_failed",
+                format!("the request could not be routed to target `{}`: {e}", target.name),
+            );
+            return Step::Reply(self.reject(host, err));
+        }
+        self.stage = Stage::Routed(Box::new(Self::routed(start_ms, index, &req, injected_usage)));
+        body.replace(upstream);
+        Step::Continue
+    }
+
+    /// Callout mode: set up the chain and make the first call.
+    fn start_attempts(&mut self, host: &mut dyn Host, req: ChatRequest, first: usize, start_ms: u64) -> Step {
         let fallback = self
             .config
             .models
@@ -234,13 +246,13 @@ impl AiProxy {
 
     /// The call for the current chain position, skipping targets whose breaker is open; the final
     /// answer when the chain is used up.
-    fn next_call(&mut self, host: &mut dyn Host) -> BodyOutcome {
+    fn next_call(&mut self, host: &mut dyn Host) -> Step {
         let config = Rc::clone(&self.config);
         let Stage::Routed(routed) = &mut self.stage else {
-            return BodyOutcome::Continue;
+            return Step::Continue;
         };
         let Some(att) = routed.attempts.as_mut() else {
-            return BodyOutcome::Continue;
+            return Step::Continue;
         };
         let now = host.now_ms();
         while let Some(&index) = att.chain.get(att.pos) {
@@ -282,10 +294,16 @@ impl AiProxy {
             att.count += 1;
             routed.target = index;
             routed.injected_usage = injected;
-            return BodyOutcome::Call(attempt::call(target, body, host.kind(), att.client_auth.clone()));
+            return Step::call(attempt::call(target, body, host.kind(), att.client_auth.clone()));
         }
+        // A client error is final and says nothing of the targets: it is the answer even when a breaker
+        // was skipped on the way.
+        let final_client_error = att
+            .last_failure
+            .as_ref()
+            .is_some_and(|(_, f)| !f.is_target_fault());
         let (status, body, retry_after) = match (&att.last_failure, att.reopen_at) {
-            (Some((index, failure)), None) => {
+            (Some((index, failure)), reopen) if reopen.is_none() || final_client_error => {
                 let provider = config
                     .targets
                     .get(*index)
@@ -322,7 +340,7 @@ impl AiProxy {
                 routed.client_model, att.count
             ),
         );
-        BodyOutcome::Reply(LocalReply {
+        Step::Reply(LocalReply {
             status,
             headers,
             body,
@@ -362,34 +380,30 @@ pub(crate) fn upstream_body(
 
 /// Points the request at the target on every host and replaces the client's credentials with the
 /// target's. Without a configured key the client's own credentials pass through (self-hosted models).
-fn set_upstream_headers(host: &mut dyn Host, target: &Target, route_header: &str) {
-    host.set_request_header(route_header, Some(&target.cluster));
-    if host.kind() == HostKind::Kong {
-        host.set_property(&["kong", "service", "target"], &target.host);
-    }
-    match host.kind() {
-        HostKind::Envoy => {
-            host.set_request_header(":authority", Some(shared::host::authority(&target.host)));
-            host.set_request_header(":path", Some(&target.path));
-        }
-        // Kong: `:authority` is read-only and `:path` cannot carry a query string (the host call
-        // fails, and the SDK panics on the failure); the upstream URI is nginx's `$upstream_uri`.
-        // `kong.service.target` already sets the upstream Host header.
-        HostKind::Kong => {
-            host.set_property(&["ngx", "upstream_uri"], &target.path);
-        }
-    }
-    host.set_request_header("content-type", Some("application/json"));
+/// Routing comes first: if it fails, no key has been written into the request.
+fn set_upstream_headers(
+    host: &mut dyn Host,
+    target: &Target,
+    route_header: &str,
+) -> Result<(), shared::host::HostError> {
+    host.route_to(&Route {
+        cluster: &target.cluster,
+        host: &target.host,
+        path: &target.path,
+        header: route_header,
+    })?;
+    host.set_request_header("content-type", Some("application/json"))?;
     // We must read the answer: no compressed upstream bodies.
-    host.set_request_header("accept-encoding", None);
+    host.set_request_header("accept-encoding", None)?;
     if target.api_key.is_some() {
         for h in ["authorization", "api-key", "x-api-key"] {
-            host.set_request_header(h, None);
+            host.set_request_header(h, None)?;
         }
     }
     for (name, value) in attempt::credentials(target) {
-        host.set_request_header(name, Some(&value));
+        host.set_request_header(name, Some(&value))?;
     }
+    Ok(())
 }
 
 fn internal_error() -> LocalReply {
@@ -415,9 +429,12 @@ impl Policy for AiProxy {
         self.config.max_body_bytes
     }
 
-    fn on_request_headers(&mut self, host: &mut dyn Host, has_body: bool) -> HeadersOutcome {
+    fn on_request_headers(&mut self, host: &mut dyn Host, has_body: bool) -> Step {
         // Only this filter may choose the upstream cluster, never the client.
-        host.set_request_header(&self.config.route_header, None);
+        if host.set_request_header(&self.config.route_header, None).is_err() {
+            let err = ApiError::upstream(502, "routing_failed", "the routing header could not be cleared");
+            return Step::Reply(self.reject(host, err));
+        }
         let path = host.request_header(":path").unwrap_or_default();
         let path = path.split('?').next().unwrap_or_default();
         let method = host.request_header(":method").unwrap_or_default();
@@ -426,42 +443,48 @@ impl Policy for AiProxy {
                 self.stage = Stage::AwaitingBody {
                     start_ms: host.now_ms(),
                 };
-                HeadersOutcome::ReadBody
+                Step::ReadBody
             }
-            ("POST", CHAT_PATH) => HeadersOutcome::Reply(self.reject(
+            ("POST", CHAT_PATH) => Step::Reply(self.reject(
                 host,
                 ApiError::invalid_request("missing_body", "request body is required"),
             )),
-            ("GET", MODELS_PATH) => HeadersOutcome::Reply(self.models_list(host.now_ms() / 1000)),
-            _ => HeadersOutcome::Continue,
+            ("GET", MODELS_PATH) => Step::Reply(self.models_list(host.now_ms() / 1000)),
+            _ => Step::Continue,
         }
     }
 
-    fn on_request_body(&mut self, host: &mut dyn Host, body: &[u8]) -> BodyOutcome {
+    fn on_request_body(&mut self, host: &mut dyn Host, body: &mut Body) -> Step {
         let Stage::AwaitingBody { start_ms } = self.stage else {
-            return BodyOutcome::Continue;
+            return Step::Continue;
         };
         match self.choose(host, body) {
             Ok((req, index, true)) => self.start_attempts(host, req, index, start_ms),
-            Ok((req, index, false)) => self.forward(host, req, index, start_ms),
+            Ok((req, index, false)) => self.forward(host, req, index, start_ms, body),
             Err(err) => {
                 self.stage = Stage::Idle;
-                BodyOutcome::Reply(self.reject(host, err))
+                Step::Reply(self.reject(host, err))
             }
         }
     }
 
-    fn on_call_response(&mut self, host: &mut dyn Host, response: CallResponse) -> BodyOutcome {
+    fn on_call_responses(
+        &mut self,
+        host: &mut dyn Host,
+        responses: Vec<CallResponse>,
+        _body: Option<&mut Body>,
+    ) -> Step {
         let config = Rc::clone(&self.config);
         let Stage::Routed(routed) = &mut self.stage else {
-            return BodyOutcome::Continue;
+            return Step::Continue;
         };
         let Some(att) = routed.attempts.as_mut() else {
-            return BodyOutcome::Continue;
+            return Step::Continue;
         };
         let Some(target) = config.targets.get(routed.target) else {
-            return BodyOutcome::Reply(internal_error());
+            return Step::Reply(internal_error());
         };
+        let response = responses.into_iter().next().unwrap_or_default();
         let now = host.now_ms();
         let wanted = Wanted {
             stream: att.req.stream,
@@ -509,7 +532,7 @@ impl Policy for AiProxy {
                         1,
                     );
                 }
-                BodyOutcome::Reply(LocalReply {
+                Step::Reply(LocalReply {
                     status: 200,
                     headers,
                     body: success.body,
@@ -541,15 +564,9 @@ impl Policy for AiProxy {
         }
     }
 
-    fn on_request_too_large(&mut self, host: &mut dyn Host, limit: usize) -> LocalReply {
+    fn on_request_too_large(&mut self, host: &mut dyn Host, limit: usize) -> Option<LocalReply> {
         self.stage = Stage::Idle;
-        let err = ApiError::new(
-            413,
-            "invalid_request_error",
-            "request_too_large",
-            format!("request body is larger than the limit of {limit} bytes"),
-        );
-        self.reject(host, err)
+        Some(self.reject(host, shared::host::too_large(limit)))
     }
 
     fn on_response_headers(&mut self, host: &mut dyn Host) -> ResponseMode {
@@ -560,9 +577,13 @@ impl Policy for AiProxy {
             return ResponseMode::PassThrough;
         };
         routed.status = status_of(host);
-        host.set_response_header("x-ai-provider", Some(target.provider.as_str()));
-        host.set_response_header("x-ai-target", Some(&target.name));
-        host.set_response_header("x-ai-model", Some(&target.upstream_model));
+        for (name, value) in [
+            ("x-ai-provider", target.provider.as_str()),
+            ("x-ai-target", target.name.as_str()),
+            ("x-ai-model", target.upstream_model.as_str()),
+        ] {
+            let _logged = host.set_response_header(name, Some(value));
+        }
         let ok = (200..300).contains(&routed.status);
         let is_stream = host
             .response_header("content-type")
@@ -579,7 +600,7 @@ impl Policy for AiProxy {
         };
         match routed.body {
             ResponseBody::Rewrite { .. } => {
-                host.set_response_header("content-type", Some("application/json"));
+                let _logged = host.set_response_header("content-type", Some("application/json"));
                 ResponseMode::Whole
             }
             _ => ResponseMode::Stream,
@@ -736,7 +757,7 @@ impl Policy for AiProxy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::host::FakeHost;
+    use shared::host::{FakeHost, HostKind};
 
     #[test]
     fn routes_translates_and_accounts_on_kong() {
@@ -751,12 +772,10 @@ mod tests {
             (":path", "/v1/chat/completions"),
             ("authorization", "Bearer client"),
         ]);
-        assert_eq!(p.on_request_headers(&mut host, true), HeadersOutcome::ReadBody);
-        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
-        let BodyOutcome::Replace(upstream) = p.on_request_body(&mut host, body) else {
-            panic!("not replaced")
-        };
-        let sent: Value = serde_json::from_slice(&upstream).unwrap();
+        assert_eq!(p.on_request_headers(&mut host, true), Step::ReadBody);
+        let mut body = Body::new(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.to_vec());
+        assert_eq!(p.on_request_body(&mut host, &mut body), Step::Continue);
+        let sent: Value = serde_json::from_slice(&body.into_bytes()).unwrap();
         assert_eq!(sent["model"], "claude-x");
         assert_eq!(host.properties["kong.service.target"], "api.anthropic.com:443");
         assert_eq!(host.properties["ngx.upstream_uri"], "/v1/messages");

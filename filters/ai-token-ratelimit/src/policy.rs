@@ -7,7 +7,7 @@
 use crate::config::{Config, Count, FailureMode, Limit, Mode, Per, Rule};
 use serde_json::Value;
 use shared::error::ApiError;
-use shared::host::{BodyOutcome, HeadersOutcome, Host, LocalReply, LogLevel, Policy, ResponseMode};
+use shared::host::{Body, Host, LocalReply, LogLevel, Policy, ResponseMode, Step};
 use shared::metrics;
 use shared::openai::{self, OpenAiStream};
 use shared::rand::stable_hash;
@@ -261,9 +261,12 @@ impl TokenRateLimit {
                 let (all, err) = Self::error_keys(window.as_str());
                 let idx = window.index(now);
                 let mut s = HostStore::new(host);
-                let _ = store::add(&mut s, &all, idx, 1);
+                let mut result = store::add(&mut s, &all, idx, 1);
                 if error {
-                    let _ = store::add(&mut s, &err, idx, 1);
+                    result = result.and(store::add(&mut s, &err, idx, 1));
+                }
+                if let Err(e) = result {
+                    store_error(host, "error_rate", &all, e);
                 }
             }
         }
@@ -271,11 +274,13 @@ impl TokenRateLimit {
 
     /// Gives back reservations (on refusal of a later limit, upstream failure or abort).
     fn release(host: &mut dyn Host, held: &[Held]) {
-        let mut s = HostStore::new(host);
         for h in held {
             let delta = i64::try_from(h.amount).unwrap_or(i64::MAX);
             // Same window or none: a refund for a window that has ended is dropped.
-            let _ = store::adjust(&mut s, &h.key, h.window, h.window, -delta);
+            let result = store::adjust(&mut HostStore::new(host), &h.key, h.window, h.window, -delta);
+            if let Err(e) = result {
+                store_error(host, "refund", &h.key, e);
+            }
         }
     }
 
@@ -359,19 +364,15 @@ impl TokenRateLimit {
         host: &mut dyn Host,
         consumer: String,
         tier: Option<String>,
-        body: &[u8],
-    ) -> BodyOutcome {
+        body: &mut Body,
+    ) -> Step {
         let config = Rc::clone(&self.config);
-        let est: Estimate = estimate(body, config.completion);
+        let est: Estimate = estimate(body.raw(), config.completion);
         let model = est.model.clone().unwrap_or_else(|| "-".into());
         let now = host.now_ms();
         let factor = self.adaptive_factor(host, now);
         let shadow = config.mode == Mode::Shadow;
-        let injected = if est.stream && request_path(host) != ANTHROPIC_PATH {
-            ask_stream_usage(body)
-        } else {
-            None
-        };
+        let injected = est.stream && request_path(host) != ANTHROPIC_PATH && ask_stream_usage(body);
         let mut held: Vec<Held> = Vec::new();
         let mut shadow_refused = None;
         for (i, limit) in config.limits.iter().enumerate() {
@@ -406,7 +407,7 @@ impl TokenRateLimit {
                 }
                 Ok(Reservation::Refused { used }) => {
                     Self::release(host, &held);
-                    return BodyOutcome::Reply(self.refuse(host, consumer, hold(used), &held, now));
+                    return Step::Reply(self.refuse(host, consumer, hold(used), &held, now));
                 }
                 Err(e) => {
                     host.counter_add(&metric("store_errors_total", &[("limit", &limit.name)]), 1);
@@ -420,7 +421,7 @@ impl TokenRateLimit {
                             consumer,
                             decision: "store_error",
                         };
-                        return BodyOutcome::Reply(store_unavailable(e));
+                        return Step::Reply(store_unavailable(e));
                     }
                 }
             }
@@ -434,20 +435,16 @@ impl TokenRateLimit {
             shadow_refused,
             status: None,
             observer: Observer::None,
-            injected_usage: injected.is_some(),
+            injected_usage: injected,
             outcome: None,
             usage: None,
         }));
-        match injected {
-            Some(body) => BodyOutcome::Replace(body),
-            None => BodyOutcome::Continue,
-        }
+        Step::Continue
     }
 
     /// Moves every held counter from the reservation to the real usage.
     fn settle(config: &Config, host: &mut dyn Host, a: &mut Admitted, u: Usage) {
         let now = host.now_ms();
-        let mut s = HostStore::new(host);
         for h in &a.held {
             let Some(limit) = config.limits.get(h.limit) else {
                 continue;
@@ -455,7 +452,17 @@ impl TokenRateLimit {
             let actual = config.amount(limit.count, &a.model, u).unwrap_or(h.amount);
             let delta = i128::from(actual) - i128::from(h.amount);
             let delta = i64::try_from(delta).unwrap_or(if delta > 0 { i64::MAX } else { i64::MIN });
-            let _ = store::adjust(&mut s, &h.key, h.window, limit.window.index(now), delta);
+            let result = store::adjust(
+                &mut HostStore::new(host),
+                &h.key,
+                h.window,
+                limit.window.index(now),
+                delta,
+            );
+            if let Err(e) = result {
+                // A lost settlement is a budget that drifts: it must be seen.
+                store_error(host, "settle", &h.key, e);
+            }
         }
         a.usage = Some(u);
         a.outcome = Some("usage");
@@ -499,9 +506,30 @@ fn store_unavailable(e: StoreError) -> LocalReply {
 
 /// An OpenAI streaming request without `stream_options.include_usage` gets it, so that the stream
 /// reports its usage (OpenAI sends none otherwise); the usage chunk is stripped from the answer again.
-fn ask_stream_usage(body: &[u8]) -> Option<Vec<u8>> {
-    let mut req = openai::parse_chat_request(body).ok()?;
-    req.request_stream_usage().then(|| req.to_bytes())
+fn ask_stream_usage(body: &mut Body) -> bool {
+    let asked = body
+        .json()
+        .ok()
+        .and_then(|v| v.pointer("/stream_options/include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if asked {
+        return false;
+    }
+    match body.json_mut() {
+        Ok(Value::Object(o)) => openai::request_stream_usage(o),
+        _ => false,
+    }
+}
+
+/// A failed counter update after admission (settlement, refund, error-rate bookkeeping): logged and
+/// counted, since the budget drifts by it.
+fn store_error(host: &mut dyn Host, op: &str, key: &str, e: StoreError) {
+    host.counter_add(&metric("lost_updates_total", &[("op", op)]), 1);
+    host.log(
+        LogLevel::Warn,
+        &format!("{NAME}: {op} of counter `{key}` lost: {e}"),
+    );
 }
 
 fn request_path(host: &dyn Host) -> String {
@@ -514,25 +542,25 @@ impl Policy for TokenRateLimit {
         self.config.max_body_bytes
     }
 
-    fn on_request_headers(&mut self, host: &mut dyn Host, has_body: bool) -> HeadersOutcome {
+    fn on_request_headers(&mut self, host: &mut dyn Host, has_body: bool) -> Step {
         let post = host
             .request_header(":method")
             .is_some_and(|m| m.eq_ignore_ascii_case("POST"));
         if !post || !has_body || !self.config.paths.contains(&request_path(host)) {
-            return HeadersOutcome::Continue;
+            return Step::Continue;
         }
         let consumer =
             resolve_first(&self.config.consumer, host).unwrap_or_else(|| self.config.anonymous.clone());
         let tier = self.tier(host, &consumer);
         // The answer's usage must be readable: no compressed bodies (ai-proxy does the same upstream).
-        host.set_request_header("accept-encoding", None);
+        let _logged = host.set_request_header("accept-encoding", None);
         self.stage = Stage::AwaitingBody { consumer, tier };
-        HeadersOutcome::ReadBody
+        Step::ReadBody
     }
 
-    fn on_request_body(&mut self, host: &mut dyn Host, body: &[u8]) -> BodyOutcome {
+    fn on_request_body(&mut self, host: &mut dyn Host, body: &mut Body) -> Step {
         let Stage::AwaitingBody { consumer, tier } = std::mem::replace(&mut self.stage, Stage::Idle) else {
-            return BodyOutcome::Continue;
+            return Step::Continue;
         };
         self.admit(host, consumer, tier, body)
     }
@@ -547,7 +575,7 @@ impl Policy for TokenRateLimit {
             return ResponseMode::PassThrough;
         };
         for (k, v) in &headers {
-            host.set_response_header(k, Some(v));
+            let _logged = host.set_response_header(k, Some(v));
         }
         let status = host
             .response_header(":status")
@@ -687,11 +715,11 @@ mod tests {
         host.request_headers
             .insert(":path".into(), "/v1/chat/completions?x=1".into());
         host.response_headers.clear();
-        assert_eq!(p.on_request_headers(host, true), HeadersOutcome::ReadBody);
+        assert_eq!(p.on_request_headers(host, true), Step::ReadBody);
         let body = format!(
             r#"{{"model":"m","max_tokens":{max_tokens},"messages":[{{"role":"user","content":"abcdefgh"}}]}}"#
         );
-        if let BodyOutcome::Reply(r) = p.on_request_body(host, body.as_bytes()) {
+        if let Step::Reply(r) = p.on_request_body(host, &mut Body::new(body.into_bytes())) {
             p.on_done(host);
             return Some(r);
         }
@@ -757,6 +785,6 @@ mod tests {
         // Another path is not counted.
         let mut p = TokenRateLimit::new(Rc::clone(&config));
         host.request_headers.insert(":path".into(), "/v1/models".into());
-        assert_eq!(p.on_request_headers(&mut host, true), HeadersOutcome::Continue);
+        assert_eq!(p.on_request_headers(&mut host, true), Step::Continue);
     }
 }
