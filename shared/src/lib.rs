@@ -6,6 +6,7 @@
 //! module that calls proxy-wasm: the real host adapter and the generic driver every filter reuses.
 
 pub mod anthropic;
+pub mod chat;
 pub mod config;
 pub mod error;
 pub mod host;
