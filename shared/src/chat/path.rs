@@ -31,6 +31,7 @@
 //! for that API's rule, any other is matched as a suffix the same way. Methods compare without regard
 //! to case; only `POST` is a chat request.
 
+use crate::config::ConfigError;
 use crate::error::ApiError;
 
 /// An LLM API a request can speak. Its request body shape is read by [`super::walk`].
@@ -208,6 +209,17 @@ impl Routes {
             }
         }
         Ok(Routes::sorted(routes))
+    }
+
+    /// A filter's `paths` option as config: absent means [`Routes::default`]; errors name
+    /// `field[i]`.
+    pub fn from_config(field: &str, paths: Option<&[String]>) -> Result<Routes, ConfigError> {
+        match paths {
+            None => Ok(Routes::default()),
+            Some([]) => Err(ConfigError::new(field, "must not be empty")),
+            Some(p) => Routes::from_paths(p)
+                .map_err(|(i, e)| ConfigError::new(format!("{field}[{i}]"), e.to_string())),
+        }
     }
 
     fn sorted(mut routes: Vec<Route>) -> Routes {
@@ -516,6 +528,16 @@ mod tests {
         assert_eq!(all(&["v1/x"]), Err((0, RouteError::Relative)));
         assert_eq!(all(&["/ok", "/./"]), Err((1, RouteError::Root)));
         assert_eq!(Api::of_path("/V1/Messages/"), Some(Messages));
+        assert_eq!(Routes::from_config("paths", None), Ok(Routes::default()));
+        let err = Routes::from_config("paths", Some(&["/a".to_string(), "b".to_string()])).unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.message.as_str()),
+            ("paths[1]", "must start with `/`")
+        );
+        assert_eq!(
+            Routes::from_config("paths", Some(&[])).unwrap_err().field,
+            "paths"
+        );
         assert_eq!(classify("POST", "/v1/embeddings"), Chat(Some(Embeddings)));
         assert!(ambiguous_path("/x").body().starts_with(br#"{"error""#));
     }
