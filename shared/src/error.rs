@@ -1,13 +1,15 @@
 //! OpenAI-shaped API errors that every filter returns.
 use serde_json::json;
 
-/// An error sent to the client as `{"error":{"message","type","code"}}` with an HTTP status.
+/// An error sent to the client as `{"error":{"message","type","code"}}` with an HTTP status, plus
+/// `param` (the offending field, as OpenAI's errors carry it) when there is one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: u16,
     pub kind: &'static str,
     pub code: &'static str,
     pub message: String,
+    pub param: Option<String>,
 }
 
 impl ApiError {
@@ -17,7 +19,14 @@ impl ApiError {
             kind,
             code,
             message: message.into(),
+            param: None,
         }
+    }
+
+    /// Names the field the error is about (a JSON pointer into the request).
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
     }
 
     pub fn invalid_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -29,8 +38,10 @@ impl ApiError {
     }
 
     pub fn body(&self) -> Vec<u8> {
-        json!({"error": {"message": self.message, "type": self.kind, "code": self.code}})
-            .to_string()
-            .into_bytes()
+        let mut v = json!({"error": {"message": self.message, "type": self.kind, "code": self.code}});
+        if let (Some(p), Some(e)) = (&self.param, v.get_mut("error").and_then(|e| e.as_object_mut())) {
+            e.insert("param".into(), p.clone().into());
+        }
+        v.to_string().into_bytes()
     }
 }

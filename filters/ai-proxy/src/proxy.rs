@@ -6,6 +6,7 @@ use crate::breaker::{self, Admit};
 use crate::config::{Config, Model, Provider, Target};
 use serde_json::{json, Value};
 use shared::anthropic::{self, AnthropicStream};
+use shared::chat::Class;
 use shared::error::ApiError;
 use shared::host::{
     Body, CallResponse, Host, LocalReply, LogLevel, Policy, ResponseMode, Route, Step, WholeResponse,
@@ -16,7 +17,9 @@ use shared::rand::{stable_hash, Rng};
 use shared::usage::{self, Usage};
 use std::rc::Rc;
 
-const CHAT_PATH: &str = "/v1/chat/completions";
+/// The requests this filter translates: OpenAI Chat Completions, classified as every filter does.
+static CHAT: std::sync::LazyLock<shared::chat::Routes> =
+    std::sync::LazyLock::new(|| shared::chat::Routes::apis(&[shared::chat::Api::ChatCompletions]));
 const MODELS_PATH: &str = "/v1/models";
 /// Bound on the copy of a JSON response kept to read its usage.
 const MAX_OBSERVED: usize = 8 * 1024 * 1024;
@@ -435,22 +438,25 @@ impl Policy for AiProxy {
             let err = ApiError::upstream(502, "routing_failed", "the routing header could not be cleared");
             return Step::Reply(self.reject(host, err));
         }
-        let path = host.request_header(":path").unwrap_or_default();
-        let path = path.split('?').next().unwrap_or_default();
+        let raw_path = host.request_header(":path").unwrap_or_default();
+        let path = raw_path.split('?').next().unwrap_or_default();
         let method = host.request_header(":method").unwrap_or_default();
-        match (method.as_str(), path) {
-            ("POST", CHAT_PATH) if has_body => {
+        match (CHAT.classify(&method, &raw_path), method.as_str(), path) {
+            (Class::Chat(_), ..) if has_body => {
                 self.stage = Stage::AwaitingBody {
                     start_ms: host.now_ms(),
                 };
                 Step::ReadBody
             }
-            ("POST", CHAT_PATH) => Step::Reply(self.reject(
+            (Class::Chat(_), ..) => Step::Reply(self.reject(
                 host,
                 ApiError::invalid_request("missing_body", "request body is required"),
             )),
-            ("GET", MODELS_PATH) => Step::Reply(self.models_list(host.now_ms() / 1000)),
-            _ => Step::Continue,
+            (Class::Ambiguous(_), ..) => {
+                Step::Reply(self.reject(host, shared::chat::path::ambiguous_path(&raw_path)))
+            }
+            (Class::Other, "GET", MODELS_PATH) => Step::Reply(self.models_list(host.now_ms() / 1000)),
+            (Class::Other, ..) => Step::Continue,
         }
     }
 
