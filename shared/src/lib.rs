@@ -3,9 +3,9 @@
 //! Everything here except [`wasm`] is plain Rust with no proxy-wasm dependency, so it tests natively and
 //! under wasm32: OpenAI/Anthropic wire formats and translation, the one view of a chat request every
 //! policy reads ([`chat`]: which requests are chat requests, every text the model reads), incremental SSE,
-//! token accounting, errors,
-//! metric naming, and the small [`host::Host`] seam that policies use. [`wasm`] (feature `host`) is the only
-//! module that calls proxy-wasm: the real host adapter and the generic driver every filter reuses.
+//! token accounting, errors, metric naming, and the small [`host::Host`] seam that policies use. [`wasm`]
+//! (feature `host`) is the only module that calls proxy-wasm: the real host adapter and the generic driver
+//! every filter reuses.
 
 pub mod anthropic;
 pub mod chat;
