@@ -13,6 +13,7 @@ pub mod injection;
 pub mod metrics;
 pub mod openai;
 pub mod pii;
+pub mod queue;
 pub mod rand;
 pub mod ratelimit;
 pub mod sse;
