@@ -7,6 +7,8 @@
 
 pub mod anthropic;
 pub mod config;
+/// SHA-256, HMAC, CRC-32, base64/hex and AWS SigV4, written in-crate and checked against published vectors.
+pub mod crypto;
 pub mod error;
 pub mod host;
 pub mod injection;
@@ -17,6 +19,8 @@ pub mod rand;
 pub mod ratelimit;
 pub mod sse;
 pub mod text;
+/// UTC calendar dates from epoch seconds and back (`YYYYMMDDTHHMMSSZ`), with no clock.
+pub mod time;
 pub mod usage;
 #[cfg(feature = "host")]
 pub mod wasm;

@@ -135,7 +135,7 @@ fn decode_payload(v: &str) -> Option<Value> {
     let bytes = if v.starts_with('{') {
         v.as_bytes().to_vec()
     } else {
-        crate::text::base64(v)?
+        crate::crypto::base64_decode(v)?
     };
     serde_json::from_slice::<Value>(&bytes)
         .ok()
@@ -166,10 +166,10 @@ mod tests {
 
     #[test]
     fn base64url() {
-        assert_eq!(crate::text::base64("aGVsbG8").unwrap(), b"hello");
-        assert_eq!(crate::text::base64("aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(crate::text::base64("-_8").unwrap(), vec![0xfb, 0xff]);
-        assert_eq!(crate::text::base64("a b"), None);
+        assert_eq!(crate::crypto::base64_decode("aGVsbG8").unwrap(), b"hello");
+        assert_eq!(crate::crypto::base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(crate::crypto::base64_decode("-_8").unwrap(), vec![0xfb, 0xff]);
+        assert_eq!(crate::crypto::base64_decode("a b"), None);
     }
 
     #[test]
