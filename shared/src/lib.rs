@@ -12,6 +12,8 @@ pub mod crypto;
 pub mod error;
 pub mod host;
 pub mod injection;
+/// HS256 JSON Web Tokens: sign, verify (alg, constant-time signature, `exp`/`nbf`), decode unverified.
+pub mod jwt;
 pub mod metrics;
 pub mod openai;
 pub mod pii;
