@@ -1,7 +1,7 @@
 //! Cryptographic building blocks, written in-crate to keep the .wasm small and dependency-free:
 //!
-//! - [`sha256`]: SHA-256 and HMAC-SHA256 (FIPS 180-4, RFC 2104), for PII hashing, SigV4 and JWT;
-//! - [`crc32`]: CRC-32 (IEEE 802.3), the checksum of AWS event-stream frames;
+//! - [`sha256`](mod@sha256): SHA-256 and HMAC-SHA256 (FIPS 180-4, RFC 2104), for PII hashing, SigV4 and JWT;
+//! - [`crc32`](mod@crc32): CRC-32 (IEEE 802.3), the checksum of AWS event-stream frames;
 //! - [`encoding`]: base64 (standard and URL-safe) and hex, both ways;
 //! - [`sigv4`]: AWS Signature Version 4 request signing (Bedrock);
 //! - [`ct_eq`]: constant-time comparison, for MACs.
