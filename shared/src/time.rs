@@ -3,7 +3,8 @@
 //!
 //! The day arithmetic is Howard Hinnant's `civil_from_days` / `days_from_civil`
 //! (<https://howardhinnant.github.io/date_algorithms.html>), exact for the proleptic Gregorian calendar.
-//! Only years 0000-9999 are represented, the range the four-digit formats below can print.
+//! Only years 1970-9999 are represented: no pre-epoch instant is needed, and the four-digit formats
+//! below cannot print a later one.
 
 /// Seconds in a day.
 const DAY: u64 = 86_400;
