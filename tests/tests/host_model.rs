@@ -110,6 +110,35 @@ fn kong_host_is_detected_on_the_first_request_not_at_configure() {
     assert_eq!(ex.json()["choices"][0]["message"]["content"], "ok");
 }
 
+/// Point 6: a configuration refused in `on_configure` stops a Kong worker for good. Outside a request Kong
+/// refuses dotted properties with an error where Envoy answers "not found", which tells the two apart at
+/// configure time; on Kong a refused config is then served as a 500 naming the problem.
+#[test]
+fn kong_refused_config_is_served_as_a_500_not_a_dead_worker() {
+    let mut kong = FakeHost::undetected(HostKind::Kong);
+    kong.in_request = false;
+    assert_eq!(shared::host::driver::configure_kind_hint(&kong), HostKind::Kong);
+    let envoy = FakeHost::undetected(HostKind::Envoy);
+    assert_eq!(shared::host::driver::configure_kind_hint(&envoy), HostKind::Envoy);
+
+    let problem = ai_proxy::config::Config::parse(br#"{"targets":[],"models":{}}"#, &env)
+        .err()
+        .unwrap()
+        .to_string();
+    let misconfigured = shared::host::Misconfigured {
+        filter: "ai-proxy",
+        problem,
+    };
+    let mut rt = Runtime::new(HostKind::Kong, vec![Named::new("ai-proxy", misconfigured)]);
+    let ex = rt.run(chat("gpt", "hi", false), |_| panic!("nothing is forwarded"));
+    assert_eq!(ex.status, Some(500));
+    assert_eq!(ex.json()["error"]["code"], "filter_misconfigured");
+    assert!(ex.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("targets"));
+}
+
 /// Point 2: nginx sends the upstream's `content-length` before the body is rewritten; the client then
 /// reads a truncated body unless the driver removes it in the response headers.
 #[test]

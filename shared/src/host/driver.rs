@@ -60,6 +60,16 @@ pub fn detect_kind<A: Abi>(abi: &mut A) -> HostKind {
     kind
 }
 
+/// A guess at the host outside a request (at configure time), where ngx_wasm_module refuses every dotted
+/// property with an error while Envoy answers "not found" for a property it does not have. Only used to
+/// decide how to refuse a bad configuration; requests detect the host with [`detect_kind`].
+pub fn configure_kind_hint<A: Abi>(abi: &A) -> HostKind {
+    match abi.property(&["ngx", "nginx_version"]) {
+        Ok(None) => HostKind::Envoy,
+        Ok(Some(_)) | Err(_) => HostKind::Kong,
+    }
+}
+
 /// The host kind for code outside a request (timers): this VM's, else the one another worker recorded.
 pub fn known_kind<A: Abi>(abi: &mut A) -> Option<HostKind> {
     if let Some(kind) = abi.host_kind() {

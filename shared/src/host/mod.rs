@@ -316,6 +316,33 @@ pub trait Policy {
     fn on_done(&mut self, _host: &mut dyn Host) {}
 }
 
+/// The policy of a filter whose configuration was refused on a host where refusing would be worse (Kong
+/// stops the worker for good, and every later request on it hangs): every request gets a 500 naming the
+/// problem, so the failure is visible and closed, never silent or open.
+pub struct Misconfigured {
+    pub filter: &'static str,
+    pub problem: String,
+}
+
+impl Policy for Misconfigured {
+    fn request_body_limit(&self) -> usize {
+        0
+    }
+    fn on_request_headers(&mut self, host: &mut dyn Host, _has_body: bool) -> Step {
+        host.counter_add(
+            &format!("{}_misconfigured_total", self.filter.replace('-', "_")),
+            1,
+        );
+        let err = ApiError::new(
+            500,
+            "server_error",
+            "filter_misconfigured",
+            format!("{}: configuration refused: {}", self.filter, self.problem),
+        );
+        Step::Reply(err.into())
+    }
+}
+
 /// Work a filter does outside any request, from the root context's timer: draining queues that
 /// requests filled in `on_done`, shipping batches. The only portable place to call out once a request
 /// has ended (Kong traps on a dispatch from the log phase).
