@@ -20,6 +20,11 @@
 //! `x-mock-reply: ["piece", "piece", ...]` (a JSON array of strings) replaces it with the pieces joined,
 //! streamed one event per piece: tests use it to make a provider answer with given text, cut where they
 //! choose (e.g. PII or a placeholder split across events).
+//!
+//! Layout: this module holds the server, the records, the faults and the dispatch; [`engine`] decides
+//! what to answer whatever the wire format; each wire format is one file ([`openai`] for OpenAI and
+//! Azure, [`anthropic`]) implementing [`Wire`]. A new provider is one more file and one line in
+//! [`route`].
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Write};
@@ -33,21 +38,15 @@ use serde_json::{json, Map, Value};
 
 use crate::http::{read_body, read_head, Head};
 
+mod anthropic;
+mod engine;
+mod openai;
+
+pub use engine::{reply_to, words, REPLY_PREFIX};
+use engine::{Answer, Chat};
+
 /// The fixed `created` timestamp of every OpenAI-style answer (keeps answers deterministic).
 pub const CREATED: u64 = 1_700_000_000;
-
-/// Prefix of every reply text.
-pub const REPLY_PREFIX: &str = "mock reply to: ";
-
-/// Number of whitespace-separated words in `s`: the mock's token count.
-pub fn words(s: &str) -> u64 {
-    s.split_whitespace().count() as u64
-}
-
-/// The reply text the mock gives to a last user message with text `user_text`.
-pub fn reply_to(user_text: &str) -> String {
-    format!("{REPLY_PREFIX}{user_text}")
-}
 
 /// A running mock provider; stops (closing its listener and open connections) on drop.
 pub struct MockServer {
@@ -160,7 +159,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// One parsed request.
-struct Request {
+pub(crate) struct Request {
     method: String,
     /// Path with query.
     target: String,
@@ -169,20 +168,20 @@ struct Request {
 }
 
 impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
 
-    fn path(&self) -> &str {
+    pub fn path(&self) -> &str {
         self.target
             .split_once('?')
             .map_or(self.target.as_str(), |(p, _)| p)
     }
 
-    fn query(&self, key: &str) -> Option<&str> {
+    pub fn query(&self, key: &str) -> Option<&str> {
         let (_, query) = self.target.split_once('?')?;
         query.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -252,33 +251,66 @@ fn wants_keep_alive(version: &str, headers: &[(String, String)]) -> bool {
     version == "HTTP/1.1" || tokens.iter().any(|t| t == "keep-alive")
 }
 
+/// An error answered in the provider's shape: a status, a message and, for formats that carry them, the
+/// offending parameter and a stable code.
 #[derive(Debug, Clone, PartialEq)]
-enum Provider {
-    OpenAi,
-    Azure(String),
-    Anthropic,
+pub(crate) struct ApiError {
+    pub status: u16,
+    pub message: String,
+    pub param: Option<String>,
+    pub code: Option<String>,
 }
 
-impl Provider {
-    fn name(&self) -> &'static str {
-        match self {
-            Provider::OpenAi => "openai",
-            Provider::Azure(_) => "azure",
-            Provider::Anthropic => "anthropic",
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            param: None,
+            code: None,
         }
     }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, message)
+    }
 }
 
-fn route(path: &str) -> Option<Provider> {
+/// One wire format (a provider's request and answer shapes). A new provider implements this in one file
+/// and gets one line in [`route`].
+pub(crate) trait Wire {
+    /// The `x-mock-provider` answer header.
+    fn name(&self) -> &'static str;
+    /// The model queued fault rules match (Azure: the deployment).
+    fn fault_model<'a>(&'a self, body: Option<&'a Value>) -> Option<&'a str> {
+        body.and_then(|b| b.get("model")).and_then(Value::as_str)
+    }
+    /// Checks auth and the body of a chat request and reads it.
+    fn read_chat(&self, req: &Request, body: Option<&Value>) -> Result<Chat, ApiError>;
+    /// The error body in this format's shape.
+    fn error_body(&self, err: &ApiError) -> Value;
+    /// A whole (non-streamed) chat answer.
+    fn chat_json(&self, n: u64, answer: &Answer) -> Value;
+    /// A streamed chat answer: the SSE events, each with its framing.
+    fn chat_events(&self, n: u64, answer: &Answer) -> Vec<String>;
+}
+
+/// What a path asks for.
+enum Endpoint {
+    Chat(Box<dyn Wire>),
+}
+
+fn route(path: &str) -> Option<Endpoint> {
     if path == "/v1/chat/completions" {
-        return Some(Provider::OpenAi);
+        return Some(Endpoint::Chat(Box::new(openai::OpenAi::default())));
     }
     if path == "/v1/messages" {
-        return Some(Provider::Anthropic);
+        return Some(Endpoint::Chat(Box::new(anthropic::Anthropic)));
     }
     let rest = path.strip_prefix("/openai/deployments/")?;
     let deployment = rest.strip_suffix("/chat/completions")?;
-    (!deployment.is_empty() && !deployment.contains('/')).then(|| Provider::Azure(deployment.to_string()))
+    (!deployment.is_empty() && !deployment.contains('/'))
+        .then(|| Endpoint::Chat(Box::new(openai::OpenAi::azure(deployment))))
 }
 
 fn handle(shared: &Shared, req: &Request, w: &mut TcpStream, keep: bool) -> io::Result<Next> {
@@ -288,22 +320,94 @@ fn handle(shared: &Shared, req: &Request, w: &mut TcpStream, keep: bool) -> io::
     }
     let json: Option<Value> = serde_json::from_slice(&req.body).ok();
     record(shared, req, json.as_ref());
-    let Some(provider) = route(path) else {
+    let Some(endpoint) = route(path) else {
         let body = json!({"error": {"message": format!("mock: no route for {} {}", req.method, req.target),
             "type": "invalid_request_error", "param": null, "code": "not_found"}});
         write_json(w, 404, &[], &body, keep)?;
         return Ok(Next::KeepAlive);
     };
-    if req.method != "POST" {
-        let body = provider_error(
-            &provider,
-            405,
-            &format!("mock: method {} not allowed", req.method),
-        );
-        write_json(w, 405, &[("allow", "POST".to_string())], &body, keep)?;
-        return Ok(Next::KeepAlive);
+    match endpoint {
+        Endpoint::Chat(wire) => {
+            if req.method != "POST" {
+                let err = ApiError::new(405, format!("mock: method {} not allowed", req.method));
+                let body = wire.error_body(&err);
+                write_json(w, 405, &[("allow", "POST".to_string())], &body, keep)?;
+                return Ok(Next::KeepAlive);
+            }
+            handle_chat(shared, req, wire.as_ref(), json.as_ref(), w, keep)
+        }
     }
-    handle_provider(shared, req, &provider, json.as_ref(), w, keep)
+}
+
+fn handle_chat(
+    shared: &Shared,
+    req: &Request,
+    wire: &dyn Wire,
+    json: Option<&Value>,
+    w: &mut TcpStream,
+    keep: bool,
+) -> io::Result<Next> {
+    let provider_header = [("x-mock-provider", wire.name().to_string())];
+    let error = |w: &mut TcpStream, err: &ApiError| -> io::Result<Next> {
+        let mut headers = provider_header.to_vec();
+        if err.status == 429 {
+            headers.push(("retry-after", "1".to_string()));
+        }
+        write_json(w, err.status, &headers, &wire.error_body(err), keep)?;
+        Ok(Next::KeepAlive)
+    };
+    let fault = match resolve_fault(shared, req, wire.fault_model(json)) {
+        Ok(f) => f,
+        Err(msg) => {
+            let body = wire.error_body(&ApiError::bad_request(msg));
+            write_json(w, 400, &provider_header, &body, keep)?;
+            return Ok(Next::KeepAlive);
+        }
+    };
+    if fault.delay_ms > 0 {
+        thread::sleep(Duration::from_millis(fault.delay_ms));
+    }
+    let chat = match wire.read_chat(req, json) {
+        Ok(c) => c,
+        Err(e) => return error(w, &e),
+    };
+    if let Some(status) = fault.status {
+        if status >= 300 {
+            return error(
+                w,
+                &ApiError::new(status, format!("mock: injected fault status {status}")),
+            );
+        }
+    }
+    let ans = match engine::answer(&chat, req) {
+        Ok(a) => a,
+        Err(e) => return error(w, &e),
+    };
+    let n = shared.next_id.fetch_add(1, Ordering::SeqCst) + 1;
+    let status = fault.status.unwrap_or(200);
+    if ans.stream {
+        let mut events = wire.chat_events(n, &ans);
+        if fault.malformed {
+            if let Some(ev) = events.get_mut(1) {
+                *ev = truncate_event(ev);
+            }
+        }
+        write_stream(w, status, &provider_header, &events, &fault, keep)
+    } else {
+        let mut text = wire.chat_json(n, &ans).to_string().into_bytes();
+        if fault.malformed {
+            text.truncate(text.len() / 2);
+        }
+        write_body(
+            w,
+            status,
+            "application/json",
+            &provider_header,
+            &text,
+            &fault,
+            keep,
+        )
+    }
 }
 
 fn record(shared: &Shared, req: &Request, json: Option<&Value>) {
@@ -487,387 +591,6 @@ fn resolve_fault(shared: &Shared, req: &Request, model: Option<&str>) -> Result<
     Ok(fault)
 }
 
-/// The text of a message `content`: a string, or the `text` of its text parts joined with " ".
-fn content_text(content: Option<&Value>) -> String {
-    match content {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| match p {
-                Value::String(s) => Some(s.as_str()),
-                Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("text") => {
-                    o.get("text").and_then(Value::as_str)
-                }
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-        _ => String::new(),
-    }
-}
-
-/// The deterministic answer to one request.
-struct Answer {
-    model: String,
-    reply: String,
-    /// Stream pieces given by `x-mock-reply` as a JSON array; otherwise the reply's words.
-    pieces: Option<Vec<String>>,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    stream: bool,
-    include_usage: bool,
-}
-
-/// Checks auth and the body; `Err((status, message))` is answered as a provider error.
-fn validate(provider: &Provider, req: &Request, json: Option<&Value>) -> Result<(), (u16, String)> {
-    let non_empty = |name: &str| req.header(name).is_some_and(|v| !v.trim().is_empty());
-    match provider {
-        Provider::OpenAi => {
-            let bearer = req
-                .header("authorization")
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if bearer.is_none_or(|k| k.trim().is_empty()) {
-                return Err((401, "mock: missing or invalid authorization: Bearer <key>".into()));
-            }
-        }
-        Provider::Azure(_) => {
-            if !non_empty("api-key") {
-                return Err((401, "mock: missing api-key header".into()));
-            }
-            if req.query("api-version").is_none_or(str::is_empty) {
-                return Err((400, "mock: missing api-version query parameter".into()));
-            }
-        }
-        Provider::Anthropic => {
-            if !non_empty("x-api-key") {
-                return Err((401, "mock: missing x-api-key header".into()));
-            }
-            if !non_empty("anthropic-version") {
-                return Err((401, "mock: missing anthropic-version header".into()));
-            }
-        }
-    }
-    let Some(body) = json.and_then(Value::as_object) else {
-        return Err((400, "mock: body is not a JSON object".into()));
-    };
-    let messages = match body.get("messages").and_then(Value::as_array) {
-        Some(m) if !m.is_empty() => m,
-        _ => return Err((400, "mock: messages must be a non-empty array".into())),
-    };
-    if let Some(stream) = body.get("stream") {
-        if !stream.is_boolean() && !stream.is_null() {
-            return Err((400, "mock: stream must be a boolean".into()));
-        }
-    }
-    if !matches!(provider, Provider::Azure(_)) && !body.get("model").is_some_and(Value::is_string) {
-        return Err((400, "mock: model must be a string".into()));
-    }
-    if *provider == Provider::Anthropic {
-        if body
-            .get("max_tokens")
-            .and_then(Value::as_u64)
-            .is_none_or(|n| n < 1)
-        {
-            return Err((400, "mock: max_tokens: field required (integer >= 1)".into()));
-        }
-        for m in messages {
-            let role = m.get("role").and_then(Value::as_str).unwrap_or("");
-            if role != "user" && role != "assistant" {
-                return Err((
-                    400,
-                    format!("mock: messages role must be user or assistant, got {role:?}"),
-                ));
-            }
-        }
-        if let Some(system) = body.get("system") {
-            if !system.is_string() && !system.is_array() {
-                return Err((
-                    400,
-                    "mock: system must be a string or an array of text blocks".into(),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn answer(provider: &Provider, req: &Request, body: &Value) -> Result<Answer, String> {
-    let messages = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let last_user = messages
-        .iter()
-        .rev()
-        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"));
-    let mut reply = reply_to(&content_text(last_user.and_then(|m| m.get("content"))));
-    let mut given_pieces = None;
-    if let Some(given) = req.header("x-mock-reply") {
-        match serde_json::from_str::<Vec<String>>(given) {
-            Ok(list) => {
-                reply = list.concat();
-                given_pieces = Some(list);
-            }
-            Err(_) => reply = given.to_string(),
-        }
-    }
-    let mut prompt_tokens: u64 = messages
-        .iter()
-        .map(|m| words(&content_text(m.get("content"))))
-        .sum();
-    if *provider == Provider::Anthropic {
-        prompt_tokens += words(&content_text(body.get("system")));
-    }
-    let mut completion_tokens = words(&reply);
-    if let Some(usage) = req.header("x-mock-usage") {
-        let parsed = usage
-            .split_once(',')
-            .and_then(|(p, c)| Some((p.trim().parse::<u64>().ok()?, c.trim().parse::<u64>().ok()?)));
-        let Some((p, c)) = parsed else {
-            return Err(format!(
-                "mock: x-mock-usage must be \"<prompt>,<completion>\", got {usage:?}"
-            ));
-        };
-        prompt_tokens = p;
-        completion_tokens = c;
-    }
-    let model = match provider {
-        Provider::Azure(deployment) => deployment.clone(),
-        _ => body
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-    };
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let include_usage = body
-        .pointer("/stream_options/include_usage")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    Ok(Answer {
-        model,
-        reply,
-        pieces: given_pieces,
-        prompt_tokens,
-        completion_tokens,
-        stream,
-        include_usage,
-    })
-}
-
-/// An error body in the provider's shape.
-fn provider_error(provider: &Provider, status: u16, message: &str) -> Value {
-    match provider {
-        Provider::Anthropic => {
-            let kind = match status {
-                400 => "invalid_request_error",
-                401 => "authentication_error",
-                403 => "permission_error",
-                404 => "not_found_error",
-                413 => "request_too_large",
-                429 => "rate_limit_error",
-                529 => "overloaded_error",
-                _ if status >= 500 => "api_error",
-                _ => "invalid_request_error",
-            };
-            json!({"type": "error", "error": {"type": kind, "message": message}})
-        }
-        Provider::OpenAi | Provider::Azure(_) => {
-            let (kind, code) = match status {
-                401 => ("invalid_request_error", json!("invalid_api_key")),
-                403 => ("permission_error", Value::Null),
-                404 => ("invalid_request_error", json!("not_found")),
-                429 => ("rate_limit_error", json!("rate_limit_exceeded")),
-                _ if status >= 500 => ("server_error", Value::Null),
-                _ => ("invalid_request_error", Value::Null),
-            };
-            json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
-        }
-    }
-}
-
-fn handle_provider(
-    shared: &Shared,
-    req: &Request,
-    provider: &Provider,
-    json: Option<&Value>,
-    w: &mut TcpStream,
-    keep: bool,
-) -> io::Result<Next> {
-    let provider_header = [("x-mock-provider", provider.name().to_string())];
-    let model_for_faults = match provider {
-        Provider::Azure(d) => Some(d.as_str()),
-        _ => json.and_then(|j| j.get("model")).and_then(Value::as_str),
-    };
-    let fault = match resolve_fault(shared, req, model_for_faults) {
-        Ok(f) => f,
-        Err(msg) => {
-            write_json(
-                w,
-                400,
-                &provider_header,
-                &provider_error(provider, 400, &msg),
-                keep,
-            )?;
-            return Ok(Next::KeepAlive);
-        }
-    };
-    if fault.delay_ms > 0 {
-        thread::sleep(Duration::from_millis(fault.delay_ms));
-    }
-    let error = |w: &mut TcpStream, status: u16, msg: &str| -> io::Result<Next> {
-        let mut headers = provider_header.to_vec();
-        if status == 429 {
-            headers.push(("retry-after", "1".to_string()));
-        }
-        write_json(w, status, &headers, &provider_error(provider, status, msg), keep)?;
-        Ok(Next::KeepAlive)
-    };
-    if let Err((status, msg)) = validate(provider, req, json) {
-        return error(w, status, &msg);
-    }
-    if let Some(status) = fault.status {
-        if status >= 300 {
-            return error(w, status, &format!("mock: injected fault status {status}"));
-        }
-    }
-    let body = json.cloned().unwrap_or(Value::Null);
-    let ans = match answer(provider, req, &body) {
-        Ok(a) => a,
-        Err(msg) => return error(w, 400, &msg),
-    };
-    let n = shared.next_id.fetch_add(1, Ordering::SeqCst) + 1;
-    let status = fault.status.unwrap_or(200);
-    if ans.stream {
-        let mut events = match provider {
-            Provider::Anthropic => anthropic_events(n, &ans),
-            _ => openai_events(n, &ans),
-        };
-        if fault.malformed {
-            if let Some(ev) = events.get_mut(1) {
-                *ev = truncate_event(ev);
-            }
-        }
-        write_stream(w, status, &provider_header, &events, &fault, keep)
-    } else {
-        let value = match provider {
-            Provider::Anthropic => anthropic_json(n, &ans),
-            _ => openai_json(n, &ans),
-        };
-        let mut text = value.to_string().into_bytes();
-        if fault.malformed {
-            text.truncate(text.len() / 2);
-        }
-        write_body(
-            w,
-            status,
-            "application/json",
-            &provider_header,
-            &text,
-            &fault,
-            keep,
-        )
-    }
-}
-
-fn usage_openai(a: &Answer) -> Value {
-    json!({"prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens,
-        "total_tokens": a.prompt_tokens + a.completion_tokens})
-}
-
-fn openai_json(n: u64, a: &Answer) -> Value {
-    json!({
-        "id": format!("chatcmpl-mock-{n}"),
-        "object": "chat.completion",
-        "created": CREATED,
-        "model": a.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": a.reply}, "finish_reason": "stop"}],
-        "usage": usage_openai(a),
-    })
-}
-
-/// The reply split into stream pieces: each word followed by a space, the last without.
-fn pieces(reply: &str) -> Vec<String> {
-    let ws: Vec<&str> = reply.split_whitespace().collect();
-    let last = ws.len().saturating_sub(1);
-    ws.iter()
-        .enumerate()
-        .map(|(i, w)| if i < last { format!("{w} ") } else { w.to_string() })
-        .collect()
-}
-
-fn openai_events(n: u64, a: &Answer) -> Vec<String> {
-    let id = format!("chatcmpl-mock-{n}");
-    let chunk = |delta: Value, finish: Value| {
-        let mut v = json!({"id": id, "object": "chat.completion.chunk", "created": CREATED, "model": a.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-        if a.include_usage {
-            v["usage"] = Value::Null;
-        }
-        format!("data: {v}\n\n")
-    };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
-    for piece in a.pieces.clone().unwrap_or_else(|| pieces(&a.reply)) {
-        events.push(chunk(json!({ "content": piece }), Value::Null));
-    }
-    events.push(chunk(json!({}), json!("stop")));
-    if a.include_usage {
-        let v = json!({"id": id, "object": "chat.completion.chunk", "created": CREATED, "model": a.model,
-            "choices": [], "usage": usage_openai(a)});
-        events.push(format!("data: {v}\n\n"));
-    }
-    events.push("data: [DONE]\n\n".to_string());
-    events
-}
-
-fn anthropic_json(n: u64, a: &Answer) -> Value {
-    json!({
-        "id": format!("msg_mock_{n}"),
-        "type": "message",
-        "role": "assistant",
-        "model": a.model,
-        "content": [{"type": "text", "text": a.reply}],
-        "stop_reason": "end_turn",
-        "stop_sequence": null,
-        "usage": {"input_tokens": a.prompt_tokens, "output_tokens": a.completion_tokens},
-    })
-}
-
-fn anthropic_events(n: u64, a: &Answer) -> Vec<String> {
-    let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-    let mut events = vec![
-        event(
-            "message_start",
-            json!({"type": "message_start", "message": {"id": format!("msg_mock_{n}"), "type": "message",
-                "role": "assistant", "model": a.model, "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": a.prompt_tokens, "output_tokens": 1}}}),
-        ),
-        event(
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        ),
-        event("ping", json!({"type": "ping"})),
-    ];
-    for piece in a.pieces.clone().unwrap_or_else(|| pieces(&a.reply)) {
-        events.push(event(
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
-        ));
-    }
-    events.push(event(
-        "content_block_stop",
-        json!({"type": "content_block_stop", "index": 0}),
-    ));
-    events.push(event(
-        "message_delta",
-        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-            "usage": {"output_tokens": a.completion_tokens}}),
-    ));
-    events.push(event("message_stop", json!({"type": "message_stop"})));
-    events
-}
-
 /// Cuts the JSON of an SSE event's `data:` line in half (the event keeps its framing).
 fn truncate_event(ev: &str) -> String {
     let mut out = String::new();
@@ -1023,25 +746,6 @@ fn write_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn words_and_pieces() {
-        assert_eq!(words("  a b\tc\n"), 3);
-        assert_eq!(words(""), 0);
-        assert_eq!(
-            pieces("mock reply to: hi  there"),
-            vec!["mock ", "reply ", "to: ", "hi ", "there"]
-        );
-    }
-
-    #[test]
-    fn content_text_joins_parts() {
-        let c =
-            json!([{"type": "text", "text": "a b"}, {"type": "image_url"}, {"type": "text", "text": "c"}]);
-        assert_eq!(content_text(Some(&c)), "a b c");
-        assert_eq!(content_text(Some(&json!("x"))), "x");
-        assert_eq!(content_text(None), "");
-    }
 
     #[test]
     fn fault_parsing() {
