@@ -1,30 +1,67 @@
-//! Deterministic mock LLM providers on one port: OpenAI, Azure OpenAI and Anthropic chat endpoints
-//! (JSON and SSE), request records and fault injection. Plain `std::net`, one thread per connection,
-//! HTTP/1.1 keep-alive, Content-Length and chunked request bodies.
+//! Deterministic mock LLM providers on one port: OpenAI, Azure OpenAI and Anthropic (chat, JSON and SSE;
+//! tools; images; structured output; embeddings), an echo endpoint for non-LLM APIs, request records and
+//! fault injection. Plain `std::net`, one thread per connection, HTTP/1.1 keep-alive, Content-Length and
+//! chunked request bodies. Header names compare case-insensitively.
 //!
-//! Endpoints:
-//! - `POST /v1/chat/completions` (OpenAI; `authorization: Bearer <key>`)
-//! - `POST /openai/deployments/{d}/chat/completions?api-version=X` (Azure; `api-key`)
-//! - `POST /v1/messages` (Anthropic; `x-api-key`, `anthropic-version`, `max_tokens`)
-//! - `GET /_mock/requests` (records), `DELETE /_mock/requests` (clear records and faults),
-//!   `POST /_mock/faults` (queue a fault rule), `DELETE /_mock/faults` (clear faults), `GET /_mock/health`.
+//! # Endpoints
 //!
-//! A fault is `{"delay_ms", "status", "malformed", "cut_after", "drip_ms"}` (any combination), given per
-//! request in the `x-mock-fault` header or queued with `POST /_mock/faults`
-//! `{"path_prefix", "model", "times" (default 1, 0 = forever), "fault"}`.
+//! | Endpoint | What |
+//! |---|---|
+//! | `POST /v1/chat/completions` | OpenAI chat; `authorization: Bearer <key>` |
+//! | `POST /openai/deployments/{d}/chat/completions?api-version=V` | Azure OpenAI chat; `api-key`; the model is `d` |
+//! | `POST /v1/messages` | Anthropic; `x-api-key` or `authorization: Bearer <key>`, `anthropic-version`, `max_tokens` |
+//! | `POST /v1/embeddings` | OpenAI embeddings: `input` (string, strings, token arrays), `encoding_format` (`float`, `base64`), `dimensions` (default [`EMBEDDING_DIMENSIONS`]) |
+//! | `POST /openai/deployments/{d}/embeddings?api-version=V` | Azure OpenAI embeddings |
+//! | any method `/echo`, `/echo/...` | 200 `{"method", "path", "query": {k: v or [v, ...]}, "headers": {...}, "body": <JSON, else text>}` |
+//! | `GET /_mock/requests` | the records, oldest first: `{"method", "path" (with query), "headers", "body" (text), "json"}` |
+//! | `DELETE /_mock/requests` | clears records and faults |
+//! | `POST /_mock/faults`, `DELETE /_mock/faults` | queues a fault rule / clears them |
+//! | `GET /_mock/health` | `{"ok": true}` |
 //!
-//! Reply text is `"mock reply to: " + <text of the last user message>`; usage counts whitespace
-//! separated [`words`] (`x-mock-usage: P,C` overrides).
+//! Every request but `/_mock/*` is recorded as sent, and every one but `/_mock/*` takes faults.
 //!
-//! `x-mock-reply: <text>` replaces the reply text (streamed word by word as usual), and
-//! `x-mock-reply: ["piece", "piece", ...]` (a JSON array of strings) replaces it with the pieces joined,
-//! streamed one event per piece: tests use it to make a provider answer with given text, cut where they
-//! choose (e.g. PII or a placeholder split across events).
+//! # Request headers
 //!
-//! Layout: this module holds the server, the records, the faults and the dispatch; [`engine`] decides
-//! what to answer whatever the wire format; each wire format is one file ([`openai`] for OpenAI and
-//! Azure, [`anthropic`]) implementing [`Wire`]. A new provider is one more file and one line in
-//! [`route`].
+//! | Header | Effect |
+//! |---|---|
+//! | `x-mock-reply: <text>` | the reply text (streamed word by word); wins over tool calls and structured output, so `x-mock-reply: not json` makes an invalid structured answer |
+//! | `x-mock-reply: ["a", "b"]` | the reply is the pieces joined, streamed one event per piece (e.g. PII split across events) |
+//! | `x-mock-usage: P,C` | prompt and completion tokens (embeddings: `P` is the prompt) |
+//! | `x-mock-cached: R` or `R,W` | `R` prompt tokens read from the cache, `W` written to it (part of the prompt): OpenAI `prompt_tokens_details.cached_tokens` = R (and `completion_tokens_details`); Anthropic `cache_read_input_tokens` = R, `cache_creation_input_tokens` = W, `input_tokens` = P − R − W; in JSON and in streamed usage |
+//! | `x-mock-reasoning: N` | OpenAI `completion_tokens_details.reasoning_tokens` = N (part of the completion; adds the details objects too) |
+//! | `x-mock-fault: {...}` | a fault for this request (takes precedence over queued rules, does not consume them) |
+//!
+//! A fault is `{"delay_ms", "status", "malformed", "cut_after", "drip_ms"}` (any combination): wait, answer
+//! with that status (≥ 300: an error in the provider's shape; 429 adds `retry-after: 1`), cut the JSON
+//! (or the second SSE event) in half, send only the first n bytes (or SSE events) then close, sleep
+//! between SSE events. A queued rule is `{"path_prefix", "model", "times" (default 1, 0 = forever),
+//! "fault"}`; the first matching rule applies (Azure matches the deployment as model).
+//!
+//! # Answers
+//!
+//! What is answered, whatever the wire format, is decided in `engine.rs` (its doc has the rules):
+//! - text: [`reply_to`] the last user text (`"mock reply to: " + text`), or [`reply_to_tool`] the tool
+//!   results that end the conversation; " I see N image(s)." appended when the request carries images
+//!   (OpenAI `image_url` parts with a data: or http(s) URL, Anthropic `image` blocks; malformed ones, and
+//!   base64 data that is not a PNG, JPEG, GIF or WebP, are refused with the provider's 400; an OpenAI URL
+//!   of another shape passes uncounted, as the mock fetches nothing);
+//! - tool calls when the offered tools are asked for (a tool's name, or a word of it, in the last user
+//!   text), honouring `tool_choice` and parallel calls; streamed as the providers stream them (OpenAI
+//!   finishes a call of a function it was told to call with `stop`, as the API does);
+//! - structured output for OpenAI `response_format` `json_schema` / `json_object`, and for a forced tool
+//!   that is the only tool (Anthropic's way; an OpenAI named function alike), derived from the schema and
+//!   the prompt (`schema.rs`);
+//! - usage: whitespace-separated [`words`] of the messages and of the answer.
+//!
+//! Ids are deterministic: `chatcmpl-mock-<n>` / `msg_mock_<n>` count answers; tool call ids (`call_…`,
+//! `toolu_…`) derive from the conversation and the call's index. OpenAI answers carry `created`
+//! [`CREATED`].
+//!
+//! # Layout
+//!
+//! This module holds the server, the records, the faults and the dispatch; `engine.rs` decides what to
+//! answer; each wire format is one file implementing `Wire` (`openai.rs` for OpenAI and Azure,
+//! `anthropic.rs`). A new provider (say `gemini.rs`) is one more file and one line in `route`.
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Write};
@@ -41,9 +78,11 @@ use crate::http::{read_body, read_head, Head};
 mod anthropic;
 mod engine;
 mod openai;
+mod schema;
 
-pub use engine::{reply_to, words, REPLY_PREFIX};
+pub use engine::{reply_to, reply_to_tool, words, REPLY_PREFIX, TOOL_REPLY_PREFIX};
 use engine::{Answer, Chat};
+pub use openai::EMBEDDING_DIMENSIONS;
 
 /// The fixed `created` timestamp of every OpenAI-style answer (keeps answers deterministic).
 pub const CREATED: u64 = 1_700_000_000;
@@ -168,10 +207,11 @@ pub(crate) struct Request {
 }
 
 impl Request {
+    /// The first value of header `name` (names compare case-insensitively).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
@@ -209,7 +249,7 @@ fn serve_connection(shared: &Shared, stream: TcpStream) -> io::Result<()> {
         let keep_alive = wants_keep_alive(version, &headers);
         if headers
             .iter()
-            .any(|(n, v)| n == "expect" && v.eq_ignore_ascii_case("100-continue"))
+            .any(|(n, v)| n.eq_ignore_ascii_case("expect") && v.eq_ignore_ascii_case("100-continue"))
         {
             writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
@@ -238,7 +278,7 @@ fn serve_connection(shared: &Shared, stream: TcpStream) -> io::Result<()> {
 fn wants_keep_alive(version: &str, headers: &[(String, String)]) -> bool {
     let tokens: Vec<String> = headers
         .iter()
-        .filter(|(n, _)| n == "connection")
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
         .flat_map(|(_, v)| {
             v.split(',')
                 .map(|t| t.trim().to_ascii_lowercase())
@@ -293,24 +333,47 @@ pub(crate) trait Wire {
     fn chat_json(&self, n: u64, answer: &Answer) -> Value;
     /// A streamed chat answer: the SSE events, each with its framing.
     fn chat_events(&self, n: u64, answer: &Answer) -> Vec<String>;
+    /// Checks auth and the body of an embeddings request and answers it, for formats that have them.
+    fn embeddings(&self, _req: &Request, _body: Option<&Value>) -> Result<Value, ApiError> {
+        Err(ApiError::new(404, "mock: no embeddings in this format"))
+    }
+}
+
+/// What a provider is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Operation {
+    Chat,
+    Embeddings,
 }
 
 /// What a path asks for.
 enum Endpoint {
-    Chat(Box<dyn Wire>),
+    Api(Box<dyn Wire>, Operation),
+    Echo,
 }
 
 fn route(path: &str) -> Option<Endpoint> {
-    if path == "/v1/chat/completions" {
-        return Some(Endpoint::Chat(Box::new(openai::OpenAi::default())));
+    let openai = || Box::new(openai::OpenAi::default());
+    match path {
+        "/v1/chat/completions" => return Some(Endpoint::Api(openai(), Operation::Chat)),
+        "/v1/embeddings" => return Some(Endpoint::Api(openai(), Operation::Embeddings)),
+        "/v1/messages" => return Some(Endpoint::Api(Box::new(anthropic::Anthropic), Operation::Chat)),
+        _ => {}
     }
-    if path == "/v1/messages" {
-        return Some(Endpoint::Chat(Box::new(anthropic::Anthropic)));
+    if path == "/echo" || path.starts_with("/echo/") {
+        return Some(Endpoint::Echo);
     }
     let rest = path.strip_prefix("/openai/deployments/")?;
-    let deployment = rest.strip_suffix("/chat/completions")?;
-    (!deployment.is_empty() && !deployment.contains('/'))
-        .then(|| Endpoint::Chat(Box::new(openai::OpenAi::azure(deployment))))
+    let (deployment, operation) = rest.split_once('/')?;
+    if deployment.is_empty() {
+        return None;
+    }
+    let azure = Box::new(openai::OpenAi::azure(deployment));
+    match operation {
+        "chat/completions" => Some(Endpoint::Api(azure, Operation::Chat)),
+        "embeddings" => Some(Endpoint::Api(azure, Operation::Embeddings)),
+        _ => None,
+    }
 }
 
 fn handle(shared: &Shared, req: &Request, w: &mut TcpStream, keep: bool) -> io::Result<Next> {
@@ -326,23 +389,25 @@ fn handle(shared: &Shared, req: &Request, w: &mut TcpStream, keep: bool) -> io::
         write_json(w, 404, &[], &body, keep)?;
         return Ok(Next::KeepAlive);
     };
-    match endpoint {
-        Endpoint::Chat(wire) => {
-            if req.method != "POST" {
-                let err = ApiError::new(405, format!("mock: method {} not allowed", req.method));
-                let body = wire.error_body(&err);
-                write_json(w, 405, &[("allow", "POST".to_string())], &body, keep)?;
-                return Ok(Next::KeepAlive);
-            }
-            handle_chat(shared, req, wire.as_ref(), json.as_ref(), w, keep)
-        }
+    let (wire, operation) = match endpoint {
+        Endpoint::Echo => return handle_echo(shared, req, json.as_ref(), w, keep),
+        Endpoint::Api(wire, operation) => (wire, operation),
+    };
+    if req.method != "POST" {
+        let err = ApiError::new(405, format!("mock: method {} not allowed", req.method));
+        let body = wire.error_body(&err);
+        write_json(w, 405, &[("allow", "POST".to_string())], &body, keep)?;
+        return Ok(Next::KeepAlive);
     }
+    handle_api(shared, req, wire.as_ref(), operation, json.as_ref(), w, keep)
 }
 
-fn handle_chat(
+/// A request to a provider: faults, checks, the answer.
+fn handle_api(
     shared: &Shared,
     req: &Request,
     wire: &dyn Wire,
+    operation: Operation,
     json: Option<&Value>,
     w: &mut TcpStream,
     keep: bool,
@@ -367,24 +432,44 @@ fn handle_chat(
     if fault.delay_ms > 0 {
         thread::sleep(Duration::from_millis(fault.delay_ms));
     }
+    let injected = fault
+        .status
+        .filter(|s| *s >= 300)
+        .map(|s| ApiError::new(s, format!("mock: injected fault status {s}")));
+    let status = fault.status.unwrap_or(200);
+    if operation == Operation::Embeddings {
+        // Checks, then the injected status, then the answer.
+        let answer = wire.embeddings(req, json);
+        let value = match (answer, injected) {
+            (Err(e), _) | (Ok(_), Some(e)) => return error(w, &e),
+            (Ok(v), None) => v,
+        };
+        let mut text = value.to_string().into_bytes();
+        if fault.malformed {
+            text.truncate(text.len() / 2);
+        }
+        return write_body(
+            w,
+            status,
+            "application/json",
+            &provider_header,
+            &text,
+            &fault,
+            keep,
+        );
+    }
     let chat = match wire.read_chat(req, json) {
         Ok(c) => c,
         Err(e) => return error(w, &e),
     };
-    if let Some(status) = fault.status {
-        if status >= 300 {
-            return error(
-                w,
-                &ApiError::new(status, format!("mock: injected fault status {status}")),
-            );
-        }
+    if let Some(e) = injected {
+        return error(w, &e);
     }
     let ans = match engine::answer(&chat, req) {
         Ok(a) => a,
         Err(e) => return error(w, &e),
     };
     let n = shared.next_id.fetch_add(1, Ordering::SeqCst) + 1;
-    let status = fault.status.unwrap_or(200);
     if ans.stream {
         let mut events = wire.chat_events(n, &ans);
         if fault.malformed {
@@ -410,19 +495,111 @@ fn handle_chat(
     }
 }
 
-fn record(shared: &Shared, req: &Request, json: Option<&Value>) {
+/// `/echo/...`: any method; answers what it received (after the fault, if any).
+fn handle_echo(
+    shared: &Shared,
+    req: &Request,
+    json: Option<&Value>,
+    w: &mut TcpStream,
+    keep: bool,
+) -> io::Result<Next> {
+    let headers = [("x-mock-provider", "echo".to_string())];
+    let fault = match resolve_fault(shared, req, None) {
+        Ok(f) => f,
+        Err(msg) => {
+            write_json(w, 400, &headers, &json!({"error": {"message": msg}}), keep)?;
+            return Ok(Next::KeepAlive);
+        }
+    };
+    if fault.delay_ms > 0 {
+        thread::sleep(Duration::from_millis(fault.delay_ms));
+    }
+    let status = fault.status.unwrap_or(200);
+    let body = if status >= 300 {
+        json!({"error": {"message": format!("mock: injected fault status {status}")}})
+    } else {
+        let body = match json {
+            Some(v) => v.clone(),
+            None => Value::String(String::from_utf8_lossy(&req.body).into_owned()),
+        };
+        json!({"method": req.method, "path": req.path(), "query": query_json(req),
+            "headers": headers_json(req), "body": body})
+    };
+    let mut text = body.to_string().into_bytes();
+    if fault.malformed {
+        text.truncate(text.len() / 2);
+    }
+    write_body(w, status, "application/json", &headers, &text, &fault, keep)
+}
+
+/// `%XX` and `+` decoded (query strings).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The query as an object: each key its decoded value, or an array of them when it repeats.
+fn query_json(req: &Request) -> Value {
+    let mut out = Map::new();
+    let Some((_, query)) = req.target.split_once('?') else {
+        return Value::Object(out);
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (percent_decode(k), Value::String(percent_decode(v)));
+        match out.get_mut(&k) {
+            Some(Value::Array(values)) => values.push(v),
+            Some(first) => *first = Value::Array(vec![first.take(), v]),
+            None => {
+                out.insert(k, v);
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// The request headers as an object (names lower-cased, repeated ones joined with ", ").
+fn headers_json(req: &Request) -> Map<String, Value> {
     let mut headers = Map::new();
     for (name, value) in &req.headers {
-        match headers.get_mut(name) {
+        let name = name.to_ascii_lowercase();
+        match headers.get_mut(&name) {
             Some(Value::String(existing)) => {
                 existing.push_str(", ");
                 existing.push_str(value);
             }
             _ => {
-                headers.insert(name.clone(), Value::String(value.clone()));
+                headers.insert(name, Value::String(value.clone()));
             }
         }
     }
+    headers
+}
+
+fn record(shared: &Shared, req: &Request, json: Option<&Value>) {
+    let headers = headers_json(req);
     let rec = json!({
         "method": req.method,
         "path": req.target,
