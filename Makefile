@@ -14,6 +14,10 @@ ANTHROPIC_SDK_VERSION := 2.14.0
 WASM_BINDGEN_VERSION := 0.2.130
 WASM_TARGET := wasm32-wasip1
 FILTERS := ai-proxy ai-pii-redact ai-prompt-guard ai-token-ratelimit
+# The bundle links the filters as libraries without their entry points; it is built in its own cargo
+# run, since building it with them would unify their `module` feature back on.
+BUNDLE := ai-gateway
+BUNDLE_SUITES := proxy resilience pii guard ratelimit
 WASM_DIR := target/$(WASM_TARGET)/release
 CARGO_BIN := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 WBG_RUNNER := $(CARGO_BIN)/wasm-bindgen-test-runner
@@ -60,8 +64,9 @@ wasm-bindgen:
 ## Release .wasm of every filter.
 build: toolchain
 	cargo build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS))
+	cargo build --release --target $(WASM_TARGET) -p $(BUNDLE)
 	@# Kong reads <name>.meta.json beside <name>.wasm: the release folder is a ready wasm_filters_path.
-	@for f in $(FILTERS); do \
+	@for f in $(FILTERS) $(BUNDLE); do \
 	  n=$${f//-/_}; ls -l $(WASM_DIR)/$$n.wasm; \
 	  [ ! -e filters/$$f/$$n.meta.json ] || cp filters/$$f/$$n.meta.json $(WASM_DIR)/; \
 	done
@@ -72,7 +77,7 @@ fmt:
 lint: toolchain validate
 	cargo fmt --all --check
 	cargo clippy -q --workspace --all-targets -- -D warnings
-	cargo clippy -q --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS)) -- -D warnings
+	cargo clippy -q --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS) $(BUNDLE)) -- -D warnings
 	cargo clippy -q --target wasm32-unknown-unknown -p shared --all-targets -- -D warnings
 
 ## `envoy --mode validate` on every Envoy config we ship (needs the built .wasm).
@@ -96,6 +101,8 @@ meta: venv
 
 e2e: venv services build
 	cargo test -p e2e --test '*'
+	@# The same policy suites again, each policy running inside the bundle module (ai-gateway).
+	E2E_BUNDLE=1 cargo test -p e2e $(addprefix --test ,$(BUNDLE_SUITES))
 
 ## Overhead of each filter and of the chain against bare Envoy (issue 7): writes bench/results.md.
 ## Never part of `make test`. BENCH_QUICK=1 for a ~1-minute smoke run; knobs in tests/src/bin/bench/main.rs.

@@ -480,7 +480,7 @@ fn evasion_is_normalised_and_bad_config_is_refused() {
         Err(e) => e.0,
     };
     assert!(
-        logs.contains("ai-pii-redact: configuration refused: regexes[0].pattern"),
+        logs.contains(&e2e::envoy::config_refused("ai-pii-redact", "regexes[0].pattern")),
         "{logs}"
     );
 }
