@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 pub mod classifier;
 pub mod envoy;
+pub mod guard;
 pub mod http;
 pub mod mock;
 pub mod ner;
