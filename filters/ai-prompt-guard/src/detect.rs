@@ -35,17 +35,16 @@ pub fn score(inj: &Injection, texts: &[&str]) -> Local {
     let mut rules = Scores::default();
     let mut model: Option<f32> = None;
     for t in texts {
-        let s = inj.detector.score(t);
-        if inj.kind != DetectorKind::Rules {
-            let p = inj
-                .detector
-                .model_score(t, &s.without(&inj.ignore))
-                .unwrap_or(0.0);
+        let s = if inj.kind == DetectorKind::Rules {
+            inj.detector.score(t).without(&inj.ignore)
+        } else {
+            let (s, p) = inj.detector.score_with_model(t, &inj.ignore);
+            let p = p.unwrap_or(0.0);
             model = Some(model.map_or(p, |m: f32| m.max(p)));
-        }
+            s
+        };
         rules.max_with(&s);
     }
-    let rules = rules.without(&inj.ignore);
     let total = rules.total();
     let score = match (inj.kind, model) {
         (DetectorKind::Rules, _) | (_, None) => total,

@@ -424,14 +424,33 @@ impl Detector {
     /// The learned model's probability that `text` is an attack (the highest of its chunks), given
     /// the rules' scores of the same text. `None` when no model is compiled in.
     pub fn model_score(&self, text: &str, rules: &Scores) -> Option<f32> {
+        self.model_score_views(text, rules, None)
+    }
+
+    /// `model_score`, reusing the views of `text` when it is a single chunk.
+    fn model_score_views(&self, text: &str, rules: &Scores, v: Option<&normalize::Views>) -> Option<f32> {
         let m = self.model.as_ref()?;
         let mut f = model::Features::default();
         let mut best = f32::NEG_INFINITY;
-        for (chunk, decoded) in self.model_inputs(text) {
-            f.extract(&chunk);
+        let inputs = self.model_inputs(text);
+        let single = inputs.iter().filter(|(_, decoded)| !decoded).count() == 1;
+        for (k, (chunk, decoded)) in inputs.into_iter().enumerate() {
+            match v {
+                Some(v) if single && k == 0 => f.extract_views(v),
+                _ => f.extract(&chunk),
+            }
             best = best.max(m.logit(&f, &model::dense(rules, decoded)));
         }
         Some(model::sigmoid(best))
+    }
+
+    /// The rules' scores of `text` (without `ignore`) and the learned model's probability, sharing
+    /// the normalisation pass: what the guard calls.
+    pub fn score_with_model(&self, text: &str, ignore: &[Family]) -> (Scores, Option<f32>) {
+        let v = normalize::views(text);
+        let scores = self.score_views(text, 0, &v).without(ignore);
+        let p = self.model_score_views(text, &scores, Some(&v));
+        (scores, p)
     }
 
     /// Scores one text.
@@ -440,8 +459,11 @@ impl Detector {
     }
 
     fn score_depth(&self, text: &str, depth: u8) -> Scores {
+        self.score_views(text, depth, &normalize::views(text))
+    }
+
+    fn score_views(&self, text: &str, depth: u8, v: &normalize::Views) -> Scores {
         let mut scores = Scores::default();
-        let v = normalize::views(text);
         self.words.score(&v.words, &mut scores);
         self.punct.score(&v.lower, &mut scores);
         cues::score(&v.words, &mut scores);
