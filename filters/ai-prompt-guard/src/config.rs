@@ -525,18 +525,18 @@ impl Classifier {
     ) -> Result<Classifier, ConfigError> {
         if c.upstream.cluster.trim().is_empty() {
             return Err(ConfigError::new(
-                &format!("{at}.upstream.cluster"),
+                format!("{at}.upstream.cluster"),
                 "must not be empty",
             ));
         }
         if c.upstream.host.trim().is_empty() {
             return Err(ConfigError::new(
-                &format!("{at}.upstream.host"),
+                format!("{at}.upstream.host"),
                 "must not be empty",
             ));
         }
         if !c.path.starts_with('/') {
-            return Err(ConfigError::new(&format!("{at}.path"), "must start with /"));
+            return Err(ConfigError::new(format!("{at}.path"), "must start with /"));
         }
         let request_field = pointer(&format!("{at}.request_field"), c.request_field, "/text")?;
         let label = match (c.label_field, c.positive_label) {
@@ -546,24 +546,18 @@ impl Classifier {
             (None, None) => None,
             _ => {
                 return Err(ConfigError::new(
-                    &format!("{at}.positive_label"),
+                    format!("{at}.positive_label"),
                     "label_field and a non-empty positive_label go together",
                 ))
             }
         };
         let timeout_ms = c.timeout_ms.unwrap_or(1000);
         if !(1..=60_000).contains(&timeout_ms) {
-            return Err(ConfigError::new(
-                &format!("{at}.timeout_ms"),
-                "must be 1 to 60000",
-            ));
+            return Err(ConfigError::new(format!("{at}.timeout_ms"), "must be 1 to 60000"));
         }
         let cache_size = c.cache_size.unwrap_or(256);
         if cache_size > 10_000 {
-            return Err(ConfigError::new(
-                &format!("{at}.cache_size"),
-                "must be 0 to 10000",
-            ));
+            return Err(ConfigError::new(format!("{at}.cache_size"), "must be 0 to 10000"));
         }
         let combine = c.combine.unwrap_or(Combine::Max);
         if let Combine::Weighted { local_weight } = combine {
@@ -572,7 +566,7 @@ impl Classifier {
         let max_prompt_chars = c.max_prompt_chars.unwrap_or(20_000);
         if max_prompt_chars == 0 {
             return Err(ConfigError::new(
-                &format!("{at}.max_prompt_chars"),
+                format!("{at}.max_prompt_chars"),
                 "must be at least 1",
             ));
         }
