@@ -247,7 +247,7 @@ mod tests {
         assert_eq!(chunks("short text"), vec!["short text"]);
         assert_eq!(chunks(""), vec![""]);
         let line = "a sentence of about forty characters.\n";
-        let doc = line.repeat(60);
+        let doc = line.repeat(100);
         let parts = chunks(&doc);
         assert!(parts.len() >= 3, "{}", parts.len());
         for p in &parts {
