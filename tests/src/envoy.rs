@@ -120,7 +120,7 @@ fn q(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
-const STATS_TAGS: [&str; 21] = [
+const STATS_TAGS: [&str; 22] = [
     "provider",
     "target",
     "model",
@@ -142,6 +142,7 @@ const STATS_TAGS: [&str; 21] = [
     "result",
     "what",
     "code",
+    "stage",
 ];
 const CLUSTERS: [&str; 3] = ["mock_openai", "mock_anthropic", "mock_azure"];
 

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 pub mod classifier;
 pub mod clickhouse;
 pub mod envoy;
+pub mod guard;
 pub mod http;
 pub mod mock;
 pub mod ner;

@@ -7,6 +7,7 @@
 pub mod chat;
 pub mod classifier;
 pub mod config;
+pub mod detect;
 pub mod guard;
 pub mod schema;
 
