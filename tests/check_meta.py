@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -185,6 +186,13 @@ def check_filter(r: Report, fdir: Path) -> None:
                     r.check(error is not None, f"{rel(path)} refused", "accepted by config_schema")
 
 
+def check_bundle(r: Report) -> None:
+    """The bundle's schema is generated from the separate modules' schemas; the committed file must be current."""
+    script = ROOT / "filters" / "ai-gateway" / "build_meta.py"
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    r.check(done.returncode == 0, "filters/ai-gateway/ai_gateway.meta.json is generated and current", done.stdout.strip())
+
+
 def main() -> int:
     r = Report()
     filter_dirs = sorted(p for p in (ROOT / "filters").iterdir() if p.is_dir())
@@ -192,6 +200,7 @@ def main() -> int:
         r.check(False, "filters/: no filter directories")
     for fdir in filter_dirs:
         check_filter(r, fdir)
+    check_bundle(r)
     print(f"{r.passed} passed, {r.failed} failed")
     return 1 if r.failed else 0
 

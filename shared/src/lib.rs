@@ -6,20 +6,31 @@
 //! token accounting, errors, metric naming, and the small [`host::Host`] seam that policies use. [`wasm`]
 //! (feature `host`) is the only module that calls proxy-wasm: the real host adapter and the generic driver
 //! every filter reuses.
+//!
+//! Foundations written in-crate (no dependency) and checked against published test vectors:
+//! - [`crypto`]: SHA-256, HMAC-SHA256, CRC-32, base64/hex, and AWS SigV4 request signing;
+//! - [`jwt`]: HS256 JSON Web Tokens (sign, verify, decode unverified);
+//! - [`framing`]: incremental AWS event-stream (Bedrock) and NDJSON decoders (SSE is in [`sse`]);
+//! - [`time`]: UTC calendar dates from epoch seconds and back, with no clock.
 
 pub mod anthropic;
 pub mod chat;
 pub mod config;
+pub mod crypto;
 pub mod error;
+pub mod framing;
 pub mod host;
 pub mod injection;
+pub mod jwt;
 pub mod metrics;
 pub mod openai;
 pub mod pii;
+pub mod queue;
 pub mod rand;
 pub mod ratelimit;
 pub mod sse;
 pub mod text;
+pub mod time;
 pub mod usage;
 #[cfg(feature = "host")]
 pub mod wasm;

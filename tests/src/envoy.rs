@@ -120,7 +120,7 @@ fn q(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
-const STATS_TAGS: [&str; 21] = [
+const STATS_TAGS: [&str; 22] = [
     "provider",
     "target",
     "model",
@@ -142,6 +142,7 @@ const STATS_TAGS: [&str; 21] = [
     "result",
     "what",
     "code",
+    "stage",
 ];
 const CLUSTERS: [&str; 3] = ["mock_openai", "mock_anthropic", "mock_azure"];
 
@@ -270,11 +271,60 @@ fn fresh_dir() -> io::Result<PathBuf> {
     crate::service::fresh_dir("envoy")
 }
 
+/// Whether `E2E_BUNDLE=1`: every suite then runs its policies inside the bundle module.
+pub fn bundle_mode() -> bool {
+    std::env::var("E2E_BUNDLE").is_ok_and(|v| v == "1")
+}
+
+/// The log line a filter writes when it refuses its configuration at `field`, as the only filter of the
+/// test (in bundle mode the bundle writes it, naming the chain entry).
+pub fn config_refused(filter: &str, field: &str) -> String {
+    if bundle_mode() {
+        format!("ai-gateway: configuration refused: chain[0].config.{field}")
+    } else {
+        format!("{filter}: configuration refused: {field}")
+    }
+}
+
+/// The policy modules the bundle links (the names are the chain's `policy` values).
+const BUNDLED: [&str; 4] = [
+    "ai-prompt-guard",
+    "ai-token-ratelimit",
+    "ai-pii-redact",
+    "ai-proxy",
+];
+
+/// Replaces each run of consecutive policy modules by one `ai-gateway` filter whose chain holds their
+/// configs in the same order, so a suite written for the separate modules proves the bundle does the
+/// same. A filter whose config is not a JSON object (a test of a broken config) stays separate.
+pub fn bundled(mut opts: EnvoyOptions) -> EnvoyOptions {
+    let mut out: Vec<Filter> = Vec::new();
+    let mut chain: Vec<Value> = Vec::new();
+    let flush = |chain: &mut Vec<Value>, out: &mut Vec<Filter>| {
+        if !chain.is_empty() {
+            let config = serde_json::json!({ "chain": std::mem::take(chain) });
+            out.push(Filter::new("ai-gateway", crate::wasm_path("ai_gateway"), config));
+        }
+    };
+    for f in opts.filters.drain(..) {
+        if BUNDLED.contains(&f.name.as_str()) && f.config.is_object() {
+            chain.push(serde_json::json!({"policy": f.name, "config": f.config}));
+        } else {
+            flush(&mut chain, &mut out);
+            out.push(f);
+        }
+    }
+    flush(&mut chain, &mut out);
+    opts.filters = out;
+    opts
+}
+
 impl Envoy {
     /// Starts Envoy and waits (up to [`START_TIMEOUT`]) until it is ready. The error carries Envoy's
     /// log and prints readably through `.unwrap()` (its `Debug` is its message).
     pub fn start(opts: EnvoyOptions) -> Result<Envoy, StartError> {
         let concurrency = opts.concurrency;
+        let opts = if bundle_mode() { bundled(opts) } else { opts };
         Envoy::start_config(|admin_path| render_config(&opts, admin_path), concurrency)
     }
 

@@ -1,6 +1,7 @@
 //! End-to-end test tooling for the AI gateway filters.
 //!
-//! - [`mock`]: deterministic mock LLM providers (OpenAI, Azure OpenAI, Anthropic) on plain `std::net`,
+//! - [`mock`]: deterministic mock LLM providers (OpenAI, Azure OpenAI, Anthropic: chat, tools, images,
+//!   structured output, embeddings) and an echo endpoint on plain `std::net`,
 //!   with request records and fault injection; also the `mock-provider` binary.
 //! - [`http`]: a minimal HTTP/1.1 client (one request per connection, decodes chunked bodies).
 //! - [`envoy`]: launches a real Envoy with a generated config (wasm filters + router + mock clusters).
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 pub mod classifier;
 pub mod clickhouse;
 pub mod envoy;
+pub mod guard;
 pub mod http;
 pub mod mock;
 pub mod ner;

@@ -480,7 +480,33 @@ fn evasion_is_normalised_and_bad_config_is_refused() {
         Err(e) => e.0,
     };
     assert!(
-        logs.contains("ai-pii-redact: configuration refused: regexes[0].pattern"),
+        logs.contains(&e2e::envoy::config_refused("ai-pii-redact", "regexes[0].pattern")),
         "{logs}"
     );
+}
+
+/// Context decides what a shape means: a dotted ten-digit number whose area code the strict North
+/// American check rejects is masked after "phone:", and a version number of the same shape is not.
+#[test]
+fn a_phone_cue_masks_a_loose_number_and_a_version_stays() {
+    let bed = Bed::start(json!({}));
+    let r = bed.chat(
+        &body(
+            "gpt-4o-mini",
+            "My phone: 123.456.7890. We run version 123.456.7891 of the app.",
+            false,
+        ),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let up = bed.upstream();
+    let sent = up["json"]["messages"][1]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        sent, "My phone: <PHONE_1>. We run version 123.456.7891 of the app.",
+        "{up}"
+    );
+    assert_absent(&up.to_string(), &["123.456.7890"]);
 }

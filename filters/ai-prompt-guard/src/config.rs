@@ -120,6 +120,10 @@ struct RawInjection {
     #[serde(default)]
     ignore_families: Vec<String>,
     #[serde(default)]
+    detector: DetectorKind,
+    #[serde(default)]
+    cascade: Option<RawCascade>,
+    #[serde(default)]
     fields: BTreeMap<String, RawField>,
 }
 
@@ -130,6 +134,33 @@ struct RawField {
     weight: Option<f32>,
     #[serde(default)]
     threshold: Option<f32>,
+}
+
+/// Which local score decides: the rules', the learned model's, or the larger of the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorKind {
+    Rules,
+    /// The learned model (it reads the rules' family scores as features).
+    #[default]
+    Learned,
+    Both,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCascade {
+    band: [f32; 2],
+    judge: RawJudge,
+}
+
+/// The judge of a cascade, one variant per kind (`{"classifier": {...}}`). An LLM-as-judge task on
+/// `shared::llm` becomes one more variant here, `Llm(RawLlmJudge)`, and one more arm in
+/// [`Judge`] and in the guard's `call_judge`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum RawJudge {
+    Classifier(Box<RawClassifier>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,13 +241,15 @@ pub struct Injection {
     pub threshold: f32,
     pub ignore: Vec<Family>,
     pub detector: Detector,
+    pub kind: DetectorKind,
+    pub cascade: Option<Cascade>,
     /// Per field kind: weight and threshold (`injection.fields`); kinds not listed score with weight 1
     /// at `threshold`.
     pub fields: BTreeMap<Kind, FieldScore>,
 }
 
 /// How one field kind is scored: its score times `weight` (0 turns the kind off) blocks at
-/// `threshold`.
+/// `threshold` (with a cascade, at the band's top).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FieldScore {
     pub weight: f32,
@@ -232,6 +265,29 @@ impl Injection {
             weight: 1.0,
             threshold: self.threshold,
         })
+    }
+}
+
+/// Requests whose local score is in `[low, high)` go to the judge; at or above `high` the local
+/// detector blocks, below `low` it passes (`threshold` is not used).
+pub struct Cascade {
+    pub low: f32,
+    pub high: f32,
+    pub judge: Judge,
+}
+
+/// A compiled cascade judge.
+pub enum Judge {
+    /// The remote classifier (same fields as the top-level `classifier`).
+    Classifier(Classifier),
+}
+
+impl Judge {
+    /// The classifier that answers for this judge.
+    pub fn classifier(&self) -> &Classifier {
+        match self {
+            Judge::Classifier(c) => c,
+        }
     }
 }
 
@@ -437,6 +493,34 @@ impl Config {
                 }
                 let detector = Detector::new()
                     .map_err(|e| ConfigError::new("injection", format!("detector failed to compile: {e}")))?;
+                if i.detector != DetectorKind::Rules && detector.model().is_none() {
+                    return Err(ConfigError::new(
+                        "injection.detector",
+                        "this build has no learned model; use \"rules\"",
+                    ));
+                }
+                let cascade = match i.cascade {
+                    Some(c) => {
+                        let [low, high] = c.band;
+                        score("injection.cascade.band[0]", low)?;
+                        score("injection.cascade.band[1]", high)?;
+                        if low >= high {
+                            return Err(ConfigError::new(
+                                "injection.cascade.band",
+                                "must be [low, high] with low < high",
+                            ));
+                        }
+                        let judge = match c.judge {
+                            RawJudge::Classifier(cl) => Judge::Classifier(Classifier::compile(
+                                *cl,
+                                "injection.cascade.judge.classifier",
+                                env,
+                            )?),
+                        };
+                        Some(Cascade { low, high, judge })
+                    }
+                    None => None,
+                };
                 let threshold = score("injection.threshold", i.threshold.unwrap_or(0.5))?;
                 let mut fields = BTreeMap::new();
                 for (name, f) in i.fields {
@@ -466,13 +550,21 @@ impl Config {
                     threshold,
                     ignore,
                     detector,
+                    kind: i.detector,
+                    cascade,
                     fields,
                 })
             }
             None => None,
         };
+        if raw.classifier.is_some() && injection.as_ref().is_some_and(|i| i.cascade.is_some()) {
+            return Err(ConfigError::new(
+                "injection.cascade",
+                "use either classifier (every request) or injection.cascade (the uncertain band only)",
+            ));
+        }
         let classifier = match raw.classifier {
-            Some(c) => Some(Classifier::compile(c, env)?),
+            Some(c) => Some(Classifier::compile(c, "classifier", env)?),
             None => None,
         };
         Ok(Config {
@@ -490,57 +582,70 @@ impl Config {
 }
 
 impl Classifier {
-    fn compile(c: RawClassifier, env: &dyn Fn(&str) -> Option<String>) -> Result<Classifier, ConfigError> {
+    /// `at` is the field path of this classifier in the config (`classifier`, or a cascade's judge).
+    fn compile(
+        c: RawClassifier,
+        at: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Classifier, ConfigError> {
         if c.upstream.cluster.trim().is_empty() {
             return Err(ConfigError::new(
-                "classifier.upstream.cluster",
+                format!("{at}.upstream.cluster"),
                 "must not be empty",
             ));
         }
         if c.upstream.host.trim().is_empty() {
-            return Err(ConfigError::new("classifier.upstream.host", "must not be empty"));
+            return Err(ConfigError::new(
+                format!("{at}.upstream.host"),
+                "must not be empty",
+            ));
         }
         if !c.path.starts_with('/') {
-            return Err(ConfigError::new("classifier.path", "must start with /"));
+            return Err(ConfigError::new(format!("{at}.path"), "must start with /"));
         }
-        let request_field = pointer("classifier.request_field", c.request_field, "/text")?;
+        let request_field = pointer(&format!("{at}.request_field"), c.request_field, "/text")?;
         let label = match (c.label_field, c.positive_label) {
-            (Some(f), Some(p)) if !p.is_empty() => Some((pointer("classifier.label_field", Some(f), "")?, p)),
+            (Some(f), Some(p)) if !p.is_empty() => {
+                Some((pointer(&format!("{at}.label_field"), Some(f), "")?, p))
+            }
             (None, None) => None,
             _ => {
                 return Err(ConfigError::new(
-                    "classifier.positive_label",
+                    format!("{at}.positive_label"),
                     "label_field and a non-empty positive_label go together",
                 ))
             }
         };
         let timeout_ms = c.timeout_ms.unwrap_or(1000);
         if !(1..=60_000).contains(&timeout_ms) {
-            return Err(ConfigError::new("classifier.timeout_ms", "must be 1 to 60000"));
+            return Err(ConfigError::new(format!("{at}.timeout_ms"), "must be 1 to 60000"));
         }
         let cache_size = c.cache_size.unwrap_or(256);
         if cache_size > 10_000 {
-            return Err(ConfigError::new("classifier.cache_size", "must be 0 to 10000"));
+            return Err(ConfigError::new(format!("{at}.cache_size"), "must be 0 to 10000"));
         }
         let combine = c.combine.unwrap_or(Combine::Max);
         if let Combine::Weighted { local_weight } = combine {
-            score("classifier.combine.local_weight", local_weight)?;
+            score(&format!("{at}.combine.local_weight"), local_weight)?;
         }
         let max_prompt_chars = c.max_prompt_chars.unwrap_or(20_000);
         if max_prompt_chars == 0 {
             return Err(ConfigError::new(
-                "classifier.max_prompt_chars",
+                format!("{at}.max_prompt_chars"),
                 "must be at least 1",
             ));
         }
         Ok(Classifier {
             mode: c.mode,
-            api_key: c.auth.map(|a| a.resolve("classifier.auth", env)).transpose()?,
+            api_key: c
+                .auth
+                .map(|a| a.resolve(&format!("{at}.auth"), env))
+                .transpose()?,
             request_field: pointer_segments(&request_field).unwrap_or_default(),
             request_extra: c.request_extra.unwrap_or_default(),
-            response_field: pointer("classifier.response_field", c.response_field, "/score")?,
+            response_field: pointer(&format!("{at}.response_field"), c.response_field, "/score")?,
             label,
-            threshold: score("classifier.threshold", c.threshold)?,
+            threshold: score(&format!("{at}.threshold"), c.threshold)?,
             timeout_ms,
             failure_mode: c.failure_mode,
             combine,

@@ -7,6 +7,7 @@
 pub mod chat;
 pub mod classifier;
 pub mod config;
+pub mod detect;
 pub mod guard;
 pub mod schema;
 
@@ -26,7 +27,8 @@ impl shared::wasm::Filter for config::Config {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+// The module's entry point; off when the policy is linked into the bundle (filters/ai-gateway).
+#[cfg(all(target_arch = "wasm32", feature = "module"))]
 proxy_wasm::main! {{
     shared::wasm::register::<config::Config>();
 }}

@@ -18,8 +18,7 @@
 
 use super::abi::{report, Abi, Buffer, Map, WHOLE};
 use super::{
-    Background, Body, CallResponse, Host, HostKind, HttpCall, LocalReply, LogLevel, Policy, ResponseMode,
-    Step,
+    Background, Body, CallResponse, Host, HostKind, HttpCall, LocalReply, Policy, ResponseMode, Step,
 };
 use crate::error::ApiError;
 
@@ -60,6 +59,16 @@ pub fn detect_kind<A: Abi>(abi: &mut A) -> HostKind {
     kind
 }
 
+/// A guess at the host outside a request (at configure time), where ngx_wasm_module refuses every dotted
+/// property with an error while Envoy answers "not found" for a property it does not have. Only used to
+/// decide how to refuse a bad configuration; requests detect the host with [`detect_kind`].
+pub fn configure_kind_hint<A: Abi>(abi: &A) -> HostKind {
+    match abi.property(&["ngx", "nginx_version"]) {
+        Ok(None) => HostKind::Envoy,
+        Ok(Some(_)) | Err(_) => HostKind::Kong,
+    }
+}
+
 /// The host kind for code outside a request (timers): this VM's, else the one another worker recorded.
 pub fn known_kind<A: Abi>(abi: &mut A) -> Option<HostKind> {
     if let Some(kind) = abi.host_kind() {
@@ -92,6 +101,8 @@ struct Calls {
     body: Option<Body>,
     /// Length of the body buffer as read, for writing it back.
     read_len: usize,
+    /// Envoy: the whole request body arrived (and is held) while calls from the headers were in flight.
+    body_ended: bool,
 }
 
 #[derive(Debug)]
@@ -119,6 +130,7 @@ pub struct Driver<P: Policy> {
     policy: P,
     stage: Stage,
     response: Response,
+    has_body: bool,
 }
 
 /// The HTTP call a [`HttpCall`] becomes on this host: dispatch target and header list.
@@ -171,6 +183,7 @@ impl<P: Policy> Driver<P> {
             policy,
             stage: Stage::Headers,
             response: Response::PassThrough,
+            has_body: false,
         }
     }
 
@@ -220,35 +233,56 @@ impl<P: Policy> Driver<P> {
 
     pub fn on_request_headers<A: Abi>(&mut self, abi: &mut A, end_of_stream: bool) -> Action {
         let kind = detect_kind(abi);
-        let has_body = Self::request_has_body(abi, kind, end_of_stream);
-        match self.policy.on_request_headers(abi, has_body) {
+        self.has_body = Self::request_has_body(abi, kind, end_of_stream);
+        match self.policy.on_request_headers(abi, self.has_body) {
             Step::Continue => self.proceed(abi, Ctx::Headers),
-            Step::ReadBody if !has_body => {
-                let mut body = Body::new(Vec::new());
-                let step = self.policy.on_request_body(abi, &mut body);
-                self.apply_body_step(abi, step, body, 0, Ctx::Headers)
-            }
-            Step::ReadBody => {
-                self.stage = Stage::ReadingBody;
-                match kind {
-                    HostKind::Envoy => {
-                        // The body may change size: without content-length Envoy forwards it chunked.
-                        let _logged = abi.set_request_header("content-length", None);
-                        Action::Pause
-                    }
-                    HostKind::Kong => Action::Continue,
-                }
-            }
+            Step::ReadBody => self.read_body(abi, Ctx::Headers),
             Step::Reply(r) => self.reply(abi, r),
             Step::Call(calls) => self.start_calls(abi, calls, None, 0, Ctx::Headers),
         }
     }
 
+    /// The policy asked for the body: from the headers callback, or after calls made from the headers
+    /// (then, on Envoy, the body may already have arrived and be held).
+    fn read_body<A: Abi>(&mut self, abi: &mut A, ctx: Ctx) -> Action {
+        if !self.has_body {
+            let mut body = Body::new(Vec::new());
+            let step = self.policy.on_request_body(abi, &mut body);
+            return self.apply_body_step(abi, step, body, 0, ctx);
+        }
+        let body_ended = matches!(&self.stage, Stage::Calling(c) if c.body_ended);
+        self.stage = Stage::ReadingBody;
+        match abi.kind() {
+            HostKind::Envoy => {
+                // The body may change size: without content-length Envoy forwards it chunked.
+                let _logged = abi.set_request_header("content-length", None);
+                if body_ended {
+                    // Held by our pauses while the calls were in flight: read it now.
+                    return self.body_ready(abi, ctx);
+                }
+                // Still arriving: the body callbacks carry on; the headers stay held.
+                Action::Pause
+            }
+            // Kong delivers the body only once the headers go on.
+            HostKind::Kong => {
+                if ctx == Ctx::CallResponse {
+                    if let Err(s) = abi.resume_request() {
+                        report(abi, "resume_http_request", "", s);
+                    }
+                }
+                Action::Continue
+            }
+        }
+    }
+
     pub fn on_request_body<A: Abi>(&mut self, abi: &mut A, body_size: usize, end_of_stream: bool) -> Action {
-        match self.stage {
+        match &mut self.stage {
             Stage::ReadingBody => {}
             // A callout from the headers is in flight: hold the body until it answers.
-            Stage::Calling(_) => return Action::Pause,
+            Stage::Calling(c) => {
+                c.body_ended |= end_of_stream;
+                return Action::Pause;
+            }
             _ => return Action::Continue,
         }
         let limit = self.policy.request_body_limit();
@@ -259,6 +293,12 @@ impl<P: Policy> Driver<P> {
         if !end_of_stream && abi.kind() == HostKind::Envoy {
             return Action::Pause;
         }
+        self.body_ready(abi, Ctx::Body)
+    }
+
+    /// The whole body is in the host's buffer: read it and hand it to the policy.
+    fn body_ready<A: Abi>(&mut self, abi: &mut A, ctx: Ctx) -> Action {
+        let limit = self.policy.request_body_limit();
         let bytes = match abi.buffer(Buffer::RequestBody, 0, WHOLE) {
             Ok(b) => b,
             Err(s) => {
@@ -272,7 +312,7 @@ impl<P: Policy> Driver<P> {
         let read_len = bytes.len();
         let mut body = Body::new(bytes);
         let step = self.policy.on_request_body(abi, &mut body);
-        self.apply_body_step(abi, step, body, read_len, Ctx::Body)
+        self.apply_body_step(abi, step, body, read_len, ctx)
     }
 
     fn too_large<A: Abi>(&mut self, abi: &mut A, limit: usize) -> Action {
@@ -327,6 +367,7 @@ impl<P: Policy> Driver<P> {
             answers: Vec::with_capacity(calls.len()),
             body,
             read_len,
+            body_ended: false,
         };
         for call in &calls {
             let token = dispatch(abi, call, kind);
@@ -372,6 +413,7 @@ impl<P: Policy> Driver<P> {
             answers,
             body,
             read_len,
+            body_ended,
             ..
         } = *c;
         let responses: Vec<CallResponse> = answers.into_iter().map(Option::unwrap_or_default).collect();
@@ -380,27 +422,34 @@ impl<P: Policy> Driver<P> {
                 let step = self.policy.on_call_responses(abi, responses, Some(&mut body));
                 self.apply_body_step(abi, step, body, read_len, ctx)
             }
-            None => match self.policy.on_call_responses(abi, responses, None) {
-                Step::Continue => self.proceed(abi, ctx),
-                Step::ReadBody => {
-                    Abi::log(
-                        abi,
-                        LogLevel::Warn,
-                        &format!(
-                            "{}: a policy asked for the body after a headers-phase call; forwarding",
-                            abi.filter_name()
-                        ),
-                    );
-                    self.proceed(abi, ctx)
+            None => {
+                // Keep what is known of the held body for a body read that may follow.
+                let step = self.policy.on_call_responses(abi, responses, None);
+                self.stage = Stage::Calling(Box::new(Calls {
+                    tokens: Vec::new(),
+                    answers: Vec::new(),
+                    body: None,
+                    read_len: 0,
+                    body_ended,
+                }));
+                match step {
+                    Step::Continue => self.proceed(abi, ctx),
+                    Step::ReadBody => self.read_body(abi, ctx),
+                    Step::Reply(r) => self.reply(abi, r),
+                    Step::Call(calls) => {
+                        let action = self.start_calls(abi, calls, None, 0, ctx);
+                        if let Stage::Calling(c) = &mut self.stage {
+                            c.body_ended |= body_ended;
+                        }
+                        action
+                    }
                 }
-                Step::Reply(r) => self.reply(abi, r),
-                Step::Call(calls) => self.start_calls(abi, calls, None, 0, ctx),
-            },
+            }
         }
     }
 
     pub fn on_response_headers<A: Abi>(&mut self, abi: &mut A, end_of_stream: bool) -> Action {
-        if matches!(self.stage, Stage::Replied) {
+        if matches!(self.stage, Stage::Replied) && !self.policy.sees_own_replies() {
             return Action::Continue;
         }
         let mode = self.policy.on_response_headers(abi);

@@ -75,6 +75,8 @@ pub struct FakeHost {
     pub dispatched: Vec<Dispatched>,
     /// Refuse every dispatch (the host cannot reach the target).
     pub refuse_dispatch: bool,
+    /// Refuse every shared-data write (a store that fails).
+    pub refuse_shared_writes: bool,
     next_token: u32,
     /// Local replies sent, as the client gets them.
     pub sent: Vec<LocalReply>,
@@ -106,6 +108,7 @@ impl FakeHost {
             call_response: None,
             dispatched: Vec::new(),
             refuse_dispatch: false,
+            refuse_shared_writes: false,
             next_token: 0,
             sent: Vec::new(),
             resumed: 0,
@@ -321,6 +324,9 @@ impl Abi for FakeHost {
         })
     }
     fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
+        if self.refuse_shared_writes {
+            return Err(Status::InternalFailure);
+        }
         let current = self.shared.get(key).map(|(_, c)| *c);
         match (self.kind, current, cas) {
             (_, Some(c), Some(want)) if c != want => return Err(Status::CasMismatch),

@@ -18,6 +18,7 @@
 
 pub mod abi;
 pub mod body;
+pub mod chain;
 pub mod driver;
 pub mod fake;
 
@@ -222,8 +223,9 @@ impl From<ApiError> for LocalReply {
 pub enum Step {
     /// Go on: forward the request (with the body as the policy left it in [`Body`]).
     Continue,
-    /// Only from `on_request_headers`: hold the request until the whole body has arrived, then call
-    /// `on_request_body`. On a request without a body, `on_request_body` runs at once with an empty one.
+    /// From the headers (or after calls made from the headers): hold the request until the whole body
+    /// has arrived, then call `on_request_body`. On a request without a body, `on_request_body` runs at
+    /// once with an empty one.
     ReadBody,
     Reply(LocalReply),
     /// Hold the request, make these calls in parallel, then hand their answers, in this order, to
@@ -291,8 +293,7 @@ pub trait Policy {
         Some(too_large(limit).into())
     }
     /// The answers to the calls of a [`Step::Call`], in the order asked. `body` is the request body
-    /// when the calls were made from the body phase, `None` from the headers phase (where only
-    /// `Continue`, `Reply` or another `Call` may follow).
+    /// when the calls were made from the body phase, `None` from the headers phase.
     fn on_call_responses(
         &mut self,
         _host: &mut dyn Host,
@@ -311,9 +312,42 @@ pub trait Policy {
     fn on_response_whole(&mut self, _host: &mut dyn Host, body: &[u8]) -> WholeResponse {
         WholeResponse::unchanged(body)
     }
+    /// Whether the response to this policy's own local reply goes through its response callbacks (the
+    /// chain of the bundle shows it to the policies before the one that replied, as separate filters
+    /// would see it). Ordinary policies never see their own replies.
+    fn sees_own_replies(&self) -> bool {
+        false
+    }
     /// The request is over (also after a local reply or a client abort): record metrics and logs, and
     /// queue any work that must happen after the response (see [`Background`]).
     fn on_done(&mut self, _host: &mut dyn Host) {}
+}
+
+/// The policy of a filter whose configuration was refused on a host where refusing would be worse (Kong
+/// stops the worker for good, and every later request on it hangs): every request gets a 500 naming the
+/// problem, so the failure is visible and closed, never silent or open.
+pub struct Misconfigured {
+    pub filter: &'static str,
+    pub problem: String,
+}
+
+impl Policy for Misconfigured {
+    fn request_body_limit(&self) -> usize {
+        0
+    }
+    fn on_request_headers(&mut self, host: &mut dyn Host, _has_body: bool) -> Step {
+        host.counter_add(
+            &format!("{}_misconfigured_total", self.filter.replace('-', "_")),
+            1,
+        );
+        let err = ApiError::new(
+            500,
+            "server_error",
+            "filter_misconfigured",
+            format!("{}: configuration refused: {}", self.filter, self.problem),
+        );
+        Step::Reply(err.into())
+    }
 }
 
 /// Work a filter does outside any request, from the root context's timer: draining queues that

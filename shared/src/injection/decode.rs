@@ -23,26 +23,17 @@ pub fn tag_text(text: &str) -> Option<String> {
 }
 
 /// Standard or URL-safe base64, padding optional (one decoder for the whole crate).
-pub use crate::text::base64;
+pub use crate::crypto::base64_decode as base64;
 
 /// Decodes hex digits, ignoring `\x`, `0x`, spaces and colons between bytes.
 pub fn hex(s: &str) -> Option<Vec<u8>> {
-    let cleaned = s.replace("\\x", "").replace("0x", "");
-    let digits: Vec<u8> = cleaned
-        .bytes()
-        .filter(|b| !matches!(b, b' ' | b':' | b'\t'))
+    let cleaned: String = s
+        .replace("\\x", "")
+        .replace("0x", "")
+        .chars()
+        .filter(|c| !matches!(c, ' ' | ':' | '\t'))
         .collect();
-    if !digits.len().is_multiple_of(2) {
-        return None;
-    }
-    digits
-        .chunks(2)
-        .map(|pair| {
-            let hi = (*pair.first()? as char).to_digit(16)?;
-            let lo = (*pair.get(1)? as char).to_digit(16)?;
-            u8::try_from(hi * 16 + lo).ok()
-        })
-        .collect()
+    crate::crypto::hex_decode(&cleaned)
 }
 
 /// Keeps decoded bytes only when they read as text: valid UTF-8, almost all printable, with letters

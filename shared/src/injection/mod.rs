@@ -11,11 +11,16 @@
 //!    cues for paraphrases (`cues`); within a family weights combine as independent evidence
 //!    (1 − Π(1 − wᵢ)), then dampeners for innocent phrasings.
 //!
+//! 4. the learned model (`model`): hashed word and character n-grams of the same views, plus the
+//!    rules' scores as features, into a logistic regression compiled into the binary; see
+//!    [`Detector::model_score`].
+//!
 //! The detector scores text wherever it appears, so an injection inside a document the user asks to
 //! summarise scores like a direct one. It never keeps or logs the text.
 
 mod cues;
 mod decode;
+pub mod model;
 mod normalize;
 mod rules;
 
@@ -366,6 +371,8 @@ pub struct Detector {
     hex: Regex,
     /// Cheap gates: does the ROT13 or reversed text look like an attack worth a full pass?
     decoded_gate: Regex,
+    /// The learned model compiled into this build (`None` only if its bytes are malformed).
+    model: Option<model::Model>,
 }
 
 /// How deep decoded payloads are decoded again (base64 of hex of ...).
@@ -389,7 +396,61 @@ impl Detector {
             decoded_gate: Regex::new(
                 r"(?-u)\b(ignore|disregard|forget|instructions|prompt|system|previous|reveal|password|restrictions|rules|secret|guidelines)\b",
             )?,
+            model: model::Model::embedded(),
         })
+    }
+
+    /// The compiled-in learned model, if it read.
+    pub fn model(&self) -> Option<&model::Model> {
+        self.model.as_ref()
+    }
+
+    /// What the learned model reads of `text`: its chunks, then the payloads the detector decodes
+    /// (Unicode tags, base64 and hex blobs), each flagged `true`. The trainer reads the same.
+    pub fn model_inputs<'a>(&self, text: &'a str) -> Vec<(std::borrow::Cow<'a, str>, bool)> {
+        let mut out: Vec<(std::borrow::Cow<'a, str>, bool)> = model::chunks(text)
+            .into_iter()
+            .map(|c| (std::borrow::Cow::Borrowed(c), false))
+            .collect();
+        if let Some(tags) = decode::tag_text(text) {
+            out.push((std::borrow::Cow::Owned(tags), true));
+        }
+        for blob in self.blobs(text) {
+            out.push((std::borrow::Cow::Owned(blob), true));
+        }
+        out
+    }
+
+    /// The learned model's probability that `text` is an attack (the highest of its chunks), given
+    /// the rules' scores of the same text. `None` when no model is compiled in.
+    pub fn model_score(&self, text: &str, rules: &Scores) -> Option<f32> {
+        self.model_score_views(text, rules, None)
+    }
+
+    /// `model_score`, reusing the views of `text` when it is a single chunk.
+    fn model_score_views(&self, text: &str, rules: &Scores, v: Option<&normalize::Views>) -> Option<f32> {
+        let m = self.model.as_ref()?;
+        let mut f = model::Features::default();
+        let mut best = f32::NEG_INFINITY;
+        let inputs = self.model_inputs(text);
+        let single = inputs.iter().filter(|(_, decoded)| !decoded).count() == 1;
+        for (k, (chunk, decoded)) in inputs.into_iter().enumerate() {
+            match v {
+                Some(v) if single && k == 0 => f.extract_views(v),
+                _ => f.extract(&chunk),
+            }
+            best = best.max(m.logit(&f, &model::dense(rules, decoded)));
+        }
+        Some(model::sigmoid(best))
+    }
+
+    /// The rules' scores of `text` (without `ignore`) and the learned model's probability, sharing
+    /// the normalisation pass: what the guard calls.
+    pub fn score_with_model(&self, text: &str, ignore: &[Family]) -> (Scores, Option<f32>) {
+        let v = normalize::views(text);
+        let scores = self.score_views(text, 0, &v).without(ignore);
+        let p = self.model_score_views(text, &scores, Some(&v));
+        (scores, p)
     }
 
     /// Scores one text.
@@ -398,8 +459,11 @@ impl Detector {
     }
 
     fn score_depth(&self, text: &str, depth: u8) -> Scores {
+        self.score_views(text, depth, &normalize::views(text))
+    }
+
+    fn score_views(&self, text: &str, depth: u8, v: &normalize::Views) -> Scores {
         let mut scores = Scores::default();
-        let v = normalize::views(text);
         self.words.score(&v.words, &mut scores);
         self.punct.score(&v.lower, &mut scores);
         cues::score(&v.words, &mut scores);

@@ -82,6 +82,8 @@ enum Check {
     Ipv4,
     Ipv6,
     Phone,
+    /// A phone shape the strict check rejects (any area code): kept only when a cue word is near.
+    PhoneCued,
     /// Not glued to letters or digits on either side.
     Standalone,
 }
@@ -190,6 +192,15 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 r"(?-u)(?:\+?1[ .\-]?)?(?:\([2-9][0-9]{2}\)|[2-9][0-9]{2})[ .\-]?[2-9][0-9]{2}[ .\-]?[0-9]{4}",
                 Check::Phone,
                 40,
+                Canon::Digits,
+                Gate::PhoneRun,
+            ),
+            // The same ten digits with any area and exchange code (123.456.7890): a phone only when the
+            // text says so nearby ("phone:", "call me at", "Telefon"), see `phone_score`.
+            (
+                r"(?-u)(?:\+?1[ .\-]?)?(?:\([0-9]{3}\)|[0-9]{3})[ .\-]?[0-9]{3}[ .\-]?[0-9]{4}",
+                Check::PhoneCued,
+                39,
                 Canon::Digits,
                 Gate::PhoneRun,
             ),
@@ -521,6 +532,112 @@ impl Gate {
     }
 }
 
+/// Cue words that say a nearby number is a phone number, in the languages the templates use; matched
+/// case-insensitively in the [`CUE_WINDOW`] bytes before the candidate.
+const PHONE_CUES: &[&str] = &[
+    "phone",
+    "tel",
+    "call",
+    "ring",
+    "mobile",
+    "cell",
+    "fax",
+    "whatsapp",
+    "sms",
+    "text me",
+    "reach me",
+    "contact number",
+    "phone number",
+    "telefon",
+    "téléphone",
+    "portable",
+    "handy",
+    "teléfono",
+    "llámame",
+    "llamame",
+    "móvil",
+    "movil",
+    "celular",
+    "telefone",
+    "telefono",
+    "cellulare",
+    "numéro",
+    "рабочий",
+    "телефон",
+    "звони",
+    "电话",
+    "手机",
+    "電話",
+    "携帯",
+];
+/// Words that say a nearby number is something else (a version, an identifier): they outweigh the
+/// shape, so a strict-looking number after "SKU" or "build" is not masked.
+const NOT_PHONE_CUES: &[&str] = &[
+    "version",
+    "build",
+    "release",
+    "sku",
+    "order",
+    "invoice",
+    "ticket",
+    "serial",
+    "part number",
+    "tracking",
+    "checksum",
+    "coordinates",
+    "package",
+    "ratio",
+    "scored",
+    "points",
+    "firmware",
+    "tag ",
+];
+/// How far before a candidate a cue counts, in bytes.
+const CUE_WINDOW: usize = 32;
+/// A "not a phone" word must stand right before the number ("SKU 123...", "build 123...").
+const NOT_WINDOW: usize = 14;
+
+/// A phone candidate's score: its shape (strict North American 0.6, any ten digits 0.3), plus 0.4
+/// for a phone cue nearby, minus 0.5 for a "not a phone" cue with no phone cue; kept at 0.5 or more.
+fn phone_score(text: &str, start: usize, strict: bool) -> f32 {
+    let from = floor_char(text, start.saturating_sub(CUE_WINDOW));
+    let before = text.get(from..start).unwrap_or_default().to_lowercase();
+    let cue = has_cue(&before, PHONE_CUES);
+    let near = floor_char(text, start.saturating_sub(NOT_WINDOW));
+    let right_before = text.get(near..start).unwrap_or_default().to_lowercase();
+    let not = has_cue(&right_before, NOT_PHONE_CUES);
+    let mut score = if strict { 0.6 } else { 0.3 };
+    if cue {
+        score += 0.4;
+    } else if not {
+        score -= 0.5;
+    }
+    score
+}
+
+/// Does `text` hold one of `cues` starting a word ("tel" in "tel." but not in "hotel")?
+/// The text is scanned after folding, which turns some Cyrillic and Greek capitals into Latin
+/// look-alikes ("Телефон" → "Teлeфoн"), so non-ASCII cues are compared on a skeleton of both sides:
+/// upper-cased, folded, lower-cased.
+fn has_cue(text: &str, cues: &[&str]) -> bool {
+    let at_word = |hay: &str, w: &str| {
+        hay.match_indices(w).any(|(i, _)| {
+            hay.get(..i)
+                .and_then(|b| b.chars().next_back())
+                .is_none_or(|c| !c.is_alphanumeric())
+        })
+    };
+    let skeleton = |s: &str| crate::text::fold(&s.to_uppercase()).text.to_lowercase();
+    let text_skeleton = (!text.is_ascii()).then(|| skeleton(text));
+    cues.iter().any(|w| {
+        at_word(text, w)
+            || match (&text_skeleton, w.is_ascii()) {
+                (Some(t), false) => at_word(t, &skeleton(w)),
+                _ => false,
+            }
+    })
+}
+
 /// Words that make a bare number (no separators) a phone number or an SSN.
 const PHONE_CONTEXT: &[&str] = &[
     "phone", "tel", "call", "mobile", "cell", "fax", "whatsapp", "sms", "text me", "number",
@@ -612,7 +729,10 @@ impl Check {
                     |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b':' || *b == b'_');
                 !glued(before) && !glued(bytes.get(end)) && validate::ipv6(cand)
             }
-            Check::Phone => return phone(text, start, end),
+            Check::Phone => return phone(text, start, end).filter(|_| phone_score(text, start, true) >= 0.5),
+            Check::PhoneCued => {
+                return phone(text, start, end).filter(|_| phone_score(text, start, false) >= 0.5)
+            }
         };
         ok.then_some(start..end)
     }
@@ -934,6 +1054,35 @@ mod tests {
             let want: Vec<(String, String)> =
                 want.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             assert_eq!(found(&e, text), want, "{text}");
+        }
+    }
+
+    /// Context decides what a phone-like shape means: cue words raise a shape the strict check rejects
+    /// over the threshold; "not a phone" words sink even a strict one; with no cue the strict check
+    /// stands.
+    #[test]
+    fn context_scores_phone_candidates() {
+        let e = Engine::new(&EngineSpec::builtins()).unwrap();
+        let phone = |v: &str| vec![("phone".to_string(), v.to_string())];
+        let cases: &[(&str, Vec<(String, String)>)] = &[
+            ("phone: 123.456.7890", phone("123.456.7890")),
+            ("Call me at 987.654.3210 after six.", phone("987.654.3210")),
+            ("reach me at 100.200.3000", phone("100.200.3000")),
+            ("Telefon: 123.456.7899", phone("123.456.7899")),
+            ("电话：120.340.5600", phone("120.340.5600")),
+            ("Телефон: 133.444.5555", phone("133.444.5555")),
+            ("Upgrade to version 123.456.7890 now", vec![]),
+            ("Build 100.200.3000 fixed it", vec![]),
+            ("The SKU is 987.654.3210.", vec![]),
+            ("Order 415.555.0132 shipped", vec![]),
+            ("during 123.456.7890 runs", vec![]),
+            ("at the hotel 123.456.7890", vec![]),
+            // No cue: the strict North American check alone decides.
+            ("415.555.0132", phone("415.555.0132")),
+            ("123.456.7890", vec![]),
+        ];
+        for (text, want) in cases {
+            assert_eq!(&found(&e, text), want, "{text}");
         }
     }
 

@@ -10,11 +10,10 @@
 //! - [`stream`]: the same over a stream of text pieces (SSE deltas), holding back only what might be the
 //!   start of a value or a placeholder, never more than a bound, so nothing leaves half-redacted.
 //! - [`redact_for_log`]: the log-safe form of any text, for other filters' audit records and error logs.
-//! - [`sha256`]: SHA-256 and HMAC-SHA256 for the `hash` action (keyed, so hashes join across requests
-//!   without being reversible by whoever lacks the key).
+//! - The `hash` action is HMAC-SHA256 ([`crate::crypto`]): keyed, so hashes join across requests
+//!   without being reversible by whoever lacks the key.
 
 pub mod detect;
-pub mod sha256;
 pub mod stream;
 pub mod validate;
 
@@ -155,8 +154,8 @@ impl Session {
                     Some(t) => t.clone(),
                     None => {
                         let token = if action == Action::Hash {
-                            let mac = sha256::hmac_sha256(&rules.hash_key, key.as_bytes());
-                            let hex = sha256::hex(&mac);
+                            let mac = crate::crypto::hmac_sha256(&rules.hash_key, key.as_bytes());
+                            let hex = crate::crypto::hex(&mac);
                             format!("<{}_{}>", stem(&det.kind), hex.get(..12).unwrap_or(&hex))
                         } else {
                             let n = self.next.entry(det.kind.clone()).or_insert(0);
@@ -390,7 +389,7 @@ mod tests {
         let text = "a@x.io, A@X.io, b@x.io, 4111 1111 1111 1111, 123-45-6789";
         let dets = engine.detect(text);
         let out = s.redact(&rules, text, &dets, Direction::Request);
-        let hash = sha256::hex(&sha256::hmac_sha256(b"k", b"ssn\x00123456789"));
+        let hash = crate::crypto::hex(&crate::crypto::hmac_sha256(b"k", b"ssn\x00123456789"));
         assert_eq!(
             out,
             format!(

@@ -7,8 +7,8 @@
 pub mod abi;
 
 use crate::host::abi::Abi;
-use crate::host::driver::{Action as DriverAction, BackgroundDriver, Driver};
-use crate::host::{Background, LogLevel, Policy};
+use crate::host::driver::{configure_kind_hint, Action as DriverAction, BackgroundDriver, Driver};
+use crate::host::{Background, HostKind, LogLevel, Misconfigured, Policy};
 use abi::ProxyAbi;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -45,6 +45,7 @@ pub fn register<F: Filter>() {
         Box::new(Root::<F> {
             config: None,
             background: None,
+            refused: None,
         })
     });
 }
@@ -52,6 +53,8 @@ pub fn register<F: Filter>() {
 struct Root<F: Filter> {
     config: Option<Rc<F>>,
     background: Option<BackgroundDriver>,
+    /// Kong: why the configuration was refused (requests are answered with it).
+    refused: Option<String>,
 }
 
 impl<F: Filter> Context for Root<F> {
@@ -76,6 +79,7 @@ impl<F: Filter> RootContext for Root<F> {
         let env = |name: &str| std::env::var(name).ok();
         match F::configure(&bytes, &env) {
             Ok(config) => {
+                self.refused = None;
                 let config = Rc::new(config);
                 self.background = F::background(&config).map(BackgroundDriver::new);
                 if let Some(bg) = &self.background {
@@ -97,12 +101,32 @@ impl<F: Filter> RootContext for Root<F> {
                 true
             }
             Err(e) => {
-                Abi::log(
-                    &abi,
-                    LogLevel::Error,
-                    &format!("{}: configuration refused: {e}", F::NAME),
-                );
-                false
+                // Envoy refuses the listener (and `envoy --mode validate` fails): say no. Kong validated the
+                // config against the meta.json schema already, and a refusal here stops the worker for good,
+                // so stay loaded and answer every request with the problem instead.
+                self.config = None;
+                match configure_kind_hint(&abi) {
+                    HostKind::Envoy => {
+                        Abi::log(
+                            &abi,
+                            LogLevel::Error,
+                            &format!("{}: configuration refused: {e}", F::NAME),
+                        );
+                        false
+                    }
+                    HostKind::Kong => {
+                        Abi::log(
+                            &abi,
+                            LogLevel::Error,
+                            &format!(
+                                "{}: configuration refused: {e}; every request gets a 500 until it is fixed",
+                                F::NAME
+                            ),
+                        );
+                        self.refused = Some(e.to_string());
+                        true
+                    }
+                }
             }
         }
     }
@@ -114,6 +138,14 @@ impl<F: Filter> RootContext for Root<F> {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        if let Some(problem) = &self.refused {
+            return Some(Box::new(Http {
+                driver: Driver::new(Misconfigured {
+                    filter: F::NAME,
+                    problem: problem.clone(),
+                }),
+            }));
+        }
         let config = self.config.as_ref()?;
         // Per-request seed for weighted choices: the context id mixed with the clock.
         let seed = ProxyAbi.now_ns() ^ u64::from(context_id).rotate_left(32);

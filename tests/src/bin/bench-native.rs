@@ -192,10 +192,24 @@ fn cases() -> Vec<Case> {
             ));
             let prompt = workload::chat_text(1024);
             let prompt_len = prompt.len();
+            let (d, p) = (std::rc::Rc::clone(&detector), prompt.clone());
             cases.push(Case::new(
                 "injection score (1 KB prompt)",
                 prompt_len,
-                move || (detector.score(&prompt).total() * 1000.0) as usize,
+                move || (d.score(&p).total() * 1000.0) as usize,
+            ));
+            // What the guard runs by default: the rules and the learned model on one normalisation.
+            let (d, p) = (std::rc::Rc::clone(&detector), prompt.clone());
+            cases.push(Case::new(
+                "injection rules + learned model (1 KB prompt)",
+                prompt_len,
+                move || (d.score_with_model(&p, &[]).1.unwrap_or(0.0) * 1000.0) as usize,
+            ));
+            let (d, t) = (std::rc::Rc::clone(&detector), text.clone());
+            cases.push(Case::new(
+                "injection rules + learned model (16 KB plain chat text)",
+                len,
+                move || (d.score_with_model(&t, &[]).1.unwrap_or(0.0) * 1000.0) as usize,
             ));
         }
         Err(e) => eprintln!("bench-native: injection detector did not compile: {e}"),

@@ -1,5 +1,6 @@
-//! `mock-provider [--port N]`: runs the mock LLM providers (OpenAI, Azure OpenAI, Anthropic) on
-//! 127.0.0.1:N until killed. The port defaults to `$MOCK_PORT`, else 10001; 0 picks a free port.
+//! `mock-provider [--port N]`: runs the mock LLM providers (OpenAI, Azure OpenAI, Anthropic; endpoints
+//! and `x-mock-*` headers in `e2e::mock`) on 127.0.0.1:N until killed. The port defaults to
+//! `$MOCK_PORT`, else 10001; 0 picks a free port.
 
 use std::process::ExitCode;
 

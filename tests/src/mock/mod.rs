@@ -1,25 +1,67 @@
-//! Deterministic mock LLM providers on one port: OpenAI, Azure OpenAI and Anthropic chat endpoints
-//! (JSON and SSE), request records and fault injection. Plain `std::net`, one thread per connection,
-//! HTTP/1.1 keep-alive, Content-Length and chunked request bodies.
+//! Deterministic mock LLM providers on one port: OpenAI, Azure OpenAI and Anthropic (chat, JSON and SSE;
+//! tools; images; structured output; embeddings), an echo endpoint for non-LLM APIs, request records and
+//! fault injection. Plain `std::net`, one thread per connection, HTTP/1.1 keep-alive, Content-Length and
+//! chunked request bodies. Header names compare case-insensitively.
 //!
-//! Endpoints:
-//! - `POST /v1/chat/completions` (OpenAI; `authorization: Bearer <key>`)
-//! - `POST /openai/deployments/{d}/chat/completions?api-version=X` (Azure; `api-key`)
-//! - `POST /v1/messages` (Anthropic; `x-api-key`, `anthropic-version`, `max_tokens`)
-//! - `GET /_mock/requests` (records), `DELETE /_mock/requests` (clear records and faults),
-//!   `POST /_mock/faults` (queue a fault rule), `DELETE /_mock/faults` (clear faults), `GET /_mock/health`.
+//! # Endpoints
 //!
-//! A fault is `{"delay_ms", "status", "malformed", "cut_after", "drip_ms"}` (any combination), given per
-//! request in the `x-mock-fault` header or queued with `POST /_mock/faults`
-//! `{"path_prefix", "model", "times" (default 1, 0 = forever), "fault"}`.
+//! | Endpoint | What |
+//! |---|---|
+//! | `POST /v1/chat/completions` | OpenAI chat; `authorization: Bearer <key>` |
+//! | `POST /openai/deployments/{d}/chat/completions?api-version=V` | Azure OpenAI chat; `api-key`; the model is `d` |
+//! | `POST /v1/messages` | Anthropic; `x-api-key` or `authorization: Bearer <key>`, `anthropic-version`, `max_tokens` |
+//! | `POST /v1/embeddings` | OpenAI embeddings: `input` (string, strings, token arrays), `encoding_format` (`float`, `base64`), `dimensions` (default [`EMBEDDING_DIMENSIONS`]) |
+//! | `POST /openai/deployments/{d}/embeddings?api-version=V` | Azure OpenAI embeddings |
+//! | any method `/echo`, `/echo/...` | 200 `{"method", "path", "query": {k: v or [v, ...]}, "headers": {...}, "body": <JSON, else text>}` |
+//! | `GET /_mock/requests` | the records, oldest first: `{"method", "path" (with query), "headers", "body" (text), "json"}` |
+//! | `DELETE /_mock/requests` | clears records and faults |
+//! | `POST /_mock/faults`, `DELETE /_mock/faults` | queues a fault rule / clears them |
+//! | `GET /_mock/health` | `{"ok": true}` |
 //!
-//! Reply text is `"mock reply to: " + <text of the last user message>`; usage counts whitespace
-//! separated [`words`] (`x-mock-usage: P,C` overrides).
+//! Every request but `/_mock/*` is recorded as sent, and every one but `/_mock/*` takes faults.
 //!
-//! `x-mock-reply: <text>` replaces the reply text (streamed word by word as usual), and
-//! `x-mock-reply: ["piece", "piece", ...]` (a JSON array of strings) replaces it with the pieces joined,
-//! streamed one event per piece: tests use it to make a provider answer with given text, cut where they
-//! choose (e.g. PII or a placeholder split across events).
+//! # Request headers
+//!
+//! | Header | Effect |
+//! |---|---|
+//! | `x-mock-reply: <text>` | the reply text (streamed word by word); wins over tool calls and structured output, so `x-mock-reply: not json` makes an invalid structured answer |
+//! | `x-mock-reply: ["a", "b"]` | the reply is the pieces joined, streamed one event per piece (e.g. PII split across events) |
+//! | `x-mock-usage: P,C` | prompt and completion tokens (embeddings: `P` is the prompt) |
+//! | `x-mock-cached: R` or `R,W` | `R` prompt tokens read from the cache, `W` written to it (part of the prompt): OpenAI `prompt_tokens_details.cached_tokens` = R (and `completion_tokens_details`); Anthropic `cache_read_input_tokens` = R, `cache_creation_input_tokens` = W, `input_tokens` = P − R − W; in JSON and in streamed usage |
+//! | `x-mock-reasoning: N` | OpenAI `completion_tokens_details.reasoning_tokens` = N (part of the completion; adds the details objects too) |
+//! | `x-mock-fault: {...}` | a fault for this request (takes precedence over queued rules, does not consume them) |
+//!
+//! A fault is `{"delay_ms", "status", "malformed", "cut_after", "drip_ms"}` (any combination): wait, answer
+//! with that status (≥ 300: an error in the provider's shape; 429 adds `retry-after: 1`), cut the JSON
+//! (or the second SSE event) in half, send only the first n bytes (or SSE events) then close, sleep
+//! between SSE events. A queued rule is `{"path_prefix", "model", "times" (default 1, 0 = forever),
+//! "fault"}`; the first matching rule applies (Azure matches the deployment as model).
+//!
+//! # Answers
+//!
+//! What is answered, whatever the wire format, is decided in `engine.rs` (its doc has the rules):
+//! - text: [`reply_to`] the last user text (`"mock reply to: " + text`), or [`reply_to_tool`] the tool
+//!   results that end the conversation; " I see N image(s)." appended when the request carries images
+//!   (OpenAI `image_url` parts with a data: or http(s) URL, Anthropic `image` blocks; malformed ones, and
+//!   base64 data that is not a PNG, JPEG, GIF or WebP, are refused with the provider's 400; an OpenAI URL
+//!   of another shape passes uncounted, as the mock fetches nothing);
+//! - tool calls when the offered tools are asked for (a tool's name, or a word of it, in the last user
+//!   text), honouring `tool_choice` and parallel calls; streamed as the providers stream them (OpenAI
+//!   finishes a call of a function it was told to call with `stop`, as the API does);
+//! - structured output for OpenAI `response_format` `json_schema` / `json_object`, and for a forced tool
+//!   that is the only tool (Anthropic's way; an OpenAI named function alike), derived from the schema and
+//!   the prompt (`schema.rs`);
+//! - usage: whitespace-separated [`words`] of the messages and of the answer.
+//!
+//! Ids are deterministic: `chatcmpl-mock-<n>` / `msg_mock_<n>` count answers; tool call ids (`call_…`,
+//! `toolu_…`) derive from the conversation and the call's index. OpenAI answers carry `created`
+//! [`CREATED`].
+//!
+//! # Layout
+//!
+//! This module holds the server, the records, the faults and the dispatch; `engine.rs` decides what to
+//! answer; each wire format is one file implementing `Wire` (`openai.rs` for OpenAI and Azure,
+//! `anthropic.rs`). A new provider (say `gemini.rs`) is one more file and one line in `route`.
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Write};
@@ -33,21 +75,17 @@ use serde_json::{json, Map, Value};
 
 use crate::http::{read_body, read_head, Head};
 
+mod anthropic;
+mod engine;
+mod openai;
+mod schema;
+
+pub use engine::{reply_to, reply_to_tool, words, REPLY_PREFIX, TOOL_REPLY_PREFIX};
+use engine::{Answer, Chat};
+pub use openai::EMBEDDING_DIMENSIONS;
+
 /// The fixed `created` timestamp of every OpenAI-style answer (keeps answers deterministic).
 pub const CREATED: u64 = 1_700_000_000;
-
-/// Prefix of every reply text.
-pub const REPLY_PREFIX: &str = "mock reply to: ";
-
-/// Number of whitespace-separated words in `s`: the mock's token count.
-pub fn words(s: &str) -> u64 {
-    s.split_whitespace().count() as u64
-}
-
-/// The reply text the mock gives to a last user message with text `user_text`.
-pub fn reply_to(user_text: &str) -> String {
-    format!("{REPLY_PREFIX}{user_text}")
-}
 
 /// A running mock provider; stops (closing its listener and open connections) on drop.
 pub struct MockServer {
@@ -160,7 +198,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// One parsed request.
-struct Request {
+pub(crate) struct Request {
     method: String,
     /// Path with query.
     target: String,
@@ -169,20 +207,21 @@ struct Request {
 }
 
 impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
+    /// The first value of header `name` (names compare case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    fn path(&self) -> &str {
+    pub fn path(&self) -> &str {
         self.target
             .split_once('?')
             .map_or(self.target.as_str(), |(p, _)| p)
     }
 
-    fn query(&self, key: &str) -> Option<&str> {
+    pub fn query(&self, key: &str) -> Option<&str> {
         let (_, query) = self.target.split_once('?')?;
         query.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -210,7 +249,7 @@ fn serve_connection(shared: &Shared, stream: TcpStream) -> io::Result<()> {
         let keep_alive = wants_keep_alive(version, &headers);
         if headers
             .iter()
-            .any(|(n, v)| n == "expect" && v.eq_ignore_ascii_case("100-continue"))
+            .any(|(n, v)| n.eq_ignore_ascii_case("expect") && v.eq_ignore_ascii_case("100-continue"))
         {
             writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
@@ -239,7 +278,7 @@ fn serve_connection(shared: &Shared, stream: TcpStream) -> io::Result<()> {
 fn wants_keep_alive(version: &str, headers: &[(String, String)]) -> bool {
     let tokens: Vec<String> = headers
         .iter()
-        .filter(|(n, _)| n == "connection")
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
         .flat_map(|(_, v)| {
             v.split(',')
                 .map(|t| t.trim().to_ascii_lowercase())
@@ -252,33 +291,89 @@ fn wants_keep_alive(version: &str, headers: &[(String, String)]) -> bool {
     version == "HTTP/1.1" || tokens.iter().any(|t| t == "keep-alive")
 }
 
+/// An error answered in the provider's shape: a status, a message and, for formats that carry them, the
+/// offending parameter and a stable code.
 #[derive(Debug, Clone, PartialEq)]
-enum Provider {
-    OpenAi,
-    Azure(String),
-    Anthropic,
+pub(crate) struct ApiError {
+    pub status: u16,
+    pub message: String,
+    pub param: Option<String>,
+    pub code: Option<String>,
 }
 
-impl Provider {
-    fn name(&self) -> &'static str {
-        match self {
-            Provider::OpenAi => "openai",
-            Provider::Azure(_) => "azure",
-            Provider::Anthropic => "anthropic",
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            param: None,
+            code: None,
         }
     }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, message)
+    }
 }
 
-fn route(path: &str) -> Option<Provider> {
-    if path == "/v1/chat/completions" {
-        return Some(Provider::OpenAi);
+/// One wire format (a provider's request and answer shapes). A new provider implements this in one file
+/// and gets one line in [`route`].
+pub(crate) trait Wire {
+    /// The `x-mock-provider` answer header.
+    fn name(&self) -> &'static str;
+    /// The model queued fault rules match (Azure: the deployment).
+    fn fault_model<'a>(&'a self, body: Option<&'a Value>) -> Option<&'a str> {
+        body.and_then(|b| b.get("model")).and_then(Value::as_str)
     }
-    if path == "/v1/messages" {
-        return Some(Provider::Anthropic);
+    /// Checks auth and the body of a chat request and reads it.
+    fn read_chat(&self, req: &Request, body: Option<&Value>) -> Result<Chat, ApiError>;
+    /// The error body in this format's shape.
+    fn error_body(&self, err: &ApiError) -> Value;
+    /// A whole (non-streamed) chat answer.
+    fn chat_json(&self, n: u64, answer: &Answer) -> Value;
+    /// A streamed chat answer: the SSE events, each with its framing.
+    fn chat_events(&self, n: u64, answer: &Answer) -> Vec<String>;
+    /// Checks auth and the body of an embeddings request and answers it, for formats that have them.
+    fn embeddings(&self, _req: &Request, _body: Option<&Value>) -> Result<Value, ApiError> {
+        Err(ApiError::new(404, "mock: no embeddings in this format"))
+    }
+}
+
+/// What a provider is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Operation {
+    Chat,
+    Embeddings,
+}
+
+/// What a path asks for.
+enum Endpoint {
+    Api(Box<dyn Wire>, Operation),
+    Echo,
+}
+
+fn route(path: &str) -> Option<Endpoint> {
+    let openai = || Box::new(openai::OpenAi::default());
+    match path {
+        "/v1/chat/completions" => return Some(Endpoint::Api(openai(), Operation::Chat)),
+        "/v1/embeddings" => return Some(Endpoint::Api(openai(), Operation::Embeddings)),
+        "/v1/messages" => return Some(Endpoint::Api(Box::new(anthropic::Anthropic), Operation::Chat)),
+        _ => {}
+    }
+    if path == "/echo" || path.starts_with("/echo/") {
+        return Some(Endpoint::Echo);
     }
     let rest = path.strip_prefix("/openai/deployments/")?;
-    let deployment = rest.strip_suffix("/chat/completions")?;
-    (!deployment.is_empty() && !deployment.contains('/')).then(|| Provider::Azure(deployment.to_string()))
+    let (deployment, operation) = rest.split_once('/')?;
+    if deployment.is_empty() {
+        return None;
+    }
+    let azure = Box::new(openai::OpenAi::azure(deployment));
+    match operation {
+        "chat/completions" => Some(Endpoint::Api(azure, Operation::Chat)),
+        "embeddings" => Some(Endpoint::Api(azure, Operation::Embeddings)),
+        _ => None,
+    }
 }
 
 fn handle(shared: &Shared, req: &Request, w: &mut TcpStream, keep: bool) -> io::Result<Next> {
@@ -288,37 +383,223 @@ fn handle(shared: &Shared, req: &Request, w: &mut TcpStream, keep: bool) -> io::
     }
     let json: Option<Value> = serde_json::from_slice(&req.body).ok();
     record(shared, req, json.as_ref());
-    let Some(provider) = route(path) else {
+    let Some(endpoint) = route(path) else {
         let body = json!({"error": {"message": format!("mock: no route for {} {}", req.method, req.target),
             "type": "invalid_request_error", "param": null, "code": "not_found"}});
         write_json(w, 404, &[], &body, keep)?;
         return Ok(Next::KeepAlive);
     };
+    let (wire, operation) = match endpoint {
+        Endpoint::Echo => return handle_echo(shared, req, json.as_ref(), w, keep),
+        Endpoint::Api(wire, operation) => (wire, operation),
+    };
     if req.method != "POST" {
-        let body = provider_error(
-            &provider,
-            405,
-            &format!("mock: method {} not allowed", req.method),
-        );
+        let err = ApiError::new(405, format!("mock: method {} not allowed", req.method));
+        let body = wire.error_body(&err);
         write_json(w, 405, &[("allow", "POST".to_string())], &body, keep)?;
         return Ok(Next::KeepAlive);
     }
-    handle_provider(shared, req, &provider, json.as_ref(), w, keep)
+    handle_api(shared, req, wire.as_ref(), operation, json.as_ref(), w, keep)
 }
 
-fn record(shared: &Shared, req: &Request, json: Option<&Value>) {
+/// A request to a provider: faults, checks, the answer.
+fn handle_api(
+    shared: &Shared,
+    req: &Request,
+    wire: &dyn Wire,
+    operation: Operation,
+    json: Option<&Value>,
+    w: &mut TcpStream,
+    keep: bool,
+) -> io::Result<Next> {
+    let provider_header = [("x-mock-provider", wire.name().to_string())];
+    let error = |w: &mut TcpStream, err: &ApiError| -> io::Result<Next> {
+        let mut headers = provider_header.to_vec();
+        if err.status == 429 {
+            headers.push(("retry-after", "1".to_string()));
+        }
+        write_json(w, err.status, &headers, &wire.error_body(err), keep)?;
+        Ok(Next::KeepAlive)
+    };
+    let fault = match resolve_fault(shared, req, wire.fault_model(json)) {
+        Ok(f) => f,
+        Err(msg) => {
+            let body = wire.error_body(&ApiError::bad_request(msg));
+            write_json(w, 400, &provider_header, &body, keep)?;
+            return Ok(Next::KeepAlive);
+        }
+    };
+    if fault.delay_ms > 0 {
+        thread::sleep(Duration::from_millis(fault.delay_ms));
+    }
+    let injected = fault
+        .status
+        .filter(|s| *s >= 300)
+        .map(|s| ApiError::new(s, format!("mock: injected fault status {s}")));
+    let status = fault.status.unwrap_or(200);
+    if operation == Operation::Embeddings {
+        // Checks, then the injected status, then the answer.
+        let answer = wire.embeddings(req, json);
+        let value = match (answer, injected) {
+            (Err(e), _) | (Ok(_), Some(e)) => return error(w, &e),
+            (Ok(v), None) => v,
+        };
+        let mut text = value.to_string().into_bytes();
+        if fault.malformed {
+            text.truncate(text.len() / 2);
+        }
+        return write_body(
+            w,
+            status,
+            "application/json",
+            &provider_header,
+            &text,
+            &fault,
+            keep,
+        );
+    }
+    let chat = match wire.read_chat(req, json) {
+        Ok(c) => c,
+        Err(e) => return error(w, &e),
+    };
+    if let Some(e) = injected {
+        return error(w, &e);
+    }
+    let ans = match engine::answer(&chat, req) {
+        Ok(a) => a,
+        Err(e) => return error(w, &e),
+    };
+    let n = shared.next_id.fetch_add(1, Ordering::SeqCst) + 1;
+    if ans.stream {
+        let mut events = wire.chat_events(n, &ans);
+        if fault.malformed {
+            if let Some(ev) = events.get_mut(1) {
+                *ev = truncate_event(ev);
+            }
+        }
+        write_stream(w, status, &provider_header, &events, &fault, keep)
+    } else {
+        let mut text = wire.chat_json(n, &ans).to_string().into_bytes();
+        if fault.malformed {
+            text.truncate(text.len() / 2);
+        }
+        write_body(
+            w,
+            status,
+            "application/json",
+            &provider_header,
+            &text,
+            &fault,
+            keep,
+        )
+    }
+}
+
+/// `/echo/...`: any method; answers what it received (after the fault, if any).
+fn handle_echo(
+    shared: &Shared,
+    req: &Request,
+    json: Option<&Value>,
+    w: &mut TcpStream,
+    keep: bool,
+) -> io::Result<Next> {
+    let headers = [("x-mock-provider", "echo".to_string())];
+    let fault = match resolve_fault(shared, req, None) {
+        Ok(f) => f,
+        Err(msg) => {
+            write_json(w, 400, &headers, &json!({"error": {"message": msg}}), keep)?;
+            return Ok(Next::KeepAlive);
+        }
+    };
+    if fault.delay_ms > 0 {
+        thread::sleep(Duration::from_millis(fault.delay_ms));
+    }
+    let status = fault.status.unwrap_or(200);
+    let body = if status >= 300 {
+        json!({"error": {"message": format!("mock: injected fault status {status}")}})
+    } else {
+        let body = match json {
+            Some(v) => v.clone(),
+            None => Value::String(String::from_utf8_lossy(&req.body).into_owned()),
+        };
+        json!({"method": req.method, "path": req.path(), "query": query_json(req),
+            "headers": headers_json(req), "body": body})
+    };
+    let mut text = body.to_string().into_bytes();
+    if fault.malformed {
+        text.truncate(text.len() / 2);
+    }
+    write_body(w, status, "application/json", &headers, &text, &fault, keep)
+}
+
+/// `%XX` and `+` decoded (query strings).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The query as an object: each key its decoded value, or an array of them when it repeats.
+fn query_json(req: &Request) -> Value {
+    let mut out = Map::new();
+    let Some((_, query)) = req.target.split_once('?') else {
+        return Value::Object(out);
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (percent_decode(k), Value::String(percent_decode(v)));
+        match out.get_mut(&k) {
+            Some(Value::Array(values)) => values.push(v),
+            Some(first) => *first = Value::Array(vec![first.take(), v]),
+            None => {
+                out.insert(k, v);
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// The request headers as an object (names lower-cased, repeated ones joined with ", ").
+fn headers_json(req: &Request) -> Map<String, Value> {
     let mut headers = Map::new();
     for (name, value) in &req.headers {
-        match headers.get_mut(name) {
+        let name = name.to_ascii_lowercase();
+        match headers.get_mut(&name) {
             Some(Value::String(existing)) => {
                 existing.push_str(", ");
                 existing.push_str(value);
             }
             _ => {
-                headers.insert(name.clone(), Value::String(value.clone()));
+                headers.insert(name, Value::String(value.clone()));
             }
         }
     }
+    headers
+}
+
+fn record(shared: &Shared, req: &Request, json: Option<&Value>) {
+    let headers = headers_json(req);
     let rec = json!({
         "method": req.method,
         "path": req.target,
@@ -487,387 +768,6 @@ fn resolve_fault(shared: &Shared, req: &Request, model: Option<&str>) -> Result<
     Ok(fault)
 }
 
-/// The text of a message `content`: a string, or the `text` of its text parts joined with " ".
-fn content_text(content: Option<&Value>) -> String {
-    match content {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| match p {
-                Value::String(s) => Some(s.as_str()),
-                Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("text") => {
-                    o.get("text").and_then(Value::as_str)
-                }
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-        _ => String::new(),
-    }
-}
-
-/// The deterministic answer to one request.
-struct Answer {
-    model: String,
-    reply: String,
-    /// Stream pieces given by `x-mock-reply` as a JSON array; otherwise the reply's words.
-    pieces: Option<Vec<String>>,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    stream: bool,
-    include_usage: bool,
-}
-
-/// Checks auth and the body; `Err((status, message))` is answered as a provider error.
-fn validate(provider: &Provider, req: &Request, json: Option<&Value>) -> Result<(), (u16, String)> {
-    let non_empty = |name: &str| req.header(name).is_some_and(|v| !v.trim().is_empty());
-    match provider {
-        Provider::OpenAi => {
-            let bearer = req
-                .header("authorization")
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if bearer.is_none_or(|k| k.trim().is_empty()) {
-                return Err((401, "mock: missing or invalid authorization: Bearer <key>".into()));
-            }
-        }
-        Provider::Azure(_) => {
-            if !non_empty("api-key") {
-                return Err((401, "mock: missing api-key header".into()));
-            }
-            if req.query("api-version").is_none_or(str::is_empty) {
-                return Err((400, "mock: missing api-version query parameter".into()));
-            }
-        }
-        Provider::Anthropic => {
-            if !non_empty("x-api-key") {
-                return Err((401, "mock: missing x-api-key header".into()));
-            }
-            if !non_empty("anthropic-version") {
-                return Err((401, "mock: missing anthropic-version header".into()));
-            }
-        }
-    }
-    let Some(body) = json.and_then(Value::as_object) else {
-        return Err((400, "mock: body is not a JSON object".into()));
-    };
-    let messages = match body.get("messages").and_then(Value::as_array) {
-        Some(m) if !m.is_empty() => m,
-        _ => return Err((400, "mock: messages must be a non-empty array".into())),
-    };
-    if let Some(stream) = body.get("stream") {
-        if !stream.is_boolean() && !stream.is_null() {
-            return Err((400, "mock: stream must be a boolean".into()));
-        }
-    }
-    if !matches!(provider, Provider::Azure(_)) && !body.get("model").is_some_and(Value::is_string) {
-        return Err((400, "mock: model must be a string".into()));
-    }
-    if *provider == Provider::Anthropic {
-        if body
-            .get("max_tokens")
-            .and_then(Value::as_u64)
-            .is_none_or(|n| n < 1)
-        {
-            return Err((400, "mock: max_tokens: field required (integer >= 1)".into()));
-        }
-        for m in messages {
-            let role = m.get("role").and_then(Value::as_str).unwrap_or("");
-            if role != "user" && role != "assistant" {
-                return Err((
-                    400,
-                    format!("mock: messages role must be user or assistant, got {role:?}"),
-                ));
-            }
-        }
-        if let Some(system) = body.get("system") {
-            if !system.is_string() && !system.is_array() {
-                return Err((
-                    400,
-                    "mock: system must be a string or an array of text blocks".into(),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn answer(provider: &Provider, req: &Request, body: &Value) -> Result<Answer, String> {
-    let messages = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let last_user = messages
-        .iter()
-        .rev()
-        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"));
-    let mut reply = reply_to(&content_text(last_user.and_then(|m| m.get("content"))));
-    let mut given_pieces = None;
-    if let Some(given) = req.header("x-mock-reply") {
-        match serde_json::from_str::<Vec<String>>(given) {
-            Ok(list) => {
-                reply = list.concat();
-                given_pieces = Some(list);
-            }
-            Err(_) => reply = given.to_string(),
-        }
-    }
-    let mut prompt_tokens: u64 = messages
-        .iter()
-        .map(|m| words(&content_text(m.get("content"))))
-        .sum();
-    if *provider == Provider::Anthropic {
-        prompt_tokens += words(&content_text(body.get("system")));
-    }
-    let mut completion_tokens = words(&reply);
-    if let Some(usage) = req.header("x-mock-usage") {
-        let parsed = usage
-            .split_once(',')
-            .and_then(|(p, c)| Some((p.trim().parse::<u64>().ok()?, c.trim().parse::<u64>().ok()?)));
-        let Some((p, c)) = parsed else {
-            return Err(format!(
-                "mock: x-mock-usage must be \"<prompt>,<completion>\", got {usage:?}"
-            ));
-        };
-        prompt_tokens = p;
-        completion_tokens = c;
-    }
-    let model = match provider {
-        Provider::Azure(deployment) => deployment.clone(),
-        _ => body
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-    };
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let include_usage = body
-        .pointer("/stream_options/include_usage")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    Ok(Answer {
-        model,
-        reply,
-        pieces: given_pieces,
-        prompt_tokens,
-        completion_tokens,
-        stream,
-        include_usage,
-    })
-}
-
-/// An error body in the provider's shape.
-fn provider_error(provider: &Provider, status: u16, message: &str) -> Value {
-    match provider {
-        Provider::Anthropic => {
-            let kind = match status {
-                400 => "invalid_request_error",
-                401 => "authentication_error",
-                403 => "permission_error",
-                404 => "not_found_error",
-                413 => "request_too_large",
-                429 => "rate_limit_error",
-                529 => "overloaded_error",
-                _ if status >= 500 => "api_error",
-                _ => "invalid_request_error",
-            };
-            json!({"type": "error", "error": {"type": kind, "message": message}})
-        }
-        Provider::OpenAi | Provider::Azure(_) => {
-            let (kind, code) = match status {
-                401 => ("invalid_request_error", json!("invalid_api_key")),
-                403 => ("permission_error", Value::Null),
-                404 => ("invalid_request_error", json!("not_found")),
-                429 => ("rate_limit_error", json!("rate_limit_exceeded")),
-                _ if status >= 500 => ("server_error", Value::Null),
-                _ => ("invalid_request_error", Value::Null),
-            };
-            json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
-        }
-    }
-}
-
-fn handle_provider(
-    shared: &Shared,
-    req: &Request,
-    provider: &Provider,
-    json: Option<&Value>,
-    w: &mut TcpStream,
-    keep: bool,
-) -> io::Result<Next> {
-    let provider_header = [("x-mock-provider", provider.name().to_string())];
-    let model_for_faults = match provider {
-        Provider::Azure(d) => Some(d.as_str()),
-        _ => json.and_then(|j| j.get("model")).and_then(Value::as_str),
-    };
-    let fault = match resolve_fault(shared, req, model_for_faults) {
-        Ok(f) => f,
-        Err(msg) => {
-            write_json(
-                w,
-                400,
-                &provider_header,
-                &provider_error(provider, 400, &msg),
-                keep,
-            )?;
-            return Ok(Next::KeepAlive);
-        }
-    };
-    if fault.delay_ms > 0 {
-        thread::sleep(Duration::from_millis(fault.delay_ms));
-    }
-    let error = |w: &mut TcpStream, status: u16, msg: &str| -> io::Result<Next> {
-        let mut headers = provider_header.to_vec();
-        if status == 429 {
-            headers.push(("retry-after", "1".to_string()));
-        }
-        write_json(w, status, &headers, &provider_error(provider, status, msg), keep)?;
-        Ok(Next::KeepAlive)
-    };
-    if let Err((status, msg)) = validate(provider, req, json) {
-        return error(w, status, &msg);
-    }
-    if let Some(status) = fault.status {
-        if status >= 300 {
-            return error(w, status, &format!("mock: injected fault status {status}"));
-        }
-    }
-    let body = json.cloned().unwrap_or(Value::Null);
-    let ans = match answer(provider, req, &body) {
-        Ok(a) => a,
-        Err(msg) => return error(w, 400, &msg),
-    };
-    let n = shared.next_id.fetch_add(1, Ordering::SeqCst) + 1;
-    let status = fault.status.unwrap_or(200);
-    if ans.stream {
-        let mut events = match provider {
-            Provider::Anthropic => anthropic_events(n, &ans),
-            _ => openai_events(n, &ans),
-        };
-        if fault.malformed {
-            if let Some(ev) = events.get_mut(1) {
-                *ev = truncate_event(ev);
-            }
-        }
-        write_stream(w, status, &provider_header, &events, &fault, keep)
-    } else {
-        let value = match provider {
-            Provider::Anthropic => anthropic_json(n, &ans),
-            _ => openai_json(n, &ans),
-        };
-        let mut text = value.to_string().into_bytes();
-        if fault.malformed {
-            text.truncate(text.len() / 2);
-        }
-        write_body(
-            w,
-            status,
-            "application/json",
-            &provider_header,
-            &text,
-            &fault,
-            keep,
-        )
-    }
-}
-
-fn usage_openai(a: &Answer) -> Value {
-    json!({"prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens,
-        "total_tokens": a.prompt_tokens + a.completion_tokens})
-}
-
-fn openai_json(n: u64, a: &Answer) -> Value {
-    json!({
-        "id": format!("chatcmpl-mock-{n}"),
-        "object": "chat.completion",
-        "created": CREATED,
-        "model": a.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": a.reply}, "finish_reason": "stop"}],
-        "usage": usage_openai(a),
-    })
-}
-
-/// The reply split into stream pieces: each word followed by a space, the last without.
-fn pieces(reply: &str) -> Vec<String> {
-    let ws: Vec<&str> = reply.split_whitespace().collect();
-    let last = ws.len().saturating_sub(1);
-    ws.iter()
-        .enumerate()
-        .map(|(i, w)| if i < last { format!("{w} ") } else { w.to_string() })
-        .collect()
-}
-
-fn openai_events(n: u64, a: &Answer) -> Vec<String> {
-    let id = format!("chatcmpl-mock-{n}");
-    let chunk = |delta: Value, finish: Value| {
-        let mut v = json!({"id": id, "object": "chat.completion.chunk", "created": CREATED, "model": a.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-        if a.include_usage {
-            v["usage"] = Value::Null;
-        }
-        format!("data: {v}\n\n")
-    };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
-    for piece in a.pieces.clone().unwrap_or_else(|| pieces(&a.reply)) {
-        events.push(chunk(json!({ "content": piece }), Value::Null));
-    }
-    events.push(chunk(json!({}), json!("stop")));
-    if a.include_usage {
-        let v = json!({"id": id, "object": "chat.completion.chunk", "created": CREATED, "model": a.model,
-            "choices": [], "usage": usage_openai(a)});
-        events.push(format!("data: {v}\n\n"));
-    }
-    events.push("data: [DONE]\n\n".to_string());
-    events
-}
-
-fn anthropic_json(n: u64, a: &Answer) -> Value {
-    json!({
-        "id": format!("msg_mock_{n}"),
-        "type": "message",
-        "role": "assistant",
-        "model": a.model,
-        "content": [{"type": "text", "text": a.reply}],
-        "stop_reason": "end_turn",
-        "stop_sequence": null,
-        "usage": {"input_tokens": a.prompt_tokens, "output_tokens": a.completion_tokens},
-    })
-}
-
-fn anthropic_events(n: u64, a: &Answer) -> Vec<String> {
-    let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-    let mut events = vec![
-        event(
-            "message_start",
-            json!({"type": "message_start", "message": {"id": format!("msg_mock_{n}"), "type": "message",
-                "role": "assistant", "model": a.model, "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": a.prompt_tokens, "output_tokens": 1}}}),
-        ),
-        event(
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        ),
-        event("ping", json!({"type": "ping"})),
-    ];
-    for piece in a.pieces.clone().unwrap_or_else(|| pieces(&a.reply)) {
-        events.push(event(
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
-        ));
-    }
-    events.push(event(
-        "content_block_stop",
-        json!({"type": "content_block_stop", "index": 0}),
-    ));
-    events.push(event(
-        "message_delta",
-        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-            "usage": {"output_tokens": a.completion_tokens}}),
-    ));
-    events.push(event("message_stop", json!({"type": "message_stop"})));
-    events
-}
-
 /// Cuts the JSON of an SSE event's `data:` line in half (the event keeps its framing).
 fn truncate_event(ev: &str) -> String {
     let mut out = String::new();
@@ -1023,25 +923,6 @@ fn write_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn words_and_pieces() {
-        assert_eq!(words("  a b\tc\n"), 3);
-        assert_eq!(words(""), 0);
-        assert_eq!(
-            pieces("mock reply to: hi  there"),
-            vec!["mock ", "reply ", "to: ", "hi ", "there"]
-        );
-    }
-
-    #[test]
-    fn content_text_joins_parts() {
-        let c =
-            json!([{"type": "text", "text": "a b"}, {"type": "image_url"}, {"type": "text", "text": "c"}]);
-        assert_eq!(content_text(Some(&c)), "a b c");
-        assert_eq!(content_text(Some(&json!("x"))), "x");
-        assert_eq!(content_text(None), "");
-    }
 
     #[test]
     fn fault_parsing() {

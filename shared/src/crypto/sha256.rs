@@ -1,7 +1,8 @@
-//! SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104), for the `hash` action.
+//! SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104).
 //!
 //! Written here rather than pulled from a crate: the workspace keeps to a handful of dependencies, and
-//! the hash action needs only these ~100 lines, checked against the FIPS and RFC 4231 test vectors.
+//! PII hashing, SigV4 and JWT HS256 need only these ~100 lines, checked against the FIPS and RFC 4231
+//! test vectors.
 
 const K: [u32; 64] = [
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -34,6 +35,7 @@ impl Default for Sha256 {
 }
 
 impl Sha256 {
+    /// A hasher with nothing hashed yet.
     pub fn new() -> Self {
         Sha256 {
             state: H0,
@@ -43,6 +45,7 @@ impl Sha256 {
         }
     }
 
+    /// Hashes `data` after everything given so far.
     pub fn update(&mut self, mut data: &[u8]) {
         self.length = self.length.wrapping_add(data.len() as u64);
         while !data.is_empty() {
@@ -61,6 +64,7 @@ impl Sha256 {
         }
     }
 
+    /// The digest of everything given.
     pub fn finish(mut self) -> [u8; 32] {
         let bits = self.length.wrapping_mul(8);
         self.update(&[0x80]);
@@ -114,6 +118,7 @@ impl Sha256 {
     }
 }
 
+/// SHA-256 of `data` in one call.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(data);
@@ -140,30 +145,15 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     outer.finish()
 }
 
-/// Lowercase hex.
-// A nibble is always < 16, the table's length.
-#[allow(clippy::indexing_slicing)]
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::{hex, hex_decode};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        hex_decode(s).unwrap()
     }
 
     #[test]
