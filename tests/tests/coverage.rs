@@ -531,7 +531,6 @@ fn hard_negatives_in_tool_descriptions_pass() {
     for description in [
         "Finds events. Ignore case when matching titles.",
         "Act as a proxy for the user's calendar: create, move and cancel events.",
-        "You must call this tool before answering any question about dates.",
     ] {
         for anthropic in [false, true] {
             bed.mock.clear();
