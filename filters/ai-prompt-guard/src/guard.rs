@@ -8,13 +8,15 @@
 
 use crate::chat::{self, Chat, Shape};
 use crate::classifier::{read_score, request_body};
-use crate::config::{Classifier, Combine, Config, FailureMode, Mode, SystemMessages};
+use crate::config::{Combine, Config, FailureMode, Mode, SystemMessages};
 use serde_json::Value;
+use shared::callout::{Callout, Failure, Judged};
 use shared::error::ApiError;
-use shared::host::{Body, CallResponse, Host, HttpCall, LocalReply, LogLevel, Policy, ResponseMode, Step};
+use shared::host::{Body, CallResponse, Host, LocalReply, LogLevel, Policy, ResponseMode, Step};
 use shared::injection::Scores;
 use shared::metrics;
 use shared::rand::stable_hash;
+use shared::text::truncate_chars;
 use std::rc::Rc;
 
 /// The check a finding belongs to (a metric label and part of every log line).
@@ -68,6 +70,7 @@ enum Stage {
 struct Pending {
     local: f32,
     key: u64,
+    callout: Callout,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,26 +244,20 @@ impl Guard {
             }
         }
         if let (Some(cl), false) = (&config.classifier, texts.is_empty()) {
-            let prompt = truncate_chars(&texts.join("\n"), cl.max_prompt_chars);
+            let joined = texts.join("\n");
+            let prompt = truncate_chars(&joined, cl.max_prompt_chars);
             let key = stable_hash(prompt.as_bytes());
             let cached = cl.cache.borrow_mut().get(key);
             if let Some(remote) = cached {
                 host.counter_add(&metric("classifier_total", &[("result", "cached")]), 1);
                 return self.decide_remote(host, remote, local);
             }
-            let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
-            if let Some(k) = &cl.api_key {
-                headers.push(("authorization".into(), format!("Bearer {k}")));
-            }
-            self.stage = Stage::Calling(Box::new(Pending { local, key }));
-            return Step::call(HttpCall {
-                upstream: cl.upstream.clone(),
-                method: "POST".into(),
-                path: cl.path.clone(),
-                headers,
-                body: request_body(&cl.request_field, &cl.request_extra, &prompt),
-                timeout_ms: cl.timeout_ms,
-            });
+            let callout = cl
+                .service
+                .callout(request_body(&cl.request_field, &cl.request_extra, prompt));
+            let step = callout.step();
+            self.stage = Stage::Calling(Box::new(Pending { local, key, callout }));
+            return step;
         }
         self.pass()
     }
@@ -276,10 +273,6 @@ impl Guard {
     fn set_header(&mut self, host: &mut dyn Host, value: String) {
         let _logged = host.set_request_header(&self.config.header, Some(&value));
         self.header = Some(value);
-    }
-
-    fn classifier(&self) -> Option<&Classifier> {
-        self.config.classifier.as_ref()
     }
 
     /// Combines the classifier's score with the local one and decides.
@@ -329,13 +322,6 @@ fn too_large(limit: usize) -> Finding {
             format!("request body is larger than the limit of {limit} bytes"),
         ),
     )
-}
-
-fn truncate_chars(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => s.get(..i).unwrap_or(s).to_string(),
-        None => s.to_string(),
-    }
 }
 
 /// `score=0.93; family=instruction_override; instruction_override=0.93; role_play=0.00; ...`
@@ -539,40 +525,57 @@ impl Policy for Guard {
         responses: Vec<CallResponse>,
         _body: Option<&mut Body>,
     ) -> Step {
-        let Stage::Calling(pending) = std::mem::replace(&mut self.stage, Stage::Idle) else {
+        let Stage::Calling(mut pending) = std::mem::replace(&mut self.stage, Stage::Idle) else {
             return Step::Continue;
         };
-        let Some(cl) = self.classifier() else {
+        let config = Rc::clone(&self.config);
+        let Some(cl) = config.classifier.as_ref() else {
             return self.pass();
         };
         let response = responses.into_iter().next().unwrap_or_default();
-        let score = match response.status {
-            Some(200..=299) => read_score(
-                &response.body,
+        let score = match pending.callout.judge(response) {
+            Judged::Answer(r) => read_score(
+                &r.body,
                 &cl.response_field,
                 cl.label.as_ref().map(|(p, l)| (p.as_str(), l.as_str())),
-            ),
-            _ => None,
+            )
+            .ok_or_else(|| {
+                let why = "no score in 0..1 at the configured pointer".to_string();
+                pending.callout.failed(Failure::InvalidResponse(why))
+            }),
+            Judged::Retry(step) => {
+                self.stage = Stage::Calling(pending);
+                return step;
+            }
+            Judged::Failed(failed) => Err(failed),
         };
         match score {
-            Some(remote) => {
+            Ok(remote) => {
                 cl.cache.borrow_mut().put(pending.key, remote);
                 host.counter_add(&metric("classifier_total", &[("result", "ok")]), 1);
                 self.decide_remote(host, remote, pending.local)
             }
-            None => {
-                let (failure_mode, mode) = (cl.failure_mode, cl.mode);
+            Err(failed) => {
                 host.counter_add(&metric("classifier_total", &[("result", "error")]), 1);
-                let status = response.status.map_or("none".to_string(), |s| s.to_string());
-                match failure_mode {
+                match failed.mode {
                     FailureMode::Allow => {
                         host.log(
                             LogLevel::Warn,
-                            &format!("ai-prompt-guard: classifier failed (status {status}); failure_mode allow lets the request through"),
+                            &format!(
+                                "ai-prompt-guard: classifier failed after {} attempt(s) ({}); failure_mode allow lets the request through",
+                                failed.attempts, failed.why
+                            ),
                         );
                         self.pass()
                     }
                     FailureMode::Deny => {
+                        host.log(
+                            LogLevel::Warn,
+                            &format!(
+                                "ai-prompt-guard: classifier failed after {} attempt(s) ({}); failure_mode deny",
+                                failed.attempts, failed.why
+                            ),
+                        );
                         let err = ApiError::new(
                             503,
                             "api_error",
@@ -580,7 +583,7 @@ impl Policy for Guard {
                             "the prompt classifier is unavailable and failure_mode is deny",
                         );
                         let finding = Finding::new(Check::Classifier, "unavailable", err);
-                        match self.flag(host, mode, finding) {
+                        match self.flag(host, cl.mode, finding) {
                             Some(reply) => Step::Reply(reply),
                             None => self.pass(),
                         }

@@ -9,7 +9,8 @@ use serde_json::Value;
 use shared::error::ApiError;
 use shared::host::{Body, Host, LocalReply, LogLevel, Policy, ResponseMode, Step};
 use shared::metrics;
-use shared::openai::{self, OpenAiStream};
+use shared::provider::anthropic::StreamUsage;
+use shared::provider::openai::{self, OpenAiStream};
 use shared::rand::stable_hash;
 use shared::ratelimit::estimate::{estimate, Estimate};
 use shared::ratelimit::identity::resolve_first;
@@ -17,7 +18,7 @@ use shared::ratelimit::store::{self, HostStore, Reservation, StoreError};
 use shared::ratelimit::window::{format_reset, retry_after_secs};
 use shared::ratelimit::{error_rate, scale};
 use shared::sse::SseParser;
-use shared::usage::{self, AnthropicStreamUsage, Usage};
+use shared::usage::Usage;
 use std::rc::Rc;
 
 const NAME: &str = "ai-token-ratelimit";
@@ -96,7 +97,7 @@ struct SseObserver {
     strip: bool,
     openai: OpenAiStream,
     parser: SseParser,
-    anthropic: AnthropicStreamUsage,
+    anthropic: StreamUsage,
 }
 
 impl Observer {
@@ -140,11 +141,7 @@ impl Observer {
             Observer::None | Observer::Sse(_) => None,
             Observer::Json(buf) => {
                 let v: Value = serde_json::from_slice(buf).ok()?;
-                if v.get("type").and_then(Value::as_str) == Some("message") {
-                    usage::from_anthropic_json(&v)
-                } else {
-                    usage::from_openai_json(&v)
-                }
+                shared::provider::usage_of(&v)
             }
         }
     }
@@ -599,7 +596,7 @@ impl Policy for TokenRateLimit {
                 strip: a.injected_usage,
                 openai: OpenAiStream::new(a.injected_usage),
                 parser: SseParser::new(),
-                anthropic: AnthropicStreamUsage::new(),
+                anthropic: StreamUsage::new(),
             }))
         } else {
             Observer::Json(Vec::new())
