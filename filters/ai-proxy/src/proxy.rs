@@ -678,4 +678,60 @@ mod tests {
             1
         );
     }
+
+    /// Forward mode through the real driver as Kong runs it: an Anthropic stream arrives in pieces,
+    /// with the end as a separate empty chunk, and leaves as one complete OpenAI stream.
+    #[test]
+    fn streams_through_the_kong_driver() {
+        use shared::host::fake::{ClientRequest, Named, Runtime, UpstreamResponse};
+        let json = r#"{"targets":[{"name":"c","provider":"anthropic","model":"claude-x",
+            "endpoint":{"cluster":"cl","host":"api.anthropic.com:443"},"auth":{"value":"k"}}],
+            "models":{"m":{"targets":[{"target":"c"}]}}}"#;
+        let config = Rc::new(Config::parse(json.as_bytes(), &|_| None).unwrap());
+        let mut rt = Runtime::new(
+            HostKind::Kong,
+            vec![Named::new("ai-proxy", AiProxy::new(config, 1))],
+        );
+        let request = ClientRequest::post(
+            "/v1/chat/completions",
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        let stream = include_str!("../../../shared/tests/fixtures/anthropic_stream.sse");
+        let pieces: Vec<&str> = stream.split_inclusive("\n\n").collect();
+        let exchange = rt.run(request, |up| {
+            assert_eq!(up.properties["kong.service.target"], "api.anthropic.com:443");
+            assert_eq!(up.properties["ngx.upstream_uri"], "/v1/messages");
+            assert_eq!(up.headers["x-api-key"], "k");
+            let sent: Value = serde_json::from_slice(&up.body).unwrap();
+            assert_eq!(
+                (sent["model"].as_str(), sent["stream"].as_bool()),
+                (Some("claude-x"), Some(true))
+            );
+            UpstreamResponse::sse(&pieces)
+        });
+        assert_eq!(exchange.status, Some(200));
+        assert!(exchange.complete, "the chunked answer must end");
+        assert_eq!(exchange.headers["x-ai-provider"], "anthropic");
+        let text = String::from_utf8(exchange.body).unwrap();
+        let data: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+        assert_eq!(data.last(), Some(&"[DONE]"), "{text}");
+        let chunks: Vec<Value> = data[..data.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let content: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(content, "Hello! Ça va? ✓ 🦀\n\"quoted\"");
+        assert_eq!(
+            chunks.last().unwrap()["usage"],
+            json!({"prompt_tokens": 35, "completion_tokens": 15, "total_tokens": 50})
+        );
+        let l = "provider=anthropic_target=c_model=claude-x";
+        assert_eq!(
+            rt.host.counters[&format!("ai_proxy_tokens_total_{l}_kind=completion")],
+            15
+        );
+    }
 }

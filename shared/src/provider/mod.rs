@@ -15,24 +15,27 @@
 //! | [`anthropic`] | `anthropic` | Anthropic Messages | `x-api-key`, `anthropic-version` | `/v1/messages` |
 //!
 //! # Adding a provider
-//! A provider (Gemini, Bedrock) is:
-//! 1. `shared/src/provider/<name>.rs`: its raw `Config` (serde, `deny_unknown_fields`) and its compile
-//!    step; a type implementing [`Provider`] (`path` may depend on `stream` and embed the model, as
-//!    Gemini's `:streamGenerateContent?alt=sse`; `headers` gets the key, as `x-goog-api-key`) and, unless
-//!    it speaks OpenAI, [`Translator`] and a [`StreamDecoder`] for its [`Framing`]; table-driven tests on
-//!    recorded payloads in `shared/tests/fixtures/`.
-//! 2. here: `pub mod <name>;`, one [`ProviderConfig`] variant and its arm in [`ProviderConfig::compile`],
-//!    and its key header in [`CREDENTIAL_HEADERS`] if it is a new one.
-//! 3. `filters/ai-proxy/ai_proxy.meta.json`: the provider value and one `oneOf` entry listing its fields;
-//!    fixtures in `filters/ai-proxy/fixtures/{valid,invalid}` (an invalid one per field of its own, set
-//!    on another provider).
-//! 4. `tests/src/mock.rs`: its endpoint on the mock provider, for the end-to-end tests; and the README's
-//!    provider list.
+//! A provider (Gemini, Bedrock) touches:
+//! 1. `shared/src/provider/<name>.rs` (new): its raw `Config` (serde, `deny_unknown_fields`) and its
+//!    compile step; a type implementing [`Provider`] (`path` may depend on `stream` and embed the model,
+//!    as Gemini's `:streamGenerateContent?alt=sse`; `headers` gets the key, as `x-goog-api-key`) and,
+//!    unless it speaks OpenAI, [`Translator`] and a [`StreamDecoder`] for its [`Framing`]; table-driven
+//!    tests on recorded payloads added to `shared/tests/fixtures/`.
+//! 2. this file: `pub mod <name>;`, one [`ProviderConfig`] variant and its arm in
+//!    [`ProviderConfig::compile`], its key header in [`CREDENTIAL_HEADERS`] if it is a new one, and its
+//!    usage shapes in [`usage_of`] and [`NativeStreamUsage`] (read by filters that see its answers
+//!    untranslated).
+//! 3. `filters/ai-proxy/ai_proxy.meta.json`: the provider value and one `oneOf` entry listing its
+//!    fields; new fixtures in `filters/ai-proxy/fixtures/{valid,invalid}` (an invalid one per field of
+//!    its own, set on another provider).
+//! 4. `tests/src/mock.rs`: its endpoint on the mock provider; an end-to-end case in
+//!    `tests/tests/proxy.rs`.
+//! 5. `README.md`: the provider list and its fields in the ai-proxy table.
 //!
-//! That is 5 files plus fixtures and tests: the module, this file, the schema, the mock, the README.
-//! No filter code changes. A provider whose framing is NDJSON or AWS event-stream also needs that
-//! decoder in [`Framing::decoder`]; one whose requests must be signed over the final body (Bedrock's
-//! SigV4) needs `headers` to see the body (today it sees only the key).
+//! So: one new module and five existing files (this one, the schema, the mock, `proxy.rs`, the
+//! README), plus new fixture files. No filter code changes. Still to come with the first such provider: an NDJSON
+//! or AWS event-stream decoder behind [`Framing::decoder`] (from `shared::framing`), and for Bedrock's
+//! SigV4, `headers` seeing the final body, path and time (today it sees only the key).
 
 pub mod anthropic;
 pub mod azure;
@@ -201,13 +204,30 @@ fn required_model(model: Option<String>, at: &dyn Fn(&str) -> String) -> Result<
     }
 }
 
-/// The usage of a JSON answer of any provider (for filters that see answers without knowing who
-/// sent them, like the rate limit behind ai-proxy or in front of a provider).
+/// The usage of a JSON answer of any provider, for filters that see answers without knowing who sent
+/// them (the rate limit: on Kong its response callbacks run before ai-proxy has translated the answer).
 pub fn usage_of(answer: &Value) -> Option<Usage> {
     if answer.get("type").and_then(Value::as_str) == Some("message") {
         anthropic::usage(answer)
     } else {
         openai::usage(answer)
+    }
+}
+
+/// The usage of a streamed answer in a provider's own dialect, event by event, for the same filters
+/// (OpenAI's usage chunk is read by [`openai::OpenAiStream`], which can also strip it).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NativeStreamUsage {
+    anthropic: anthropic::StreamUsage,
+}
+
+impl NativeStreamUsage {
+    pub fn observe(&mut self, ev: &Frame) {
+        self.anthropic.observe(ev);
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.anthropic.usage()
     }
 }
 
@@ -412,6 +432,28 @@ mod tests {
         assert_eq!(got[0].event.as_deref(), Some("a"));
         assert_eq!(got[1].data, "2");
         assert!(Framing::Ndjson.decoder().is_none() && Framing::EventStream.decoder().is_none());
+    }
+
+    #[test]
+    fn native_stream_usage() {
+        let mut frames = Framing::Sse.decoder().unwrap();
+        let mut u = NativeStreamUsage::default();
+        for f in frames.feed(include_bytes!("../../tests/fixtures/anthropic_stream.sse")) {
+            u.observe(&f);
+        }
+        assert_eq!(
+            u.usage().map(|u| (u.prompt_tokens, u.completion_tokens)),
+            Some((35, 15))
+        );
+        let mut none = NativeStreamUsage::default();
+        for f in frames.feed(include_bytes!("../../tests/fixtures/openai_stream_usage.sse")) {
+            none.observe(&f);
+        }
+        assert_eq!(
+            none.usage(),
+            None,
+            "OpenAI's usage chunk is OpenAiStream's to read"
+        );
     }
 
     #[test]
