@@ -91,7 +91,7 @@ impl Translator for Anthropic {
     fn label(&self) -> &'static str {
         "Anthropic"
     }
-    fn request(&self, req: &neutral::Request) -> Result<Vec<u8>, ApiError> {
+    fn request(&self, req: &neutral::Request<'_>) -> Result<Vec<u8>, ApiError> {
         request(req, &self.model, self.default_max_tokens)
     }
     fn response(&self, body: &[u8]) -> Result<Completion, ApiError> {
@@ -110,7 +110,11 @@ fn invalid_messages(message: String) -> ApiError {
 }
 
 /// The Messages body for a request.
-pub fn request(req: &neutral::Request, model: &str, default_max_tokens: u64) -> Result<Vec<u8>, ApiError> {
+pub fn request(
+    req: &neutral::Request<'_>,
+    model: &str,
+    default_max_tokens: u64,
+) -> Result<Vec<u8>, ApiError> {
     let mut messages = Vec::with_capacity(req.messages.len());
     for m in &req.messages {
         // Anthropic refuses empty text blocks, so they are left out.
@@ -140,18 +144,13 @@ pub fn request(req: &neutral::Request, model: &str, default_max_tokens: u64) -> 
         Value::from(req.max_tokens.unwrap_or(default_max_tokens)),
     );
     out.insert("messages".into(), Value::Array(messages));
-    let system: Vec<&str> = req
-        .system
-        .iter()
-        .map(String::as_str)
-        .filter(|t| !t.is_empty())
-        .collect();
+    let system: Vec<&str> = req.system.iter().copied().filter(|t| !t.is_empty()).collect();
     if !system.is_empty() {
         out.insert("system".into(), Value::from(system.join("\n\n")));
     }
     for (name, v) in [("temperature", &req.temperature), ("top_p", &req.top_p)] {
         if let Some(n) = v {
-            out.insert(name.into(), Value::Number(n.clone()));
+            out.insert(name.into(), Value::Number((*n).clone()));
         }
     }
     if !req.stop.is_empty() {
@@ -235,7 +234,7 @@ pub struct Decoder {
 }
 
 impl StreamDecoder for Decoder {
-    fn decode(&mut self, ev: &Frame, out: &mut Vec<Event>) {
+    fn decode(&mut self, ev: &Frame, emit: &mut dyn FnMut(Event<'_>)) {
         const HANDLED: [&str; 5] = [
             "message_start",
             "content_block_delta",
@@ -248,7 +247,7 @@ impl StreamDecoder for Decoder {
         }
         let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
             if ev.event.is_some() {
-                out.push(Event::Error(neutral::Error::new(
+                emit(Event::Error(neutral::Error::new(
                     "invalid stream event from Anthropic",
                     "upstream_error",
                     "bad_upstream_response",
@@ -269,9 +268,8 @@ impl StreamDecoder for Decoder {
                         .and_then(|m| m.get(k))
                         .and_then(Value::as_str)
                         .unwrap_or_default()
-                        .to_string()
                 };
-                out.push(Event::Start {
+                emit(Event::Start {
                     id: field("id"),
                     model: field("model"),
                 });
@@ -281,7 +279,7 @@ impl StreamDecoder for Decoder {
                 // Only text is translated; thinking, signature and tool-input deltas have no neutral form.
                 if delta.and_then(|d| d.get("type")).and_then(Value::as_str) == Some("text_delta") {
                     if let Some(text) = delta.and_then(|d| d.get("text")).and_then(Value::as_str) {
-                        out.push(Event::Text(text.to_string()));
+                        emit(Event::Text(text));
                     }
                 }
             }
@@ -291,15 +289,15 @@ impl StreamDecoder for Decoder {
                     .get("delta")
                     .and_then(|d| d.get("stop_reason"))
                     .and_then(Value::as_str);
-                out.push(Event::Finish(finish(stop)));
+                emit(Event::Finish(finish(stop)));
             }
-            "message_stop" => out.push(Event::End),
+            "message_stop" => emit(Event::End(self.usage.usage())),
             "error" => {
                 let err = v.get("error");
                 let field = |k| err.and_then(|e| e.get(k)).and_then(Value::as_str);
                 let kind = field("type").unwrap_or("upstream_error");
                 let message = field("message").unwrap_or("Anthropic stream error");
-                out.push(Event::Error(neutral::Error::new(message, kind, kind)));
+                emit(Event::Error(neutral::Error::new(message, kind, kind)));
             }
             _ => {}
         }

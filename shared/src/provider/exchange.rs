@@ -232,7 +232,6 @@ pub struct TranslatedStream {
     frames: Option<Frames>,
     decoder: Box<dyn StreamDecoder>,
     writer: StreamWriter,
-    events: Vec<Event>,
     /// `[DONE]` has been written; later upstream events are ignored.
     done: bool,
 }
@@ -266,7 +265,6 @@ impl TranslatedStream {
             frames,
             decoder: t.stream(),
             writer: StreamWriter::new(created, include_usage),
-            events: Vec::new(),
             done: false,
         }
     }
@@ -295,7 +293,7 @@ impl TranslatedStream {
                     "upstream_error",
                     "unsupported_framing",
                 );
-                self.writer.write(&Event::Error(e), None, &mut out);
+                self.writer.write(&Event::Error(e), &mut out);
             } else {
                 self.writer.incomplete(&mut out);
             }
@@ -317,14 +315,13 @@ impl TranslatedStream {
         if self.done {
             return;
         }
-        self.decoder.decode(frame, &mut self.events);
-        for event in self.events.drain(..) {
-            if self.done {
-                continue;
+        let (writer, done) = (&mut self.writer, &mut self.done);
+        self.decoder.decode(frame, &mut |event| {
+            if !*done {
+                writer.write(&event, out);
+                *done = matches!(event, Event::End(_) | Event::Error(_));
             }
-            self.writer.write(&event, self.decoder.usage(), out);
-            self.done = matches!(event, Event::End | Event::Error(_));
-        }
+        });
     }
 }
 
@@ -536,7 +533,7 @@ mod tests {
         fn label(&self) -> &'static str {
             "N"
         }
-        fn request(&self, _: &super::super::neutral::Request) -> Result<Vec<u8>, ApiError> {
+        fn request(&self, _: &super::super::neutral::Request<'_>) -> Result<Vec<u8>, ApiError> {
             Ok(Vec::new())
         }
         fn response(&self, _: &[u8]) -> Result<super::super::neutral::Completion, ApiError> {
@@ -548,7 +545,7 @@ mod tests {
         fn stream(&self) -> Box<dyn StreamDecoder> {
             struct D;
             impl StreamDecoder for D {
-                fn decode(&mut self, _: &Frame, _: &mut Vec<Event>) {}
+                fn decode(&mut self, _: &Frame, _: &mut dyn FnMut(Event<'_>)) {}
                 fn usage(&self) -> Option<Usage> {
                     None
                 }

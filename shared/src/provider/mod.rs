@@ -86,7 +86,7 @@ pub trait Translator {
     /// How messages name the provider: "`tools` is not supported for Anthropic targets".
     fn label(&self) -> &'static str;
     /// The request body for this provider.
-    fn request(&self, req: &neutral::Request) -> Result<Vec<u8>, ApiError>;
+    fn request(&self, req: &neutral::Request<'_>) -> Result<Vec<u8>, ApiError>;
     /// A 2xx JSON answer; an error (502 `bad_upstream_response`) when it cannot be read.
     fn response(&self, body: &[u8]) -> Result<neutral::Completion, ApiError>;
     /// An error answer, when it has this provider's error shape.
@@ -95,9 +95,10 @@ pub trait Translator {
     fn stream(&self) -> Box<dyn StreamDecoder>;
 }
 
-/// Decodes one streamed answer, frame by frame, into [`neutral::Event`]s.
+/// Decodes one streamed answer, frame by frame, into [`neutral::Event`]s handed to `emit` (they
+/// borrow from the frame's parsed JSON, so nothing is copied on the way).
 pub trait StreamDecoder {
-    fn decode(&mut self, frame: &Frame, out: &mut Vec<neutral::Event>);
+    fn decode(&mut self, frame: &Frame, emit: &mut dyn FnMut(neutral::Event<'_>));
     /// The usage reported so far.
     fn usage(&self) -> Option<Usage>;
 }

@@ -7,7 +7,8 @@
 //! ([`super::openai`]'s writers). So a new provider writes one decoder and one renderer, and a new
 //! client dialect (an Anthropic front door) would write the other two, instead of one translator per
 //! pair. Only text chat is carried: what these shapes cannot hold (tools, images, `n > 1`) is refused
-//! while decoding the request, naming the feature.
+//! while decoding the request, naming the feature. Requests and stream events borrow their text from
+//! the JSON they were decoded from, so a translation copies each text once, into the output.
 
 use crate::usage::Usage;
 use serde_json::Number;
@@ -28,28 +29,28 @@ impl Role {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Message {
+pub struct Message<'a> {
     /// Position of the message in the client's list, for errors that point at it.
     pub index: usize,
     pub role: Role,
     /// Its text parts, as sent (empty ones included: a renderer decides what its provider accepts).
-    pub text: Vec<String>,
+    pub text: Vec<&'a str>,
 }
 
 /// A chat request.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Request {
+pub struct Request<'a> {
     /// System (and developer) text, in order.
-    pub system: Vec<String>,
-    pub messages: Vec<Message>,
+    pub system: Vec<&'a str>,
+    pub messages: Vec<Message<'a>>,
     /// The client's limit on generated tokens, if it set one.
     pub max_tokens: Option<u64>,
-    pub temperature: Option<Number>,
-    pub top_p: Option<Number>,
-    pub stop: Vec<String>,
+    pub temperature: Option<&'a Number>,
+    pub top_p: Option<&'a Number>,
+    pub stop: Vec<&'a str>,
     pub stream: bool,
     /// An end-user id for the provider's abuse tracking.
-    pub user: Option<String>,
+    pub user: Option<&'a str>,
 }
 
 /// Why generation stopped.
@@ -91,19 +92,19 @@ impl Error {
     }
 }
 
-/// One step of a streamed answer.
+/// One step of a streamed answer, borrowing from the provider's event.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Event {
+pub enum Event<'a> {
     /// The answer begins.
     Start {
-        id: String,
-        model: String,
+        id: &'a str,
+        model: &'a str,
     },
-    Text(String),
+    Text(&'a str),
     /// Generation ended, for this reason when the provider gave one.
     Finish(Option<Finish>),
-    /// The provider's own end of the stream.
-    End,
+    /// The provider's own end of the stream, with the usage it reported.
+    End(Option<Usage>),
     /// The provider reported an error (or sent an event that cannot be read); the stream ends.
     Error(Error),
 }

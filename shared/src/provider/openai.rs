@@ -201,19 +201,15 @@ fn is_unset(v: Option<&Value>) -> bool {
 }
 
 /// The text pieces of a message `content`: a string, or an array of `{"type":"text"}` parts.
-fn text_parts(content: Option<&Value>, index: usize, label: &str) -> Result<Vec<String>, ApiError> {
+fn text_parts<'a>(content: Option<&'a Value>, index: usize, label: &str) -> Result<Vec<&'a str>, ApiError> {
     match content {
-        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::String(s)) => Ok(vec![s.as_str()]),
         Some(Value::Array(parts)) => parts
             .iter()
             .map(|part| match part.get("type").and_then(Value::as_str) {
-                Some("text") => part
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .ok_or_else(|| {
-                        invalid_messages(format!("messages[{index}]: a text part needs a string `text`"))
-                    }),
+                Some("text") => part.get("text").and_then(Value::as_str).ok_or_else(|| {
+                    invalid_messages(format!("messages[{index}]: a text part needs a string `text`"))
+                }),
                 Some(other) => Err(ApiError::invalid_request(
                     "unsupported_content",
                     format!(
@@ -234,7 +230,7 @@ fn text_parts(content: Option<&Value>, index: usize, label: &str) -> Result<Vec<
 /// The client's request as [`neutral`], for a provider that speaks another dialect (`label` names it
 /// in errors). What the neutral shape cannot carry (tools, images, `n > 1`, tool messages) is refused
 /// with a 400 naming it rather than silently dropped; OpenAI-only tuning knobs are dropped.
-pub fn to_neutral(req: &ChatRequest, label: &str) -> Result<neutral::Request, ApiError> {
+pub fn to_neutral<'a>(req: &'a ChatRequest, label: &str) -> Result<neutral::Request<'a>, ApiError> {
     let body = &req.body;
     for field in ["tools", "functions"] {
         if !is_unset(body.get(field)) {
@@ -298,17 +294,17 @@ pub fn to_neutral(req: &ChatRequest, label: &str) -> Result<neutral::Request, Ap
     };
     let number = |name: &str| match body.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => Ok(Some(n.clone())),
+        Some(Value::Number(n)) => Ok(Some(n)),
         Some(_) => Err(invalid_parameter(name, "a number")),
     };
     let temperature = number("temperature")?;
     let top_p = number("top_p")?;
     let stop = match body.get("stop") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::String(s)) => vec![s.as_str()],
         Some(Value::Array(list)) => list
             .iter()
-            .map(|v| v.as_str().map(str::to_string))
+            .map(Value::as_str)
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| invalid_parameter("stop", "a string or an array of strings"))?,
         Some(_) => return Err(invalid_parameter("stop", "a string or an array of strings")),
@@ -321,7 +317,7 @@ pub fn to_neutral(req: &ChatRequest, label: &str) -> Result<neutral::Request, Ap
         top_p,
         stop,
         stream: req.stream,
-        user: body.get("user").and_then(Value::as_str).map(str::to_string),
+        user: body.get("user").and_then(Value::as_str),
     })
 }
 
@@ -400,21 +396,17 @@ impl StreamWriter {
         write_event(out, None, &chunk);
     }
 
-    /// Writes one event; `usage` is what the provider reported so far (for the usage chunk).
-    pub fn write(&mut self, event: &Event, usage: Option<Usage>, out: &mut Vec<u8>) {
+    /// Writes one event.
+    pub fn write(&mut self, event: &Event<'_>, out: &mut Vec<u8>) {
         match event {
             Event::Start { id, model } => {
-                self.id_json = Value::from(id.as_str()).to_string();
-                self.model_json = Value::from(model.as_str()).to_string();
+                self.id_json = Value::from(*id).to_string();
+                self.model_json = Value::from(*model).to_string();
                 self.chunk(out, r#"{"role":"assistant","content":""}"#, None);
             }
-            Event::Text(text) => self.chunk(
-                out,
-                &format!(r#"{{"content":{}}}"#, Value::from(text.as_str())),
-                None,
-            ),
+            Event::Text(text) => self.chunk(out, &format!(r#"{{"content":{}}}"#, Value::from(*text)), None),
             Event::Finish(finish) => self.chunk(out, "{}", *finish),
-            Event::End => {
+            Event::End(usage) => {
                 if self.include_usage {
                     let chunk = format!(
                         r#"{{"id":{},"object":"chat.completion.chunk","created":{},"model":{},"choices":[],"usage":{}}}"#,
@@ -924,27 +916,27 @@ mod tests {
         )
         .unwrap();
         let n = to_neutral(&req, "X").unwrap();
-        assert_eq!(n.system, vec!["S".to_string(), String::new()]);
+        assert_eq!(n.system, vec!["S", ""]);
         assert_eq!(
             n.messages,
             vec![
                 Message {
                     index: 2,
                     role: Role::User,
-                    text: vec!["a".into(), String::new()]
+                    text: vec!["a", ""]
                 },
                 Message {
                     index: 3,
                     role: Role::Assistant,
-                    text: vec!["b".into()]
+                    text: vec!["b"]
                 },
             ]
         );
         assert_eq!(n.max_tokens, Some(7), "max_completion_tokens wins");
-        assert_eq!(n.temperature, serde_json::Number::from_f64(0.5));
-        assert_eq!(n.top_p, Some(1.into()));
-        assert_eq!(n.stop, vec!["END".to_string()]);
-        assert_eq!(n.user.as_deref(), Some("u"));
+        assert_eq!(n.temperature, serde_json::Number::from_f64(0.5).as_ref());
+        assert_eq!(n.top_p, Some(&1.into()));
+        assert_eq!(n.stop, vec!["END"]);
+        assert_eq!(n.user, Some("u"));
         assert!(n.stream);
         // The label names the target in refusals.
         let req =
@@ -975,15 +967,12 @@ mod tests {
         let mut w = StreamWriter::new(5, true);
         let mut out = Vec::new();
         for ev in [
-            Event::Start {
-                id: "i".into(),
-                model: "m".into(),
-            },
-            Event::Text("hé".into()),
+            Event::Start { id: "i", model: "m" },
+            Event::Text("hé"),
             Event::Finish(Some(Finish::Stop)),
-            Event::End,
+            Event::End(Some(u(3, 4))),
         ] {
-            w.write(&ev, Some(u(3, 4)), &mut out);
+            w.write(&ev, &mut out);
         }
         let head = r#"{"id":"i","object":"chat.completion.chunk","created":5,"model":"m","choices":"#;
         assert_eq!(
