@@ -1,5 +1,16 @@
 //! OpenAI-shaped API errors that every filter returns.
-use serde_json::json;
+use serde_json::Value;
+
+/// `{"error":{"message","type","code"}}` with the keys in OpenAI's order: the one place this JSON is
+/// written, for the filters' own errors and for translated provider errors alike.
+pub fn error_json(message: &str, kind: &str, code: &str) -> String {
+    format!(
+        r#"{{"error":{{"message":{},"type":{},"code":{}}}}}"#,
+        Value::from(message),
+        Value::from(kind),
+        Value::from(code)
+    )
+}
 
 /// An error sent to the client as `{"error":{"message","type","code"}}` with an HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +40,22 @@ impl ApiError {
     }
 
     pub fn body(&self) -> Vec<u8> {
-        json!({"error": {"message": self.message, "type": self.kind, "code": self.code}})
-            .to_string()
-            .into_bytes()
+        error_json(&self.message, self.kind, self.code).into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn one_shape_in_openai_order() {
+        let e = ApiError::invalid_request("bad", "a \"quoted\" é");
+        assert_eq!(
+            String::from_utf8(e.body()).unwrap(),
+            r#"{"error":{"message":"a \"quoted\" é","type":"invalid_request_error","code":"bad"}}"#
+        );
     }
 }

@@ -241,7 +241,9 @@ mod tests {
 
     #[test]
     fn notes_repeated_keys_at_any_depth_and_keeps_the_last() {
-        let mut b = Body::new(br#"{"model":"a","messages":[{"role":"user","content":"x","content":"y"}],"model":"b"}"#.to_vec());
+        let mut b = Body::new(
+            br#"{"model":"a","messages":[{"role":"user","content":"x","content":"y"}],"model":"b"}"#.to_vec(),
+        );
         assert_eq!(b.json().unwrap()["model"], "b", "as serde_json: the last wins");
         assert_eq!(b.json().unwrap()["messages"][0]["content"], "y");
         assert_eq!(b.duplicate_key(), Some("content"), "the first found");
