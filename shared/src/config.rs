@@ -82,6 +82,99 @@ impl FailureMode {
     }
 }
 
+/// A length of time in config, kept in milliseconds. Reads a plain integer of milliseconds (what the
+/// `*_ms` fields have always taken) or a string with a unit: `"250ms"`, `"5s"`. Whole numbers only;
+/// the field that holds it checks its own range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Duration(u64);
+
+impl Duration {
+    pub const fn from_ms(ms: u64) -> Duration {
+        Duration(ms)
+    }
+
+    pub const fn as_ms(self) -> u64 {
+        self.0
+    }
+
+    /// `"250ms"`, `"5s"` or plain digits (milliseconds); `None` for anything else or an overflow.
+    pub fn parse(s: &str) -> Option<Duration> {
+        let s = s.trim();
+        let (digits, scale) = match s.strip_suffix("ms") {
+            Some(d) => (d, 1),
+            None => match s.strip_suffix('s') {
+                Some(d) => (d, 1000),
+                None => (s, 1),
+            },
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse::<u64>().ok()?.checked_mul(scale).map(Duration)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Duration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("milliseconds as an integer, or a string such as \"250ms\" or \"5s\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Duration, E> {
+                Ok(Duration(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Duration, E> {
+                u64::try_from(v)
+                    .map(Duration)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
+                Duration::parse(v).ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// USD per million tokens: one entry of a `prices` table (ai-proxy's cost metric, the rate limit's cost
+/// limits), keyed by the upstream model.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub prompt_per_million: f64,
+    pub completion_per_million: f64,
+}
+
+impl Price {
+    /// What `u` costs, in micro-dollars.
+    pub fn cost_micro_usd(&self, u: crate::usage::Usage) -> u64 {
+        crate::usage::cost_micro_usd(u, self.prompt_per_million, self.completion_per_million)
+    }
+}
+
+/// Checks a `prices` table: every price a finite number >= 0, else an error naming
+/// `prices.<model>.<field>`.
+pub fn check_prices<'a>(
+    prices: impl IntoIterator<Item = (&'a String, &'a Price)>,
+) -> Result<(), ConfigError> {
+    for (model, p) in prices {
+        for (v, f) in [
+            (p.prompt_per_million, "prompt_per_million"),
+            (p.completion_per_million, "completion_per_million"),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(ConfigError::new(
+                    format!("prices.{model}.{f}"),
+                    "must be a number >= 0",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Where a secret comes from: the VM environment (Envoy `vm_config.environment_variables`) or the
 /// config itself (Kong, where a vault reference may fill it).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -153,5 +246,62 @@ mod tests {
         assert_eq!(s.resolve("auth", &env).unwrap_err().field, "auth");
         assert!(serde_json::from_str::<SecretSource>(r#"{"env":"K","value":"x"}"#).is_err());
         assert!(serde_json::from_str::<SecretSource>(r#"{"other":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn prices() {
+        let table: std::collections::BTreeMap<String, Price> =
+            serde_json::from_str(r#"{"a": {"prompt_per_million": 1, "completion_per_million": 0}}"#).unwrap();
+        assert!(check_prices(&table).is_ok());
+        let u = crate::usage::Usage {
+            prompt_tokens: 3,
+            completion_tokens: 9,
+        };
+        assert_eq!(table["a"].cost_micro_usd(u), 3);
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            let mut t = table.clone();
+            t.insert(
+                "b".into(),
+                Price {
+                    prompt_per_million: 0.0,
+                    completion_per_million: bad,
+                },
+            );
+            assert_eq!(
+                check_prices(&t).unwrap_err().field,
+                "prices.b.completion_per_million"
+            );
+        }
+        assert!(serde_json::from_str::<Price>(r#"{"prompt_per_million": 1}"#).is_err());
+        assert!(serde_json::from_str::<Price>(
+            r#"{"prompt_per_million": 1, "completion_per_million": 1, "x": 1}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn durations() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("250", Some(250)),
+            ("0", Some(0)),
+            ("\"250ms\"", Some(250)),
+            ("\"5s\"", Some(5000)),
+            ("\" 7s \"", Some(7000)),
+            ("\"0s\"", Some(0)),
+            ("\"1500\"", Some(1500)),
+            ("\"1.5s\"", None),
+            ("\"5m\"", None),
+            ("\"s\"", None),
+            ("\"-5s\"", None),
+            ("\"\"", None),
+            ("\"99999999999999999999s\"", None),
+            ("-1", None),
+            ("1.5", None),
+            ("true", None),
+        ];
+        for (json, want) in cases {
+            let got = serde_json::from_str::<Duration>(json).ok().map(Duration::as_ms);
+            assert_eq!(got, *want, "{json}");
+        }
     }
 }

@@ -1,11 +1,12 @@
 //! The common core of the AI gateway filters.
 //!
 //! Everything here except [`wasm`] is plain Rust with no proxy-wasm dependency, so it tests natively and
-//! under wasm32: OpenAI/Anthropic wire formats and translation, the one view of a chat request every
-//! policy reads ([`chat`]: which requests are chat requests, every text the model reads), incremental SSE,
-//! token accounting, errors, metric naming, and the small [`host::Host`] seam that policies use. [`wasm`]
-//! (feature `host`) is the only module that calls proxy-wasm: the real host adapter and the generic driver
-//! every filter reuses.
+//! under wasm32: the model providers and their translation ([`provider`]), the one view of a chat request
+//! every policy reads ([`chat`]: which requests are chat requests, every text the model reads), external
+//! calls and callout mode ([`callout`], [`breaker`]), incremental SSE, token accounting, errors, metric
+//! naming, the bounded shared-data queue ([`queue`]), and the small [`host::Host`] seam that policies use.
+//! [`wasm`] (feature `host`) is the only module that calls proxy-wasm: the real host adapter; the generic
+//! driver is [`host::driver`].
 //!
 //! Foundations written in-crate (no dependency) and checked against published test vectors:
 //! - [`crypto`]: SHA-256, HMAC-SHA256, CRC-32, base64/hex, and AWS SigV4 request signing;
@@ -13,7 +14,8 @@
 //! - [`framing`]: incremental AWS event-stream (Bedrock) and NDJSON decoders (SSE is in [`sse`]);
 //! - [`time`]: UTC calendar dates from epoch seconds and back, with no clock.
 
-pub mod anthropic;
+pub mod breaker;
+pub mod callout;
 pub mod chat;
 pub mod config;
 pub mod crypto;
@@ -23,8 +25,8 @@ pub mod host;
 pub mod injection;
 pub mod jwt;
 pub mod metrics;
-pub mod openai;
 pub mod pii;
+pub mod provider;
 pub mod queue;
 pub mod rand;
 pub mod ratelimit;

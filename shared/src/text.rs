@@ -170,6 +170,14 @@ pub fn fold(s: &str) -> Folded {
     Folded { text, map: Some(map) }
 }
 
+/// `s` cut to at most `max` characters (not bytes), so the cut never splits a character.
+pub fn truncate_chars(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => s.get(..cut).unwrap_or(s),
+        None => s,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +212,21 @@ mod tests {
         let g = fold("x\u{200B}");
         assert_eq!(g.original_range(1..1), 1..1);
         assert_eq!(g.original_range(5..9), 0..1);
+    }
+
+    #[test]
+    fn truncates_on_characters() {
+        let cases = [
+            ("hello", 3, "hel"),
+            ("hello", 5, "hello"),
+            ("hello", 9, "hello"),
+            ("héllo", 2, "hé"),
+            ("🦀🦀🦀", 1, "🦀"),
+            ("", 0, ""),
+            ("abc", 0, ""),
+        ];
+        for (s, max, want) in cases {
+            assert_eq!(truncate_chars(s, max), want, "{s} {max}");
+        }
     }
 }

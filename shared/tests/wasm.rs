@@ -9,10 +9,11 @@
 )]
 
 use serde_json::{json, Value};
-use shared::anthropic::{error_to_openai, request_to_anthropic, response_to_openai, AnthropicStream};
-use shared::openai::{error_from_upstream, parse_chat_request, OpenAiStream};
+use shared::provider::anthropic::{self, Anthropic};
+use shared::provider::openai::{self, error_from_upstream, parse_chat_request, OpenAiStream};
+use shared::provider::{client_error, Exchange, Reply, TranslatedStream};
 use shared::sse::{write_event, SseEvent, SseParser};
-use shared::usage::{cost_micro_usd, from_anthropic_json, from_openai_json, Usage};
+use shared::usage::{cost_micro_usd, Usage};
 use wasm_bindgen_test::*;
 
 const ANTHROPIC_STREAM: &str = include_str!("fixtures/anthropic_stream.sse");
@@ -56,14 +57,14 @@ fn sse_write_and_overflow() {
 fn usage_and_cost() {
     let v: Value = serde_json::from_str(ANTHROPIC_MESSAGE).unwrap();
     assert_eq!(
-        from_anthropic_json(&v),
+        anthropic::usage(&v),
         Some(Usage {
             prompt_tokens: 2112,
             completion_tokens: 14
         })
     );
     let v = json!({"usage": {"prompt_tokens": 3_000_000_000u64, "completion_tokens": 5}});
-    let u = from_openai_json(&v).unwrap();
+    let u = openai::usage(&v).unwrap();
     assert_eq!(u.total(), 3_000_000_005);
     assert_eq!(cost_micro_usd(u, 0.15, 0.60), 450_000_003);
     assert_eq!(
@@ -85,14 +86,18 @@ fn anthropic_round_trip() {
         br#"{"model":"claude-3-5-haiku","messages":[{"role":"system","content":"S"},{"role":"user","content":"hi"}],"stream":true,"max_tokens":10}"#,
     )
     .unwrap();
-    let body: Value = serde_json::from_slice(&request_to_anthropic(&req, "claude-x", 4096).unwrap()).unwrap();
+    let target = Anthropic::new("claude-x");
+    let (body, exchange) = Exchange::prepare(&req, &target).unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
         body,
         json!({"model": "claude-x", "max_tokens": 10, "system": "S", "stream": true,
                "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]})
     );
 
-    let (bytes, usage) = response_to_openai(ANTHROPIC_MESSAGE.as_bytes(), 7).unwrap();
+    let mut reply = Reply::new(&target, &exchange, 200, false, 7);
+    let bytes = reply.whole(&target, ANTHROPIC_MESSAGE.as_bytes()).unwrap();
+    let usage = reply.usage().unwrap();
     let v: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(
         v["choices"][0]["message"]["content"],
@@ -100,7 +105,8 @@ fn anthropic_round_trip() {
     );
     assert_eq!(usage.completion_tokens, 14);
 
-    let err: Value = serde_json::from_slice(&error_to_openai(
+    let err: Value = serde_json::from_slice(&client_error(
+        &target,
         529,
         br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
     ))
@@ -111,7 +117,7 @@ fn anthropic_round_trip() {
 
 #[wasm_bindgen_test]
 fn streams_byte_by_byte() {
-    let mut s = AnthropicStream::new(1, true);
+    let mut s = TranslatedStream::new(&Anthropic::new("claude-x"), 1, true).unwrap();
     let mut out = Vec::new();
     for b in ANTHROPIC_STREAM.as_bytes() {
         out.extend(s.feed(std::slice::from_ref(b)));

@@ -5,8 +5,9 @@
 //! `ai_pii_redact.meta.json` for Kong; the fixtures in `fixtures/` are checked against both.
 
 use serde::Deserialize;
+use shared::callout::{self, Names, RawService, Service};
 use shared::chat::{Kind, Routes};
-use shared::config::{parse_json, ConfigError, SecretSource};
+use shared::config::{parse_json, ConfigError, Duration, SecretSource};
 pub use shared::config::{FailureMode, Mode};
 use shared::host::Upstream;
 use shared::pii::{Action, Builtin, Engine, EngineErrorKind, EngineSpec, Rules};
@@ -101,7 +102,9 @@ struct RawNer {
     #[serde(default)]
     language: Option<String>,
     #[serde(default)]
-    timeout_ms: Option<u64>,
+    timeout_ms: Option<Duration>,
+    #[serde(default)]
+    retries: Option<u32>,
     #[serde(default)]
     threshold: Option<f64>,
     #[serde(default)]
@@ -113,15 +116,19 @@ struct RawNer {
 /// The external NER service (Presidio analyzer contract).
 #[derive(Debug, Clone)]
 pub struct Ner {
-    pub upstream: Upstream,
-    pub path: String,
+    /// Where and how it is called, and what its failure means.
+    pub service: Service,
     pub language: String,
-    pub timeout_ms: u64,
     pub threshold: f64,
     /// Presidio entity types to keep (upper case); empty keeps all.
     pub entities: Vec<String>,
-    pub failure_mode: FailureMode,
 }
+
+/// `ner`'s service fields keep their first names.
+const NER_NAMES: Names = Names {
+    upstream: "endpoint",
+    timeout: "timeout_ms",
+};
 
 /// Who sees model output unmasked: consumers whose header carries one of the values.
 #[derive(Debug, Clone)]
@@ -373,30 +380,28 @@ pub fn kinds_list(field: &str, names: &[String]) -> Result<Vec<Kind>, ConfigErro
 }
 
 fn compile_ner(n: RawNer) -> Result<Ner, ConfigError> {
-    non_empty("ner.endpoint.cluster", &n.endpoint.cluster)?;
-    match n.endpoint.host.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => {}
-        _ => return Err(ConfigError::new("ner.endpoint.host", "must be host:port")),
-    }
-    let path = n.path.unwrap_or_else(|| "/analyze".into());
-    if !path.starts_with('/') {
-        return Err(ConfigError::new("ner.path", "must start with /"));
-    }
+    let service = Service::compile(
+        "ner",
+        NER_NAMES,
+        RawService {
+            upstream: n.endpoint,
+            path: n.path.unwrap_or_else(|| "/analyze".into()),
+            headers: BTreeMap::new(),
+            timeout: n.timeout_ms,
+            retries: n.retries,
+            failure_mode: n.failure_mode,
+        },
+        callout::TIMEOUTS,
+    )?;
     let language = n.language.unwrap_or_else(|| "en".into());
     non_empty("ner.language", &language)?;
-    let timeout_ms = n.timeout_ms.unwrap_or(1000);
-    if !(1..=60_000).contains(&timeout_ms) {
-        return Err(ConfigError::new("ner.timeout_ms", "must be 1 to 60000"));
-    }
     let threshold = n.threshold.unwrap_or(0.5);
     if !(0.0..=1.0).contains(&threshold) {
         return Err(ConfigError::new("ner.threshold", "must be 0 to 1"));
     }
     Ok(Ner {
-        upstream: n.endpoint,
-        path,
+        service,
         language,
-        timeout_ms,
         threshold,
         entities: n
             .entities
@@ -404,7 +409,6 @@ fn compile_ner(n: RawNer) -> Result<Ner, ConfigError> {
             .into_iter()
             .map(|e| e.to_ascii_uppercase())
             .collect(),
-        failure_mode: n.failure_mode,
     })
 }
 
@@ -441,9 +445,26 @@ mod tests {
         assert_eq!(c.unmasked.as_ref().unwrap().header, "x-consumer-role");
         let ner = c.ner.unwrap();
         assert_eq!(
-            (ner.path.as_str(), ner.timeout_ms, ner.failure_mode),
-            ("/analyze", 1000, FailureMode::Allow)
+            (
+                ner.service.path.as_str(),
+                ner.service.timeout_ms,
+                ner.service.retries,
+                ner.service.failure_mode
+            ),
+            ("/analyze", 1000, 0, FailureMode::Allow)
         );
+        let c = Config::parse(
+            BASE.replacen(
+                r#""threshold": 0.6"#,
+                r#""threshold": 0.6, "timeout_ms": "2s", "retries": 2"#,
+                1,
+            )
+            .as_bytes(),
+            &env,
+        )
+        .unwrap();
+        let ner = c.ner.unwrap();
+        assert_eq!((ner.service.timeout_ms, ner.service.retries), (2000, 2));
         let d = Config::parse(b"{}", &env).unwrap();
         assert_eq!(d.mode, Mode::Enforce);
         assert_eq!(d.routes, Routes::default());
@@ -467,6 +488,17 @@ mod tests {
             (r#""env": "PII_HASH_KEY""#, r#""env": "MISSING""#, "hash_key"),
             (r#""threshold": 0.6"#, r#""threshold": 1.5"#, "ner.threshold"),
             (r#""127.0.0.1:5002""#, r#""127.0.0.1""#, "ner.endpoint.host"),
+            (r#""cluster": "ner""#, r#""cluster": " ""#, "ner.endpoint.cluster"),
+            (
+                r#""threshold": 0.6"#,
+                r#""threshold": 0.6, "timeout_ms": 60001"#,
+                "ner.timeout_ms",
+            ),
+            (
+                r#""threshold": 0.6"#,
+                r#""threshold": 0.6, "retries": 6"#,
+                "ner.retries",
+            ),
             (
                 r#""max_hold_bytes": 4096"#,
                 r#""max_hold_bytes": 1"#,

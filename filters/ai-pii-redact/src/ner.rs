@@ -118,21 +118,26 @@ pub fn parse_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::FailureMode;
+    use shared::callout::{RawService, Service, NAMES, TIMEOUTS};
     use shared::host::Upstream;
 
     fn ner() -> Ner {
-        Ner {
+        let raw = RawService {
             upstream: Upstream {
                 cluster: "c".into(),
                 host: "h:1".into(),
             },
             path: "/analyze".into(),
+            headers: Default::default(),
+            timeout: None,
+            retries: None,
+            failure_mode: Default::default(),
+        };
+        Ner {
+            service: Service::compile("ner", NAMES, raw, TIMEOUTS).unwrap(),
             language: "en".into(),
-            timeout_ms: 100,
             threshold: 0.5,
             entities: vec![],
-            failure_mode: FailureMode::Deny,
         }
     }
 

@@ -5,10 +5,11 @@
 use crate::body::{request_segments, rewrite_json_response, Segment, SseRewriter};
 use crate::config::{Config, FailureMode, Mode};
 use crate::ner;
+use shared::callout::{Callout, Failure, Judged};
 use shared::chat::{self, Api, Class, Edit};
 use shared::error::ApiError;
 use shared::host::{
-    Body, CallResponse, Host, HttpCall, LocalReply, LogLevel, Policy, ResponseMode, Step, WholeResponse,
+    Body, CallResponse, Host, LocalReply, LogLevel, Policy, ResponseMode, Step, WholeResponse,
 };
 use shared::metrics;
 use shared::pii::detect::resolve_overlaps;
@@ -34,7 +35,7 @@ enum Stage {
     Idle,
     /// The request's API, from its path.
     AwaitingBody(Option<Api>),
-    AwaitingNer(Box<Pending>),
+    AwaitingNer(Box<Pending>, Box<Callout>),
     Forwarded(Response),
 }
 
@@ -169,16 +170,10 @@ impl PiiRedact {
             if pending.segments.iter().any(|s| !s.text.trim().is_empty()) {
                 let (call_body, starts) = ner::request_body(&pending.segments, ner);
                 pending.starts = starts;
-                let call = HttpCall {
-                    upstream: ner.upstream.clone(),
-                    method: "POST".into(),
-                    path: ner.path.clone(),
-                    headers: vec![("content-type".into(), "application/json".into())],
-                    body: call_body,
-                    timeout_ms: ner.timeout_ms,
-                };
-                self.stage = Stage::AwaitingNer(Box::new(pending));
-                return Step::call(call);
+                let callout = ner.service.callout(call_body);
+                let step = callout.step();
+                self.stage = Stage::AwaitingNer(Box::new(pending), Box::new(callout));
+                return step;
             }
         }
         self.finish_request(host, pending, body)
@@ -319,20 +314,25 @@ impl Policy for PiiRedact {
         responses: Vec<CallResponse>,
         body: Option<&mut Body>,
     ) -> Step {
-        let (Stage::AwaitingNer(pending), Some(body)) =
+        let (Stage::AwaitingNer(pending, mut callout), Some(body)) =
             (std::mem::replace(&mut self.stage, Stage::Idle), body)
         else {
             return Step::Continue;
         };
         let mut pending = *pending;
-        let Some(ner) = self.config.ner.clone() else {
+        let config = Rc::clone(&self.config);
+        let Some(ner) = config.ner.as_ref() else {
             return self.finish_request(host, pending, body);
         };
         let response = responses.into_iter().next().unwrap_or_default();
-        let parsed = match response.status {
-            Some(200..=299) => ner::parse_response(&response.body, &pending.segments, &pending.starts, &ner),
-            Some(s) => Err(format!("status {s}")),
-            None => Err("call failed or timed out".into()),
+        let parsed = match callout.judge(response) {
+            Judged::Answer(r) => ner::parse_response(&r.body, &pending.segments, &pending.starts, ner)
+                .map_err(|why| callout.failed(Failure::InvalidResponse(why))),
+            Judged::Retry(step) => {
+                self.stage = Stage::AwaitingNer(Box::new(pending), callout);
+                return step;
+            }
+            Judged::Failed(failed) => Err(failed),
         };
         match parsed {
             Ok(found) => {
@@ -345,12 +345,15 @@ impl Policy for PiiRedact {
                 }
                 self.finish_request(host, pending, body)
             }
-            Err(why) => {
+            Err(failed) => {
                 host.log(
                     LogLevel::Warn,
-                    &format!("ai-pii-redact: NER service failed: {why}"),
+                    &format!(
+                        "ai-pii-redact: NER service failed after {} attempt(s): {}",
+                        failed.attempts, failed.why
+                    ),
                 );
-                match ner.failure_mode {
+                match failed.mode {
                     FailureMode::Allow => {
                         self.ner = Some("failed-allowed");
                         self.finish_request(host, pending, body)

@@ -9,8 +9,9 @@ use crate::schema::Schema;
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use shared::callout::{self, RawService, Service};
 use shared::chat::{Kind, Routes};
-use shared::config::{parse_json, ConfigError, SecretSource};
+use shared::config::{parse_json, ConfigError, Duration, SecretSource};
 pub use shared::config::{FailureMode, Mode};
 use shared::host::Upstream;
 use shared::injection::{Detector, Family};
@@ -184,7 +185,9 @@ struct RawClassifier {
     positive_label: Option<String>,
     threshold: f32,
     #[serde(default)]
-    timeout_ms: Option<u64>,
+    timeout_ms: Option<Duration>,
+    #[serde(default)]
+    retries: Option<u32>,
     #[serde(default)]
     cache_size: Option<usize>,
     failure_mode: FailureMode,
@@ -293,17 +296,14 @@ impl Judge {
 
 pub struct Classifier {
     pub mode: Mode,
-    pub upstream: Upstream,
-    pub path: String,
-    pub api_key: Option<String>,
+    /// Where and how it is called (the key as a bearer token), and what its failure means.
+    pub service: Service,
     pub request_field: Vec<String>,
     pub request_extra: Map<String, Value>,
     pub response_field: String,
     /// (label pointer, positive label).
     pub label: Option<(String, String)>,
     pub threshold: f32,
-    pub timeout_ms: u64,
-    pub failure_mode: FailureMode,
     pub combine: Combine,
     pub max_prompt_chars: usize,
     /// Per-VM cache of scores by prompt hash.
@@ -588,21 +588,30 @@ impl Classifier {
         at: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Classifier, ConfigError> {
-        if c.upstream.cluster.trim().is_empty() {
-            return Err(ConfigError::new(
-                format!("{at}.upstream.cluster"),
-                "must not be empty",
-            ));
+        let mut headers = BTreeMap::new();
+        if let Some(key) = c
+            .auth
+            .map(|a| a.resolve(&format!("{at}.auth"), env))
+            .transpose()?
+        {
+            headers.insert("authorization".to_string(), format!("Bearer {key}"));
         }
-        if c.upstream.host.trim().is_empty() {
-            return Err(ConfigError::new(
-                format!("{at}.upstream.host"),
-                "must not be empty",
-            ));
-        }
-        if !c.path.starts_with('/') {
-            return Err(ConfigError::new(format!("{at}.path"), "must start with /"));
-        }
+        let service = Service::compile(
+            at,
+            callout::Names {
+                upstream: "upstream",
+                timeout: "timeout_ms",
+            },
+            RawService {
+                upstream: c.upstream,
+                path: c.path,
+                headers,
+                timeout: c.timeout_ms,
+                retries: c.retries,
+                failure_mode: c.failure_mode,
+            },
+            callout::TIMEOUTS,
+        )?;
         let request_field = pointer(&format!("{at}.request_field"), c.request_field, "/text")?;
         let label = match (c.label_field, c.positive_label) {
             (Some(f), Some(p)) if !p.is_empty() => {
@@ -616,10 +625,6 @@ impl Classifier {
                 ))
             }
         };
-        let timeout_ms = c.timeout_ms.unwrap_or(1000);
-        if !(1..=60_000).contains(&timeout_ms) {
-            return Err(ConfigError::new(format!("{at}.timeout_ms"), "must be 1 to 60000"));
-        }
         let cache_size = c.cache_size.unwrap_or(256);
         if cache_size > 10_000 {
             return Err(ConfigError::new(format!("{at}.cache_size"), "must be 0 to 10000"));
@@ -637,22 +642,15 @@ impl Classifier {
         }
         Ok(Classifier {
             mode: c.mode,
-            api_key: c
-                .auth
-                .map(|a| a.resolve(&format!("{at}.auth"), env))
-                .transpose()?,
+            service,
             request_field: pointer_segments(&request_field).unwrap_or_default(),
             request_extra: c.request_extra.unwrap_or_default(),
             response_field: pointer(&format!("{at}.response_field"), c.response_field, "/score")?,
             label,
             threshold: score(&format!("{at}.threshold"), c.threshold)?,
-            timeout_ms,
-            failure_mode: c.failure_mode,
             combine,
             max_prompt_chars,
             cache: RefCell::new(Lru::new(cache_size)),
-            upstream: c.upstream,
-            path: c.path,
         })
     }
 }
@@ -686,7 +684,11 @@ mod tests {
         assert_eq!(c.rules.as_ref().unwrap().mode, Mode::Shadow);
         assert_eq!(c.scan_roles, vec!["user"]);
         let cl = c.classifier.as_ref().unwrap();
-        assert_eq!(cl.api_key.as_deref(), Some("k"));
+        assert_eq!(
+            cl.service.headers,
+            vec![("authorization".to_string(), "Bearer k".to_string())]
+        );
+        assert_eq!((cl.service.timeout_ms, cl.service.retries), (1000, 0));
         assert_eq!(cl.response_field, "/score");
         assert_eq!(cl.combine, Combine::Weighted { local_weight: 0.3 });
         let inj = c.injection.as_ref().unwrap();

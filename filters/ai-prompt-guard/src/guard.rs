@@ -11,12 +11,14 @@ use crate::classifier::{read_score, request_body};
 use crate::config::{Classifier, Combine, Config, FailureMode, Mode, SystemMessages};
 use crate::detect::{self, Local};
 use serde_json::Value;
+use shared::callout::{Callout, Failure, Judged};
 use shared::chat::{Api, Class};
 use shared::error::ApiError;
-use shared::host::{Body, CallResponse, Host, HttpCall, LocalReply, LogLevel, Policy, ResponseMode, Step};
+use shared::host::{Body, CallResponse, Host, LocalReply, LogLevel, Policy, ResponseMode, Step};
 use shared::injection::Scores;
 use shared::metrics;
 use shared::rand::stable_hash;
+use shared::text::truncate_chars;
 use std::rc::Rc;
 
 /// The check a finding belongs to (a metric label and part of every log line).
@@ -73,6 +75,7 @@ struct Pending {
     key: u64,
     /// Waiting for the cascade's judge (else the top-level classifier).
     judge: bool,
+    callout: Callout,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,26 +314,25 @@ impl Guard {
         let Some(cl) = remote(&config, judge) else {
             return self.pass();
         };
-        let prompt = truncate_chars(&texts.join("\n"), cl.max_prompt_chars);
+        let joined = texts.join("\n");
+        let prompt = truncate_chars(&joined, cl.max_prompt_chars);
         let key = stable_hash(prompt.as_bytes());
         let cached = cl.cache.borrow_mut().get(key);
         if let Some(remote) = cached {
             host.counter_add(&metric(remote_metric(judge), &[("result", "cached")]), 1);
             return self.decide_remote(host, judge, remote, local);
         }
-        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
-        if let Some(k) = &cl.api_key {
-            headers.push(("authorization".into(), format!("Bearer {k}")));
-        }
-        self.stage = Stage::Calling(Box::new(Pending { local, key, judge }));
-        Step::call(HttpCall {
-            upstream: cl.upstream.clone(),
-            method: "POST".into(),
-            path: cl.path.clone(),
-            headers,
-            body: request_body(&cl.request_field, &cl.request_extra, &prompt),
-            timeout_ms: cl.timeout_ms,
-        })
+        let callout = cl
+            .service
+            .callout(request_body(&cl.request_field, &cl.request_extra, prompt));
+        let step = callout.step();
+        self.stage = Stage::Calling(Box::new(Pending {
+            local,
+            key,
+            judge,
+            callout,
+        }));
+        step
     }
 
     fn pass(&mut self) -> Step {
@@ -405,20 +407,8 @@ fn too_large(limit: usize) -> Finding {
     Finding::new(
         Check::Validation,
         "max_body_bytes",
-        ApiError::new(
-            413,
-            "invalid_request_error",
-            "request_too_large",
-            format!("request body is larger than the limit of {limit} bytes"),
-        ),
+        shared::host::too_large(limit),
     )
-}
-
-fn truncate_chars(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => s.get(..i).unwrap_or(s).to_string(),
-        None => s.to_string(),
-    }
 }
 
 /// `score=0.93; family=instruction_override; model=0.97; instruction_override=0.93; role_play=0.00; ...`
@@ -632,7 +622,7 @@ impl Policy for Guard {
         responses: Vec<CallResponse>,
         _body: Option<&mut Body>,
     ) -> Step {
-        let Stage::Calling(pending) = std::mem::replace(&mut self.stage, Stage::Idle) else {
+        let Stage::Calling(mut pending) = std::mem::replace(&mut self.stage, Stage::Idle) else {
             return Step::Continue;
         };
         let response = responses.into_iter().next().unwrap_or_default();
@@ -641,33 +631,53 @@ impl Policy for Guard {
         let Some(cl) = remote(&config, judge) else {
             return self.pass();
         };
-        let score = match response.status {
-            Some(200..=299) => read_score(
-                &response.body,
+        let score = match pending.callout.judge(response) {
+            Judged::Answer(r) => read_score(
+                &r.body,
                 &cl.response_field,
                 cl.label.as_ref().map(|(p, l)| (p.as_str(), l.as_str())),
-            ),
-            _ => None,
+            )
+            .ok_or_else(|| {
+                let why = "no score in 0..1 at the configured pointer".to_string();
+                pending.callout.failed(Failure::InvalidResponse(why))
+            }),
+            Judged::Retry(step) => {
+                self.stage = Stage::Calling(pending);
+                return step;
+            }
+            Judged::Failed(failed) => Err(failed),
         };
         match score {
-            Some(remote) => {
+            Ok(remote) => {
                 cl.cache.borrow_mut().put(pending.key, remote);
                 host.counter_add(&metric(remote_metric(judge), &[("result", "ok")]), 1);
                 self.decide_remote(host, judge, remote, pending.local)
             }
-            None => {
-                let (failure_mode, mode) = (cl.failure_mode, cl.mode);
+            Err(failed) => {
                 host.counter_add(&metric(remote_metric(judge), &[("result", "error")]), 1);
-                let status = response.status.map_or("none".to_string(), |s| s.to_string());
-                match failure_mode {
+                match failed.mode {
                     FailureMode::Allow => {
                         host.log(
                             LogLevel::Warn,
-                            &format!("ai-prompt-guard: classifier failed (status {status}); failure_mode allow lets the request through"),
+                            &format!(
+                                "ai-prompt-guard: {} failed after {} attempt(s) ({}); failure_mode allow lets the request through",
+                                if judge { "judge" } else { "classifier" },
+                                failed.attempts,
+                                failed.why
+                            ),
                         );
                         self.pass()
                     }
                     FailureMode::Deny => {
+                        host.log(
+                            LogLevel::Warn,
+                            &format!(
+                                "ai-prompt-guard: {} failed after {} attempt(s) ({}); failure_mode deny",
+                                if judge { "judge" } else { "classifier" },
+                                failed.attempts,
+                                failed.why
+                            ),
+                        );
                         let err = ApiError::new(
                             503,
                             "api_error",
@@ -675,7 +685,7 @@ impl Policy for Guard {
                             "the prompt classifier is unavailable and failure_mode is deny",
                         );
                         let finding = Finding::new(Check::Classifier, "unavailable", err);
-                        match self.flag(host, mode, finding) {
+                        match self.flag(host, cl.mode, finding) {
                             Some(reply) => Step::Reply(reply),
                             None => self.pass(),
                         }

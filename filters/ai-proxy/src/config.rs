@@ -5,28 +5,13 @@
 //! `fixtures/` are checked against both.
 
 use serde::Deserialize;
-use shared::config::{parse_json, ConfigError, SecretSource};
+use shared::callout::attempts::{Candidate, RawResilience, Resilience};
+use shared::callout::valid_host;
+use shared::config::{check_prices, parse_json, ConfigError, Price, SecretSource};
+use shared::host::{HttpCall, Upstream};
+use shared::provider::{Provider, ProviderConfig};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Provider {
-    Openai,
-    Anthropic,
-    Azure,
-    OpenaiCompatible,
-}
-
-impl Provider {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Openai => "openai",
-            Provider::Anthropic => "anthropic",
-            Provider::Azure => "azure",
-            Provider::OpenaiCompatible => "openai_compatible",
-        }
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,69 +30,21 @@ struct RawConfig {
     resilience: Option<RawResilience>,
 }
 
-/// Timeouts, retries and the circuit breaker. At the top level it is the default for every target;
-/// a target's own block overrides it field by field.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawResilience {
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-    #[serde(default)]
-    retries: Option<u32>,
-    #[serde(default)]
-    retry_on: Option<Vec<String>>,
-    #[serde(default)]
-    breaker: Option<RawBreaker>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBreaker {
-    #[serde(default)]
-    consecutive_failures: Option<u32>,
-    #[serde(default)]
-    error_rate: Option<ErrorRate>,
-    cooldown_ms: u64,
-}
-
-/// Opens when, within a window of `window_ms`, at least `min_requests` calls were made and at least
-/// `percent` of them failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ErrorRate {
-    pub percent: u32,
-    pub min_requests: u32,
-    pub window_ms: u64,
-}
-
-/// Opens on either rule; after `cooldown_ms` one probe may pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Breaker {
-    pub consecutive_failures: Option<u32>,
-    pub error_rate: Option<ErrorRate>,
-    pub cooldown_ms: u64,
-}
-
+/// A target: the fields every provider has, and the provider's own (tagged by `provider`). Fields
+/// this struct does not know go to the provider's variant, which refuses any that are not its own
+/// (`deny_unknown_fields` there), so `anthropic_version` on an openai target is an error naming it.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawTarget {
     name: String,
-    provider: Provider,
     #[serde(default)]
     model: Option<String>,
-    #[serde(default)]
-    deployment: Option<String>,
-    #[serde(default)]
-    api_version: Option<String>,
     endpoint: RawEndpoint,
     #[serde(default)]
     auth: Option<SecretSource>,
     #[serde(default)]
-    anthropic_version: Option<String>,
-    #[serde(default)]
-    default_max_tokens: Option<u64>,
-    #[serde(default)]
     resilience: Option<RawResilience>,
+    #[serde(flatten)]
+    provider: ProviderConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,168 +88,67 @@ struct RawSticky {
     header: String,
 }
 
-/// USD per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    pub prompt_per_million: f64,
-    pub completion_per_million: f64,
-}
-
 /// A checked provider target.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Target {
     pub name: String,
-    pub provider: Provider,
-    /// The model name sent upstream (Azure: the deployment); also the key of the price table.
-    pub upstream_model: String,
+    /// Its provider: model, paths, credential headers, translation.
+    pub provider: Box<dyn Provider>,
     pub cluster: String,
     pub host: String,
-    /// Path (and query, for Azure) of the upstream request.
-    pub path: String,
+    /// `endpoint.path`: replaces the provider's path.
+    pub path_override: Option<String>,
     pub api_key: Option<String>,
-    pub anthropic_version: String,
-    pub default_max_tokens: u64,
     pub price: Option<Price>,
     pub resilience: Resilience,
 }
 
-/// What counts as a failure worth another try.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryOn {
-    /// No answer at all: connection refused or reset, or the host could not make the call.
-    ConnectFailure,
-    /// The target did not answer within `timeout_ms`.
-    Timeout,
-    /// A 2xx answer that cannot be read (bad JSON, a stream without its end).
-    InvalidResponse,
-    Status(u16),
-}
-
-impl RetryOn {
-    fn parse(s: &str) -> Option<RetryOn> {
-        match s {
-            "connect_failure" => Some(RetryOn::ConnectFailure),
-            "timeout" => Some(RetryOn::Timeout),
-            "invalid_response" => Some(RetryOn::InvalidResponse),
-            _ => s
-                .parse::<u16>()
-                .ok()
-                .filter(|c| (400..600).contains(c))
-                .map(RetryOn::Status),
+impl Target {
+    /// Path (and query) of the upstream request.
+    pub fn path(&self, stream: bool) -> Cow<'_, str> {
+        match &self.path_override {
+            Some(p) => Cow::Borrowed(p),
+            None => self.provider.path(stream),
         }
     }
-}
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resilience {
-    /// Deadline for a whole answer from this target, per attempt.
-    pub timeout_ms: u64,
-    /// Further attempts on the same target before falling back.
-    pub retries: u32,
-    pub retry_on: Vec<RetryOn>,
-    pub breaker: Option<Breaker>,
-}
-
-pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
-
-impl Breaker {
-    fn compile(field: &str, b: RawBreaker) -> Result<Self, ConfigError> {
-        if b.consecutive_failures.is_none() && b.error_rate.is_none() {
-            return Err(ConfigError::new(
-                field,
-                "needs consecutive_failures, error_rate, or both",
-            ));
-        }
-        if b.consecutive_failures == Some(0) {
-            return Err(ConfigError::new(
-                format!("{field}.consecutive_failures"),
-                "must be at least 1",
-            ));
-        }
-        if b.cooldown_ms == 0 {
-            return Err(ConfigError::new(
-                format!("{field}.cooldown_ms"),
-                "must be at least 1",
-            ));
-        }
-        if let Some(r) = b.error_rate {
-            let at = |f: &str| format!("{field}.error_rate.{f}");
-            if !(1..=100).contains(&r.percent) {
-                return Err(ConfigError::new(at("percent"), "must be 1 to 100"));
-            }
-            if r.min_requests == 0 {
-                return Err(ConfigError::new(at("min_requests"), "must be at least 1"));
-            }
-            if r.window_ms == 0 {
-                return Err(ConfigError::new(at("window_ms"), "must be at least 1"));
-            }
-        }
-        Ok(Breaker {
-            consecutive_failures: b.consecutive_failures,
-            error_rate: b.error_rate,
-            cooldown_ms: b.cooldown_ms,
-        })
+    /// The model sent upstream (Azure: the deployment); the key of the price table and a label.
+    pub fn model(&self) -> &str {
+        self.provider.model()
     }
-}
-const MAX_RETRIES: u32 = 5;
 
-impl Resilience {
-    fn compile(
-        field: &str,
-        own: Option<&RawResilience>,
-        global: Option<&RawResilience>,
-    ) -> Result<Self, ConfigError> {
-        let pick = |f: fn(&RawResilience) -> bool| own.filter(|r| f(r)).or(global);
-        let timeout_ms = pick(|r| r.timeout_ms.is_some())
-            .and_then(|r| r.timeout_ms)
-            .unwrap_or(DEFAULT_TIMEOUT_MS);
-        if timeout_ms == 0 {
-            return Err(ConfigError::new(
-                format!("{field}.timeout_ms"),
-                "must be at least 1",
-            ));
+    /// How callout mode's chain sees it.
+    pub fn candidate(&self) -> Candidate<'_> {
+        Candidate {
+            name: &self.name,
+            resilience: &self.resilience,
         }
-        let retries = pick(|r| r.retries.is_some()).and_then(|r| r.retries).unwrap_or(0);
-        if retries > MAX_RETRIES {
-            return Err(ConfigError::new(format!("{field}.retries"), "must be 0 to 5"));
+    }
+
+    /// The headers of the upstream request that carry the target's key and its provider's version.
+    pub fn credentials(&self) -> Vec<(&'static str, String)> {
+        self.provider.headers(self.api_key.as_deref())
+    }
+
+    /// A callout to this target, with its timeout, for `body` already translated for it.
+    /// Without a key of its own the client's credentials go along.
+    pub fn call(&self, body: Vec<u8>, stream: bool, client_auth: Option<&str>) -> HttpCall {
+        let mut headers: Vec<(String, String)> = vec![("content-type".into(), "application/json".into())];
+        headers.extend(self.credentials().into_iter().map(|(k, v)| (k.to_string(), v)));
+        if let (None, Some(auth)) = (&self.api_key, client_auth) {
+            headers.push(("authorization".into(), auth.to_string()));
         }
-        let retry_on = match pick(|r| r.retry_on.is_some()).and_then(|r| r.retry_on.as_ref()) {
-            Some(list) => {
-                let mut out = Vec::with_capacity(list.len());
-                for (i, s) in list.iter().enumerate() {
-                    let Some(c) = RetryOn::parse(s) else {
-                        return Err(ConfigError::new(
-                            format!("{field}.retry_on[{i}]"),
-                            format!(
-                                "`{s}` is not connect_failure, timeout, invalid_response or a 4xx/5xx status"
-                            ),
-                        ));
-                    };
-                    out.push(c);
-                }
-                out
-            }
-            None => vec![
-                RetryOn::ConnectFailure,
-                RetryOn::Timeout,
-                RetryOn::Status(429),
-                RetryOn::Status(500),
-                RetryOn::Status(502),
-                RetryOn::Status(503),
-                RetryOn::Status(504),
-            ],
-        };
-        let breaker = match pick(|r| r.breaker.is_some()).and_then(|r| r.breaker) {
-            Some(b) => Some(Breaker::compile(&format!("{field}.breaker"), b)?),
-            None => None,
-        };
-        Ok(Resilience {
-            timeout_ms,
-            retries,
-            retry_on,
-            breaker,
-        })
+        HttpCall {
+            upstream: Upstream {
+                cluster: self.cluster.clone(),
+                host: self.host.clone(),
+            },
+            method: "POST".into(),
+            path: self.path(stream).into_owned(),
+            headers,
+            body,
+            timeout_ms: self.resilience.timeout_ms,
+        }
     }
 }
 
@@ -354,13 +190,6 @@ fn valid_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
 }
 
-fn valid_host(s: &str) -> bool {
-    match s.rsplit_once(':') {
-        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
-        None => false,
-    }
-}
-
 fn non_empty(field: String, value: Option<String>, what: &str) -> Result<String, ConfigError> {
     match value {
         Some(v) if !v.trim().is_empty() => Ok(v),
@@ -396,46 +225,7 @@ impl Config {
                     format!("duplicate target name `{}`", t.name),
                 ));
             }
-            let is_anthropic = t.provider == Provider::Anthropic;
-            if !is_anthropic && (t.anthropic_version.is_some() || t.default_max_tokens.is_some()) {
-                let f = if t.anthropic_version.is_some() {
-                    "anthropic_version"
-                } else {
-                    "default_max_tokens"
-                };
-                return Err(ConfigError::new(at(f), "only applies to provider anthropic"));
-            }
-            let is_azure = t.provider == Provider::Azure;
-            if !is_azure && (t.deployment.is_some() || t.api_version.is_some()) {
-                let f = if t.deployment.is_some() {
-                    "deployment"
-                } else {
-                    "api_version"
-                };
-                return Err(ConfigError::new(at(f), "only applies to provider azure"));
-            }
-            let (upstream_model, default_path) = if is_azure {
-                let d = non_empty(at("deployment"), t.deployment, "deployment")?;
-                let v = t.api_version.unwrap_or_else(|| "2024-10-21".into());
-                if v.trim().is_empty() {
-                    return Err(ConfigError::new(at("api_version"), "must not be empty"));
-                }
-                let path = format!("/openai/deployments/{d}/chat/completions?api-version={v}");
-                if let Some(m) = &t.model {
-                    if m.trim().is_empty() {
-                        return Err(ConfigError::new(at("model"), "model must not be empty"));
-                    }
-                }
-                (d, path)
-            } else {
-                let m = non_empty(at("model"), t.model, "model")?;
-                let path = if is_anthropic {
-                    "/v1/messages"
-                } else {
-                    "/v1/chat/completions"
-                };
-                (m, path.to_string())
-            };
+            let provider = t.provider.compile(t.model, &at)?;
             let cluster = non_empty(at("endpoint.cluster"), Some(t.endpoint.cluster), "cluster")?;
             if !valid_host(&t.endpoint.host) {
                 return Err(ConfigError::new(
@@ -443,19 +233,15 @@ impl Config {
                     "must be host:port, e.g. api.openai.com:443",
                 ));
             }
-            let path = match t.endpoint.path {
-                Some(p) if p.starts_with('/') => p,
+            let path_override = match t.endpoint.path {
+                Some(p) if p.starts_with('/') => Some(p),
                 Some(_) => return Err(ConfigError::new(at("endpoint.path"), "must start with /")),
-                None => default_path,
+                None => None,
             };
             let api_key = match &t.auth {
                 Some(s) => Some(s.resolve(&at("auth"), env)?),
                 None => None,
             };
-            let default_max_tokens = t.default_max_tokens.unwrap_or(4096);
-            if default_max_tokens == 0 {
-                return Err(ConfigError::new(at("default_max_tokens"), "must be at least 1"));
-            }
             let resilience =
                 Resilience::compile(&at("resilience"), t.resilience.as_ref(), global_resilience)?;
             let has_resilience = t.resilience.is_some() || global_resilience.is_some();
@@ -463,15 +249,12 @@ impl Config {
             targets.push(Target {
                 resilience,
                 name: t.name,
-                provider: t.provider,
-                price: raw.prices.get(&upstream_model).copied(),
-                upstream_model,
+                price: raw.prices.get(provider.model()).copied(),
+                provider,
                 cluster,
                 host: t.endpoint.host,
-                path,
+                path_override,
                 api_key,
-                anthropic_version: t.anthropic_version.unwrap_or_else(|| "2023-06-01".into()),
-                default_max_tokens,
             });
         }
         if raw.models.is_empty() {
@@ -536,19 +319,7 @@ impl Config {
                 },
             );
         }
-        for (model, p) in &raw.prices {
-            for (v, f) in [
-                (p.prompt_per_million, "prompt_per_million"),
-                (p.completion_per_million, "completion_per_million"),
-            ] {
-                if !(v.is_finite() && v >= 0.0) {
-                    return Err(ConfigError::new(
-                        format!("prices.{model}.{f}"),
-                        "must be a number >= 0",
-                    ));
-                }
-            }
-        }
+        check_prices(&raw.prices)?;
         let max_body = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
         if !(1..=MAX_MAX_BODY).contains(&max_body) {
             return Err(ConfigError::new("max_body_bytes", "must be 1 to 104857600"));
@@ -577,6 +348,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::callout::attempts::RetryOn;
 
     fn env(k: &str) -> Option<String> {
         (k == "OPENAI_API_KEY").then(|| "sk-test".to_string())
@@ -596,14 +368,21 @@ mod tests {
     fn parses_and_defaults() {
         let c = Config::parse(BASE.as_bytes(), &env).unwrap();
         assert_eq!(c.targets[0].api_key.as_deref(), Some("sk-test"));
-        assert_eq!(c.targets[0].path, "/v1/chat/completions");
-        assert_eq!(c.targets[1].path, "/v1/messages");
-        assert_eq!(c.targets[1].default_max_tokens, 4096);
+        assert_eq!(c.targets[0].path(false), "/v1/chat/completions");
+        assert_eq!(c.targets[1].path(true), "/v1/messages");
         assert_eq!(
-            c.targets[2].path,
+            c.targets[1].credentials(),
+            vec![
+                ("x-api-key", "k".to_string()),
+                ("anthropic-version", "2023-06-01".to_string())
+            ]
+        );
+        assert_eq!(
+            c.targets[2].path(false),
             "/openai/deployments/dep/chat/completions?api-version=2024-10-21"
         );
-        assert_eq!(c.targets[2].upstream_model, "dep");
+        assert_eq!(c.targets[2].model(), "dep");
+        assert_eq!(c.targets[2].provider.name(), "azure");
         assert!(c.targets[0].price.is_some() && c.targets[1].price.is_none());
         assert_eq!(
             c.models["m"].routes.iter().map(|r| r.weight).collect::<Vec<_>>(),
@@ -647,6 +426,46 @@ mod tests {
         assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
         assert!(Config::parse(b"", &env).is_err());
         assert!(Config::parse(b"[]", &env).is_err());
+    }
+
+    #[test]
+    fn provider_fields_belong_to_their_provider() {
+        // Each provider-only field on a target of another provider: refused, the field named.
+        let cases = [
+            (
+                r#""name":"a","provider":"openai""#,
+                r#""anthropic_version":"2023-06-01""#,
+            ),
+            (r#""name":"a","provider":"openai""#, r#""default_max_tokens":5"#),
+            (r#""name":"a","provider":"openai""#, r#""deployment":"d""#),
+            (r#""name":"a","provider":"openai""#, r#""api_version":"v""#),
+            (r#""name":"b","provider":"anthropic""#, r#""deployment":"d""#),
+            (r#""name":"b","provider":"anthropic""#, r#""api_version":"v""#),
+            (
+                r#""name":"z","provider":"azure""#,
+                r#""anthropic_version":"2023-06-01""#,
+            ),
+            (r#""name":"z","provider":"azure""#, r#""default_max_tokens":5"#),
+            (r#""name":"a","provider":"openai""#, r#""bogus":1"#),
+        ];
+        for (target, field) in cases {
+            let json = BASE.replacen(target, &format!("{target},{field}"), 1);
+            assert_ne!(json, BASE, "{target}");
+            let err = Config::parse(json.as_bytes(), &env).unwrap_err().to_string();
+            let name = field.split('"').nth(1).unwrap();
+            assert!(err.contains(&format!("unknown field `{name}`")), "{field}: {err}");
+        }
+        // On their own provider they are fine.
+        let json = BASE.replacen(
+            r#""name":"b","provider":"anthropic""#,
+            r#""name":"b","provider":"anthropic","anthropic_version":"2024-01-01","default_max_tokens":7"#,
+            1,
+        );
+        let c = Config::parse(json.as_bytes(), &env).unwrap();
+        assert_eq!(
+            c.targets[1].credentials()[1],
+            ("anthropic-version", "2024-01-01".to_string())
+        );
     }
 
     #[test]

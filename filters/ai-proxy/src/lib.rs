@@ -1,10 +1,9 @@
 //! ai-proxy: one OpenAI-compatible front door to many LLM providers.
 //!
-//! Glue only: the config lives in [`config`], the policy in [`proxy`], and the shared driver turns the
-//! policy's answers into host calls.
+//! Glue only: the config lives in [`config`], the policy in [`proxy`]; providers and their
+//! translation are `shared::provider`, callout mode `shared::callout::attempts`, and the shared driver
+//! turns the policy's answers into host calls.
 
-pub mod attempt;
-pub mod breaker;
 pub mod config;
 pub mod proxy;
 

@@ -1,28 +1,34 @@
 //! The ai-proxy policy: pick a target for the client's model, translate the request for its provider,
 //! translate the answer back to OpenAI's shape, and account for tokens, cost and latency.
+//!
+//! A request goes one of two ways once its body is read:
+//! - [`Stage::Forwarded`]: the proxy sends the translated request to the target and the answer is
+//!   read as it streams back ([`Reply`]);
+//! - [`Stage::Calling`]: callout mode, for models with a fallback chain or resilience: the filter
+//!   calls the targets itself ([`Attempts`]), judges each whole answer through the same [`Reply`], and
+//!   answers the client.
 
-use crate::attempt::{self, Failure, Wanted};
-use crate::breaker::{self, Admit};
-use crate::config::{Config, Model, Provider, Target};
+use crate::config::{Config, Model, Target};
 use serde_json::{json, Value};
-use shared::anthropic::{self, AnthropicStream};
+use shared::callout::attempts::{Attempts, Exhausted, Next};
+use shared::callout::{self, Failure};
 use shared::chat::Class;
 use shared::error::ApiError;
 use shared::host::{
     Body, CallResponse, Host, LocalReply, LogLevel, Policy, ResponseMode, Route, Step, WholeResponse,
 };
 use shared::metrics;
-use shared::openai::{self, ChatRequest, OpenAiStream};
+use shared::provider::openai::{self, ChatRequest};
+use shared::provider::{client_error, Exchange, Reply, CREDENTIAL_HEADERS};
 use shared::rand::{stable_hash, Rng};
-use shared::usage::{self, Usage};
+use shared::usage::Usage;
 use std::rc::Rc;
 
+const NAME: &str = "ai-proxy";
 /// The requests this filter translates: OpenAI Chat Completions, classified as every filter does.
 static CHAT: std::sync::LazyLock<shared::chat::Routes> =
     std::sync::LazyLock::new(|| shared::chat::Routes::apis(&[shared::chat::Api::ChatCompletions]));
 const MODELS_PATH: &str = "/v1/models";
-/// Bound on the copy of a JSON response kept to read its usage.
-const MAX_OBSERVED: usize = 8 * 1024 * 1024;
 
 pub struct AiProxy {
     config: Rc<Config>,
@@ -36,51 +42,37 @@ enum Stage {
     AwaitingBody {
         start_ms: u64,
     },
-    Routed(Box<Routed>),
+    /// Forward mode: the proxy sends the request to the target.
+    Forwarded(Box<Forwarded>),
+    /// Callout mode: the filter calls the targets itself and answers.
+    Calling(Box<Calling>),
 }
 
-struct Routed {
+/// What the end-of-request metrics and log need, whichever way the request went.
+struct Account {
     start_ms: u64,
+    /// The target that answered (or was last tried).
     target: usize,
     client_model: String,
-    /// The client asked for a stream and for the usage chunk itself.
-    include_usage: bool,
-    /// We added `include_usage` upstream, so the usage chunk must be stripped again.
-    injected_usage: bool,
     status: u16,
-    body: ResponseBody,
     usage: Option<Usage>,
-    /// Callout mode: the filter makes the upstream calls and answers itself.
-    attempts: Option<Box<Attempts>>,
 }
 
-/// Where a request stands in its chain of targets (callout mode).
-struct Attempts {
+struct Forwarded {
+    account: Account,
+    exchange: Exchange,
+    /// Set once the response headers have come.
+    reply: Option<Reply>,
+}
+
+struct Calling {
+    account: Account,
     req: ChatRequest,
-    /// The weighted first choice, then the model's fallback targets.
-    chain: Vec<usize>,
-    pos: usize,
-    retries_left: u32,
-    /// Calls made so far.
-    count: u32,
+    attempts: Attempts,
+    /// The exchange of the call in flight.
+    exchange: Option<Exchange>,
     /// The client's credentials, for targets without a key of their own.
     client_auth: Option<String>,
-    last_failure: Option<(usize, Failure)>,
-    /// Earliest time an open breaker on this chain lets a probe through.
-    reopen_at: Option<u64>,
-}
-
-enum ResponseBody {
-    None,
-    OpenAiStream(OpenAiStream),
-    AnthropicStream(AnthropicStream),
-    /// An OpenAI-shaped JSON answer, passed through; a copy is kept to read `usage` at the end.
-    ObservedJson(Vec<u8>),
-    /// Anthropic JSON (or an upstream error) rewritten whole at the end.
-    Rewrite {
-        anthropic: bool,
-        ok: bool,
-    },
 }
 
 impl AiProxy {
@@ -105,10 +97,6 @@ impl AiProxy {
             ),
         );
         err.into()
-    }
-
-    fn target(&self, routed: &Routed) -> Option<&Target> {
-        self.config.targets.get(routed.target)
     }
 
     /// Weighted choice among the model's targets; with a sticky header, the same value always
@@ -173,20 +161,6 @@ impl AiProxy {
         Ok((req, index, callout))
     }
 
-    fn routed(start_ms: u64, target: usize, req: &ChatRequest, injected_usage: bool) -> Routed {
-        Routed {
-            start_ms,
-            target,
-            client_model: req.model.clone(),
-            include_usage: req.include_usage,
-            injected_usage,
-            status: 0,
-            body: ResponseBody::None,
-            usage: None,
-            attempts: None,
-        }
-    }
-
     /// Forward mode: rewrite the request for the target and let the proxy send it.
     fn forward(
         &mut self,
@@ -196,18 +170,18 @@ impl AiProxy {
         start_ms: u64,
         body: &mut Body,
     ) -> Step {
-        let Some(target) = self.config.targets.get(index) else {
+        let config = Rc::clone(&self.config);
+        let Some(target) = config.targets.get(index) else {
             return Step::Reply(internal_error());
         };
-        let injected_usage = req.stream && !req.include_usage && target.provider != Provider::Anthropic;
-        let upstream = match upstream_body(&req, target, injected_usage) {
-            Ok(upstream) => upstream,
+        let (upstream, exchange) = match Exchange::prepare(&req, target.provider.as_ref()) {
+            Ok(prepared) => prepared,
             Err(err) => {
                 self.stage = Stage::Idle;
                 return Step::Reply(self.reject(host, err));
             }
         };
-        if let Err(e) = set_upstream_headers(host, target, &self.config.route_header) {
+        if let Err(e) = set_upstream_headers(host, target, &config.route_header, req.stream) {
             // Never forward to the route's default upstream: the request may carry the target's key.
             self.stage = Stage::Idle;
             let err = ApiError::upstream(
@@ -217,12 +191,17 @@ impl AiProxy {
             );
             return Step::Reply(self.reject(host, err));
         }
-        self.stage = Stage::Routed(Box::new(Self::routed(start_ms, index, &req, injected_usage)));
+        self.stage = Stage::Forwarded(Box::new(Forwarded {
+            account: Account::new(start_ms, index, &req),
+            exchange,
+            reply: None,
+        }));
         body.replace(upstream);
         Step::Continue
     }
 
-    /// Callout mode: set up the chain and make the first call.
+    /// Callout mode: set up the chain (the weighted first choice, then the model's fallback) and
+    /// make the first call.
     fn start_attempts(&mut self, host: &mut dyn Host, req: ChatRequest, first: usize, start_ms: u64) -> Step {
         let fallback = self
             .config
@@ -232,106 +211,78 @@ impl AiProxy {
             .unwrap_or_default();
         let mut chain = vec![first];
         chain.extend(fallback.into_iter().filter(|t| *t != first));
-        let mut routed = Self::routed(start_ms, first, &req, false);
-        routed.attempts = Some(Box::new(Attempts {
-            retries_left: self.config.targets.get(first).map_or(0, |t| t.resilience.retries),
+        self.stage = Stage::Calling(Box::new(Calling {
+            account: Account::new(start_ms, first, &req),
             req,
-            chain,
-            pos: 0,
-            count: 0,
+            attempts: Attempts::new(NAME, chain),
+            exchange: None,
             client_auth: host.request_header("authorization"),
-            last_failure: None,
-            reopen_at: None,
         }));
-        self.stage = Stage::Routed(Box::new(routed));
         self.next_call(host)
     }
 
-    /// The call for the current chain position, skipping targets whose breaker is open; the final
-    /// answer when the chain is used up.
+    /// The next call of the chain, or the final answer when it is used up.
     fn next_call(&mut self, host: &mut dyn Host) -> Step {
         let config = Rc::clone(&self.config);
-        let Stage::Routed(routed) = &mut self.stage else {
+        let Stage::Calling(calling) = &mut self.stage else {
             return Step::Continue;
         };
-        let Some(att) = routed.attempts.as_mut() else {
-            return Step::Continue;
-        };
-        let now = host.now_ms();
-        while let Some(&index) = att.chain.get(att.pos) {
-            let Some(target) = config.targets.get(index) else {
-                att.pos += 1;
-                continue;
-            };
-            if target.resilience.breaker.is_some() {
-                if let Admit::No { retry_at_ms } =
-                    breaker::admit(host, &target.name, now, target.resilience.timeout_ms)
-                {
-                    host.counter_add(
-                        &metrics::name("ai_proxy_breaker_skipped_total", &[("target", &target.name)]),
-                        1,
-                    );
-                    att.reopen_at = Some(att.reopen_at.map_or(retry_at_ms, |r| r.min(retry_at_ms)));
-                    att.pos += 1;
-                    att.retries_left = next_retries(&config, &att.chain, att.pos);
-                    continue;
-                }
+        let Calling {
+            account,
+            req,
+            attempts,
+            exchange,
+            client_auth,
+        } = &mut **calling;
+        let next = attempts.next(
+            host,
+            |i| config.targets.get(i).map(Target::candidate),
+            |i| {
+                let Some(target) = config.targets.get(i) else {
+                    return Err(Failure::ConnectFailure);
+                };
+                // A target that cannot take the request (a feature its provider lacks) is passed over.
+                let (body, ex) =
+                    Exchange::prepare(req, target.provider.as_ref()).map_err(|e| Failure::Status {
+                        status: e.status,
+                        body: e.body(),
+                    })?;
+                *exchange = Some(ex);
+                Ok(target.call(body, req.stream, client_auth.as_deref()))
+            },
+        );
+        let exhausted = match next {
+            Next::Call { upstream, call } => {
+                account.target = upstream;
+                return Step::call(call);
             }
-            let injected = att.req.stream && !att.req.include_usage && target.provider != Provider::Anthropic;
-            let body = match upstream_body(&att.req, target, injected) {
-                Ok(b) => b,
-                // This target cannot take the request (e.g. a feature Anthropic lacks): try the next.
-                Err(err) => {
-                    att.last_failure = Some((
-                        index,
-                        Failure::Status {
-                            status: err.status,
-                            body: err.body(),
-                        },
-                    ));
-                    att.pos += 1;
-                    att.retries_left = next_retries(&config, &att.chain, att.pos);
-                    continue;
-                }
-            };
-            att.count += 1;
-            routed.target = index;
-            routed.injected_usage = injected;
-            return Step::call(attempt::call(target, body, host.kind(), att.client_auth.clone()));
-        }
-        // A client error is final and says nothing of the targets: it is the answer even when a breaker
-        // was skipped on the way.
-        let final_client_error = att
-            .last_failure
-            .as_ref()
-            .is_some_and(|(_, f)| !f.is_target_fault());
-        let (status, body, retry_after) = match (&att.last_failure, att.reopen_at) {
-            (Some((index, failure)), reopen) if reopen.is_none() || final_client_error => {
-                let provider = config
-                    .targets
-                    .get(*index)
-                    .map_or(Provider::Openai, |t| t.provider);
-                let (status, body) = failure.to_client(provider);
+            Next::Exhausted(e) => e,
+        };
+        let (status, body, retry_after) = match exhausted {
+            Exhausted::Failed { upstream, failure } => {
+                let Some(target) = config.targets.get(upstream) else {
+                    return Step::Reply(internal_error());
+                };
+                let (status, body) = failure_reply(target, &failure);
                 (status, body, None)
             }
-            (_, reopen_at) => {
-                let wait_s = reopen_at.map_or(1, |r| r.saturating_sub(now).div_ceil(1000).max(1));
+            Exhausted::Unavailable { retry_after_s } => {
                 let err = ApiError::new(
                     503,
                     "upstream_error",
                     "all_targets_unavailable",
                     format!(
-                        "every target of model `{}` is unavailable; retry in {wait_s} s",
-                        routed.client_model
+                        "every target of model `{}` is unavailable; retry in {retry_after_s} s",
+                        account.client_model
                     ),
                 );
-                (503, err.body(), Some(wait_s))
+                (503, err.body(), Some(retry_after_s))
             }
         };
-        routed.status = status;
+        account.status = status;
         let mut headers = vec![
             ("content-type".to_string(), "application/json".to_string()),
-            ("x-ai-attempts".to_string(), att.count.to_string()),
+            ("x-ai-attempts".to_string(), attempts.count().to_string()),
         ];
         if let Some(s) = retry_after {
             headers.push(("retry-after".to_string(), s.to_string()));
@@ -340,7 +291,8 @@ impl AiProxy {
             LogLevel::Warn,
             &format!(
                 "ai-proxy: model={} failed after {} attempts, status={status}",
-                routed.client_model, att.count
+                account.client_model,
+                attempts.count()
             ),
         );
         Step::Reply(LocalReply {
@@ -351,34 +303,55 @@ impl AiProxy {
     }
 }
 
-/// The body sent to the target: the client's request with the upstream model, translated for Anthropic.
-pub(crate) fn upstream_body(
-    req: &ChatRequest,
-    target: &Target,
-    inject_usage: bool,
-) -> Result<Vec<u8>, ApiError> {
-    match target.provider {
-        Provider::Anthropic => {
-            anthropic::request_to_anthropic(req, &target.upstream_model, target.default_max_tokens)
-        }
-        Provider::Openai | Provider::OpenaiCompatible | Provider::Azure => {
-            let mut body = req.body.clone();
-            body.insert("model".into(), Value::String(target.upstream_model.clone()));
-            if inject_usage {
-                // Ask for the usage chunk so streams are counted; it is stripped before the client sees it.
-                match body.get_mut("stream_options") {
-                    Some(Value::Object(o)) => {
-                        o.insert("include_usage".into(), Value::Bool(true));
-                    }
-                    _ => {
-                        body.insert("stream_options".into(), json!({"include_usage": true}));
-                    }
-                }
-            }
-            serde_json::to_vec(&body)
-                .map_err(|e| ApiError::new(500, "server_error", "internal_error", e.to_string()))
+impl Account {
+    fn new(start_ms: u64, target: usize, req: &ChatRequest) -> Account {
+        Account {
+            start_ms,
+            target,
+            client_model: req.model.clone(),
+            status: 0,
+            usage: None,
         }
     }
+}
+
+/// What the client gets when `failure` on `target` was the last attempt: status and OpenAI error.
+fn failure_reply(target: &Target, failure: &Failure) -> (u16, Vec<u8>) {
+    let err = match failure {
+        Failure::ConnectFailure => ApiError::upstream(
+            502,
+            "upstream_unavailable",
+            "the model provider could not be reached",
+        ),
+        Failure::Timeout => ApiError::upstream(
+            504,
+            "upstream_timeout",
+            "the model provider did not answer in time",
+        ),
+        Failure::InvalidResponse(why) => ApiError::upstream(502, "bad_upstream_response", why.clone()),
+        Failure::Status { status, body } => {
+            return (*status, client_error(target.provider.as_ref(), *status, body))
+        }
+    };
+    (err.status, err.body())
+}
+
+/// Judges a callout's whole answer through the same translation as forward mode: the body for the
+/// client and its usage, or why this attempt failed.
+fn judge(
+    target: &Target,
+    exchange: &Exchange,
+    resp: &CallResponse,
+    created: u64,
+) -> Result<(Vec<u8>, Option<Usage>), Failure> {
+    let status = callout::judge(resp)?;
+    let provider = target.provider.as_ref();
+    let mut reply = Reply::new(provider, exchange, status, exchange.stream, created);
+    let mut body = reply
+        .whole(provider, &resp.body)
+        .map_err(|e| Failure::InvalidResponse(e.message))?;
+    body.shrink_to_fit();
+    Ok((body, reply.usage()))
 }
 
 /// Points the request at the target on every host and replaces the client's credentials with the
@@ -388,22 +361,23 @@ fn set_upstream_headers(
     host: &mut dyn Host,
     target: &Target,
     route_header: &str,
+    stream: bool,
 ) -> Result<(), shared::host::HostError> {
     host.route_to(&Route {
         cluster: &target.cluster,
         host: &target.host,
-        path: &target.path,
+        path: &target.path(stream),
         header: route_header,
     })?;
     host.set_request_header("content-type", Some("application/json"))?;
     // We must read the answer: no compressed upstream bodies.
     host.set_request_header("accept-encoding", None)?;
     if target.api_key.is_some() {
-        for h in ["authorization", "api-key", "x-api-key"] {
+        for h in CREDENTIAL_HEADERS {
             host.set_request_header(h, None)?;
         }
     }
-    for (name, value) in attempt::credentials(target) {
+    for (name, value) in target.credentials() {
         host.set_request_header(name, Some(&value))?;
     }
     Ok(())
@@ -411,14 +385,6 @@ fn set_upstream_headers(
 
 fn internal_error() -> LocalReply {
     ApiError::new(500, "server_error", "internal_error", "target index out of range").into()
-}
-
-/// Retries allowed on the target at `pos` of `chain`.
-fn next_retries(config: &Config, chain: &[usize], pos: usize) -> u32 {
-    chain
-        .get(pos)
-        .and_then(|t| config.targets.get(*t))
-        .map_or(0, |t| t.resilience.retries)
 }
 
 fn status_of(host: &dyn Host) -> u16 {
@@ -481,93 +447,44 @@ impl Policy for AiProxy {
         _body: Option<&mut Body>,
     ) -> Step {
         let config = Rc::clone(&self.config);
-        let Stage::Routed(routed) = &mut self.stage else {
+        let Stage::Calling(calling) = &mut self.stage else {
             return Step::Continue;
         };
-        let Some(att) = routed.attempts.as_mut() else {
-            return Step::Continue;
-        };
-        let Some(target) = config.targets.get(routed.target) else {
+        let (Some(target), Some(exchange)) = (config.targets.get(calling.account.target), calling.exchange)
+        else {
             return Step::Reply(internal_error());
         };
         let response = responses.into_iter().next().unwrap_or_default();
-        let now = host.now_ms();
-        let wanted = Wanted {
-            stream: att.req.stream,
-            include_usage: att.req.include_usage,
-            injected_usage: routed.injected_usage,
-            created: now / 1000,
+        let result = judge(target, &exchange, &response, host.now_ms() / 1000);
+        let first = calling
+            .attempts
+            .first()
+            .and_then(|t| config.targets.get(t))
+            .map(|t| t.name.as_str());
+        let upstream = calling.account.target;
+        let Some((body, usage)) = calling
+            .attempts
+            .record(host, upstream, target.candidate(), first, result)
+        else {
+            return self.next_call(host);
         };
-        let result = attempt::classify(target, &response, wanted);
-        let outcome = match &result {
-            Ok(_) => "ok".to_string(),
-            Err(f) => f.label(),
-        };
-        host.counter_add(
-            &metrics::name(
-                "ai_proxy_attempts_total",
-                &[("target", &target.name), ("outcome", &outcome)],
-            ),
-            1,
-        );
-        if let Some(b) = &target.resilience.breaker {
-            let counts = result.as_ref().err().is_none_or(Failure::is_target_fault);
-            if counts {
-                breaker::record(host, &target.name, b, now, result.is_ok());
-            }
+        calling.account.status = 200;
+        calling.account.usage = usage;
+        let mut headers = vec![
+            ("content-type".to_string(), exchange.content_type().to_string()),
+            ("x-ai-provider".to_string(), target.provider.name().to_string()),
+            ("x-ai-target".to_string(), target.name.clone()),
+            ("x-ai-model".to_string(), target.model().to_string()),
+            ("x-ai-attempts".to_string(), calling.attempts.count().to_string()),
+        ];
+        if let Some(first) = first.filter(|f| *f != target.name) {
+            headers.push(("x-ai-fallback-from".to_string(), first.to_string()));
         }
-        match result {
-            Ok(success) => {
-                routed.status = 200;
-                routed.usage = success.usage;
-                let first = att.chain.first().and_then(|t| config.targets.get(*t));
-                let mut headers = vec![
-                    ("content-type".to_string(), success.content_type.to_string()),
-                    ("x-ai-provider".to_string(), target.provider.as_str().to_string()),
-                    ("x-ai-target".to_string(), target.name.clone()),
-                    ("x-ai-model".to_string(), target.upstream_model.clone()),
-                    ("x-ai-attempts".to_string(), att.count.to_string()),
-                ];
-                if let Some(first) = first.filter(|f| f.name != target.name) {
-                    headers.push(("x-ai-fallback-from".to_string(), first.name.clone()));
-                    host.counter_add(
-                        &metrics::name(
-                            "ai_proxy_fallbacks_total",
-                            &[("from", &first.name), ("to", &target.name)],
-                        ),
-                        1,
-                    );
-                }
-                Step::Reply(LocalReply {
-                    status: 200,
-                    headers,
-                    body: success.body,
-                })
-            }
-            Err(failure) => {
-                host.log(
-                    LogLevel::Warn,
-                    &format!(
-                        "ai-proxy: attempt {} on target={} failed: {}",
-                        att.count,
-                        target.name,
-                        failure.label()
-                    ),
-                );
-                let retry = failure.matches(&target.resilience.retry_on) && att.retries_left > 0;
-                let final_client_error = !failure.is_target_fault();
-                att.last_failure = Some((routed.target, failure));
-                if final_client_error {
-                    att.pos = att.chain.len();
-                } else if retry {
-                    att.retries_left -= 1;
-                } else {
-                    att.pos += 1;
-                    att.retries_left = next_retries(&config, &att.chain, att.pos);
-                }
-                self.next_call(host)
-            }
-        }
+        Step::Reply(LocalReply {
+            status: 200,
+            headers,
+            body,
+        })
     }
 
     fn on_request_too_large(&mut self, host: &mut dyn Host, limit: usize) -> Option<LocalReply> {
@@ -576,151 +493,106 @@ impl Policy for AiProxy {
     }
 
     fn on_response_headers(&mut self, host: &mut dyn Host) -> ResponseMode {
-        let Stage::Routed(routed) = &mut self.stage else {
+        let Stage::Forwarded(f) = &mut self.stage else {
             return ResponseMode::PassThrough;
         };
-        let Some(target) = self.config.targets.get(routed.target) else {
+        let Some(target) = self.config.targets.get(f.account.target) else {
             return ResponseMode::PassThrough;
         };
-        routed.status = status_of(host);
+        f.account.status = status_of(host);
         for (name, value) in [
-            ("x-ai-provider", target.provider.as_str()),
+            ("x-ai-provider", target.provider.name()),
             ("x-ai-target", target.name.as_str()),
-            ("x-ai-model", target.upstream_model.as_str()),
+            ("x-ai-model", target.model()),
         ] {
             let _logged = host.set_response_header(name, Some(value));
         }
-        let ok = (200..300).contains(&routed.status);
-        let is_stream = host
+        let provider = target.provider.as_ref();
+        let stream = host
             .response_header("content-type")
-            .is_some_and(|c| c.contains("text/event-stream"));
-        let anthropic = target.provider == Provider::Anthropic;
-        let created = host.now_ms() / 1000;
-        routed.body = match (ok, is_stream, anthropic) {
-            (true, true, false) => ResponseBody::OpenAiStream(OpenAiStream::new(routed.injected_usage)),
-            (true, true, true) => {
-                ResponseBody::AnthropicStream(AnthropicStream::new(created, routed.include_usage))
-            }
-            (true, false, false) => ResponseBody::ObservedJson(Vec::new()),
-            (_, _, _) => ResponseBody::Rewrite { anthropic, ok },
+            .is_some_and(|c| provider.framing().matches(&c));
+        let reply = Reply::new(
+            provider,
+            &f.exchange,
+            f.account.status,
+            stream,
+            host.now_ms() / 1000,
+        );
+        let mode = if reply.needs_whole_body() {
+            let _logged = host.set_response_header("content-type", Some("application/json"));
+            ResponseMode::Whole
+        } else {
+            ResponseMode::Stream
         };
-        match routed.body {
-            ResponseBody::Rewrite { .. } => {
-                let _logged = host.set_response_header("content-type", Some("application/json"));
-                ResponseMode::Whole
-            }
-            _ => ResponseMode::Stream,
-        }
+        f.reply = Some(reply);
+        mode
     }
 
     fn on_response_chunk(&mut self, _host: &mut dyn Host, chunk: &[u8], end: bool) -> Option<Vec<u8>> {
-        let Stage::Routed(routed) = &mut self.stage else {
+        let Stage::Forwarded(f) = &mut self.stage else {
             return None;
         };
-        match &mut routed.body {
-            ResponseBody::OpenAiStream(s) => {
-                let out = s.feed(chunk);
-                if !end {
-                    return out;
-                }
-                let tail = s.finish();
-                routed.usage = s.usage();
-                if tail.is_empty() {
-                    return out;
-                }
-                let mut all = out.unwrap_or_else(|| chunk.to_vec());
-                all.extend_from_slice(&tail);
-                Some(all)
-            }
-            ResponseBody::AnthropicStream(s) => {
-                let mut out = s.feed(chunk);
-                if end {
-                    out.extend_from_slice(&s.finish());
-                    routed.usage = s.usage();
-                }
-                Some(out)
-            }
-            ResponseBody::ObservedJson(copy) => {
-                if copy.len() + chunk.len() <= MAX_OBSERVED {
-                    copy.extend_from_slice(chunk);
-                }
-                if end {
-                    routed.usage = serde_json::from_slice::<Value>(copy)
-                        .ok()
-                        .and_then(|v| usage::from_openai_json(&v));
-                }
-                None
-            }
-            ResponseBody::None | ResponseBody::Rewrite { .. } => None,
+        let reply = f.reply.as_mut()?;
+        let out = reply.chunk(chunk, end);
+        if end {
+            f.account.usage = reply.usage();
         }
+        out
     }
 
     fn on_response_whole(&mut self, host: &mut dyn Host, body: &[u8]) -> WholeResponse {
-        let Stage::Routed(routed) = &mut self.stage else {
-            return WholeResponse {
-                body: body.to_vec(),
-                status: None,
-            };
+        let Stage::Forwarded(f) = &mut self.stage else {
+            return WholeResponse::unchanged(body);
         };
-        let ResponseBody::Rewrite { anthropic, ok } = routed.body else {
-            return WholeResponse {
-                body: body.to_vec(),
-                status: None,
-            };
+        let (Some(target), Some(reply)) = (self.config.targets.get(f.account.target), f.reply.as_mut())
+        else {
+            return WholeResponse::unchanged(body);
         };
-        match (anthropic, ok) {
-            (true, true) => match anthropic::response_to_openai(body, host.now_ms() / 1000) {
-                Ok((out, usage)) => {
-                    routed.usage = Some(usage);
-                    WholeResponse {
-                        body: out,
-                        status: None,
-                    }
+        match reply.whole(target.provider.as_ref(), body) {
+            Ok(out) => {
+                f.account.usage = reply.usage();
+                WholeResponse {
+                    body: out,
+                    status: None,
                 }
-                Err(err) => {
-                    host.log(
-                        LogLevel::Warn,
-                        &format!("ai-proxy: bad upstream response: {}", err.message),
-                    );
-                    routed.status = err.status;
-                    WholeResponse {
-                        body: err.body(),
-                        status: Some(err.status),
-                    }
+            }
+            Err(err) => {
+                host.log(
+                    LogLevel::Warn,
+                    &format!("ai-proxy: bad upstream response: {}", err.message),
+                );
+                f.account.status = err.status;
+                WholeResponse {
+                    body: err.body(),
+                    status: Some(err.status),
                 }
-            },
-            (true, false) => WholeResponse {
-                body: anthropic::error_to_openai(routed.status, body),
-                status: None,
-            },
-            (false, _) => WholeResponse {
-                body: openai::error_from_upstream(routed.status, body).unwrap_or_else(|| body.to_vec()),
-                status: None,
-            },
+            }
         }
     }
 
     fn on_done(&mut self, host: &mut dyn Host) {
-        let Stage::Routed(routed) = &self.stage else {
+        let account = match &self.stage {
+            Stage::Forwarded(f) => &f.account,
+            Stage::Calling(c) => &c.account,
+            Stage::Idle | Stage::AwaitingBody { .. } => return,
+        };
+        let Some(target) = self.config.targets.get(account.target) else {
             return;
         };
-        let Some(target) = self.target(routed) else {
-            return;
-        };
-        let status = routed.status.to_string();
+        let status = account.status.to_string();
         let labels = [
-            ("provider", target.provider.as_str()),
+            ("provider", target.provider.name()),
             ("target", target.name.as_str()),
-            ("model", target.upstream_model.as_str()),
+            ("model", target.model()),
         ];
         let with = |extra| [labels[0], labels[1], labels[2], extra];
         host.counter_add(
             &metrics::name("ai_proxy_requests_total", &with(("status", &status))),
             1,
         );
-        let latency = host.now_ms().saturating_sub(routed.start_ms);
+        let latency = host.now_ms().saturating_sub(account.start_ms);
         host.histogram_record(&metrics::name("ai_proxy_latency_ms", &labels), latency);
-        let (prompt, completion, cost) = match routed.usage {
+        let (prompt, completion, cost) = match account.usage {
             Some(u) => {
                 host.counter_add(
                     &metrics::name("ai_proxy_tokens_total", &with(("kind", "prompt"))),
@@ -730,9 +602,7 @@ impl Policy for AiProxy {
                     &metrics::name("ai_proxy_tokens_total", &with(("kind", "completion"))),
                     u.completion_tokens,
                 );
-                let cost = target
-                    .price
-                    .map(|p| usage::cost_micro_usd(u, p.prompt_per_million, p.completion_per_million));
+                let cost = target.price.map(|p| p.cost_micro_usd(u));
                 if let Some(c) = cost {
                     host.counter_add(&metrics::name("ai_proxy_cost_microusd_total", &labels), c);
                 }
@@ -745,11 +615,11 @@ impl Policy for AiProxy {
             LogLevel::Info,
             &format!(
                 "ai-proxy: provider={} target={} model={} client_model={} status={} latency_ms={} prompt_tokens={} completion_tokens={} cost_usd={}",
-                target.provider.as_str(),
+                target.provider.name(),
                 target.name,
-                target.upstream_model,
-                routed.client_model,
-                routed.status,
+                target.model(),
+                account.client_model,
+                account.status,
                 latency,
                 prompt,
                 completion,
@@ -812,6 +682,62 @@ mod tests {
         assert_eq!(
             host.counters[&format!("ai_proxy_requests_total_{l}_status=200")],
             1
+        );
+    }
+
+    /// Forward mode through the real driver as Kong runs it: an Anthropic stream arrives in pieces,
+    /// with the end as a separate empty chunk, and leaves as one complete OpenAI stream.
+    #[test]
+    fn streams_through_the_kong_driver() {
+        use shared::host::fake::{ClientRequest, Named, Runtime, UpstreamResponse};
+        let json = r#"{"targets":[{"name":"c","provider":"anthropic","model":"claude-x",
+            "endpoint":{"cluster":"cl","host":"api.anthropic.com:443"},"auth":{"value":"k"}}],
+            "models":{"m":{"targets":[{"target":"c"}]}}}"#;
+        let config = Rc::new(Config::parse(json.as_bytes(), &|_| None).unwrap());
+        let mut rt = Runtime::new(
+            HostKind::Kong,
+            vec![Named::new("ai-proxy", AiProxy::new(config, 1))],
+        );
+        let request = ClientRequest::post(
+            "/v1/chat/completions",
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        let stream = include_str!("../../../shared/tests/fixtures/anthropic_stream.sse");
+        let pieces: Vec<&str> = stream.split_inclusive("\n\n").collect();
+        let exchange = rt.run(request, |up| {
+            assert_eq!(up.properties["kong.service.target"], "api.anthropic.com:443");
+            assert_eq!(up.properties["ngx.upstream_uri"], "/v1/messages");
+            assert_eq!(up.headers["x-api-key"], "k");
+            let sent: Value = serde_json::from_slice(&up.body).unwrap();
+            assert_eq!(
+                (sent["model"].as_str(), sent["stream"].as_bool()),
+                (Some("claude-x"), Some(true))
+            );
+            UpstreamResponse::sse(&pieces)
+        });
+        assert_eq!(exchange.status, Some(200));
+        assert!(exchange.complete, "the chunked answer must end");
+        assert_eq!(exchange.headers["x-ai-provider"], "anthropic");
+        let text = String::from_utf8(exchange.body).unwrap();
+        let data: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+        assert_eq!(data.last(), Some(&"[DONE]"), "{text}");
+        let chunks: Vec<Value> = data[..data.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let content: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(content, "Hello! Ça va? ✓ 🦀\n\"quoted\"");
+        assert_eq!(
+            chunks.last().unwrap()["usage"],
+            json!({"prompt_tokens": 35, "completion_tokens": 15, "total_tokens": 50})
+        );
+        let l = "provider=anthropic_target=c_model=claude-x";
+        assert_eq!(
+            rt.host.counters[&format!("ai_proxy_tokens_total_{l}_kind=completion")],
+            15
         );
     }
 }

@@ -5,12 +5,12 @@
 
 use serde::Deserialize;
 use shared::chat::Routes;
-use shared::config::{parse_json, ConfigError};
+use shared::config::{check_prices, parse_json, ConfigError, Price};
 pub use shared::config::{FailureMode, Mode};
 use shared::ratelimit::estimate::CompletionPolicy;
 use shared::ratelimit::identity::Source;
 use shared::ratelimit::window::Window;
-use shared::usage::{cost_micro_usd, Usage};
+use shared::usage::Usage;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What a limit's subject is.
@@ -41,14 +41,6 @@ impl Count {
             Count::TotalTokens | Count::PromptTokens | Count::CompletionTokens
         )
     }
-}
-
-/// USD per million tokens, the shape of ai-proxy's `prices`.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    pub prompt_per_million: f64,
-    pub completion_per_million: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,10 +173,7 @@ impl Config {
             Count::PromptTokens => u.prompt_tokens,
             Count::CompletionTokens => u.completion_tokens,
             Count::Requests => 1,
-            Count::Cost => {
-                let p = self.prices.get(model)?;
-                cost_micro_usd(u, p.prompt_per_million, p.completion_per_million)
-            }
+            Count::Cost => self.prices.get(model)?.cost_micro_usd(u),
         })
     }
 }
@@ -297,19 +286,7 @@ impl Config {
             default_tokens: completion.default_tokens.unwrap_or(DEFAULT_COMPLETION.min(cap)),
             cap_tokens: cap,
         };
-        for (model, p) in &raw.prices {
-            for (f, v) in [
-                ("prompt_per_million", p.prompt_per_million),
-                ("completion_per_million", p.completion_per_million),
-            ] {
-                if !(v.is_finite() && v >= 0.0) {
-                    return Err(ConfigError::new(
-                        format!("prices.{model}.{f}"),
-                        "must be a number >= 0",
-                    ));
-                }
-            }
-        }
+        check_prices(&raw.prices)?;
         for (i, r) in raw.adaptive.iter().enumerate() {
             match r {
                 Rule::Header { name, factor, above } => {

@@ -10,7 +10,8 @@ use shared::chat::{self, Api, Class};
 use shared::error::ApiError;
 use shared::host::{Body, Host, LocalReply, LogLevel, Policy, ResponseMode, Step};
 use shared::metrics;
-use shared::openai::{self, OpenAiStream};
+use shared::provider::openai::{self, OpenAiStream};
+use shared::provider::NativeStreamUsage;
 use shared::rand::stable_hash;
 use shared::ratelimit::estimate::{estimate, Estimate};
 use shared::ratelimit::identity::resolve_first;
@@ -18,7 +19,7 @@ use shared::ratelimit::store::{self, HostStore, Reservation, StoreError};
 use shared::ratelimit::window::{format_reset, retry_after_secs};
 use shared::ratelimit::{error_rate, scale};
 use shared::sse::SseParser;
-use shared::usage::{self, AnthropicStreamUsage, Usage};
+use shared::usage::Usage;
 use std::rc::Rc;
 
 const NAME: &str = "ai-token-ratelimit";
@@ -91,13 +92,14 @@ enum Observer {
     Json(Vec<u8>),
 }
 
-/// Both shapes are watched: OpenAI's usage chunk and Anthropic's `message_start`/`message_delta`.
+/// Every shape is watched: OpenAI's usage chunk, and the providers' own stream events (Anthropic's
+/// `message_start`/`message_delta`) through [`NativeStreamUsage`].
 struct SseObserver {
     /// We turned on `stream_options.include_usage` for the client, so its usage chunk is removed again.
     strip: bool,
     openai: OpenAiStream,
     parser: SseParser,
-    anthropic: AnthropicStreamUsage,
+    native: NativeStreamUsage,
 }
 
 impl Observer {
@@ -108,7 +110,7 @@ impl Observer {
             Observer::Sse(o) => {
                 let out = o.openai.feed(chunk);
                 for ev in o.parser.feed(chunk) {
-                    o.anthropic.observe(&ev);
+                    o.native.observe(&ev);
                 }
                 out
             }
@@ -126,10 +128,10 @@ impl Observer {
         match self {
             Observer::Sse(o) => {
                 for ev in o.parser.finish() {
-                    o.anthropic.observe(&ev);
+                    o.native.observe(&ev);
                 }
                 let rest = o.openai.finish();
-                let usage = o.openai.usage().or_else(|| o.anthropic.usage());
+                let usage = o.openai.usage().or_else(|| o.native.usage());
                 (usage, o.strip.then_some(rest))
             }
             other => (other.usage(), None),
@@ -141,11 +143,7 @@ impl Observer {
             Observer::None | Observer::Sse(_) => None,
             Observer::Json(buf) => {
                 let v: Value = serde_json::from_slice(buf).ok()?;
-                if v.get("type").and_then(Value::as_str) == Some("message") {
-                    usage::from_anthropic_json(&v)
-                } else {
-                    usage::from_openai_json(&v)
-                }
+                shared::provider::usage_of(&v)
             }
         }
     }
@@ -153,7 +151,7 @@ impl Observer {
     /// What a stream cut short has shown so far (Anthropic reports input tokens first).
     fn partial_usage(&self) -> Option<Usage> {
         match self {
-            Observer::Sse(o) => o.openai.usage().or_else(|| o.anthropic.usage()),
+            Observer::Sse(o) => o.openai.usage().or_else(|| o.native.usage()),
             _ => None,
         }
     }
@@ -614,7 +612,7 @@ impl Policy for TokenRateLimit {
                 strip: a.injected_usage,
                 openai: OpenAiStream::new(a.injected_usage),
                 parser: SseParser::new(),
-                anthropic: AnthropicStreamUsage::new(),
+                native: NativeStreamUsage::default(),
             }))
         } else {
             Observer::Json(Vec::new())

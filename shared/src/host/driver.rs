@@ -14,7 +14,8 @@
 //!   a Pause there, so the driver keeps its own copy and empties each chunk but the last;
 //! - the last response chunk is never written empty (ngx_wasm_module then drops it and its end marker,
 //!   and a chunked response never ends), and writes that change nothing are skipped;
-//! - a callout started from the headers holds a request body until it answers.
+//! - a callout started from the headers holds a request body until it answers;
+//! - a callout to `host:443` on Kong (which dispatches to `host:port` itself) is sent over TLS.
 
 use super::abi::{report, Abi, Buffer, Map, WHOLE};
 use super::{
@@ -145,6 +146,13 @@ pub fn call_headers(call: &HttpCall, kind: HostKind) -> (String, Vec<(String, St
         ),
     ];
     headers.extend(call.headers.iter().cloned());
+    // Kong dispatches to `host:port` itself, in plain HTTP unless told: TLS for the HTTPS port.
+    if kind == HostKind::Kong
+        && call.upstream.host.ends_with(":443")
+        && !headers.iter().any(|(k, _)| k == ":scheme")
+    {
+        headers.push((":scheme".to_string(), "https".to_string()));
+    }
     (target, headers)
 }
 

@@ -100,27 +100,39 @@ impl std::fmt::Display for UpdateError {
     }
 }
 
-/// The one compare-and-swap loop over shared data: reads `key`, lets `f` compute the new value from the
-/// current one (`None` in, `None` out: leave it), writes with the token read, and retries when another
-/// worker wrote in between. `f` may run several times. Returns `f`'s answer of the run that stuck.
+/// The one compare-and-swap retry loop. `once` makes one read-modify-write try: `Ok(Some(v))` when it
+/// stuck (or had nothing to write), `Ok(None)` when another writer came in between (read again and
+/// retry), `Err` when it failed for good. After [`MAX_CAS_ATTEMPTS`] conflicts it gives `contended`.
+/// [`update_shared`] runs it over the host's shared data; `ratelimit::store` over any counter store.
+pub fn cas_retry<T, E>(contended: E, mut once: impl FnMut() -> Result<Option<T>, E>) -> Result<T, E> {
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        if let Some(done) = once()? {
+            return Ok(done);
+        }
+    }
+    Err(contended)
+}
+
+/// Compare-and-swap over shared data: reads `key`, lets `f` compute the new value from the current
+/// one (`None` in, `None` out: leave it), writes with the token read, and retries when another worker
+/// wrote in between. `f` may run several times. Returns `f`'s answer of the run that stuck.
 pub fn update_shared<T>(
     host: &mut dyn Host,
     key: &str,
     mut f: impl FnMut(Option<&[u8]>) -> (T, Option<Vec<u8>>),
 ) -> Result<T, UpdateError> {
-    for _ in 0..MAX_CAS_ATTEMPTS {
+    cas_retry(UpdateError::Contended, || {
         let (raw, cas) = host.shared_get(key);
         let (out, next) = f(raw.as_deref());
         let Some(next) = next else {
-            return Ok(out);
+            return Ok(Some(out));
         };
         match host.shared_set(key, &next, cas) {
-            Ok(()) => return Ok(out),
-            Err(SharedDataError::CasMismatch) => continue,
-            Err(SharedDataError::Failed) => return Err(UpdateError::Failed),
+            Ok(()) => Ok(Some(out)),
+            Err(SharedDataError::CasMismatch) => Ok(None),
+            Err(SharedDataError::Failed) => Err(UpdateError::Failed),
         }
-    }
-    Err(UpdateError::Contended)
+    })
 }
 
 /// Decodes a property as text: Kong gives strings, Envoy gives strings for string properties and

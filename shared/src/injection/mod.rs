@@ -24,9 +24,10 @@ pub mod model;
 mod normalize;
 mod rules;
 
+use crate::rand::Fnv1a;
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 
 /// A family of injection signals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -157,7 +158,7 @@ struct CompiledSet {
     sets: Vec<(RegexSet, Vec<(Family, f32)>)>,
     singles: Vec<Single>,
     /// The words named in any [`Needs`], by id.
-    dict: HashMap<&'static str, usize, BuildHasherDefault<Fnv>>,
+    dict: HashMap<&'static str, usize, BuildHasherDefault<Fnv1a>>,
 }
 
 /// One words rule: its regex, family, weight and needed words.
@@ -171,29 +172,6 @@ struct Single {
 /// What one word rule needs in the text before it can match at all: for each group, the ids of the
 /// words one of which must appear as a whole word. No groups: the rule is always tried.
 type Needs = Vec<Vec<usize>>;
-
-/// FNV-1a: the dictionary lookups hash short words, where SipHash's setup dominates.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
 
 /// The mandatory groups of a words-view pattern whose alternatives are plain words starting and
 /// ending at word boundaries, as the first word of each alternative: a match of the pattern holds one
@@ -279,7 +257,7 @@ impl CompiledSet {
     fn new(rules: &[rules::Rule], words: bool) -> Result<CompiledSet, regex::Error> {
         let mut sets = Vec::new();
         let mut singles = Vec::new();
-        let mut dict: HashMap<&'static str, usize, BuildHasherDefault<Fnv>> = HashMap::default();
+        let mut dict: HashMap<&'static str, usize, BuildHasherDefault<Fnv1a>> = HashMap::default();
         if words {
             for r in rules {
                 // The words view is ASCII only: ASCII word boundaries keep the fast engines in play.

@@ -12,8 +12,9 @@ use crate::host::{Host, SharedDataError};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-/// Attempts of one read-modify-write before giving up with [`StoreError::Contended`].
-pub const MAX_ATTEMPTS: usize = 32;
+/// Attempts of one read-modify-write before giving up with [`StoreError::Contended`]: the bound of
+/// the one CAS loop, [`crate::host::cas_retry`].
+pub use crate::host::MAX_CAS_ATTEMPTS as MAX_ATTEMPTS;
 
 /// One counter: the window it belongs to and what was used in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,19 +86,18 @@ pub fn update(
     key: &str,
     mut f: impl FnMut(Counter) -> Option<Counter>,
 ) -> Result<Counter, StoreError> {
-    for _ in 0..MAX_ATTEMPTS {
+    crate::host::cas_retry(StoreError::Contended, || {
         let (current, version) = store.get(key)?;
         let current = current.unwrap_or_default();
         let Some(next) = f(current) else {
-            return Ok(current);
+            return Ok(Some(current));
         };
         match store.put(key, next, version) {
-            Ok(()) => return Ok(next),
-            Err(StoreError::Conflict) => continue,
-            Err(e) => return Err(e),
+            Ok(()) => Ok(Some(next)),
+            Err(StoreError::Conflict) => Ok(None),
+            Err(e) => Err(e),
         }
-    }
-    Err(StoreError::Contended)
+    })
 }
 
 /// The answer to a reservation.

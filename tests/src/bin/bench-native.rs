@@ -14,8 +14,9 @@ mod workload;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use shared::anthropic::{self, AnthropicStream};
-use shared::openai::{self, OpenAiStream};
+use shared::provider::anthropic::Anthropic;
+use shared::provider::openai::{self, OpenAiStream};
+use shared::provider::{Exchange, TranslatedStream};
 use shared::sse::SseParser;
 
 /// One measured function: `run` processes `bytes` of input once and returns a checksum.
@@ -96,7 +97,10 @@ fn cases() -> Vec<Case> {
         "Anthropic stream → OpenAI translation",
         bytes,
         move || {
-            let mut s = AnthropicStream::new(1_760_000_000, true);
+            let target = Anthropic::new("claude-3-5-haiku");
+            let Some(mut s) = TranslatedStream::new(&target, 1_760_000_000, true) else {
+                return 0;
+            };
             let mut n = 0;
             for e in &events {
                 n += s.feed(e).len();
@@ -131,10 +135,11 @@ fn cases() -> Vec<Case> {
                 format!("chat request → Anthropic request ({label})"),
                 len,
                 move || {
+                    let target = Anthropic::new("claude-3-5-haiku");
                     openai::parse_chat_request(&body)
                         .ok()
-                        .and_then(|r| anthropic::request_to_anthropic(&r, "claude-3-5-haiku", 4096).ok())
-                        .map_or(0, |v| v.len())
+                        .and_then(|r| Exchange::prepare(&r, &target).ok())
+                        .map_or(0, |(v, _)| v.len())
                 },
             ));
         }

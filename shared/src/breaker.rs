@@ -1,15 +1,99 @@
-//! A circuit breaker per target, shared by every worker through shared data with CAS.
+//! A circuit breaker per upstream, shared by every worker through shared data with CAS.
 //!
-//! State lives under `ai-proxy:cb:<target>` as text (`c,<failures>`, `o,<until_ms>`, `h,<until_ms>`):
-//! closed with its count of consecutive failures; open until a time; half-open while one probe is out.
-//! Every change is read → modify → write with the CAS token read, retried a bounded number of times;
-//! if the store stays contended or fails, traffic goes through (a breaker must never block on itself).
+//! State lives under `<filter>:cb:<target>` (ai-proxy: `ai-proxy:cb:<target>`) as text (`c,<failures>,
+//! <window start>,<calls>,<errors>`, `o,<until_ms>`, `h,<until_ms>`): closed with its counts; open until
+//! a time; half-open while one probe is out. Every change goes through [`update_shared`], the one CAS
+//! loop; if the store stays contended or fails, traffic goes through (a breaker must never block on
+//! itself).
 
-use crate::config::Breaker;
-#[cfg(test)]
-use crate::config::ErrorRate;
-use shared::host::{Host, LogLevel, SharedDataError};
-use shared::metrics;
+use crate::config::{ConfigError, Duration};
+use crate::host::{update_shared, Host, LogLevel};
+use crate::metrics;
+
+/// A breaker's config (`resilience.breaker`).
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    #[serde(default)]
+    consecutive_failures: Option<u32>,
+    #[serde(default)]
+    error_rate: Option<RawErrorRate>,
+    cooldown_ms: Duration,
+}
+
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawErrorRate {
+    percent: u32,
+    min_requests: u32,
+    window_ms: Duration,
+}
+
+/// Opens when, within a window of `window_ms`, at least `min_requests` calls were made and at least
+/// `percent` of them failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorRate {
+    pub percent: u32,
+    pub min_requests: u32,
+    pub window_ms: u64,
+}
+
+/// Opens on either rule; after `cooldown_ms` one probe may pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Breaker {
+    pub consecutive_failures: Option<u32>,
+    pub error_rate: Option<ErrorRate>,
+    pub cooldown_ms: u64,
+}
+
+impl Breaker {
+    /// Checks a breaker's config; `field` names it in errors (`resilience.breaker`).
+    pub fn compile(field: &str, b: RawBreaker) -> Result<Self, ConfigError> {
+        if b.consecutive_failures.is_none() && b.error_rate.is_none() {
+            return Err(ConfigError::new(
+                field,
+                "needs consecutive_failures, error_rate, or both",
+            ));
+        }
+        if b.consecutive_failures == Some(0) {
+            return Err(ConfigError::new(
+                format!("{field}.consecutive_failures"),
+                "must be at least 1",
+            ));
+        }
+        if b.cooldown_ms.as_ms() == 0 {
+            return Err(ConfigError::new(
+                format!("{field}.cooldown_ms"),
+                "must be at least 1",
+            ));
+        }
+        let error_rate = match b.error_rate {
+            Some(r) => {
+                let at = |f: &str| format!("{field}.error_rate.{f}");
+                if !(1..=100).contains(&r.percent) {
+                    return Err(ConfigError::new(at("percent"), "must be 1 to 100"));
+                }
+                if r.min_requests == 0 {
+                    return Err(ConfigError::new(at("min_requests"), "must be at least 1"));
+                }
+                if r.window_ms.as_ms() == 0 {
+                    return Err(ConfigError::new(at("window_ms"), "must be at least 1"));
+                }
+                Some(ErrorRate {
+                    percent: r.percent,
+                    min_requests: r.min_requests,
+                    window_ms: r.window_ms.as_ms(),
+                })
+            }
+            None => None,
+        };
+        Ok(Breaker {
+            consecutive_failures: b.consecutive_failures,
+            error_rate,
+            cooldown_ms: b.cooldown_ms.as_ms(),
+        })
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -92,85 +176,94 @@ pub enum Admit {
     },
 }
 
-const MAX_CAS_TRIES: usize = 32;
-
-fn key(target: &str) -> String {
-    format!("ai-proxy:cb:{target}")
+/// The breaker of one upstream of one filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Circuit<'a> {
+    /// The filter's name (`ai-proxy`): the key's prefix, the metrics' and the logs'.
+    pub filter: &'a str,
+    /// The upstream's name, as in metric labels.
+    pub target: &'a str,
 }
 
-/// Reads, computes the next state, writes it with CAS; retries on a concurrent write. `next` returns
-/// the value to hand back and the new state, or `None` when nothing needs writing.
-fn update<T>(
-    host: &mut dyn Host,
-    target: &str,
-    fallback: T,
-    next: impl Fn(State) -> (T, Option<State>),
-) -> T {
-    let key = key(target);
-    for _ in 0..MAX_CAS_TRIES {
-        let (raw, cas) = host.shared_get(&key);
-        let before = State::decode(raw.as_deref());
-        let (out, after) = next(before);
-        let Some(after) = after else {
-            return out;
-        };
-        match host.shared_set(&key, after.encode().as_bytes(), cas) {
-            Ok(()) => {
-                if after.name() != before.name() {
-                    transition(host, target, after);
+impl Circuit<'_> {
+    fn key(&self) -> String {
+        format!("{}:cb:{}", self.filter, self.target)
+    }
+
+    /// Computes the next state from the stored one and writes it; `next` returns the value to hand
+    /// back and the new state, or `None` when nothing needs writing. On a store failure: `fallback`.
+    fn update<T>(&self, host: &mut dyn Host, fallback: T, next: impl Fn(State) -> (T, Option<State>)) -> T {
+        let result = update_shared(host, &self.key(), |raw| {
+            let before = State::decode(raw);
+            let (out, after) = next(before);
+            ((out, before, after), after.map(|s| s.encode().into_bytes()))
+        });
+        match result {
+            Ok((out, before, after)) => {
+                if let Some(after) = after.filter(|a| a.name() != before.name()) {
+                    self.transition(host, after);
                 }
-                return out;
+                out
             }
-            Err(SharedDataError::CasMismatch) => continue,
-            Err(SharedDataError::Failed) => break,
+            Err(e) => {
+                host.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "{}: breaker state for `{}` could not be updated ({e}); letting traffic through",
+                        self.filter, self.target
+                    ),
+                );
+                fallback
+            }
         }
     }
-    host.log(
-        LogLevel::Warn,
-        &format!("ai-proxy: breaker state for `{target}` could not be updated; letting traffic through"),
-    );
-    fallback
-}
 
-fn transition(host: &mut dyn Host, target: &str, to: State) {
-    host.counter_add(
-        &metrics::name(
-            "ai_proxy_breaker_transitions_total",
-            &[("target", target), ("state", to.name())],
-        ),
-        1,
-    );
-    host.log(
-        LogLevel::Warn,
-        &format!("ai-proxy: breaker target={target} state={}", to.name()),
-    );
-}
+    fn transition(&self, host: &mut dyn Host, to: State) {
+        host.counter_add(
+            &metrics::name(
+                &format!("{}_breaker_transitions_total", self.filter.replace('-', "_")),
+                &[("target", self.target), ("state", to.name())],
+            ),
+            1,
+        );
+        host.log(
+            LogLevel::Warn,
+            &format!(
+                "{}: breaker target={} state={}",
+                self.filter,
+                self.target,
+                to.name()
+            ),
+        );
+    }
 
-/// May a request go to `target` now? `probe_ms` bounds how long a probe may hold the half-open state.
-pub fn admit(host: &mut dyn Host, target: &str, now_ms: u64, probe_ms: u64) -> Admit {
-    update(host, target, Admit::Yes, |state| match state {
-        State::Closed { .. } => (Admit::Yes, None),
-        State::Open { until_ms } | State::HalfOpen { until_ms } if now_ms < until_ms => (
-            Admit::No {
-                retry_at_ms: until_ms,
-            },
-            None,
-        ),
-        // Cooldown over (or the last probe was lost): the worker whose write wins sends the probe.
-        State::Open { .. } | State::HalfOpen { .. } => (
-            Admit::Probe,
-            Some(State::HalfOpen {
-                until_ms: now_ms.saturating_add(probe_ms),
-            }),
-        ),
-    })
-}
+    /// May a request go to the upstream now? `probe_ms` bounds how long a probe may hold the
+    /// half-open state.
+    pub fn admit(&self, host: &mut dyn Host, now_ms: u64, probe_ms: u64) -> Admit {
+        self.update(host, Admit::Yes, |state| match state {
+            State::Closed { .. } => (Admit::Yes, None),
+            State::Open { until_ms } | State::HalfOpen { until_ms } if now_ms < until_ms => (
+                Admit::No {
+                    retry_at_ms: until_ms,
+                },
+                None,
+            ),
+            // Cooldown over (or the last probe was lost): the worker whose write wins sends the probe.
+            State::Open { .. } | State::HalfOpen { .. } => (
+                Admit::Probe,
+                Some(State::HalfOpen {
+                    until_ms: now_ms.saturating_add(probe_ms),
+                }),
+            ),
+        })
+    }
 
-/// Records the outcome of a call to `target`.
-pub fn record(host: &mut dyn Host, target: &str, breaker: &Breaker, now_ms: u64, success: bool) {
-    update(host, target, (), |state| {
-        ((), next_state(state, breaker, now_ms, success))
-    })
+    /// Records the outcome of a call.
+    pub fn record(&self, host: &mut dyn Host, breaker: &Breaker, now_ms: u64, success: bool) {
+        self.update(host, (), |state| {
+            ((), next_state(state, breaker, now_ms, success))
+        })
+    }
 }
 
 /// The state after one call's outcome, or `None` when nothing changes.
@@ -226,7 +319,26 @@ fn next_state(state: State, breaker: &Breaker, now_ms: u64, success: bool) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::host::{FakeHost, HostKind};
+    use crate::host::{FakeHost, HostKind};
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const T: Circuit<'static> = Circuit {
+        filter: "ai-proxy",
+        target: "t",
+    };
+
+    fn admit(h: &mut FakeHost, target: &str, now: u64, probe: u64) -> Admit {
+        Circuit { target, ..T }.admit(h, now, probe)
+    }
+
+    fn record(h: &mut FakeHost, target: &str, b: &Breaker, now: u64, ok: bool) {
+        Circuit { target, ..T }.record(h, b, now, ok)
+    }
+
+    fn key(target: &str) -> String {
+        Circuit { target, ..T }.key()
+    }
 
     #[test]
     fn opens_probes_and_closes() {

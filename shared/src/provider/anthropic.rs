@@ -1,197 +1,183 @@
-//! Translation between OpenAI Chat Completions (what clients speak) and Anthropic Messages.
+//! Anthropic Messages: the provider `anthropic`, its dialect to and from [`neutral`], its errors, its
+//! stream events and its usage.
 //!
-//! Only text chat is translated. Features with no faithful mapping (tools, images, `n > 1`) are refused
-//! with a 400 naming them rather than silently degraded; OpenAI-only tuning knobs are dropped.
+//! Only text chat is translated (see [`neutral`]). Anthropic requires `max_tokens` (a target's
+//! `default_max_tokens` when the client sets none) and refuses empty text blocks, which are left out.
 
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
+use super::neutral::{self, Completion, Event, Finish};
+use super::{Frame, Provider, StreamDecoder, Translator, Wire};
+use crate::config::ConfigError;
 use crate::error::ApiError;
-use crate::openai::{self, ChatRequest, INCOMPLETE_MESSAGE};
-use crate::sse::{write_event, SseEvent, SseParser};
-use crate::usage::{self, AnthropicStreamUsage, Usage};
+use crate::sse::SseEvent;
+use crate::usage::Usage;
 
-fn unsupported(what: &str) -> ApiError {
-    ApiError::invalid_request(
-        "unsupported_feature",
-        format!("{what} is not supported for Anthropic targets"),
-    )
+/// `anthropic-version` sent when the target sets none.
+pub const DEFAULT_VERSION: &str = "2023-06-01";
+/// `max_tokens` sent when neither the client nor the target sets one.
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// The provider's own fields.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    anthropic_version: Option<String>,
+    #[serde(default)]
+    default_max_tokens: Option<u64>,
+}
+
+impl Config {
+    pub fn compile(
+        self,
+        model: Option<String>,
+        at: &dyn Fn(&str) -> String,
+    ) -> Result<Anthropic, ConfigError> {
+        let default_max_tokens = self.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+        if default_max_tokens == 0 {
+            return Err(ConfigError::new(at("default_max_tokens"), "must be at least 1"));
+        }
+        Ok(Anthropic {
+            model: super::required_model(model, at)?,
+            version: self.anthropic_version.unwrap_or_else(|| DEFAULT_VERSION.into()),
+            default_max_tokens,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anthropic {
+    model: String,
+    version: String,
+    default_max_tokens: u64,
+}
+
+impl Anthropic {
+    pub fn new(model: &str) -> Anthropic {
+        Anthropic {
+            model: model.into(),
+            version: DEFAULT_VERSION.into(),
+            default_max_tokens: DEFAULT_MAX_TOKENS,
+        }
+    }
+}
+
+impl Provider for Anthropic {
+    fn name(&self) -> &'static str {
+        "anthropic"
+    }
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn path(&self, _stream: bool) -> Cow<'_, str> {
+        Cow::Borrowed("/v1/messages")
+    }
+    fn headers(&self, key: Option<&str>) -> Vec<(&'static str, String)> {
+        let mut h = Vec::with_capacity(2);
+        if let Some(k) = key {
+            h.push(("x-api-key", k.to_string()));
+        }
+        h.push(("anthropic-version", self.version.clone()));
+        h
+    }
+    fn wire(&self) -> Wire<'_> {
+        Wire::Translated(self)
+    }
+}
+
+impl Translator for Anthropic {
+    fn label(&self) -> &'static str {
+        "Anthropic"
+    }
+    fn request(&self, req: &neutral::Request<'_>) -> Result<Vec<u8>, ApiError> {
+        request(req, &self.model, self.default_max_tokens)
+    }
+    fn response(&self, body: &[u8]) -> Result<Completion, ApiError> {
+        response(body)
+    }
+    fn error(&self, status: u16, body: &[u8]) -> Option<neutral::Error> {
+        error(status, body)
+    }
+    fn stream(&self) -> Box<dyn StreamDecoder> {
+        Box::new(Decoder::default())
+    }
 }
 
 fn invalid_messages(message: String) -> ApiError {
     ApiError::invalid_request("invalid_messages", message)
 }
 
-fn invalid_parameter(name: &str, expected: &str) -> ApiError {
-    ApiError::invalid_request("invalid_parameter", format!("`{name}` must be {expected}"))
-}
-
-/// Absent, `null`, `[]` and `{}` all mean "not used" (some SDKs always send `tools: []`).
-fn is_unset(v: Option<&Value>) -> bool {
-    match v {
-        None | Some(Value::Null) => true,
-        Some(Value::Array(a)) => a.is_empty(),
-        Some(Value::Object(o)) => o.is_empty(),
-        Some(_) => false,
-    }
-}
-
-/// The text pieces of an OpenAI message `content`: a string, or an array of `{"type":"text"}` parts.
-fn text_parts(content: Option<&Value>, index: usize) -> Result<Vec<&str>, ApiError> {
-    match content {
-        Some(Value::String(s)) => Ok(vec![s.as_str()]),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(|part| match part.get("type").and_then(Value::as_str) {
-                Some("text") => part.get("text").and_then(Value::as_str).ok_or_else(|| {
-                    invalid_messages(format!("messages[{index}]: a text part needs a string `text`"))
-                }),
-                Some(other) => Err(ApiError::invalid_request(
-                    "unsupported_content",
-                    format!("messages[{index}]: content part type `{other}` is not supported for Anthropic targets"),
-                )),
-                None => Err(invalid_messages(format!("messages[{index}]: content parts need a `type`"))),
-            })
-            .collect(),
-        _ => Err(invalid_messages(format!(
-            "messages[{index}].content must be a string or an array of content parts"
-        ))),
-    }
-}
-
-/// Builds the Anthropic Messages body for a validated OpenAI request.
-pub fn request_to_anthropic(
-    req: &ChatRequest,
-    upstream_model: &str,
+/// The Messages body for a request.
+pub fn request(
+    req: &neutral::Request<'_>,
+    model: &str,
     default_max_tokens: u64,
 ) -> Result<Vec<u8>, ApiError> {
-    let body = &req.body;
-    for field in ["tools", "functions"] {
-        if !is_unset(body.get(field)) {
-            return Err(unsupported(&format!("`{field}`")));
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for m in &req.messages {
+        // Anthropic refuses empty text blocks, so they are left out.
+        let blocks: Vec<Value> = m
+            .text
+            .iter()
+            .filter(|t| !t.is_empty())
+            .map(|t| json!({"type": "text", "text": t}))
+            .collect();
+        if blocks.is_empty() {
+            return Err(invalid_messages(format!(
+                "messages[{}] has no text content",
+                m.index
+            )));
         }
+        messages.push(json!({"role": m.role.as_str(), "content": blocks}));
     }
-    match body.get("n") {
-        None | Some(Value::Null) => {}
-        Some(n) => match n.as_u64() {
-            Some(1) => {}
-            Some(n) if n > 1 => return Err(unsupported("`n` greater than 1")),
-            _ => return Err(invalid_parameter("n", "a positive integer")),
-        },
-    }
-
-    let messages = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid_messages("`messages` must be an array".into()))?;
-    let mut system: Vec<&str> = Vec::new();
-    let mut out_messages = Vec::with_capacity(messages.len());
-    for (i, m) in messages.iter().enumerate() {
-        let role = m
-            .get("role")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid_messages(format!("messages[{i}].role must be a string")))?;
-        match role {
-            "system" | "developer" => {
-                system.extend(
-                    text_parts(m.get("content"), i)?
-                        .into_iter()
-                        .filter(|t| !t.is_empty()),
-                );
-            }
-            "user" | "assistant" => {
-                for field in ["tool_calls", "function_call"] {
-                    if !is_unset(m.get(field)) {
-                        return Err(unsupported(&format!("`{field}` in messages")));
-                    }
-                }
-                // Anthropic refuses empty text blocks, so they are left out.
-                let blocks: Vec<Value> = text_parts(m.get("content"), i)?
-                    .into_iter()
-                    .filter(|t| !t.is_empty())
-                    .map(|t| json!({"type": "text", "text": t}))
-                    .collect();
-                if blocks.is_empty() {
-                    return Err(invalid_messages(format!("messages[{i}] has no text content")));
-                }
-                out_messages.push(json!({"role": role, "content": blocks}));
-            }
-            "tool" | "function" => return Err(unsupported(&format!("the `{role}` message role"))),
-            other => {
-                return Err(invalid_messages(format!(
-                    "messages[{i}].role `{other}` is not supported"
-                )))
-            }
-        }
-    }
-    if out_messages.is_empty() {
+    if messages.is_empty() {
         return Err(invalid_messages(
             "at least one user or assistant message is required".into(),
         ));
     }
-
-    let max_tokens = match ["max_completion_tokens", "max_tokens"]
-        .into_iter()
-        .find_map(|k| body.get(k).filter(|v| !v.is_null()).map(|v| (k, v)))
-    {
-        Some((name, v)) => v
-            .as_u64()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| invalid_parameter(name, "a positive integer"))?,
-        None => default_max_tokens,
-    };
-
     let mut out = Map::new();
-    out.insert("model".into(), Value::from(upstream_model));
-    out.insert("max_tokens".into(), Value::from(max_tokens));
-    out.insert("messages".into(), Value::Array(out_messages));
+    out.insert("model".into(), Value::from(model));
+    out.insert(
+        "max_tokens".into(),
+        Value::from(req.max_tokens.unwrap_or(default_max_tokens)),
+    );
+    out.insert("messages".into(), Value::Array(messages));
+    let system: Vec<&str> = req.system.iter().copied().filter(|t| !t.is_empty()).collect();
     if !system.is_empty() {
         out.insert("system".into(), Value::from(system.join("\n\n")));
     }
-    for name in ["temperature", "top_p"] {
-        match body.get(name) {
-            None | Some(Value::Null) => {}
-            Some(v @ Value::Number(_)) => {
-                out.insert(name.into(), v.clone());
-            }
-            Some(_) => return Err(invalid_parameter(name, "a number")),
+    for (name, v) in [("temperature", &req.temperature), ("top_p", &req.top_p)] {
+        if let Some(n) = v {
+            out.insert(name.into(), Value::Number((*n).clone()));
         }
     }
-    let stop: Vec<Value> = match body.get("stop") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(s)) => vec![Value::from(s.as_str())],
-        Some(Value::Array(list)) if list.iter().all(Value::is_string) => list.clone(),
-        Some(_) => return Err(invalid_parameter("stop", "a string or an array of strings")),
-    };
-    if !stop.is_empty() {
-        out.insert("stop_sequences".into(), Value::Array(stop));
+    if !req.stop.is_empty() {
+        out.insert("stop_sequences".into(), Value::from(req.stop.clone()));
     }
     if req.stream {
         out.insert("stream".into(), Value::Bool(true));
     }
-    if let Some(user) = body.get("user").and_then(Value::as_str) {
+    if let Some(user) = &req.user {
         out.insert("metadata".into(), json!({ "user_id": user }));
     }
     Ok(Value::Object(out).to_string().into_bytes())
 }
 
-/// OpenAI `finish_reason` for an Anthropic `stop_reason`.
-fn finish_reason(stop_reason: Option<&str>) -> Option<&'static str> {
+/// The neutral reason for an Anthropic `stop_reason`.
+fn finish(stop_reason: Option<&str>) -> Option<Finish> {
     Some(match stop_reason? {
-        "max_tokens" => "length",
-        "tool_use" => "tool_calls",
-        "refusal" => "content_filter",
+        "max_tokens" => Finish::Length,
+        "tool_use" => Finish::ToolCalls,
+        "refusal" => Finish::ContentFilter,
         // end_turn, stop_sequence, pause_turn and anything newer.
-        _ => "stop",
+        _ => Finish::Stop,
     })
 }
 
-fn usage_json(u: Usage) -> Value {
-    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total()})
-}
-
-/// Converts a (non-streaming) Anthropic message into an OpenAI `chat.completion`, returning its usage
-/// for metering.
-pub fn response_to_openai(body: &[u8], created: u64) -> Result<(Vec<u8>, Usage), ApiError> {
+/// A (non-streamed) Anthropic message.
+pub fn response(body: &[u8]) -> Result<Completion, ApiError> {
     let bad = |what: String| {
         ApiError::upstream(
             502,
@@ -212,122 +198,43 @@ pub fn response_to_openai(body: &[u8], created: u64) -> Result<(Vec<u8>, Usage),
         .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
         .filter_map(|b| b.get("text").and_then(Value::as_str))
         .collect();
-    let usage = usage::from_anthropic_json(&v).unwrap_or_default();
-    let out = json!({
-        "id": v.get("id").and_then(Value::as_str).unwrap_or_default(),
-        "object": "chat.completion",
-        "created": created,
-        "model": v.get("model").and_then(Value::as_str).unwrap_or_default(),
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "logprobs": null,
-            "finish_reason": finish_reason(v.get("stop_reason").and_then(Value::as_str)),
-        }],
-        "usage": usage_json(usage),
-    });
-    Ok((out.to_string().into_bytes(), usage))
+    let field = |k| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    Ok(Completion {
+        id: field("id"),
+        model: field("model"),
+        text,
+        finish: finish(v.get("stop_reason").and_then(Value::as_str)),
+        usage: usage(&v).unwrap_or_default(),
+    })
 }
 
-/// Converts an Anthropic error body (`{"type":"error","error":{"type","message"}}`) to the OpenAI shape,
-/// keeping Anthropic's error type as both `type` and `code` so clients can still tell them apart.
-pub fn error_to_openai(status: u16, body: &[u8]) -> Vec<u8> {
-    if let Ok(v) = serde_json::from_slice::<Value>(body) {
-        if let (Some("error"), Some(err)) = (v.get("type").and_then(Value::as_str), v.get("error")) {
-            let field = |k| {
-                err.get(k)
-                    .and_then(Value::as_str)
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-            };
-            let kind = field("type").unwrap_or("upstream_error");
-            let message = field("message").map_or_else(|| openai::status_message(status), str::to_owned);
-            return openai::error_json(&message, kind, kind).into_bytes();
-        }
-    }
-    openai::error_from_upstream(status, body).unwrap_or_else(|| body.to_vec())
+/// An Anthropic error body (`{"type":"error","error":{"type","message"}}`), keeping Anthropic's error
+/// type as both `type` and `code` so clients can still tell them apart. `None` for any other body.
+pub fn error(status: u16, body: &[u8]) -> Option<neutral::Error> {
+    let v = serde_json::from_slice::<Value>(body).ok()?;
+    let (Some("error"), Some(err)) = (v.get("type").and_then(Value::as_str), v.get("error")) else {
+        return None;
+    };
+    let field = |k| {
+        err.get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let kind = field("type").unwrap_or("upstream_error");
+    let message = field("message").map_or_else(|| super::openai::status_message(status), str::to_owned);
+    Some(neutral::Error::new(message, kind, kind))
 }
 
-/// Translates an Anthropic SSE response into OpenAI `chat.completion.chunk` SSE as it arrives.
-#[derive(Debug)]
-pub struct AnthropicStream {
-    parser: SseParser,
-    usage: AnthropicStreamUsage,
-    created: u64,
-    include_usage: bool,
-    /// `id` and `model` of the message, already JSON-encoded, repeated in every chunk.
-    id_json: String,
-    model_json: String,
-    /// `[DONE]` has been written; later upstream events are ignored.
-    done: bool,
+/// Decodes Anthropic stream events (`message_start`, `content_block_delta`, `message_delta`,
+/// `message_stop`, `error`; the rest carry nothing to translate).
+#[derive(Debug, Default)]
+pub struct Decoder {
+    usage: StreamUsage,
 }
 
-impl AnthropicStream {
-    pub fn new(created: u64, include_usage: bool) -> Self {
-        Self {
-            parser: SseParser::new(),
-            usage: AnthropicStreamUsage::new(),
-            created,
-            include_usage,
-            id_json: "\"\"".into(),
-            model_json: "\"\"".into(),
-            done: false,
-        }
-    }
-
-    /// Consumes a body chunk and returns the OpenAI SSE bytes for the events it completed.
-    pub fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for ev in self.parser.feed(chunk) {
-            self.translate(&ev, &mut out);
-        }
-        out
-    }
-
-    /// Ends the stream; without a `message_stop` the client gets an error event and `[DONE]`.
-    pub fn finish(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for ev in self.parser.finish() {
-            self.translate(&ev, &mut out);
-        }
-        if !self.done {
-            self.fail(
-                &mut out,
-                INCOMPLETE_MESSAGE,
-                "upstream_error",
-                "stream_incomplete",
-            );
-        }
-        out
-    }
-
-    pub fn usage(&self) -> Option<Usage> {
-        self.usage.usage()
-    }
-
-    /// Whether the stream has been terminated (`[DONE]` written).
-    pub fn is_done(&self) -> bool {
-        self.done
-    }
-
-    fn fail(&mut self, out: &mut Vec<u8>, message: &str, kind: &str, code: &str) {
-        openai::write_stream_error(out, message, kind, code);
-        self.done = true;
-    }
-
-    fn write_chunk(&self, out: &mut Vec<u8>, delta: &str, finish: Option<&str>) {
-        let chunk = format!(
-            r#"{{"id":{},"object":"chat.completion.chunk","created":{},"model":{},"choices":[{{"index":0,"delta":{},"finish_reason":{}}}]}}"#,
-            self.id_json,
-            self.created,
-            self.model_json,
-            delta,
-            finish.map_or(Value::Null, Value::from)
-        );
-        write_event(out, None, &chunk);
-    }
-
-    fn translate(&mut self, ev: &SseEvent, out: &mut Vec<u8>) {
+impl StreamDecoder for Decoder {
+    fn decode(&mut self, ev: &Frame, emit: &mut dyn FnMut(Event<'_>)) {
         const HANDLED: [&str; 5] = [
             "message_start",
             "content_block_delta",
@@ -335,17 +242,16 @@ impl AnthropicStream {
             "message_stop",
             "error",
         ];
-        if self.done || ev.event.as_deref().is_some_and(|name| !HANDLED.contains(&name)) {
+        if ev.event.as_deref().is_some_and(|name| !HANDLED.contains(&name)) {
             return;
         }
         let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
             if ev.event.is_some() {
-                self.fail(
-                    out,
+                emit(Event::Error(neutral::Error::new(
                     "invalid stream event from Anthropic",
                     "upstream_error",
                     "bad_upstream_response",
-                );
+                )));
             }
             return;
         };
@@ -363,16 +269,17 @@ impl AnthropicStream {
                         .and_then(Value::as_str)
                         .unwrap_or_default()
                 };
-                self.id_json = Value::from(field("id")).to_string();
-                self.model_json = Value::from(field("model")).to_string();
-                self.write_chunk(out, r#"{"role":"assistant","content":""}"#, None);
+                emit(Event::Start {
+                    id: field("id"),
+                    model: field("model"),
+                });
             }
             "content_block_delta" => {
                 let delta = v.get("delta");
-                // Only text is translated; thinking, signature and tool-input deltas have no OpenAI field.
+                // Only text is translated; thinking, signature and tool-input deltas have no neutral form.
                 if delta.and_then(|d| d.get("type")).and_then(Value::as_str) == Some("text_delta") {
                     if let Some(text) = delta.and_then(|d| d.get("text")).and_then(Value::as_str) {
-                        self.write_chunk(out, &format!(r#"{{"content":{}}}"#, Value::from(text)), None);
+                        emit(Event::Text(text));
                     }
                 }
             }
@@ -382,31 +289,103 @@ impl AnthropicStream {
                     .get("delta")
                     .and_then(|d| d.get("stop_reason"))
                     .and_then(Value::as_str);
-                self.write_chunk(out, "{}", finish_reason(stop));
+                emit(Event::Finish(finish(stop)));
             }
-            "message_stop" => {
-                if self.include_usage {
-                    let chunk = format!(
-                        r#"{{"id":{},"object":"chat.completion.chunk","created":{},"model":{},"choices":[],"usage":{}}}"#,
-                        self.id_json,
-                        self.created,
-                        self.model_json,
-                        usage_json(self.usage().unwrap_or_default())
-                    );
-                    write_event(out, None, &chunk);
-                }
-                write_event(out, None, "[DONE]");
-                self.done = true;
-            }
+            "message_stop" => emit(Event::End(self.usage.usage())),
             "error" => {
                 let err = v.get("error");
                 let field = |k| err.and_then(|e| e.get(k)).and_then(Value::as_str);
                 let kind = field("type").unwrap_or("upstream_error");
                 let message = field("message").unwrap_or("Anthropic stream error");
-                self.fail(out, message, kind, kind);
+                emit(Event::Error(neutral::Error::new(message, kind, kind)));
             }
             _ => {}
         }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage.usage()
+    }
+}
+
+fn count(obj: &Value, key: &str) -> Option<u64> {
+    obj.get(key).and_then(Value::as_u64)
+}
+
+/// Reads the `usage` of an Anthropic message. Cache writes and reads are billed input, so they count
+/// as prompt tokens alongside `input_tokens`.
+pub fn usage(v: &Value) -> Option<Usage> {
+    let mut acc = StreamUsage::default();
+    acc.merge(v.get("usage")?);
+    acc.usage()
+}
+
+/// Accumulates usage over an Anthropic stream: `message_start` carries the input counts, and each
+/// `message_delta` carries counts that are cumulative, so later values replace earlier ones.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StreamUsage {
+    input: Option<u64>,
+    cache_creation: Option<u64>,
+    cache_read: Option<u64>,
+    output: Option<u64>,
+}
+
+impl StreamUsage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Looks at one SSE event; only `message_start` and `message_delta` are parsed.
+    pub fn observe(&mut self, ev: &SseEvent) {
+        let relevant = match ev.event.as_deref() {
+            Some(name) => name == "message_start" || name == "message_delta",
+            None => ev.data.contains("\"message_"),
+        };
+        if !relevant {
+            return;
+        }
+        if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+            self.observe_json(&v);
+        }
+    }
+
+    /// Like [`Self::observe`] for an event whose data the caller has already parsed.
+    pub fn observe_json(&mut self, v: &Value) {
+        let usage = match v.get("type").and_then(Value::as_str) {
+            Some("message_start") => v.get("message").and_then(|m| m.get("usage")),
+            Some("message_delta") => v.get("usage"),
+            _ => None,
+        };
+        if let Some(usage) = usage {
+            self.merge(usage);
+        }
+    }
+
+    /// Counts present in `usage` replace the ones held; absent or null ones keep them.
+    fn merge(&mut self, usage: &Value) {
+        let fields = [
+            (&mut self.input, "input_tokens"),
+            (&mut self.cache_creation, "cache_creation_input_tokens"),
+            (&mut self.cache_read, "cache_read_input_tokens"),
+            (&mut self.output, "output_tokens"),
+        ];
+        for (slot, key) in fields {
+            if let Some(n) = count(usage, key) {
+                *slot = Some(n);
+            }
+        }
+    }
+
+    /// The usage so far; `None` until some count has been seen.
+    pub fn usage(&self) -> Option<Usage> {
+        let prompt = [self.input, self.cache_creation, self.cache_read];
+        if prompt.iter().all(Option::is_none) && self.output.is_none() {
+            return None;
+        }
+        Some(Usage {
+            prompt_tokens: prompt.iter().flatten().fold(0u64, |a, &b| a.saturating_add(b)),
+            completion_tokens: self.output.unwrap_or(0),
+        })
     }
 }
 
@@ -414,18 +393,38 @@ impl AnthropicStream {
 mod tests {
     use super::*;
     // On wasm32 every unit test runs under wasm-bindgen-test (Node) too: `make wasm-test`.
-    use crate::openai::parse_chat_request;
+    use crate::provider::openai::parse_chat_request;
+    use crate::provider::{client_error, Exchange, Reply, TranslatedStream};
+    use crate::sse::SseParser;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    const MESSAGE: &str = include_str!("../tests/fixtures/anthropic_message.json");
-    const STREAM: &str = include_str!("../tests/fixtures/anthropic_stream.sse");
-    const STREAM_ERROR: &str = include_str!("../tests/fixtures/anthropic_stream_error.sse");
+    const MESSAGE: &str = include_str!("../../tests/fixtures/anthropic_message.json");
+    const STREAM: &str = include_str!("../../tests/fixtures/anthropic_stream.sse");
+    const STREAM_ERROR: &str = include_str!("../../tests/fixtures/anthropic_stream_error.sse");
 
+    fn target() -> Anthropic {
+        Anthropic::new("claude-3-5-haiku-20241022")
+    }
+
+    /// The client's request as this provider gets it, through the one translation path.
     fn translate(req: Value) -> Result<Value, ApiError> {
         let req = parse_chat_request(req.to_string().as_bytes()).unwrap();
-        request_to_anthropic(&req, "claude-3-5-haiku-20241022", 4096)
-            .map(|bytes| serde_json::from_slice(&bytes).unwrap())
+        Exchange::prepare(&req, &target()).map(|(bytes, _)| serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// A 2xx JSON answer as the client gets it, and its usage.
+    fn response_to_openai(body: &[u8], created: u64) -> Result<(Vec<u8>, Usage), ApiError> {
+        let req = parse_chat_request(br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).unwrap();
+        let (_, ex) = Exchange::prepare(&req, &target()).unwrap();
+        let mut reply = Reply::new(&target(), &ex, 200, false, created);
+        assert!(reply.needs_whole_body());
+        let out = reply.whole(&target(), body)?;
+        Ok((out, reply.usage().unwrap()))
+    }
+
+    fn error_to_openai(status: u16, body: &[u8]) -> Vec<u8> {
+        client_error(&target(), status, body)
     }
 
     #[test]
@@ -655,7 +654,7 @@ mod tests {
             b"[]",
             b"{\"id\":\"msg_1\"}",
             b"{\"type\":\"message\",\"content\":\"text\"}",
-            include_bytes!("../tests/fixtures/anthropic_error.json"),
+            include_bytes!("../../tests/fixtures/anthropic_error.json"),
         ];
         for body in cases {
             let e = response_to_openai(body, 1).unwrap_err();
@@ -669,7 +668,7 @@ mod tests {
 
     #[test]
     fn error_translation() {
-        let fixture = include_bytes!("../tests/fixtures/anthropic_error.json");
+        let fixture = include_bytes!("../../tests/fixtures/anthropic_error.json");
         let cases: Vec<(u16, &[u8], Value)> = vec![
             (
                 529,
@@ -718,7 +717,7 @@ mod tests {
     }
 
     fn run(include_usage: bool, chunks: &[&[u8]]) -> (String, Option<Usage>) {
-        let mut s = AnthropicStream::new(1_732_353_001, include_usage);
+        let mut s = TranslatedStream::new(&target(), 1_732_353_001, include_usage).unwrap();
         let mut out = Vec::new();
         for c in chunks {
             out.extend(s.feed(c));
@@ -889,5 +888,82 @@ mod tests {
         assert_eq!(text, "mock reply to: hi");
         assert_eq!(finish.last(), Some(&json!("length")));
         assert_eq!(events.last().unwrap().data, "[DONE]");
+    }
+
+    fn u(p: u64, c: u64) -> Usage {
+        Usage {
+            prompt_tokens: p,
+            completion_tokens: c,
+        }
+    }
+
+    #[test]
+    fn anthropic_usage() {
+        let fixture: Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/anthropic_message.json")).unwrap();
+        let cases = [
+            (fixture, Some(u(2112, 14))),
+            (
+                json!({"usage": {"input_tokens": 5, "output_tokens": 6}}),
+                Some(u(5, 6)),
+            ),
+            (
+                json!({"usage": {"input_tokens": 5, "cache_creation_input_tokens": null, "output_tokens": 6}}),
+                Some(u(5, 6)),
+            ),
+            (json!({"usage": {"output_tokens": 6}}), Some(u(0, 6))),
+            (json!({"usage": {}}), None),
+            (json!({"usage": null}), None),
+            (json!({}), None),
+        ];
+        for (v, want) in cases {
+            assert_eq!(usage(&v), want, "{v}");
+        }
+    }
+
+    fn stream_usage(input: &str) -> Option<Usage> {
+        let mut p = SseParser::new();
+        let mut acc = StreamUsage::new();
+        for ev in p.feed(input.as_bytes()).iter().chain(p.finish().iter()) {
+            acc.observe(ev);
+        }
+        acc.usage()
+    }
+
+    #[test]
+    fn anthropic_stream_usage() {
+        let cases: &[(&str, &str, Option<Usage>)] = &[
+            ("fixture", include_str!("../../tests/fixtures/anthropic_stream.sse"), Some(u(35, 15))),
+            ("error fixture", include_str!("../../tests/fixtures/anthropic_stream_error.sse"), Some(u(8, 1))),
+            ("empty", "", None),
+            (
+                "deltas replace, never add",
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n\
+                 event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":5}}\n\n\
+                 event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}\n\n",
+                Some(u(10, 9)),
+            ),
+            (
+                "input counts from message_delta",
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"cache_read_input_tokens\":4,\"output_tokens\":1}}}\n\n\
+                 event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":12,\"cache_creation_input_tokens\":3,\"output_tokens\":20}}\n\n",
+                Some(u(19, 20)),
+            ),
+            (
+                "no event names",
+                "data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":2,\"output_tokens\":1}}}\n\n\
+                 data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":3}}\n\n",
+                Some(u(2, 3)),
+            ),
+            (
+                "text mentioning usage is ignored",
+                "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"usage message_delta\"},\"usage\":{\"output_tokens\":99}}\n\n",
+                None,
+            ),
+            ("bad json", "event: message_delta\ndata: {\"usage\":\n\n", None),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(stream_usage(input), *want, "{name}");
+        }
     }
 }

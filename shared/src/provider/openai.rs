@@ -1,13 +1,68 @@
-//! OpenAI Chat Completions wire format: request validation, stream observation, error shaping.
+//! OpenAI Chat Completions: the dialect clients speak, and the provider `openai` (also
+//! `openai_compatible`, for servers with the same API).
 //!
-//! The gateway speaks the OpenAI API to clients whatever the upstream, so this module is the client-facing
-//! contract. Requests are kept as a JSON map so fields the gateway does not know pass through untouched.
+//! As the client's dialect: the request ([`ChatRequest`], kept as a JSON map so fields the gateway does
+//! not know pass through), its decoding into [`neutral`] for providers that speak another dialect
+//! ([`to_neutral`]), and the writers of answers from [`neutral`] ([`completion_json`], [`StreamWriter`],
+//! [`error_from_upstream`]). As a provider's dialect: passing through, the usage chunk asked for
+//! ([`request_stream_usage`]) and observed or stripped again ([`OpenAiStream`]), usage ([`usage`]).
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
-use crate::error::ApiError;
-use crate::sse::{write_event, SseParser};
-use crate::usage::{self, Usage};
+use super::neutral::{self, Completion, Event, Finish, Message, Role};
+use super::{Provider, Wire};
+use crate::config::ConfigError;
+use crate::error::{error_json, ApiError};
+use crate::sse::{write_event, SseEvent, SseParser};
+use crate::usage::Usage;
+
+/// The provider's own fields: none beyond the target's.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {}
+
+impl Config {
+    /// `name` is the config's provider value (`openai` or `openai_compatible`).
+    pub fn compile(
+        self,
+        name: &'static str,
+        model: Option<String>,
+        at: &dyn Fn(&str) -> String,
+    ) -> Result<OpenAi, ConfigError> {
+        Ok(OpenAi {
+            name,
+            model: super::required_model(model, at)?,
+        })
+    }
+}
+
+/// OpenAI, or a server with its API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAi {
+    name: &'static str,
+    model: String,
+}
+
+impl Provider for OpenAi {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn path(&self, _stream: bool) -> Cow<'_, str> {
+        Cow::Borrowed("/v1/chat/completions")
+    }
+    fn headers(&self, key: Option<&str>) -> Vec<(&'static str, String)> {
+        key.map(|k| ("authorization", format!("Bearer {k}")))
+            .into_iter()
+            .collect()
+    }
+    fn wire(&self) -> Wire<'_> {
+        Wire::OpenAi
+    }
+}
 
 /// A validated chat completion request.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +94,8 @@ impl ChatRequest {
 }
 
 /// Sets `stream_options.include_usage: true` in a streaming request body; returns whether it changed
-/// (the client had not asked for the usage chunk, so it must be stripped from the answer again).
+/// (the client had not asked for the usage chunk, so it must be stripped from the answer again). The
+/// one place the gateway asks for it (ai-proxy upstream, the rate limit in front of a provider).
 pub fn request_stream_usage(body: &mut Map<String, Value>) -> bool {
     let asked = body
         .get("stream_options")
@@ -119,23 +175,275 @@ pub fn chat_request(value: Value) -> Result<ChatRequest, ApiError> {
     })
 }
 
-/// `{"error":{"message","type","code"}}` with the keys in OpenAI's order.
-pub(crate) fn error_json(message: &str, kind: &str, code: &str) -> String {
-    format!(
-        r#"{{"error":{{"message":{},"type":{},"code":{}}}}}"#,
-        Value::from(message),
-        Value::from(kind),
-        Value::from(code)
+fn unsupported(what: &str, label: &str) -> ApiError {
+    ApiError::invalid_request(
+        "unsupported_feature",
+        format!("{what} is not supported for {label} targets"),
     )
 }
 
-/// The error event and terminator appended to a stream that ended without finishing.
-pub(crate) fn write_stream_error(out: &mut Vec<u8>, message: &str, kind: &str, code: &str) {
+fn invalid_messages(message: String) -> ApiError {
+    ApiError::invalid_request("invalid_messages", message)
+}
+
+fn invalid_parameter(name: &str, expected: &str) -> ApiError {
+    ApiError::invalid_request("invalid_parameter", format!("`{name}` must be {expected}"))
+}
+
+/// Absent, `null`, `[]` and `{}` all mean "not used" (some SDKs always send `tools: []`).
+fn is_unset(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => true,
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(Value::Object(o)) => o.is_empty(),
+        Some(_) => false,
+    }
+}
+
+/// The text pieces of a message `content`: a string, or an array of `{"type":"text"}` parts.
+fn text_parts<'a>(content: Option<&'a Value>, index: usize, label: &str) -> Result<Vec<&'a str>, ApiError> {
+    match content {
+        Some(Value::String(s)) => Ok(vec![s.as_str()]),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .map(|part| match part.get("type").and_then(Value::as_str) {
+                Some("text") => part.get("text").and_then(Value::as_str).ok_or_else(|| {
+                    invalid_messages(format!("messages[{index}]: a text part needs a string `text`"))
+                }),
+                Some(other) => Err(ApiError::invalid_request(
+                    "unsupported_content",
+                    format!(
+                        "messages[{index}]: content part type `{other}` is not supported for {label} targets"
+                    ),
+                )),
+                None => Err(invalid_messages(format!(
+                    "messages[{index}]: content parts need a `type`"
+                ))),
+            })
+            .collect(),
+        _ => Err(invalid_messages(format!(
+            "messages[{index}].content must be a string or an array of content parts"
+        ))),
+    }
+}
+
+/// The client's request as [`neutral`], for a provider that speaks another dialect (`label` names it
+/// in errors). What the neutral shape cannot carry (tools, images, `n > 1`, tool messages) is refused
+/// with a 400 naming it rather than silently dropped; OpenAI-only tuning knobs are dropped.
+pub fn to_neutral<'a>(req: &'a ChatRequest, label: &str) -> Result<neutral::Request<'a>, ApiError> {
+    let body = &req.body;
+    for field in ["tools", "functions"] {
+        if !is_unset(body.get(field)) {
+            return Err(unsupported(&format!("`{field}`"), label));
+        }
+    }
+    match body.get("n") {
+        None | Some(Value::Null) => {}
+        Some(n) => match n.as_u64() {
+            Some(1) => {}
+            Some(n) if n > 1 => return Err(unsupported("`n` greater than 1", label)),
+            _ => return Err(invalid_parameter("n", "a positive integer")),
+        },
+    }
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid_messages("`messages` must be an array".into()))?;
+    let mut system = Vec::new();
+    let mut out = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid_messages(format!("messages[{i}].role must be a string")))?;
+        let role = match role {
+            "system" | "developer" => {
+                system.extend(text_parts(m.get("content"), i, label)?);
+                continue;
+            }
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            "tool" | "function" => return Err(unsupported(&format!("the `{role}` message role"), label)),
+            other => {
+                return Err(invalid_messages(format!(
+                    "messages[{i}].role `{other}` is not supported"
+                )))
+            }
+        };
+        for field in ["tool_calls", "function_call"] {
+            if !is_unset(m.get(field)) {
+                return Err(unsupported(&format!("`{field}` in messages"), label));
+            }
+        }
+        out.push(Message {
+            index: i,
+            role,
+            text: text_parts(m.get("content"), i, label)?,
+        });
+    }
+    let max_tokens = match ["max_completion_tokens", "max_tokens"]
+        .into_iter()
+        .find_map(|k| body.get(k).filter(|v| !v.is_null()).map(|v| (k, v)))
+    {
+        Some((name, v)) => Some(
+            v.as_u64()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| invalid_parameter(name, "a positive integer"))?,
+        ),
+        None => None,
+    };
+    let number = |name: &str| match body.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(Some(n)),
+        Some(_) => Err(invalid_parameter(name, "a number")),
+    };
+    let temperature = number("temperature")?;
+    let top_p = number("top_p")?;
+    let stop = match body.get("stop") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(Value::as_str)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| invalid_parameter("stop", "a string or an array of strings"))?,
+        Some(_) => return Err(invalid_parameter("stop", "a string or an array of strings")),
+    };
+    Ok(neutral::Request {
+        system,
+        messages: out,
+        max_tokens,
+        temperature,
+        top_p,
+        stop,
+        stream: req.stream,
+        user: body.get("user").and_then(Value::as_str),
+    })
+}
+
+/// OpenAI's `finish_reason`.
+fn finish_reason(finish: Option<Finish>) -> Value {
+    match finish {
+        None => Value::Null,
+        Some(Finish::Stop) => "stop".into(),
+        Some(Finish::Length) => "length".into(),
+        Some(Finish::ToolCalls) => "tool_calls".into(),
+        Some(Finish::ContentFilter) => "content_filter".into(),
+    }
+}
+
+fn usage_json(u: Usage) -> Value {
+    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total()})
+}
+
+/// A `chat.completion` for a [`Completion`].
+pub fn completion_json(c: &Completion, created: u64) -> Vec<u8> {
+    json!({
+        "id": c.id,
+        "object": "chat.completion",
+        "created": created,
+        "model": c.model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": c.text},
+            "logprobs": null,
+            "finish_reason": finish_reason(c.finish),
+        }],
+        "usage": usage_json(c.usage),
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The error event and terminator that end a stream which cannot go on.
+pub fn write_stream_error(out: &mut Vec<u8>, message: &str, kind: &str, code: &str) {
     write_event(out, None, &error_json(message, kind, code));
     write_event(out, None, "[DONE]");
 }
 
 pub(crate) const INCOMPLETE_MESSAGE: &str = "upstream stream ended before completion";
+
+/// Writes [`neutral::Event`]s as OpenAI `chat.completion.chunk` SSE.
+#[derive(Debug)]
+pub struct StreamWriter {
+    created: u64,
+    include_usage: bool,
+    /// `id` and `model` of the answer, already JSON-encoded, repeated in every chunk.
+    id_json: String,
+    model_json: String,
+}
+
+impl StreamWriter {
+    /// `include_usage`: the client asked for the usage chunk before `[DONE]`.
+    pub fn new(created: u64, include_usage: bool) -> Self {
+        StreamWriter {
+            created,
+            include_usage,
+            id_json: "\"\"".into(),
+            model_json: "\"\"".into(),
+        }
+    }
+
+    fn chunk(&self, out: &mut Vec<u8>, delta: &str, finish: Option<Finish>) {
+        let chunk = format!(
+            r#"{{"id":{},"object":"chat.completion.chunk","created":{},"model":{},"choices":[{{"index":0,"delta":{},"finish_reason":{}}}]}}"#,
+            self.id_json,
+            self.created,
+            self.model_json,
+            delta,
+            finish_reason(finish)
+        );
+        write_event(out, None, &chunk);
+    }
+
+    /// Writes one event.
+    pub fn write(&mut self, event: &Event<'_>, out: &mut Vec<u8>) {
+        match event {
+            Event::Start { id, model } => {
+                self.id_json = Value::from(*id).to_string();
+                self.model_json = Value::from(*model).to_string();
+                self.chunk(out, r#"{"role":"assistant","content":""}"#, None);
+            }
+            Event::Text(text) => self.chunk(out, &format!(r#"{{"content":{}}}"#, Value::from(*text)), None),
+            Event::Finish(finish) => self.chunk(out, "{}", *finish),
+            Event::End(usage) => {
+                if self.include_usage {
+                    let chunk = format!(
+                        r#"{{"id":{},"object":"chat.completion.chunk","created":{},"model":{},"choices":[],"usage":{}}}"#,
+                        self.id_json,
+                        self.created,
+                        self.model_json,
+                        usage_json(usage.unwrap_or_default())
+                    );
+                    write_event(out, None, &chunk);
+                }
+                write_event(out, None, "[DONE]");
+            }
+            Event::Error(e) => write_stream_error(out, &e.message, &e.kind, &e.code),
+        }
+    }
+
+    /// Ends a stream the provider left unfinished.
+    pub fn incomplete(&mut self, out: &mut Vec<u8>) {
+        write_stream_error(out, INCOMPLETE_MESSAGE, "upstream_error", "stream_incomplete");
+    }
+}
+
+/// Reads `usage.prompt_tokens` / `usage.completion_tokens` of an OpenAI response or chunk. `None` when
+/// there is no usage object (e.g. `"usage": null` on ordinary stream chunks) or it has neither count.
+pub fn usage(v: &Value) -> Option<Usage> {
+    let u = v.get("usage").filter(|u| u.is_object())?;
+    let count = |key| u.get(key).and_then(Value::as_u64);
+    let prompt = count("prompt_tokens");
+    let completion = count("completion_tokens");
+    if prompt.is_none() && completion.is_none() {
+        return None;
+    }
+    Some(Usage {
+        prompt_tokens: prompt.unwrap_or(0),
+        completion_tokens: completion.unwrap_or(0),
+    })
+}
 
 /// Whether an event's data may carry a usage object. Plain substring checks keep the common chunk
 /// (`"usage":null` or no usage at all) from being JSON-parsed.
@@ -213,7 +521,7 @@ impl OpenAiStream {
         self.done
     }
 
-    fn handle(&mut self, events: Vec<crate::sse::SseEvent>) -> Option<Vec<u8>> {
+    fn handle(&mut self, events: Vec<SseEvent>) -> Option<Vec<u8>> {
         let mut out = self.strip.then(Vec::new);
         for ev in events {
             let data = ev.data.as_str();
@@ -227,7 +535,7 @@ impl OpenAiStream {
             let mut rewritten = None;
             if may_carry_usage(data) {
                 if let Ok(mut chunk) = serde_json::from_str::<Value>(data) {
-                    if let Some(u) = usage::from_openai_json(&chunk) {
+                    if let Some(u) = usage(&chunk) {
                         self.usage = Some(u);
                         if chunk
                             .get("choices")
@@ -271,19 +579,13 @@ pub fn error_from_upstream(status: u16, body: &[u8]) -> Option<Vec<u8>> {
     let message = if text.is_empty() {
         status_message(status)
     } else {
-        truncate_chars(&text, 512)
+        crate::text::truncate_chars(&text, 512).to_owned()
     };
     Some(error_json(&message, "upstream_error", &format!("upstream_{status}")).into_bytes())
 }
 
-fn truncate_chars(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((cut, _)) => s.get(..cut).unwrap_or(s).to_owned(),
-        None => s.to_owned(),
-    }
-}
-
-pub(crate) fn status_message(status: u16) -> String {
+/// The message for an upstream error without a text of its own.
+pub fn status_message(status: u16) -> String {
     let reason = match status {
         400 => "bad request",
         401 => "unauthorized",
@@ -310,8 +612,8 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    const STREAM: &str = include_str!("../tests/fixtures/openai_stream.sse");
-    const STREAM_USAGE: &str = include_str!("../tests/fixtures/openai_stream_usage.sse");
+    const STREAM: &str = include_str!("../../tests/fixtures/openai_stream.sse");
+    const STREAM_USAGE: &str = include_str!("../../tests/fixtures/openai_stream_usage.sse");
 
     #[test]
     fn parse_request_ok() {
@@ -571,9 +873,123 @@ mod tests {
         }
     }
 
+    fn u(p: u64, c: u64) -> Usage {
+        Usage {
+            prompt_tokens: p,
+            completion_tokens: c,
+        }
+    }
+
+    #[test]
+    fn usage_of_answers_and_chunks() {
+        let fixture: Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/openai_chat.json")).unwrap();
+        let cases = [
+            (fixture, Some(u(19, 10))),
+            (
+                json!({"usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}),
+                Some(u(3, 4)),
+            ),
+            (json!({"usage": {"prompt_tokens": 3}}), Some(u(3, 0))),
+            (json!({"usage": null}), None),
+            (json!({"usage": {}}), None),
+            (json!({"usage": {"prompt_tokens": "3"}}), None),
+            (
+                json!({"usage": {"prompt_tokens": -1, "completion_tokens": 2}}),
+                Some(u(0, 2)),
+            ),
+            (json!({"choices": []}), None),
+            (json!([1, 2]), None),
+        ];
+        for (v, want) in cases {
+            assert_eq!(usage(&v), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn decodes_to_neutral() {
+        let req = parse_chat_request(
+            br#"{"model":"m","messages":[{"role":"system","content":"S"},{"role":"developer","content":[{"type":"text","text":""}]},
+                {"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":""}]},{"role":"assistant","content":"b"}],
+                "max_tokens":5,"max_completion_tokens":7,"temperature":0.5,"top_p":1,"stop":"END","user":"u","stream":true,
+                "seed":3,"tools":[],"n":1}"#,
+        )
+        .unwrap();
+        let n = to_neutral(&req, "X").unwrap();
+        assert_eq!(n.system, vec!["S", ""]);
+        assert_eq!(
+            n.messages,
+            vec![
+                Message {
+                    index: 2,
+                    role: Role::User,
+                    text: vec!["a", ""]
+                },
+                Message {
+                    index: 3,
+                    role: Role::Assistant,
+                    text: vec!["b"]
+                },
+            ]
+        );
+        assert_eq!(n.max_tokens, Some(7), "max_completion_tokens wins");
+        assert_eq!(n.temperature, serde_json::Number::from_f64(0.5).as_ref());
+        assert_eq!(n.top_p, Some(&1.into()));
+        assert_eq!(n.stop, vec!["END"]);
+        assert_eq!(n.user, Some("u"));
+        assert!(n.stream);
+        // The label names the target in refusals.
+        let req =
+            parse_chat_request(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{}]}"#)
+                .unwrap();
+        let e = to_neutral(&req, "Gemini").unwrap_err();
+        assert_eq!(e.code, "unsupported_feature");
+        assert_eq!(e.message, "`tools` is not supported for Gemini targets");
+    }
+
+    #[test]
+    fn writes_neutral_answers() {
+        let c = Completion {
+            id: "i".into(),
+            model: "m".into(),
+            text: "t".into(),
+            finish: Some(Finish::Length),
+            usage: u(1, 2),
+        };
+        let v: Value = serde_json::from_slice(&completion_json(&c, 9)).unwrap();
+        assert_eq!(
+            v,
+            json!({"id": "i", "object": "chat.completion", "created": 9, "model": "m",
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "t"}, "logprobs": null,
+                                "finish_reason": "length"}],
+                   "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}})
+        );
+        let mut w = StreamWriter::new(5, true);
+        let mut out = Vec::new();
+        for ev in [
+            Event::Start { id: "i", model: "m" },
+            Event::Text("hé"),
+            Event::Finish(Some(Finish::Stop)),
+            Event::End(Some(u(3, 4))),
+        ] {
+            w.write(&ev, &mut out);
+        }
+        let head = r#"{"id":"i","object":"chat.completion.chunk","created":5,"model":"m","choices":"#;
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "data: {head}[{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":\"\"}},\"finish_reason\":null}}]}}\n\n\
+                 data: {head}[{{\"index\":0,\"delta\":{{\"content\":\"hé\"}},\"finish_reason\":null}}]}}\n\n\
+                 data: {head}[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\n\
+                 data: {head}[],\"usage\":{{\"completion_tokens\":4,\"prompt_tokens\":3,\"total_tokens\":7}}}}\n\n\
+                 data: [DONE]\n\n"
+            )
+        );
+    }
+
     #[test]
     fn upstream_errors() {
-        let openai_err = include_bytes!("../tests/fixtures/openai_error.json");
+        let openai_err = include_bytes!("../../tests/fixtures/openai_error.json");
         assert_eq!(error_from_upstream(401, openai_err), None);
         let cases: Vec<(u16, Vec<u8>, String)> = vec![
             (

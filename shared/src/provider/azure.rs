@@ -1,0 +1,66 @@
+//! Azure OpenAI: OpenAI's dialect, addressed by deployment, with the key in `api-key`.
+
+use super::{Provider, Wire};
+use crate::config::ConfigError;
+use std::borrow::Cow;
+
+/// `api-version` sent when the target sets none.
+pub const DEFAULT_API_VERSION: &str = "2024-10-21";
+
+/// The provider's own fields. `deployment` is required; it is optional here so that its absence is
+/// reported with the target's field path.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    deployment: Option<String>,
+    #[serde(default)]
+    api_version: Option<String>,
+}
+
+impl Config {
+    /// `model` is optional for Azure (the deployment names the model) and ignored when set.
+    pub fn compile(self, model: Option<String>, at: &dyn Fn(&str) -> String) -> Result<Azure, ConfigError> {
+        let deployment = match self.deployment {
+            Some(d) if !d.trim().is_empty() => d,
+            Some(_) => return Err(ConfigError::new(at("deployment"), "deployment must not be empty")),
+            None => return Err(ConfigError::new(at("deployment"), "deployment is required")),
+        };
+        let version = self.api_version.unwrap_or_else(|| DEFAULT_API_VERSION.into());
+        if version.trim().is_empty() {
+            return Err(ConfigError::new(at("api_version"), "must not be empty"));
+        }
+        if model.is_some_and(|m| m.trim().is_empty()) {
+            return Err(ConfigError::new(at("model"), "model must not be empty"));
+        }
+        Ok(Azure {
+            path: format!("/openai/deployments/{deployment}/chat/completions?api-version={version}"),
+            deployment,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Azure {
+    deployment: String,
+    path: String,
+}
+
+impl Provider for Azure {
+    fn name(&self) -> &'static str {
+        "azure"
+    }
+    /// The deployment: what Azure bills, and the key of `prices`.
+    fn model(&self) -> &str {
+        &self.deployment
+    }
+    fn path(&self, _stream: bool) -> Cow<'_, str> {
+        Cow::Borrowed(&self.path)
+    }
+    fn headers(&self, key: Option<&str>) -> Vec<(&'static str, String)> {
+        key.map(|k| ("api-key", k.to_string())).into_iter().collect()
+    }
+    fn wire(&self) -> Wire<'_> {
+        Wire::OpenAi
+    }
+}
