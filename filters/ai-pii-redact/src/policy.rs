@@ -142,13 +142,12 @@ impl PiiRedact {
     }
 
     fn read_body(&mut self, host: &mut dyn Host, api: Option<Api>, body: &mut Body) -> Step {
-        let parsed = match body.json() {
+        let parsed = match shared::chat::json(body) {
             Ok(v) => v,
-            Err(e) if self.enforce() => {
+            Err(err) if self.enforce() => {
                 self.stage = Stage::Idle;
-                // Text we cannot read cannot be checked: refuse it rather than forward it unscanned.
-                let err =
-                    ApiError::invalid_request("invalid_json", format!("request body is not valid JSON: {e}"));
+                // Text we cannot read (or could read two ways) cannot be checked: refuse it rather than
+                // forward it unscanned.
                 return Step::Reply(self.reject(host, err));
             }
             Err(_) => {

@@ -156,12 +156,11 @@ impl Guard {
         if body.len() > v.max_body_bytes {
             check!(v.mode, too_large(v.max_body_bytes));
         }
-        let value: &Value = match body.json() {
+        let value: &Value = match shared::chat::json(body) {
             Ok(value) => value,
-            Err(e) => {
-                let err =
-                    ApiError::invalid_request("invalid_json", format!("request body is not valid JSON: {e}"));
-                check!(v.mode, Finding::new(Check::Validation, "invalid_json", err));
+            Err(err) => {
+                let rule = err.code;
+                check!(v.mode, Finding::new(Check::Validation, rule, err));
                 return Step::Continue;
             }
         };

@@ -133,9 +133,7 @@ impl AiProxy {
 
     /// Parses the request and picks its model and first target.
     fn choose(&mut self, host: &dyn Host, body: &mut Body) -> Result<(ChatRequest, usize, bool), ApiError> {
-        let value = body.json().map_err(|e| {
-            ApiError::invalid_request("invalid_json", format!("request body is not valid JSON: {e}"))
-        })?;
+        let value = shared::chat::json(body)?;
         let req = openai::chat_request(value.clone())?;
         let sticky = self
             .config
