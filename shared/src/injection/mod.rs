@@ -17,6 +17,8 @@
 mod cues;
 mod decode;
 mod normalize;
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod proptests;
 mod rules;
 
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
