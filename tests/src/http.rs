@@ -460,7 +460,7 @@ fn find_header_ref<'a>(headers: &[(&str, &'a str)], name: &str) -> Option<&'a st
 
 /// A request or response head: the start line and the headers (names lowercased, values trimmed).
 #[derive(Debug, Clone)]
-pub(crate) struct Head {
+pub struct Head {
     pub start: String,
     pub headers: Vec<(String, String)>,
 }
@@ -491,7 +491,7 @@ pub(crate) fn read_line<R: BufRead>(r: &mut R) -> io::Result<Option<String>> {
 }
 
 /// Reads a head. `Ok(None)` when the connection closes cleanly before a new head starts.
-pub(crate) fn read_head<R: BufRead>(r: &mut R) -> io::Result<Option<Head>> {
+pub fn read_head<R: BufRead>(r: &mut R) -> io::Result<Option<Head>> {
     // Tolerate stray empty lines between messages (RFC 9112 section 2.2).
     let start = loop {
         match read_line(r)? {
@@ -552,7 +552,7 @@ fn parse_chunk_size(line: &str) -> io::Result<u64> {
 }
 
 /// Reads a whole request body framed by `headers` (chunked or Content-Length; neither = empty).
-pub(crate) fn read_body<R: BufRead>(r: &mut R, headers: &[(String, String)]) -> io::Result<Vec<u8>> {
+pub fn read_body<R: BufRead>(r: &mut R, headers: &[(String, String)]) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     if is_chunked(headers) {
         loop {
