@@ -20,9 +20,9 @@ WBG_RUNNER := $(CARGO_BIN)/wasm-bindgen-test-runner
 export ENVOY_BIN := $(ENVOY)
 # Property tests (proptest): cases per property in `make test` (about a minute in all here; each
 # property divides it by its weight). `make fuzz` runs FUZZ_CASES.
-PROPTEST_CASES ?= 1024
+PROPTEST_CASES ?= 2048
 export PROPTEST_CASES
-FUZZ_CASES ?= 20480
+FUZZ_CASES ?= 40960
 
 .PHONY: run test build setup toolchain venv services wasm-bindgen lint fmt unit wasm-test e2e meta validate bench bench-tools fuzz soak clean
 
