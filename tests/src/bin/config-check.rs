@@ -20,6 +20,7 @@ fn check(filter: &str, json: &[u8]) -> Result<(), ConfigError> {
         "ai-pii-redact" => parse::<ai_pii_redact::config::Config>(json),
         "ai-prompt-guard" => parse::<ai_prompt_guard::config::Config>(json),
         "ai-token-ratelimit" => parse::<ai_token_ratelimit::config::Config>(json),
+        "ai-gateway" => parse::<ai_gateway::config::Bundle>(json),
         other => Err(ConfigError::new("filter", format!("unknown filter {other}"))),
     }
 }
