@@ -7,7 +7,9 @@
 pub mod config;
 pub mod proxy;
 
+use shared::breaker::sync::BreakerSync;
 use shared::config::ConfigError;
+use shared::host::Background;
 use std::rc::Rc;
 
 impl shared::wasm::Filter for config::Config {
@@ -20,6 +22,16 @@ impl shared::wasm::Filter for config::Config {
 
     fn new_policy(config: &Rc<Self>, seed: u64) -> proxy::AiProxy {
         proxy::AiProxy::new(Rc::clone(config), seed)
+    }
+
+    /// Breakers with a Redis store: the timer shares their open states with the fleet.
+    fn background(config: &Rc<Self>) -> Option<Box<dyn Background>> {
+        let shared = config.shared_breakers.clone()?;
+        Some(Box::new(BreakerSync::new(
+            "ai-proxy",
+            shared,
+            shared::redis::seed(0),
+        )))
     }
 }
 
