@@ -173,8 +173,16 @@ fn remaining(r: &Response) -> u64 {
 fn exact_mode_admits_a_burst_over_two_gateways_within_one_limit() {
     let limit = 200;
     let reservation = PROMPT_EST + 14;
+    // `deny` and a generous timeout: a slow answer on this busy machine must show as a 503, never as a
+    // request counted locally instead.
     let fleet = Fleet::ratelimit(2, |webdis| {
-        limit_config(limit, store(webdis, json!({"mode": "exact"})))
+        limit_config(
+            limit,
+            store(
+                webdis,
+                json!({"mode": "exact", "failure_mode": "deny", "timeout": "2s"}),
+            ),
+        )
     });
     // 40 clients at once, 20 on each gateway; the mock holds each answer 300 ms so all are in flight.
     let fault = json!({"delay_ms": 300}).to_string();
@@ -218,6 +226,9 @@ fn exact_mode_admits_a_burst_over_two_gateways_within_one_limit() {
         .map(|g| stat(g, "ai_token_ratelimit_store_decisions_total_mode=exact"))
         .sum();
     assert_eq!(decided, 40, "every admission was one round trip to Redis");
+    for g in &fleet.gateways {
+        assert_eq!(stat(g, "ai_token_ratelimit_store_fallback_total_mode=deny"), 0);
+    }
     eprintln!(
         "exact burst: {} + {} admitted of 40 ({} tokens of {limit}), {refused} refused",
         admitted(0),
@@ -325,7 +336,10 @@ fn hybrid_mode_overshoots_by_no_more_than_its_bound() {
     let fleet = Fleet::ratelimit(2, |webdis| {
         limit_config(
             limit,
-            store(webdis, json!({"mode": "hybrid", "sync_interval": "200ms"})),
+            store(
+                webdis,
+                json!({"mode": "hybrid", "failure_mode": "deny", "timeout": "2s"}),
+            ),
         )
     });
     // Two clients per gateway, a request every 25 ms each: about 1,500 tokens a second per gateway, so
@@ -341,6 +355,12 @@ fn hybrid_mode_overshoots_by_no_more_than_its_bound() {
         sent.iter().all(|s| s.status == 200 || s.status == 429),
         "{sent:?}"
     );
+    for g in &fleet.gateways {
+        assert_eq!(
+            stat(g, "ai_token_ratelimit_store_transitions_total_state=down"),
+            0
+        );
+    }
     let ok: Vec<&Sent> = sent.iter().filter(|s| s.status == 200).collect();
     let admitted = |g: usize| ok.iter().filter(|s| s.gateway == g).count() as u64;
     let total = ok.len() as u64 * reservation;
@@ -411,7 +431,7 @@ fn redis_stopped_mid_test_applies_the_failure_mode_and_the_budget_is_shared_agai
     let mut fleet = Fleet::ratelimit(2, |webdis| {
         limit_config(
             limit,
-            store(webdis, json!({"failure_mode": "local", "timeout": "300ms"})),
+            store(webdis, json!({"failure_mode": "local", "timeout": "2s"})),
         )
     });
     let key = day_key("down");
