@@ -179,8 +179,9 @@ pub struct Config {
     pub sticky_header: Option<String>,
     pub max_body_bytes: usize,
     pub route_header: String,
-    /// Targets whose breaker is shared with the fleet (`breaker.store: redis`), synced by the timer.
-    pub shared_breakers: Option<SharedBreakers>,
+    /// Targets whose breaker is shared with the fleet (`breaker.store: redis`), by store, synced by
+    /// the timer.
+    pub shared_breakers: Vec<SharedBreakers>,
 }
 
 pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
@@ -261,9 +262,7 @@ impl Config {
             });
         }
         let shared_breakers =
-            SharedBreakers::collect(targets.iter().map(|t| (t.name.as_str(), &t.resilience)), |i| {
-                format!("targets[{i}].resilience")
-            })?;
+            SharedBreakers::collect(targets.iter().map(|t| (t.name.as_str(), &t.resilience)));
         if raw.models.is_empty() {
             return Err(ConfigError::new("models", "at least one model is required"));
         }
@@ -496,7 +495,7 @@ mod tests {
             "a global resilience block puts every model in callout mode"
         );
         assert_eq!(ok.targets[0].resilience.retries, 2);
-        assert_eq!(ok.shared_breakers, None);
+        assert!(ok.shared_breakers.is_empty());
         let shared = top.replacen(
             r#""cooldown_ms":10}"#,
             r#""cooldown_ms":10,"store":{"type":"redis","upstream":{"cluster":"webdis","host":"127.0.0.1:7379"}}}"#,
@@ -504,9 +503,9 @@ mod tests {
         );
         let ok = Config::parse(with("", &shared).as_bytes(), &env).unwrap();
         let names: Vec<String> = ok.targets.iter().map(|t| t.name.clone()).collect();
+        assert_eq!(ok.shared_breakers.len(), 1);
         assert_eq!(
-            ok.shared_breakers.unwrap().targets,
-            names,
+            ok.shared_breakers[0].targets, names,
             "every target inherits the shared breaker"
         );
         assert_eq!(

@@ -9,6 +9,7 @@ pub mod proxy;
 
 use shared::breaker::sync::BreakerSync;
 use shared::config::ConfigError;
+use shared::host::chain::Backgrounds;
 use shared::host::Background;
 use std::rc::Rc;
 
@@ -26,12 +27,11 @@ impl shared::wasm::Filter for config::Config {
 
     /// Breakers with a Redis store: the timer shares their open states with the fleet.
     fn background(config: &Rc<Self>) -> Option<Box<dyn Background>> {
-        let shared = config.shared_breakers.clone()?;
-        Some(Box::new(BreakerSync::new(
-            "ai-proxy",
-            shared,
-            shared::redis::seed(0),
-        )))
+        let syncs = config.shared_breakers.iter().enumerate().map(|(i, s)| {
+            let seed = shared::redis::seed(i as u64);
+            Box::new(BreakerSync::new("ai-proxy", i, s.clone(), seed)) as Box<dyn Background>
+        });
+        Backgrounds::combine(syncs.collect())
     }
 }
 

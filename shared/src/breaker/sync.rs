@@ -11,7 +11,6 @@
 use super::Circuit;
 use crate::callout;
 use crate::callout::attempts::Resilience;
-use crate::config::ConfigError;
 use crate::host::{Background, CallResponse, Host, HttpCall};
 use crate::queue;
 use crate::redis::{self, Health, RedisStore, Store};
@@ -38,38 +37,29 @@ pub struct SharedBreakers {
 }
 
 impl SharedBreakers {
-    /// Collects the upstreams whose breaker has `store: redis` (`field(i)` names upstream `i`'s
-    /// resilience block in errors). They must all name the same store: one sync per gateway.
+    /// Groups the upstreams whose breaker has `store: redis` by store (most configs have one): one
+    /// sync per store.
     pub fn collect<'a>(
         upstreams: impl IntoIterator<Item = (&'a str, &'a Resilience)>,
-        field: impl Fn(usize) -> String,
-    ) -> Result<Option<SharedBreakers>, ConfigError> {
-        let mut shared: Option<SharedBreakers> = None;
-        for (i, (name, r)) in upstreams.into_iter().enumerate() {
+    ) -> Vec<SharedBreakers> {
+        let mut out: Vec<SharedBreakers> = Vec::new();
+        for (name, r) in upstreams {
             let Some(Store::Redis(store)) = r.breaker.as_ref().map(|b| &b.store) else {
                 continue;
             };
-            match &mut shared {
-                None => {
-                    shared = Some(SharedBreakers {
-                        store: store.clone(),
-                        targets: vec![name.to_string()],
-                    })
-                }
-                Some(s) if s.store == *store => s.targets.push(name.to_string()),
-                Some(_) => {
-                    return Err(ConfigError::new(
-                        format!("{}.breaker.store", field(i)),
-                        "every shared breaker must use the same store",
-                    ))
-                }
+            match out.iter_mut().find(|s| s.store == *store) {
+                Some(s) => s.targets.push(name.to_string()),
+                None => out.push(SharedBreakers {
+                    store: store.clone(),
+                    targets: vec![name.to_string()],
+                }),
             }
         }
-        Ok(shared)
+        out
     }
 }
 
-/// The root timer's breaker sync for one filter.
+/// The root timer's breaker sync for one store of one filter.
 pub struct BreakerSync {
     filter: &'static str,
     namespace: String,
@@ -81,11 +71,12 @@ pub struct BreakerSync {
 const TAG: u64 = 1;
 
 impl BreakerSync {
-    /// `filter` names the breakers' keys here (`<filter>:cb:<target>`), the logs and the metrics.
-    pub fn new(filter: &'static str, shared: SharedBreakers, seed: u64) -> BreakerSync {
+    /// `filter` names the breakers' keys here (`<filter>:cb:<target>`), the logs and the metrics;
+    /// `index` tells the filter's stores apart (their health and lease in shared data).
+    pub fn new(filter: &'static str, index: usize, shared: SharedBreakers, seed: u64) -> BreakerSync {
         BreakerSync {
             filter,
-            namespace: format!("{filter}:"),
+            namespace: format!("{filter}:store{index}:"),
             shared,
             owner: seed,
             sent_ms: None,
@@ -136,7 +127,7 @@ impl Background for BreakerSync {
         let ttl = self
             .budget_ms()
             .saturating_add(self.shared.store.sync_interval_ms);
-        let lease_key = format!("{}cb-sync/lease", self.namespace);
+        let lease_key = format!("{}cb-sync-lease", self.namespace);
         if !queue::lease(host, &lease_key, self.owner, now, ttl) {
             return Vec::new();
         }
@@ -213,19 +204,19 @@ mod tests {
     }
 
     #[test]
-    fn collects_the_shared_breakers_of_one_store() {
+    fn groups_the_shared_breakers_by_store() {
         let a = resilience(redis("p:"));
+        let q = resilience(redis("q:"));
         let local = resilience(serde_json::Value::Null);
         let none = Resilience::default();
-        let field = |i: usize| format!("targets[{i}].resilience");
-        let got = SharedBreakers::collect([("a", &a), ("b", &local), ("c", &none), ("d", &a)], field)
-            .unwrap()
-            .unwrap();
-        assert_eq!(got.targets, vec!["a", "d"]);
-        assert_eq!(SharedBreakers::collect([("b", &local)], field), Ok(None));
-        let other = resilience(redis("q:"));
-        let err = SharedBreakers::collect([("a", &a), ("b", &other)], field).unwrap_err();
-        assert_eq!(err.field, "targets[1].resilience.breaker.store");
+        let got = SharedBreakers::collect([("a", &a), ("b", &local), ("c", &none), ("d", &a), ("e", &q)]);
+        let targets: Vec<&Vec<String>> = got.iter().map(|s| &s.targets).collect();
+        assert_eq!(
+            targets,
+            [&vec!["a".to_string(), "d".into()], &vec!["e".to_string()]]
+        );
+        assert_eq!(got[1].store.key_prefix, "q:");
+        assert!(SharedBreakers::collect([("b", &local)]).is_empty());
         let bad: RawBreaker = serde_json::from_value(json!({"consecutive_failures": 1, "cooldown_ms": 1,
             "store": {"type": "redis", "upstream": {"cluster": "w", "host": "h:1"}, "mode": "exact"}}))
         .unwrap();
@@ -235,9 +226,7 @@ mod tests {
     #[test]
     fn publishes_what_opens_here_and_opens_what_opened_elsewhere() {
         let a = resilience(redis("p:"));
-        let shared = SharedBreakers::collect([("a", &a), ("b", &a)], |i| i.to_string())
-            .unwrap()
-            .unwrap();
+        let shared = SharedBreakers::collect([("a", &a), ("b", &a)]).remove(0);
         let mut h = FakeHost::new(HostKind::Envoy);
         h.now_ms = 10_000;
         let b = a.breaker.clone().unwrap();
@@ -246,8 +235,8 @@ mod tests {
             target: t,
         };
         circuit("a").record(&mut h, &b, 10_000, false);
-        let mut sync = BreakerSync::new("ai-proxy", shared.clone(), 1);
-        let mut other = BreakerSync::new("ai-proxy", shared, 2);
+        let mut sync = BreakerSync::new("ai-proxy", 0, shared.clone(), 1);
+        let mut other = BreakerSync::new("ai-proxy", 0, shared, 2);
         let calls = sync.on_tick(&mut h);
         let body = String::from_utf8(calls[0].1.body.clone()).unwrap();
         assert!(body.ends_with("/2/p%3Acb%3Aa/p%3Acb%3Ab/11000/0"), "{body}");
