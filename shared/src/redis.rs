@@ -4,11 +4,12 @@
 //!   `{"type": "redis", "upstream": …, "key_prefix", "timeout", "mode", "sync_interval",
 //!   "failure_mode"}`); the Webdis endpoint is an ordinary [`Service`], so calls are built, judged and
 //!   retried like every other callout.
-//! - Every command is one Lua script run atomically by Redis: [`eval_body`] writes Webdis's
-//!   `EVAL/<script>/<numkeys>/<keys…>/<args…>` request body (`POST /`, each argument
-//!   percent-encoded, since Webdis splits on `/`, decodes `%XX` and reads a trailing `.ext` as the
-//!   output format), and [`reply`] reads its `{"EVAL": value}` answer (`[false, "ERR …"]` is a Redis
-//!   error; Webdis answers 503 while Redis is down).
+//! - Every command is one Lua script run atomically by Redis: [`eval_path`] writes Webdis's
+//!   `EVAL/<script>/<numkeys>/<keys…>/<args…>` (sent as `GET /EVAL/…`, each argument percent-encoded,
+//!   since Webdis splits on `/`, decodes `%XX` and reads a trailing `.ext` as the output format; a GET,
+//!   because Kong's dispatcher sends `connection: close` and Webdis never answers such a POST whose
+//!   body comes in a later TCP segment), and [`reply`] reads its `{"EVAL": value}` answer
+//!   (`[false, "ERR …"]` is a Redis error; Webdis answers 503 while Redis is down).
 //! - [`Health`] is the gateway's view of the store, kept in shared data so every worker agrees: up
 //!   until a call fails, then down (requests apply the failure mode without calling) until the root
 //!   timer's next call answers. Each change is logged once and counted
@@ -226,14 +227,14 @@ fn valid_prefix(s: &str) -> bool {
 }
 
 impl RedisStore {
-    /// The call that runs `script` with `keys` and `args` (see [`eval_body`]).
+    /// The call that runs `script` with `keys` and `args` (see [`eval_path`]).
     pub fn eval(&self, script: &str, keys: &[&str], args: &[String]) -> Callout {
-        self.service.callout(eval_body(script, keys, args))
+        self.service.get(&eval_path(script, keys, args))
     }
 
     /// A `PING`, to learn whether Redis answers again.
     pub fn ping(&self) -> Callout {
-        self.service.callout(b"PING".to_vec())
+        self.service.get("PING")
     }
 }
 
@@ -249,9 +250,10 @@ pub fn encode_segment(out: &mut String, arg: &str) {
     }
 }
 
-/// The body of `POST /` that makes Webdis run `EVAL script numkeys keys… args…`. Webdis drops empty
-/// segments, so an empty key or argument is sent as a single space (our scripts never pass one).
-pub fn eval_body(script: &str, keys: &[&str], args: &[String]) -> Vec<u8> {
+/// The path (after the service's own) that makes Webdis run `EVAL script numkeys keys… args…`. Webdis
+/// drops empty segments, so an empty key or argument is sent as a single space (our scripts never
+/// pass one). Webdis reads at most 80 KiB of request head; batches are sized to stay well below.
+pub fn eval_path(script: &str, keys: &[&str], args: &[String]) -> String {
     let mut out = String::with_capacity(script.len() * 2 + 64 * (keys.len() + args.len()));
     out.push_str("EVAL/");
     encode_segment(&mut out, script);
@@ -262,7 +264,7 @@ pub fn eval_body(script: &str, keys: &[&str], args: &[String]) -> Vec<u8> {
         out.push('/');
         encode_segment(&mut out, if a.is_empty() { " " } else { a });
     }
-    out.into_bytes()
+    out
 }
 
 /// Why a 2xx answer of Webdis cannot be used.
@@ -488,18 +490,33 @@ mod tests {
 
     #[test]
     fn eval_bodies_are_encoded_for_webdis() {
-        let body = eval_body(
+        let body = eval_path(
             "return {KEYS[1], ARGV[1]}",
             &["p:rl/a.b"],
             &["-5".into(), String::new()],
         );
         assert_eq!(
-            String::from_utf8(body).unwrap(),
+            body,
             "EVAL/return%20%7BKEYS%5B1%5D%2C%20ARGV%5B1%5D%7D/1/p%3Arl%2Fa%2Eb/-5/%20"
         );
         let mut s = String::new();
         encode_segment(&mut s, "é+%");
         assert_eq!(s, "%C3%A9%2B%25");
+        // A GET below the service's path, without a body (Kong's dispatcher sends `connection: close`).
+        let up = json!({"cluster": "webdis", "host": "127.0.0.1:7379"});
+        let Ok(Store::Redis(r)) = compile(
+            json!({"type": "redis", "upstream": up, "path": "/webdis/"}),
+            COUNTERS,
+        ) else {
+            panic!()
+        };
+        let call = r.eval("return 1", &[], &[]).call().clone();
+        assert_eq!(
+            (call.method.as_str(), call.path.as_str()),
+            ("GET", "/webdis/EVAL/return%201/0")
+        );
+        assert!(call.body.is_empty() && call.headers.is_empty(), "{call:?}");
+        assert_eq!(r.ping().call().path, "/webdis/PING");
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub const GRACE_MS: u64 = 60_000;
 pub const APPLIED_TTL_MS: u64 = 86_400_000;
 /// Items read from the queue per sync, and distinct counters per batch.
 pub const BATCH_ITEMS: usize = 4096;
-pub const BATCH_KEYS: usize = 128;
+pub const BATCH_KEYS: usize = 64;
 /// Deltas the queue holds; past it the oldest are dropped (and counted).
 pub const QUEUE_CAPACITY: u64 = 16_384;
 /// Largest limit sent to Redis: Lua numbers are doubles, exact up to 2^53.
@@ -712,9 +712,10 @@ mod tests {
         }
     }
 
-    /// The EVAL body split back into its decoded segments.
-    fn segments(body: &[u8]) -> Vec<String> {
-        let text = std::str::from_utf8(body).unwrap();
+    /// The Webdis command of a call (`GET /EVAL/…`) split back into its decoded segments.
+    fn segments(call: &HttpCall) -> Vec<String> {
+        assert_eq!((call.method.as_str(), call.body.len()), ("GET", 0));
+        let text = call.path.strip_prefix('/').unwrap();
         text.split('/')
             .map(|seg| {
                 let mut out = Vec::new();
@@ -770,7 +771,7 @@ mod tests {
         let s = store("exact");
         let asks = [ask("tpm:minute:bob", 20, 100), ask("rpm:minute:bob", 1, u64::MAX)];
         let c = admit_call(&s, &asks, false);
-        let seg = segments(&c.call().body);
+        let seg = segments(c.call());
         assert_eq!(seg[0], "EVAL");
         assert_eq!(seg[1], ADMIT);
         let expiry = (8 * 60_000 + GRACE_MS).to_string();
@@ -790,8 +791,7 @@ mod tests {
                 &expiry
             ]
         );
-        assert_eq!(c.call().path, "/");
-        assert_eq!(segments(&admit_call(&s, &asks, true).call().body)[5], "1");
+        assert_eq!(segments(admit_call(&s, &asks, true).call())[5], "1");
         let cases = [
             (r#"{"EVAL":[0,40,3]}"#, Ok(Verdict::Admitted(vec![40, 3]))),
             (
@@ -941,7 +941,7 @@ mod tests {
             .collect();
         let capped = Batch::build("p:", 0, &many);
         assert_eq!((capped.keys.len(), capped.to), (BATCH_KEYS, BATCH_KEYS as u64));
-        let seg = segments(&b.call(&store("hybrid"), "p:sync:abc").call().body);
+        let seg = segments(b.call(&store("hybrid"), "p:sync:abc").call());
         let rest: Vec<&str> = seg[2..].iter().map(String::as_str).collect();
         let exp = (8000 + GRACE_MS).to_string();
         assert_eq!(
@@ -984,7 +984,7 @@ mod tests {
         assert_eq!(calls.len(), 1);
         let (tag, call) = &calls[0];
         assert_eq!(
-            segments(&call.body)[3],
+            segments(call)[3],
             format!("p:sync:{}", redis::instance_id(&mut h, NS).unwrap())
         );
         assert!(other.on_tick(&mut h).is_empty(), "one worker holds the lease");
@@ -999,7 +999,7 @@ mod tests {
         push(&mut h, NS, &Delta::decode(&delta("c", 1, false)).unwrap()).unwrap();
         h.now_ms += 200;
         let again = sync.on_tick(&mut h);
-        assert_eq!(again[0].1.body, call.body);
+        assert_eq!(again[0].1.path, call.path);
         // Redis answers: views take the totals, pending drops by what was applied, the queue moves on.
         sync.on_call_response(&mut h, again[0].0, answer(r#"{"EVAL":[0,45,2]}"#));
         let v = View::decode(h.shared[&View::key(NS, "a")].0.as_slice().into()).unwrap();
@@ -1013,7 +1013,7 @@ mod tests {
         assert_eq!(h.counters["ai_token_ratelimit_sync_total_result=failed"], 1);
         h.now_ms += 200;
         let next = sync.on_tick(&mut h);
-        assert!(segments(&next[0].1.body).contains(&"p:rl:c:7".to_string()));
+        assert!(segments(&next[0].1).contains(&"p:rl:c:7".to_string()));
         sync.on_call_response(&mut h, next[0].0, answer(r#"{"EVAL":[1,1]}"#));
         assert_eq!(h.counters["ai_token_ratelimit_sync_total_result=ok"], 1);
         assert_eq!(h.counters["ai_token_ratelimit_sync_items_total"], 3);
@@ -1025,7 +1025,7 @@ mod tests {
         .record(&mut h, false, "x", "y");
         h.now_ms += 200;
         let probe = sync.on_tick(&mut h);
-        assert_eq!(probe[0].1.body, b"PING");
+        assert_eq!(probe[0].1.path, "/PING");
         sync.on_call_response(&mut h, probe[0].0, answer(r#"{"PING":[true,"PONG"]}"#));
         assert!(!Health {
             filter: "ai-token-ratelimit",
