@@ -158,6 +158,21 @@ fn ask(g: &Envoy, consumer: &str, max_tokens: u64, usage: &str) -> Response {
     )
 }
 
+/// For the record (not asserted: it depends on the machine): p50 and p90 of 40 sequential requests
+/// through `g`, the `i`-th for consumer `consumer(i)`.
+fn latencies(g: &Envoy, consumer: impl Fn(usize) -> String) -> String {
+    let mut ms: Vec<f64> = (0..40)
+        .map(|i| {
+            let t = Instant::now();
+            let r = ask(g, &consumer(i), 14, "6,14");
+            assert_eq!(r.status, 200, "{}", r.text());
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    format!("p50 {:.2} ms, p90 {:.2} ms", ms[19], ms[35])
+}
+
 fn stat(g: &Envoy, name: &str) -> u64 {
     g.stat(&format!("wasmcustom.{name}")).unwrap_or(0)
 }
@@ -229,6 +244,10 @@ fn exact_mode_admits_a_burst_over_two_gateways_within_one_limit() {
     for g in &fleet.gateways {
         assert_eq!(stat(g, "ai_token_ratelimit_store_fallback_total_mode=deny"), 0);
     }
+    eprintln!(
+        "exact, one consumer per request: {}",
+        latencies(&fleet.gateways[0], |i| format!("lat-{i}"))
+    );
     eprintln!(
         "exact burst: {} + {} admitted of 40 ({} tokens of {limit}), {refused} refused",
         admitted(0),
@@ -418,6 +437,10 @@ fn hybrid_mode_overshoots_by_no_more_than_its_bound() {
     assert!(
         by("hybrid") > 4 * by("exact"),
         "most requests are decided without a round trip"
+    );
+    eprintln!(
+        "hybrid, one consumer: {}",
+        latencies(&fleet.gateways[0], |_| "lat".to_string())
     );
 }
 
