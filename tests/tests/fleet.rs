@@ -655,6 +655,7 @@ fn a_breaker_opened_by_failures_on_one_gateway_skips_the_target_on_the_other() {
         .mock
         .add_fault(&json!({"path_prefix": "/v1/chat/completions", "times": 1, "fault": {"status": 500}}))
         .unwrap();
+    let opened = Instant::now();
     let r = chat(a);
     assert_eq!(
         (r.status, r.header("x-ai-target")),
@@ -666,6 +667,10 @@ fn a_breaker_opened_by_failures_on_one_gateway_skips_the_target_on_the_other() {
     // Within two sync intervals gateway B opens it too, without having seen a failure.
     let adopted = "breaker target=fragile state=open (opened by another gateway)";
     assert!(b.wait_for_log(adopted, Duration::from_secs(3)), "{}", b.logs());
+    eprintln!(
+        "gateway B opened the breaker {:?} after A's failure",
+        opened.elapsed()
+    );
     let r = chat(b);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-ai-target"), Some("backup"));
