@@ -506,7 +506,12 @@ pub struct Sync {
     store: RedisStore,
     owner: u64,
     in_flight: Option<InFlight>,
+    /// The queue's head when it was first seen with nothing readable, and when.
+    stuck: Option<(u64, u64)>,
 }
+
+/// Ticks a queue may stay stuck on a slot that never appears before the slot is skipped.
+pub const LOST_SLOT_TICKS: u64 = 5;
 
 impl Sync {
     /// `namespace` starts every shared-data key of the filter (`ai_token_ratelimit/`).
@@ -517,6 +522,7 @@ impl Sync {
             store,
             owner: seed,
             in_flight: None,
+            stuck: None,
         }
     }
 
@@ -550,6 +556,37 @@ impl Sync {
     fn down(&self, host: &mut dyn Host, why: &str) {
         host.counter_add(&self.metric("sync_total", &[("result", "failed")]), 1);
         self.health().record(host, false, why, &self.meanwhile());
+    }
+
+    /// A queued item whose slot never appears (its write failed, or Kong's store evicted it) would hold
+    /// the queue for ever: after [`LOST_SLOT_TICKS`] ticks at the same head it is skipped and counted.
+    /// Returns whether it skipped one.
+    fn skip_lost_slot(&mut self, host: &mut dyn Host, queue: &Queue<'_>, head: u64, now: u64) -> bool {
+        if queue.meta(host).is_empty() {
+            self.stuck = None;
+            return false;
+        }
+        let since = match self.stuck {
+            Some((h, since)) if h == head => since,
+            _ => {
+                self.stuck = Some((head, now));
+                return false;
+            }
+        };
+        let patience = self.store.sync_interval_ms.saturating_mul(LOST_SLOT_TICKS);
+        if now.saturating_sub(since) < patience {
+            return false;
+        }
+        self.stuck = None;
+        if queue.commit(host, head.saturating_add(1)).is_err() {
+            return false;
+        }
+        host.counter_add(&self.metric("sync_dropped_total", &[]), 1);
+        host.log(
+            LogLevel::Warn,
+            &format!("{}: sync queue item {head} never arrived; skipped", self.filter),
+        );
+        true
     }
 
     fn applied(&self, host: &mut dyn Host, batch: &Batch, body: &[u8]) -> Result<(), ReplyError> {
@@ -626,6 +663,9 @@ impl Background for Sync {
             usize::try_from(to - head).unwrap_or(BATCH_ITEMS)
         });
         let (head, items) = queue.peek(host, max);
+        if items.is_empty() && self.skip_lost_slot(host, &queue, head, now) {
+            return Vec::new();
+        }
         if items.is_empty() {
             if !self.health().is_down(host) {
                 return Vec::new();
@@ -1017,6 +1057,21 @@ mod tests {
         sync.on_call_response(&mut h, next[0].0, answer(r#"{"EVAL":[1,1]}"#));
         assert_eq!(h.counters["ai_token_ratelimit_sync_total_result=ok"], 1);
         assert_eq!(h.counters["ai_token_ratelimit_sync_items_total"], 3);
+        // A slot that never appears (its write failed) is skipped after a few ticks, counted.
+        let name = queue_name(NS);
+        let q = Queue::new(&name, QUEUE_CAPACITY, Overflow::DropOldest);
+        let meta_key = format!("{name}/meta");
+        let (raw, cas) = h.shared_get(&meta_key);
+        let mut meta = raw.unwrap();
+        let tail = u64::from_le_bytes(meta[8..16].try_into().unwrap());
+        meta[8..16].copy_from_slice(&(tail + 1).to_le_bytes());
+        h.shared_set(&meta_key, &meta, cas).unwrap();
+        for _ in 0..=LOST_SLOT_TICKS {
+            h.now_ms += 200;
+            assert!(sync.on_tick(&mut h).is_empty());
+        }
+        assert_eq!(q.meta(&h).head, tail + 1, "skipped");
+        assert_eq!(h.counters["ai_token_ratelimit_sync_dropped_total"], 1);
         // Down with nothing queued: the tick pings, and a PONG brings the store back.
         Health {
             filter: "ai-token-ratelimit",
