@@ -69,21 +69,27 @@ impl StoreFailure {
     }
 }
 
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum RawStore {
-    Local {},
-    Redis(RawRedis),
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    Local,
+    Redis,
 }
 
+/// The `store` block as written. One flat struct rather than an enum tagged by `type`: serde's tagged
+/// enums buffer the whole object first, which costs a module some 10 KiB; [`Store::compile`] refuses the
+/// Redis fields on `type: local` instead.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRedis {
-    upstream: Upstream,
+pub struct RawStore {
+    #[serde(rename = "type")]
+    kind: Kind,
+    #[serde(default)]
+    upstream: Option<Upstream>,
     #[serde(default)]
     path: Option<String>,
     #[serde(default)]
-    headers: BTreeMap<String, String>,
+    headers: Option<BTreeMap<String, String>>,
     #[serde(default)]
     timeout: Option<Duration>,
     #[serde(default)]
@@ -96,6 +102,24 @@ pub struct RawRedis {
     sync_interval: Option<Duration>,
     #[serde(default)]
     failure_mode: Option<StoreFailure>,
+}
+
+impl RawStore {
+    /// The first field set besides `type`, if any.
+    fn first_field(&self) -> Option<&'static str> {
+        let set = [
+            ("upstream", self.upstream.is_some()),
+            ("path", self.path.is_some()),
+            ("headers", self.headers.is_some()),
+            ("timeout", self.timeout.is_some()),
+            ("retries", self.retries.is_some()),
+            ("key_prefix", self.key_prefix.is_some()),
+            ("mode", self.mode.is_some()),
+            ("sync_interval", self.sync_interval.is_some()),
+            ("failure_mode", self.failure_mode.is_some()),
+        ];
+        set.iter().find(|(_, on)| *on).map(|(name, _)| *name)
+    }
 }
 
 /// Which fields of the block a user of it reads; the others are refused with their name.
@@ -155,11 +179,17 @@ pub enum Store {
 impl Store {
     /// Checks a `store` block; `field` names it in errors (`store`, `resilience.breaker.store`).
     pub fn compile(field: &str, raw: RawStore, uses: Uses) -> Result<Store, ConfigError> {
-        let r = match raw {
-            RawStore::Local {} => return Ok(Store::Local),
-            RawStore::Redis(r) => r,
-        };
         let at = |f: &str| format!("{field}.{f}");
+        if raw.kind == Kind::Local {
+            return match raw.first_field() {
+                Some(f) => Err(ConfigError::new(at(f), "is only for `type: redis`")),
+                None => Ok(Store::Local),
+            };
+        }
+        let r = raw;
+        let Some(upstream) = r.upstream else {
+            return Err(ConfigError::new(at("upstream"), "is required for `type: redis`"));
+        };
         if !uses.mode && r.mode.is_some() {
             return Err(ConfigError::new(
                 at("mode"),
@@ -188,9 +218,9 @@ impl Store {
         }
         let failure_mode = r.failure_mode.unwrap_or_default();
         let raw_service = RawService {
-            upstream: r.upstream,
+            upstream,
             path: r.path.unwrap_or_else(|| "/".to_string()),
-            headers: r.headers,
+            headers: r.headers.unwrap_or_default(),
             timeout: r.timeout,
             retries: r.retries,
             failure_mode: match failure_mode {
@@ -477,10 +507,19 @@ mod tests {
                 .extend(extra.as_object().unwrap().clone());
             assert_eq!(compile(v.clone(), uses).unwrap_err().field, field, "{v}");
         }
+        assert_eq!(
+            compile(json!({"type": "local", "upstream": up}), COUNTERS)
+                .unwrap_err()
+                .field,
+            "store.upstream"
+        );
+        assert_eq!(
+            compile(json!({"type": "redis"}), COUNTERS).unwrap_err().field,
+            "store.upstream"
+        );
         for bad in [
-            json!({"type": "redis"}),
+            json!({"upstream": up}),
             json!({"type": "memcached", "upstream": up}),
-            json!({"type": "local", "upstream": up}),
             json!({"type": "redis", "upstream": up, "mode": "eventual"}),
             json!({"type": "redis", "upstream": up, "nope": 1}),
         ] {

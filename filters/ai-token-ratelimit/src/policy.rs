@@ -586,7 +586,6 @@ impl TokenRateLimit {
             }
         }
         let by = match place {
-            Place::Redis { .. } if refused.is_none() && plan.asks.is_empty() => "none",
             Place::Redis { view: true } => "view",
             Place::Redis { view: false } => "redis",
             Place::Local => "local",
