@@ -30,6 +30,7 @@ pub mod provider;
 pub mod queue;
 pub mod rand;
 pub mod ratelimit;
+pub mod redis;
 pub mod sse;
 pub mod text;
 pub mod time;

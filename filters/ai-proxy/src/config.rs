@@ -5,6 +5,7 @@
 //! `fixtures/` are checked against both.
 
 use serde::Deserialize;
+use shared::breaker::sync::SharedBreakers;
 use shared::callout::attempts::{Candidate, RawResilience, Resilience};
 use shared::callout::valid_host;
 use shared::config::{check_prices, parse_json, ConfigError, Price, SecretSource};
@@ -178,6 +179,9 @@ pub struct Config {
     pub sticky_header: Option<String>,
     pub max_body_bytes: usize,
     pub route_header: String,
+    /// Targets whose breaker is shared with the fleet (`breaker.store: redis`), by store, synced by
+    /// the timer.
+    pub shared_breakers: Vec<SharedBreakers>,
 }
 
 pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
@@ -257,6 +261,8 @@ impl Config {
                 api_key,
             });
         }
+        let shared_breakers =
+            SharedBreakers::collect(targets.iter().map(|t| (t.name.as_str(), &t.resilience)));
         if raw.models.is_empty() {
             return Err(ConfigError::new("models", "at least one model is required"));
         }
@@ -341,6 +347,7 @@ impl Config {
             sticky_header,
             max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
             route_header: route_header.to_ascii_lowercase(),
+            shared_breakers,
         })
     }
 }
@@ -488,6 +495,19 @@ mod tests {
             "a global resilience block puts every model in callout mode"
         );
         assert_eq!(ok.targets[0].resilience.retries, 2);
+        assert!(ok.shared_breakers.is_empty());
+        let shared = top.replacen(
+            r#""cooldown_ms":10}"#,
+            r#""cooldown_ms":10,"store":{"type":"redis","upstream":{"cluster":"webdis","host":"127.0.0.1:7379"}}}"#,
+            1,
+        );
+        let ok = Config::parse(with("", &shared).as_bytes(), &env).unwrap();
+        let names: Vec<String> = ok.targets.iter().map(|t| t.name.clone()).collect();
+        assert_eq!(ok.shared_breakers.len(), 1);
+        assert_eq!(
+            ok.shared_breakers[0].targets, names,
+            "every target inherits the shared breaker"
+        );
         assert_eq!(
             ok.targets[0].resilience.retry_on,
             vec![RetryOn::Timeout, RetryOn::Status(503)]
@@ -529,6 +549,11 @@ mod tests {
                 "",
                 r#""resilience":{"breaker":{"consecutive_failures":1,"cooldown_ms":0}},"#,
                 "resilience.breaker.cooldown_ms",
+            ),
+            (
+                "",
+                r#""resilience":{"breaker":{"consecutive_failures":1,"cooldown_ms":5,"store":{"type":"redis","upstream":{"cluster":"w","host":"h:1"},"failure_mode":"deny"}}},"#,
+                "resilience.breaker.store.failure_mode",
             ),
         ];
         for (model, top, field) in cases {

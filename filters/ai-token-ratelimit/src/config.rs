@@ -10,6 +10,8 @@ pub use shared::config::{FailureMode, Mode};
 use shared::ratelimit::estimate::CompletionPolicy;
 use shared::ratelimit::identity::Source;
 use shared::ratelimit::window::Window;
+use shared::redis::{RawStore, COUNTERS};
+pub use shared::redis::{RedisStore, Store, StoreFailure, SyncMode};
 use shared::usage::Usage;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -67,6 +69,8 @@ struct RawConfig {
     adaptive: Vec<Rule>,
     #[serde(default)]
     max_body_bytes: Option<u64>,
+    #[serde(default)]
+    store: Option<RawStore>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +166,8 @@ pub struct Config {
     pub prices: HashMap<String, Price>,
     pub adaptive: Vec<Rule>,
     pub max_body_bytes: usize,
+    /// Where the counters live: this gateway's shared data, or Redis for the whole fleet.
+    pub store: Store,
 }
 
 impl Config {
@@ -322,6 +328,10 @@ impl Config {
                 format!("must be from 1 to {MAX_MAX_BODY}"),
             ));
         }
+        let store = match raw.store {
+            Some(s) => Store::compile("store", s, COUNTERS)?,
+            None => Store::Local,
+        };
         Ok(Config {
             mode: raw.mode,
             failure_mode: raw.failure_mode,
@@ -334,6 +344,7 @@ impl Config {
             prices: raw.prices,
             adaptive: raw.adaptive,
             max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
+            store,
         })
     }
 }
@@ -401,6 +412,28 @@ mod tests {
             }
         );
         assert_eq!(min.max_body_bytes, 1024 * 1024);
+        assert_eq!(min.store, Store::Local);
+    }
+
+    #[test]
+    fn redis_store() {
+        let json = BASE.replacen(
+            r#""mode": "enforce","#,
+            r#""mode": "enforce", "store": {"type": "redis", "upstream": {"cluster": "webdis", "host": "127.0.0.1:7379"},
+                "mode": "hybrid", "sync_interval": "500ms", "failure_mode": "allow"},"#,
+            1,
+        );
+        let c = Config::parse(json.as_bytes()).unwrap();
+        let r = c.store.redis().unwrap();
+        assert_eq!(
+            (r.mode, r.sync_interval_ms, r.failure_mode),
+            (SyncMode::Hybrid, 500, StoreFailure::Allow)
+        );
+        let bad = json.replacen(r#""sync_interval": "500ms""#, r#""sync_interval": "5ms""#, 1);
+        assert_eq!(
+            Config::parse(bad.as_bytes()).unwrap_err().field,
+            "store.sync_interval"
+        );
     }
 
     #[test]
