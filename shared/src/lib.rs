@@ -28,6 +28,7 @@ pub mod provider;
 pub mod queue;
 pub mod rand;
 pub mod ratelimit;
+pub mod schema;
 pub mod sse;
 pub mod text;
 pub mod time;
