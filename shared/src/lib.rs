@@ -2,7 +2,8 @@
 //!
 //! Everything here except [`wasm`] is plain Rust with no proxy-wasm dependency, so it tests natively and
 //! under wasm32: the model providers and their translation ([`provider`]), external calls and callout
-//! mode ([`callout`], [`breaker`]), incremental SSE, token accounting, errors, metric naming, the bounded
+//! mode ([`callout`], [`breaker`]), the model calls the gateway makes for its own purposes ([`llm`]:
+//! governed tasks with schema-checked JSON answers), a JSON Schema subset ([`schema`]), incremental SSE, token accounting, errors, metric naming, the bounded
 //! shared-data queue ([`queue`]), and the small [`host::Host`] seam that policies use. [`wasm`] (feature
 //! `host`) is the only module that calls proxy-wasm: the real host adapter; the generic driver is
 //! [`host::driver`].
@@ -22,6 +23,7 @@ pub mod framing;
 pub mod host;
 pub mod injection;
 pub mod jwt;
+pub mod llm;
 pub mod metrics;
 pub mod pii;
 pub mod provider;
