@@ -31,10 +31,12 @@
 //! | `x-mock-reasoning: N` | OpenAI `completion_tokens_details.reasoning_tokens` = N (part of the completion; adds the details objects too) |
 //! | `x-mock-fault: {...}` | a fault for this request (takes precedence over queued rules, does not consume them) |
 //!
-//! A fault is `{"delay_ms", "status", "malformed", "cut_after", "drip_ms"}` (any combination): wait, answer
-//! with that status (≥ 300: an error in the provider's shape; 429 adds `retry-after: 1`), cut the JSON
-//! (or the second SSE event) in half, send only the first n bytes (or SSE events) then close, sleep
-//! between SSE events. A queued rule is `{"path_prefix", "model", "times" (default 1, 0 = forever),
+//! A fault is `{"delay_ms", "status", "malformed", "cut_after", "drip_ms", "reply"}` (any combination):
+//! wait, answer with that status (≥ 300: an error in the provider's shape; 429 adds `retry-after: 1`),
+//! cut the JSON (or the second SSE event) in half, send only the first n bytes (or SSE events) then
+//! close, sleep between SSE events, answer this text as `x-mock-reply` would (for calls whose headers a
+//! test does not control, such as the gateway's own model calls: `"reply": "not json"` makes an invalid
+//! structured answer). A queued rule is `{"path_prefix", "model", "times" (default 1, 0 = forever),
 //! "fault"}`; the first matching rule applies (Azure matches the deployment as model).
 //!
 //! # Answers
@@ -465,7 +467,8 @@ fn handle_api(
     if let Some(e) = injected {
         return error(w, &e);
     }
-    let ans = match engine::answer(&chat, req) {
+    let forced = fault.reply.as_deref().or_else(|| req.header("x-mock-reply"));
+    let ans = match engine::answer(&chat, req, forced) {
         Ok(a) => a,
         Err(e) => return error(w, &e),
     };
@@ -657,6 +660,8 @@ struct Fault {
     malformed: bool,
     cut_after: Option<u64>,
     drip_ms: u64,
+    /// The reply text, as `x-mock-reply` forces it.
+    reply: Option<String>,
 }
 
 impl Fault {
@@ -685,6 +690,13 @@ impl Fault {
                     fault.malformed = val
                         .as_bool()
                         .ok_or_else(|| "fault.malformed must be a boolean".to_string())?
+                }
+                "reply" => {
+                    fault.reply = Some(
+                        val.as_str()
+                            .ok_or_else(|| "fault.reply must be a string".to_string())?
+                            .to_string(),
+                    )
                 }
                 other => return Err(format!("unknown fault field {other:?}")),
             }
@@ -927,7 +939,7 @@ mod tests {
     #[test]
     fn fault_parsing() {
         let f = Fault::parse(
-            &json!({"delay_ms": 5, "status": 429, "malformed": true, "cut_after": 2, "drip_ms": 1}),
+            &json!({"delay_ms": 5, "status": 429, "malformed": true, "cut_after": 2, "drip_ms": 1, "reply": "x"}),
         )
         .unwrap();
         assert_eq!(
@@ -937,7 +949,8 @@ mod tests {
                 status: Some(429),
                 malformed: true,
                 cut_after: Some(2),
-                drip_ms: 1
+                drip_ms: 1,
+                reply: Some("x".into()),
             }
         );
         assert!(Fault::parse(&json!({"delay": 5})).is_err());
