@@ -296,6 +296,76 @@ fn kong_demo_chain() {
         .any(|k| k.starts_with("ai_token_ratelimit_settled_total")));
 }
 
+/// ai-enrich on Kong: its tasks are callouts from the request phase (the body callback, or the headers
+/// for a GET, which has no body callback to wait for), a second wave from a callout's answer; the
+/// headers it sets there reach the upstream, and the client's forged ones do not.
+#[test]
+fn kong_enrich_calls_out_from_the_request_phase() {
+    let enrich = || {
+        filter::<ai_enrich::config::Config>(&json!({
+            "targets": [{"name": "mini", "provider": "openai", "model": "gpt-up",
+                         "endpoint": {"cluster": "openai", "host": "api.openai.com:443"}, "auth": {"value": "sk-oa"}}],
+            "tasks": [
+                {"name": "intent", "target": "mini", "prompt": "{{query.q}} {{body/note}}",
+                 "output": {"type": "object", "required": ["intent"], "properties": {"intent": {"type": "string"}}}},
+                {"name": "route", "target": "mini", "prompt": "Route {{task.intent/intent}}",
+                 "output": {"type": "object", "required": ["team"], "properties": {"team": {"type": "string"}}}}
+            ],
+            "headers": {"x-ai-intent": "task.intent/intent", "x-ai-team": "task.route/team",
+                        "x-ai-language": "local.language"}
+        }))
+    };
+    let mut rt = Runtime::new(HostKind::Kong, vec![enrich()]);
+    rt.callouts = Box::new(|call| {
+        assert_eq!(call.target, "api.openai.com:443");
+        assert_eq!(call.header(":scheme"), Some("https"));
+        let sent: Value = serde_json::from_slice(&call.body).expect("a chat request");
+        let prompt = sent["messages"][0]["content"].as_str().unwrap_or_default();
+        let content = if prompt.starts_with("Route") {
+            json!({"team": format!("team for {}", &prompt[6..])})
+        } else {
+            json!({"intent": prompt.trim()})
+        };
+        let body = json!({"choices": [{"message": {"role": "assistant", "content": content.to_string()},
+                                       "finish_reason": "stop"}]});
+        Some(CallResponse {
+            status: Some(200),
+            headers: vec![
+                (":dispatch_status".into(), "ok".into()),
+                ("Content-Type".into(), "application/json".into()),
+            ],
+            body: body.to_string().into_bytes(),
+        })
+    });
+    let get = ClientRequest::get("/search?q=refund").header("x-ai-intent", "forged");
+    let ex = rt.run(get, |up| {
+        assert_eq!(up.headers["x-ai-intent"], "refund");
+        assert_eq!(up.headers["x-ai-team"], "team for refund");
+        assert_eq!(up.headers["x-ai-language"], "und");
+        UpstreamResponse::json(200, "{}")
+    });
+    assert_eq!(ex.status, Some(200));
+    let form = ClientRequest::post(
+        "/tickets",
+        b"note=Mein+Drucker+ist+kaputt+und+ich+brauche+bitte+Hilfe",
+    )
+    .header("content-type", "application/x-www-form-urlencoded");
+    let ex = rt.run(form, |up| {
+        assert_eq!(
+            up.headers["x-ai-intent"],
+            "Mein Drucker ist kaputt und ich brauche bitte Hilfe"
+        );
+        assert_eq!(up.headers["x-ai-language"], "de");
+        UpstreamResponse::json(200, "{}")
+    });
+    assert_eq!(ex.status, Some(200));
+    assert_eq!(
+        rt.host.counters["ai_enrich_task_calls_total_task=route_outcome=ok"],
+        2
+    );
+    assert_eq!(rt.host.counters["ai_enrich_forged_headers_total"], 1);
+}
+
 /// A policy that asks a service about the request from its headers, to see the body wait for it.
 struct HeadersCall;
 
