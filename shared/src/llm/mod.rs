@@ -49,6 +49,19 @@
 //! read each other's outputs go in one wave, in parallel; a task that reads `task.<other>` waits for it
 //! (cycles are refused at load) and is skipped when the other has no output.
 //!
+//! # For the next users
+//! - **An intent router** (`ai-router`): one task whose output names a route (`{"route": {"enum": [...]}}`),
+//!   run from `on_request_body`; the policy reads `run.value(&tasks, &source)` and calls
+//!   `Host::route_to`. `failure_mode: defaults` gives the fallback route.
+//! - **The guard's LLM judge**: the cascade's uncertain band asks one task (`{"injection": boolean,
+//!   "confidence": number}`) with the prompt as a declared variable (`Inputs::set_var`), `redact` on;
+//!   the cache and the budget bound what the judge costs, `deny`/`allow` is the judge's failure mode.
+//! - **Audit-log summaries** from the root timer: the `Background` builds `Inputs::new()` from its
+//!   queued batch (declared variables only, no request), starts `tasks.run(inputs)`, returns the wave's
+//!   calls with tags `(run id << 8) | call index`, and feeds each tagged answer to [`Run::answer`]; the
+//!   next wave (if any) comes from [`Run::calls`] once [`Run::waiting`] is false. The log lines carry
+//!   `request_id=-`, or the id the caller gives [`Inputs::with_request_id`].
+//!
 //! # What happens to one task
 //! 1. Its system and user prompts are rendered; each inserted value passes through the PII engine
 //!    when `redact` is on (the default: the model sees `<EMAIL_1>`), then is cut to `max_input_chars`.
@@ -320,6 +333,10 @@ impl Tasks {
                     ),
                 ));
             }
+        }
+        if tasks.iter().any(|t| t.redact) {
+            // Build the PII engine now (its patterns compile once per VM), not on the first request.
+            let _warm = crate::pii::default_engine();
         }
         Ok(Tasks {
             filter: spec.filter,
