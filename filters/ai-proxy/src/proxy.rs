@@ -12,6 +12,7 @@ use crate::config::{Config, Model, Target};
 use serde_json::{json, Value};
 use shared::callout::attempts::{Attempts, Exhausted, Next};
 use shared::callout::{self, Failure};
+use shared::chat::Class;
 use shared::error::ApiError;
 use shared::host::{
     Body, CallResponse, Host, LocalReply, LogLevel, Policy, ResponseMode, Route, Step, WholeResponse,
@@ -24,7 +25,9 @@ use shared::usage::Usage;
 use std::rc::Rc;
 
 const NAME: &str = "ai-proxy";
-const CHAT_PATH: &str = "/v1/chat/completions";
+/// The requests this filter translates: OpenAI Chat Completions, classified as every filter does.
+static CHAT: std::sync::LazyLock<shared::chat::Routes> =
+    std::sync::LazyLock::new(|| shared::chat::Routes::apis(&[shared::chat::Api::ChatCompletions]));
 const MODELS_PATH: &str = "/v1/models";
 
 pub struct AiProxy {
@@ -130,9 +133,7 @@ impl AiProxy {
 
     /// Parses the request and picks its model and first target.
     fn choose(&mut self, host: &dyn Host, body: &mut Body) -> Result<(ChatRequest, usize, bool), ApiError> {
-        let value = body.json().map_err(|e| {
-            ApiError::invalid_request("invalid_json", format!("request body is not valid JSON: {e}"))
-        })?;
+        let value = shared::chat::json(body)?;
         let req = openai::chat_request(value.clone())?;
         let sticky = self
             .config
@@ -401,22 +402,25 @@ impl Policy for AiProxy {
             let err = ApiError::upstream(502, "routing_failed", "the routing header could not be cleared");
             return Step::Reply(self.reject(host, err));
         }
-        let path = host.request_header(":path").unwrap_or_default();
-        let path = path.split('?').next().unwrap_or_default();
+        let raw_path = host.request_header(":path").unwrap_or_default();
+        let path = raw_path.split('?').next().unwrap_or_default();
         let method = host.request_header(":method").unwrap_or_default();
-        match (method.as_str(), path) {
-            ("POST", CHAT_PATH) if has_body => {
+        match (CHAT.classify(&method, &raw_path), method.as_str(), path) {
+            (Class::Chat(_), ..) if has_body => {
                 self.stage = Stage::AwaitingBody {
                     start_ms: host.now_ms(),
                 };
                 Step::ReadBody
             }
-            ("POST", CHAT_PATH) => Step::Reply(self.reject(
+            (Class::Chat(_), ..) => Step::Reply(self.reject(
                 host,
                 ApiError::invalid_request("missing_body", "request body is required"),
             )),
-            ("GET", MODELS_PATH) => Step::Reply(self.models_list(host.now_ms() / 1000)),
-            _ => Step::Continue,
+            (Class::Ambiguous(_), ..) => {
+                Step::Reply(self.reject(host, shared::chat::path::ambiguous_path(&raw_path)))
+            }
+            (Class::Other, "GET", MODELS_PATH) => Step::Reply(self.models_list(host.now_ms() / 1000)),
+            (Class::Other, ..) => Step::Continue,
         }
     }
 

@@ -10,7 +10,7 @@ use super::wire::{self, Bad};
 use super::{Inputs, OnFailure, Task, TaskTarget, Tasks};
 use crate::breaker::{Admit, Circuit};
 use crate::callout::judge;
-use crate::host::{CallResponse, Host, HttpCall, LogLevel, Step};
+use crate::host::{Body, CallResponse, Host, HttpCall, LogLevel, Step};
 use crate::metrics;
 use crate::pii::{self, Direction, Rules, Session};
 use crate::provider::Exchange;
@@ -512,7 +512,10 @@ fn reserve(
         default_tokens: task.max_tokens,
         cap_tokens: task.max_tokens,
     };
-    let tokens = estimate(body, policy).usage().total();
+    // The provider's body in any chat shape (OpenAI or Anthropic): the estimate every policy shares.
+    let tokens = estimate(&mut Body::new(body.to_vec()), None, policy)
+        .usage()
+        .total();
     let key = format!("{}:llm:budget:{}", tasks.filter(), task.name);
     let window = now / WINDOW_MS;
     let mut store = HostStore::new(host);

@@ -1,18 +1,17 @@
 //! The reservation made when a request arrives, before anyone knows its real usage.
 //!
-//! Prompt tokens are estimated without a tokenizer (a BPE table would be megabytes of Wasm): about four
-//! characters per token for English text, as OpenAI's own rule of thumb says, plus a fixed overhead per
-//! message for the role and separators. The estimate only has to be of the right size: the reservation
-//! is settled to the provider's real usage when the response ends. The completion is reserved at the
-//! request's `max_tokens` (or `max_completion_tokens`), capped by config so one request cannot reserve a
-//! whole budget, and a configured default when the request names no maximum.
+//! Prompt tokens are the estimate every policy shares ([`crate::chat::estimate`]: about four characters
+//! per token over every text the model reads, plus a few tokens per message). The estimate only has to
+//! be of the right size: the reservation is settled to the provider's real usage when the response ends.
+//! The completion is reserved at the request's `max_tokens` (or `max_completion_tokens`), capped by
+//! config so one request cannot reserve a whole budget, and a configured default when the request names
+//! no maximum.
 
+use crate::chat::{self, Api};
+use crate::host::Body;
 use serde_json::Value;
 
-/// Characters per token of the heuristic.
-pub const CHARS_PER_TOKEN: u64 = 4;
-/// Tokens added per message for the role and the separators around it.
-pub const TOKENS_PER_MESSAGE: u64 = 4;
+pub use crate::chat::estimate::{CHARS_PER_TOKEN, TOKENS_PER_MESSAGE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompletionPolicy {
@@ -41,55 +40,33 @@ impl Estimate {
     }
 }
 
-/// Estimates an OpenAI chat (or Anthropic messages, or legacy completions) request body. A body that is
-/// not a JSON object is estimated from its length, so it is still counted (the next filter refuses it).
-pub fn estimate(body: &[u8], completion: CompletionPolicy) -> Estimate {
-    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
-        return Estimate {
-            model: None,
-            stream: false,
-            prompt_tokens: (body.len() as u64).div_ceil(CHARS_PER_TOKEN),
-            completion_tokens: completion.default_tokens.min(completion.cap_tokens),
-        };
-    };
-    let mut chars = 0u64;
-    let mut messages = 0u64;
-    if let Some(list) = obj.get("messages").and_then(Value::as_array) {
-        for m in list {
-            messages += 1;
-            chars = chars.saturating_add(text_chars(m.get("content")));
+/// Estimates a request of `api` (`None`: a configured path of no known API, read as any chat shape).
+/// A body that is not a JSON object is estimated from its length, so it is still counted (the next
+/// filter refuses it).
+pub fn estimate(body: &mut Body, api: Option<Api>, completion: CompletionPolicy) -> Estimate {
+    let len = body.len();
+    let obj = match body.json() {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return Estimate {
+                model: None,
+                stream: false,
+                prompt_tokens: (len as u64).div_ceil(CHARS_PER_TOKEN),
+                completion_tokens: completion.default_tokens.min(completion.cap_tokens),
+            }
         }
-    }
-    // Anthropic's top-level system prompt, and the legacy completions `prompt`.
-    chars = chars.saturating_add(text_chars(obj.get("system")));
-    chars = chars.saturating_add(text_chars(obj.get("prompt")));
+    };
+    let texts = chat::texts(api, obj);
     let asked = ["max_completion_tokens", "max_tokens"]
         .iter()
         .find_map(|k| obj.get(*k).and_then(Value::as_u64));
     Estimate {
         model: obj.get("model").and_then(Value::as_str).map(str::to_string),
         stream: obj.get("stream").and_then(Value::as_bool).unwrap_or(false),
-        prompt_tokens: chars
-            .div_ceil(CHARS_PER_TOKEN)
-            .saturating_add(messages.saturating_mul(TOKENS_PER_MESSAGE)),
+        prompt_tokens: chat::estimate::prompt_tokens(obj, &texts),
         completion_tokens: asked
             .unwrap_or(completion.default_tokens)
             .min(completion.cap_tokens),
-    }
-}
-
-/// Characters of text in a content value: a string, or an array of parts (strings or `{"text": ..}`).
-fn text_chars(v: Option<&Value>) -> u64 {
-    match v {
-        Some(Value::String(s)) => s.chars().count() as u64,
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(|p| match p {
-                Value::String(s) => s.chars().count() as u64,
-                other => text_chars(other.get("text")),
-            })
-            .fold(0, u64::saturating_add),
-        _ => 0,
     }
 }
 
@@ -99,6 +76,10 @@ mod tests {
     use serde_json::json;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn body(b: &[u8]) -> Body {
+        Body::new(b.to_vec())
+    }
 
     const POLICY: CompletionPolicy = CompletionPolicy {
         default_tokens: 100,
@@ -142,7 +123,7 @@ mod tests {
             (json!({"prompt":"abcdabcd","max_tokens":-1}), 2, 100),
         ];
         for (body, prompt, completion) in cases {
-            let e = estimate(body.to_string().as_bytes(), POLICY);
+            let e = estimate(&mut Body::new(body.to_string().into_bytes()), None, POLICY);
             assert_eq!(
                 (e.prompt_tokens, e.completion_tokens),
                 (prompt, completion),
@@ -153,13 +134,18 @@ mod tests {
 
     #[test]
     fn model_stream_and_non_json() {
-        let e = estimate(br#"{"model":"gpt","stream":true,"messages":[]}"#, POLICY);
+        let e = estimate(
+            &mut body(br#"{"model":"gpt","stream":true,"messages":[]}"#),
+            None,
+            POLICY,
+        );
         assert_eq!(e.model.as_deref(), Some("gpt"));
         assert!(e.stream);
-        let e = estimate(b"not json at all!", POLICY);
+        let e = estimate(&mut body(b"not json at all!"), None, POLICY);
         assert_eq!((e.model, e.prompt_tokens, e.completion_tokens), (None, 4, 100));
         let e = estimate(
-            b"[1,2]",
+            &mut body(b"[1,2]"),
+            Some(Api::ChatCompletions),
             CompletionPolicy {
                 default_tokens: 5000,
                 cap_tokens: 10,
