@@ -41,7 +41,14 @@ CROSS_FIELD = [
     r"duplicate target name",
     r"is already in this chain",
     r"weights must not all be 0",
-    r"duplicate (limit|detector|rule|entity|name)",
+    r"duplicate (limit|detector|rule|entity|name|task name)",
+    # ai-enrich (shared::llm): sources naming tasks, task outputs read without a source configured, defaults
+    # against the output schema, strict structured output (depends on the target's provider)
+    r"there is no task named",
+    r"is required: `",
+    r"needs `claims`",
+    r"does not match the output schema",
+    r"must list every property",
     r"unknown (limit|detector|entity|type)",
     r"pattern does not compile|invalid regex|regex",
     r"is already defined",

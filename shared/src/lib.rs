@@ -3,10 +3,12 @@
 //! Everything here except [`wasm`] is plain Rust with no proxy-wasm dependency, so it tests natively and
 //! under wasm32: the model providers and their translation ([`provider`]), the one view of a chat request
 //! every policy reads ([`chat`]: which requests are chat requests, every text the model reads), external
-//! calls and callout mode ([`callout`], [`breaker`]), incremental SSE, token accounting, errors, metric
-//! naming, the bounded shared-data queue ([`queue`]), and the small [`host::Host`] seam that policies use.
-//! [`wasm`] (feature `host`) is the only module that calls proxy-wasm: the real host adapter; the generic
-//! driver is [`host::driver`].
+//! calls and callout mode ([`callout`], [`breaker`]), the model calls the gateway makes for its own
+//! purposes ([`llm`]: governed tasks with schema-checked JSON answers), a JSON Schema subset
+//! ([`schema`]), incremental SSE, token accounting, errors, metric naming, the bounded shared-data
+//! queue ([`queue`]), and the small [`host::Host`] seam that policies use. [`wasm`] (feature `host`)
+//! is the only module that calls proxy-wasm: the real host adapter; the generic driver is
+//! [`host::driver`].
 //!
 //! Foundations written in-crate (no dependency) and checked against published test vectors:
 //! - [`crypto`]: SHA-256, HMAC-SHA256, CRC-32, base64/hex, and AWS SigV4 request signing;
@@ -24,6 +26,7 @@ pub mod framing;
 pub mod host;
 pub mod injection;
 pub mod jwt;
+pub mod llm;
 pub mod metrics;
 pub mod pii;
 pub mod provider;
@@ -31,6 +34,7 @@ pub mod queue;
 pub mod rand;
 pub mod ratelimit;
 pub mod redis;
+pub mod schema;
 pub mod sse;
 pub mod text;
 pub mod time;

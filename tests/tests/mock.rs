@@ -1683,6 +1683,51 @@ fn openai_json_object() {
     );
 }
 
+/// A server that takes no schema is given it in the prompt (`shared::llm` does so for
+/// `openai_compatible` targets): the mock answers for that schema.
+#[test]
+fn openai_json_object_with_the_schema_in_the_prompt() {
+    let m = mock();
+    let system = format!(
+        "Triage.\n\n{}\n{}",
+        shared::llm::wire::SCHEMA_INSTRUCTION,
+        ticket_schema()
+    );
+    let body = json!({"model": "llama", "response_format": {"type": "json_object"},
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": TICKET}]});
+    let v = openai(&m, &[], &body).json();
+    let answer: Value =
+        serde_json::from_str(v["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    check_schema(&answer, &ticket_schema());
+    assert_eq!(answer["category"], "billing");
+    // A marker without a JSON object after it is plain JSON mode.
+    let mut plain = body.clone();
+    plain["messages"][0]["content"] = json!("Reply in JSON. JSON Schema: none");
+    let v = openai(&m, &[], &plain).json();
+    let answer: Value =
+        serde_json::from_str(v["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(answer, json!({"answer": reply_to(TICKET)}));
+}
+
+/// A queued fault's `reply` forces the answer text, as `x-mock-reply` does for a caller that sets
+/// headers: for calls the gateway makes itself.
+#[test]
+fn a_fault_can_force_the_reply() {
+    let m = mock();
+    m.add_fault(&json!({"model": "gpt-4o-mini", "fault": {"reply": "not json"}}))
+        .unwrap();
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": TICKET}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "ticket", "schema": ticket_schema()}}});
+    let v = openai(&m, &[], &body).json();
+    assert_eq!(v["choices"][0]["message"]["content"], "not json");
+    let v = openai(&m, &[], &body).json();
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    check_schema(&serde_json::from_str(text).unwrap(), &ticket_schema());
+    let v = openai(&m, &[("x-mock-fault", r#"{"reply": "forced"}"#)], &body).json();
+    assert_eq!(v["choices"][0]["message"]["content"], "forced");
+    assert!(m.add_fault(&json!({"fault": {"reply": 3}})).is_err());
+}
+
 #[test]
 fn anthropic_forced_tool_is_structured_output() {
     let m = mock();

@@ -7,11 +7,9 @@
 use serde::Deserialize;
 use shared::breaker::sync::SharedBreakers;
 use shared::callout::attempts::{Candidate, RawResilience, Resilience};
-use shared::callout::valid_host;
-use shared::config::{check_prices, parse_json, ConfigError, Price, SecretSource};
-use shared::host::{HttpCall, Upstream};
-use shared::provider::{Provider, ProviderConfig};
-use std::borrow::Cow;
+use shared::config::{check_prices, parse_json, ConfigError, Price};
+use shared::host::HttpCall;
+use shared::provider::target;
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Deserialize)]
@@ -31,30 +29,17 @@ struct RawConfig {
     resilience: Option<RawResilience>,
 }
 
-/// A target: the fields every provider has, and the provider's own (tagged by `provider`). Fields
-/// this struct does not know go to the provider's variant, which refuses any that are not its own
-/// (`deny_unknown_fields` there), so `anthropic_version` on an openai target is an error naming it.
+/// A target: the shared target shape (`shared::provider::target`: provider, model, endpoint, auth and
+/// the provider's own fields) with ai-proxy's `name` and `resilience`. Fields neither knows go to the
+/// provider's variant, which refuses any that are not its own, so `anthropic_version` on an openai
+/// target is an error naming it.
 #[derive(Debug, Deserialize)]
 struct RawTarget {
     name: String,
     #[serde(default)]
-    model: Option<String>,
-    endpoint: RawEndpoint,
-    #[serde(default)]
-    auth: Option<SecretSource>,
-    #[serde(default)]
     resilience: Option<RawResilience>,
     #[serde(flatten)]
-    provider: ProviderConfig,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEndpoint {
-    cluster: String,
-    host: String,
-    #[serde(default)]
-    path: Option<String>,
+    target: target::RawTarget,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,35 +74,24 @@ struct RawSticky {
     header: String,
 }
 
-/// A checked provider target.
+/// A checked provider target: the shared target (provider, endpoint, key; reached through `Deref`)
+/// with ai-proxy's name, price and resilience.
 #[derive(Debug)]
 pub struct Target {
     pub name: String,
-    /// Its provider: model, paths, credential headers, translation.
-    pub provider: Box<dyn Provider>,
-    pub cluster: String,
-    pub host: String,
-    /// `endpoint.path`: replaces the provider's path.
-    pub path_override: Option<String>,
-    pub api_key: Option<String>,
+    pub target: target::Target,
     pub price: Option<Price>,
     pub resilience: Resilience,
 }
 
+impl std::ops::Deref for Target {
+    type Target = target::Target;
+    fn deref(&self) -> &target::Target {
+        &self.target
+    }
+}
+
 impl Target {
-    /// Path (and query) of the upstream request.
-    pub fn path(&self, stream: bool) -> Cow<'_, str> {
-        match &self.path_override {
-            Some(p) => Cow::Borrowed(p),
-            None => self.provider.path(stream),
-        }
-    }
-
-    /// The model sent upstream (Azure: the deployment); the key of the price table and a label.
-    pub fn model(&self) -> &str {
-        self.provider.model()
-    }
-
     /// How callout mode's chain sees it.
     pub fn candidate(&self) -> Candidate<'_> {
         Candidate {
@@ -126,30 +100,11 @@ impl Target {
         }
     }
 
-    /// The headers of the upstream request that carry the target's key and its provider's version.
-    pub fn credentials(&self) -> Vec<(&'static str, String)> {
-        self.provider.headers(self.api_key.as_deref())
-    }
-
     /// A callout to this target, with its timeout, for `body` already translated for it.
     /// Without a key of its own the client's credentials go along.
     pub fn call(&self, body: Vec<u8>, stream: bool, client_auth: Option<&str>) -> HttpCall {
-        let mut headers: Vec<(String, String)> = vec![("content-type".into(), "application/json".into())];
-        headers.extend(self.credentials().into_iter().map(|(k, v)| (k.to_string(), v)));
-        if let (None, Some(auth)) = (&self.api_key, client_auth) {
-            headers.push(("authorization".into(), auth.to_string()));
-        }
-        HttpCall {
-            upstream: Upstream {
-                cluster: self.cluster.clone(),
-                host: self.host.clone(),
-            },
-            method: "POST".into(),
-            path: self.path(stream).into_owned(),
-            headers,
-            body,
-            timeout_ms: self.resilience.timeout_ms,
-        }
+        self.target
+            .call(body, stream, client_auth, self.resilience.timeout_ms)
     }
 }
 
@@ -188,12 +143,6 @@ pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 const MAX_MAX_BODY: u64 = 100 * 1024 * 1024;
 const MAX_WEIGHT: u64 = 10_000;
 
-fn valid_name(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-}
-
 fn non_empty(field: String, value: Option<String>, what: &str) -> Result<String, ConfigError> {
     match value {
         Some(v) if !v.trim().is_empty() => Ok(v),
@@ -217,11 +166,8 @@ impl Config {
         let mut index = HashMap::new();
         for (i, t) in raw.targets.into_iter().enumerate() {
             let at = |f: &str| format!("targets[{i}].{f}");
-            if !valid_name(&t.name) {
-                return Err(ConfigError::new(
-                    at("name"),
-                    "must be 1 to 64 characters of A-Z a-z 0-9 . -",
-                ));
+            if !target::valid_name(&t.name) {
+                return Err(ConfigError::new(at("name"), target::NAME_RULE));
             }
             if index.insert(t.name.clone(), i).is_some() {
                 return Err(ConfigError::new(
@@ -229,23 +175,7 @@ impl Config {
                     format!("duplicate target name `{}`", t.name),
                 ));
             }
-            let provider = t.provider.compile(t.model, &at)?;
-            let cluster = non_empty(at("endpoint.cluster"), Some(t.endpoint.cluster), "cluster")?;
-            if !valid_host(&t.endpoint.host) {
-                return Err(ConfigError::new(
-                    at("endpoint.host"),
-                    "must be host:port, e.g. api.openai.com:443",
-                ));
-            }
-            let path_override = match t.endpoint.path {
-                Some(p) if p.starts_with('/') => Some(p),
-                Some(_) => return Err(ConfigError::new(at("endpoint.path"), "must start with /")),
-                None => None,
-            };
-            let api_key = match &t.auth {
-                Some(s) => Some(s.resolve(&at("auth"), env)?),
-                None => None,
-            };
+            let compiled = t.target.compile(&at, env)?;
             let resilience =
                 Resilience::compile(&at("resilience"), t.resilience.as_ref(), global_resilience)?;
             let has_resilience = t.resilience.is_some() || global_resilience.is_some();
@@ -253,12 +183,8 @@ impl Config {
             targets.push(Target {
                 resilience,
                 name: t.name,
-                price: raw.prices.get(provider.model()).copied(),
-                provider,
-                cluster,
-                host: t.endpoint.host,
-                path_override,
-                api_key,
+                price: raw.prices.get(compiled.model()).copied(),
+                target: compiled,
             });
         }
         let shared_breakers =

@@ -42,6 +42,7 @@ pub mod azure;
 mod exchange;
 pub mod neutral;
 pub mod openai;
+pub mod target;
 
 pub use exchange::{client_error, Exchange, Reply, TranslatedStream};
 

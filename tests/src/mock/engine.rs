@@ -2,7 +2,8 @@
 //! engine turns it into an [`Answer`], and the wire module writes the answer in its own shape.
 //!
 //! The rules, in order:
-//! 1. `x-mock-reply` forces a text answer (no tool call, no structured output).
+//! 1. A forced reply (the `x-mock-reply` header, or a fault's `reply`) is the text answer (no tool call,
+//!    no structured output).
 //! 2. Tool calls: `tool_choice` none → never; a named tool → that one; required / any → the tools the
 //!    prompt asks for, else the first tool; auto → the tools the prompt asks for, unless the conversation
 //!    ends with tool results. A tool is asked for when its name, or a word of its name (split on `_`,
@@ -10,7 +11,8 @@
 //!    calls only the first is made. Arguments: [`schema::arguments`]; a forced tool that is the only tool
 //!    is structured output and gets [`schema::structured`].
 //! 3. Structured output (`json_schema` → [`schema::structured`] of the last user text; `json_object` →
-//!    `{"answer": <the text reply>}`).
+//!    the same for the schema a message carries after the words `JSON Schema:` (how a gateway asks a
+//!    server that takes no schema), else `{"answer": <the text reply>}`).
 //! 4. Text: [`reply_to`] the last user text, or [`reply_to_tool`] the tool results that end the
 //!    conversation; with images, " I see N image(s)." is appended.
 
@@ -184,10 +186,10 @@ pub(crate) fn content_text(content: Option<&Value>) -> String {
     }
 }
 
-/// The answer to `chat`, with the `x-mock-reply`, `x-mock-usage`, `x-mock-cached` and `x-mock-reasoning`
-/// headers applied.
-pub(crate) fn answer(chat: &Chat, req: &Request) -> Result<Answer, ApiError> {
-    let content = match req.header("x-mock-reply") {
+/// The answer to `chat`, with the `x-mock-usage`, `x-mock-cached` and `x-mock-reasoning` headers
+/// applied; `forced` is the reply text a fault or `x-mock-reply` forces.
+pub(crate) fn answer(chat: &Chat, req: &Request, forced: Option<&str>) -> Result<Answer, ApiError> {
+    let content = match forced {
         Some(given) => match serde_json::from_str::<Vec<String>>(given) {
             Ok(list) => Content::Text {
                 text: list.concat(),
