@@ -1,7 +1,8 @@
 //! The common core of the AI gateway filters.
 //!
 //! Everything here except [`wasm`] is plain Rust with no proxy-wasm dependency, so it tests natively and
-//! under wasm32: the model providers and their translation ([`provider`]), external calls and callout
+//! under wasm32: the client-facing APIs and their dialects ([`api`]), the model providers and their
+//! translation ([`provider`]), external calls and callout
 //! mode ([`callout`], [`breaker`]), incremental SSE, token accounting, errors, metric naming, the bounded
 //! shared-data queue ([`queue`]), and the small [`host::Host`] seam that policies use. [`wasm`] (feature
 //! `host`) is the only module that calls proxy-wasm: the real host adapter; the generic driver is
@@ -13,6 +14,7 @@
 //! - [`framing`]: incremental AWS event-stream (Bedrock) and NDJSON decoders (SSE is in [`sse`]);
 //! - [`time`]: UTC calendar dates from epoch seconds and back, with no clock.
 
+pub mod api;
 pub mod breaker;
 pub mod callout;
 pub mod config;

@@ -9,7 +9,7 @@ use shared::callout::attempts::{Candidate, RawResilience, Resilience};
 use shared::callout::valid_host;
 use shared::config::{check_prices, parse_json, ConfigError, Price, SecretSource};
 use shared::host::{HttpCall, Upstream};
-use shared::provider::{Provider, ProviderConfig};
+use shared::provider::{Api, OnUnsupported, Provider, ProviderConfig};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
@@ -54,6 +54,8 @@ struct RawEndpoint {
     host: String,
     #[serde(default)]
     path: Option<String>,
+    #[serde(default)]
+    embeddings_path: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +64,8 @@ struct RawModel {
     targets: Vec<RawRoute>,
     #[serde(default)]
     fallback: Vec<RawFallback>,
+    #[serde(default)]
+    drop_unsupported_params: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,19 +100,26 @@ pub struct Target {
     pub provider: Box<dyn Provider>,
     pub cluster: String,
     pub host: String,
-    /// `endpoint.path`: replaces the provider's path.
+    /// `endpoint.path`: replaces the provider's path of chat calls (both doors).
     pub path_override: Option<String>,
+    /// `endpoint.embeddings_path`: replaces the provider's path of embeddings calls.
+    pub embeddings_path: Option<String>,
     pub api_key: Option<String>,
     pub price: Option<Price>,
     pub resilience: Resilience,
 }
 
 impl Target {
-    /// Path (and query) of the upstream request.
-    pub fn path(&self, stream: bool) -> Cow<'_, str> {
-        match &self.path_override {
-            Some(p) => Cow::Borrowed(p),
-            None => self.provider.path(stream),
+    /// Path (and query) of the upstream request of `api`; `None` when the provider does not serve it
+    /// (the request is refused before it gets here).
+    pub fn path(&self, api: Api, stream: bool) -> Option<Cow<'_, str>> {
+        let own = match api {
+            Api::ChatCompletions | Api::Messages => &self.path_override,
+            Api::Embeddings => &self.embeddings_path,
+        };
+        match own {
+            Some(p) => self.provider.path(api, stream).map(|_| Cow::Borrowed(p.as_str())),
+            None => self.provider.path(api, stream),
         }
     }
 
@@ -130,21 +141,30 @@ impl Target {
         self.provider.headers(self.api_key.as_deref())
     }
 
-    /// A callout to this target, with its timeout, for `body` already translated for it.
-    /// Without a key of its own the client's credentials go along.
-    pub fn call(&self, body: Vec<u8>, stream: bool, client_auth: Option<&str>) -> HttpCall {
+    /// A callout to this target, with its timeout, for `body` already translated for it. Without a
+    /// key of its own the client's credentials go along; `extra` are headers of the client's request
+    /// the target takes too (Anthropic's `anthropic-beta`).
+    pub fn call(
+        &self,
+        body: Vec<u8>,
+        api: Api,
+        stream: bool,
+        client_credentials: &[(String, String)],
+        extra: &[(String, String)],
+    ) -> HttpCall {
         let mut headers: Vec<(String, String)> = vec![("content-type".into(), "application/json".into())];
         headers.extend(self.credentials().into_iter().map(|(k, v)| (k.to_string(), v)));
-        if let (None, Some(auth)) = (&self.api_key, client_auth) {
-            headers.push(("authorization".into(), auth.to_string()));
+        if self.api_key.is_none() {
+            headers.extend(client_credentials.iter().cloned());
         }
+        headers.extend(extra.iter().cloned());
         HttpCall {
             upstream: Upstream {
                 cluster: self.cluster.clone(),
                 host: self.host.clone(),
             },
             method: "POST".into(),
-            path: self.path(stream).into_owned(),
+            path: self.path(api, stream).map(Cow::into_owned).unwrap_or_default(),
             headers,
             body,
             timeout_ms: self.resilience.timeout_ms,
@@ -168,6 +188,9 @@ pub struct Model {
     /// The filter makes the upstream calls itself (retries, fallback, breaker), answering when done;
     /// streams are then delivered whole. Otherwise requests are forwarded through the proxy as they come.
     pub callout: bool,
+    /// What a parameter a target cannot take gets: a 400 naming it, or dropped and named in
+    /// `x-ai-dropped-params` (`drop_unsupported_params`).
+    pub on_unsupported: OnUnsupported,
 }
 
 #[derive(Debug)]
@@ -238,6 +261,22 @@ impl Config {
                 Some(_) => return Err(ConfigError::new(at("endpoint.path"), "must start with /")),
                 None => None,
             };
+            let embeddings_path = match t.endpoint.embeddings_path {
+                Some(_) if provider.path(Api::Embeddings, false).is_none() => {
+                    return Err(ConfigError::new(
+                        at("endpoint.embeddings_path"),
+                        format!("the `{}` provider serves no embeddings", provider.name()),
+                    ))
+                }
+                Some(p) if p.starts_with('/') => Some(p),
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        at("endpoint.embeddings_path"),
+                        "must start with /",
+                    ))
+                }
+                None => None,
+            };
             let api_key = match &t.auth {
                 Some(s) => Some(s.resolve(&at("auth"), env)?),
                 None => None,
@@ -254,6 +293,7 @@ impl Config {
                 cluster,
                 host: t.endpoint.host,
                 path_override,
+                embeddings_path,
                 api_key,
             });
         }
@@ -316,6 +356,11 @@ impl Config {
                     routes,
                     fallback,
                     callout,
+                    on_unsupported: if m.drop_unsupported_params {
+                        OnUnsupported::Drop
+                    } else {
+                        OnUnsupported::Refuse
+                    },
                 },
             );
         }
@@ -368,8 +413,23 @@ mod tests {
     fn parses_and_defaults() {
         let c = Config::parse(BASE.as_bytes(), &env).unwrap();
         assert_eq!(c.targets[0].api_key.as_deref(), Some("sk-test"));
-        assert_eq!(c.targets[0].path(false), "/v1/chat/completions");
-        assert_eq!(c.targets[1].path(true), "/v1/messages");
+        assert_eq!(
+            c.targets[0].path(Api::ChatCompletions, false).as_deref(),
+            Some("/v1/chat/completions")
+        );
+        assert_eq!(
+            c.targets[0].path(Api::Embeddings, false).as_deref(),
+            Some("/v1/embeddings")
+        );
+        assert_eq!(
+            c.targets[1].path(Api::ChatCompletions, true).as_deref(),
+            Some("/v1/messages")
+        );
+        assert_eq!(
+            c.targets[1].path(Api::Messages, true).as_deref(),
+            Some("/v1/messages")
+        );
+        assert_eq!(c.targets[1].path(Api::Embeddings, false), None);
         assert_eq!(
             c.targets[1].credentials(),
             vec![
@@ -378,9 +438,10 @@ mod tests {
             ]
         );
         assert_eq!(
-            c.targets[2].path(false),
-            "/openai/deployments/dep/chat/completions?api-version=2024-10-21"
+            c.targets[2].path(Api::ChatCompletions, false).as_deref(),
+            Some("/openai/deployments/dep/chat/completions?api-version=2024-10-21")
         );
+        assert_eq!(c.models["m"].on_unsupported, OnUnsupported::Refuse);
         assert_eq!(c.targets[2].model(), "dep");
         assert_eq!(c.targets[2].provider.name(), "azure");
         assert!(c.targets[0].price.is_some() && c.targets[1].price.is_none());
@@ -554,6 +615,59 @@ mod tests {
             Config::parse(json.as_bytes(), &env).unwrap_err().field,
             "models.z.fallback[0].target"
         );
+    }
+
+    #[test]
+    fn embeddings_paths_and_dropping_parameters() {
+        let json = BASE
+            .replacen(
+                r#""endpoint":{"cluster":"c","host":"h:443"}"#,
+                r#""endpoint":{"cluster":"c","host":"h:443","path":"/api/chat","embeddings_path":"/api/embed"}"#,
+                1,
+            )
+            .replacen(
+                r#""z": {"targets":[{"target":"z"}]}"#,
+                r#""z": {"targets":[{"target":"z"}],"drop_unsupported_params":true}"#,
+                1,
+            );
+        let c = Config::parse(json.as_bytes(), &env).unwrap();
+        assert_eq!(
+            c.targets[0].path(Api::ChatCompletions, true).as_deref(),
+            Some("/api/chat")
+        );
+        assert_eq!(
+            c.targets[0].path(Api::Embeddings, false).as_deref(),
+            Some("/api/embed")
+        );
+        assert_eq!(
+            c.targets[2].path(Api::Embeddings, false).as_deref(),
+            Some("/openai/deployments/dep/embeddings?api-version=2024-10-21")
+        );
+        assert_eq!(c.models["z"].on_unsupported, OnUnsupported::Drop);
+        assert_eq!(c.models["m"].on_unsupported, OnUnsupported::Refuse);
+        let cases = [
+            (
+                r#""endpoint":{"cluster":"c2","host":"h2:443"}"#,
+                r#""endpoint":{"cluster":"c2","host":"h2:443","embeddings_path":"/v1/embeddings"}"#,
+                "targets[1].endpoint.embeddings_path",
+            ),
+            (
+                r#""endpoint":{"cluster":"c","host":"h:443"}"#,
+                r#""endpoint":{"cluster":"c","host":"h:443","embeddings_path":"v1/embeddings"}"#,
+                "targets[0].endpoint.embeddings_path",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let json = BASE.replacen(from, to, 1);
+            assert_ne!(json, BASE);
+            assert_eq!(Config::parse(json.as_bytes(), &env).unwrap_err().field, field);
+        }
+        let json = BASE.replacen(
+            r#""z": {"targets":[{"target":"z"}]}"#,
+            r#""z": {"targets":[{"target":"z"}],"drop_unsupported_params":"yes"}"#,
+            1,
+        );
+        assert!(Config::parse(json.as_bytes(), &env).is_err());
     }
 
     /// The same fixtures are checked against ai_proxy.meta.json by tests/check_meta.py.

@@ -393,11 +393,16 @@ mod tests {
                 factor: 0.5
             }
         );
-        let u = Usage {
-            prompt_tokens: 1000,
-            completion_tokens: 500,
-        };
+        let u = Usage::new(1000, 500);
         assert_eq!(c.amount(Count::Cost, "gpt-4o-mini", u), Some(450));
+        // Cached prompt tokens are part of the 1000, counted once (at the prompt price without a
+        // cache price), never added on top.
+        let cached = Usage {
+            cached_tokens: 800,
+            ..u
+        };
+        assert_eq!(c.amount(Count::Cost, "gpt-4o-mini", cached), Some(450));
+        assert_eq!(c.amount(Count::TotalTokens, "gpt-4o-mini", cached), Some(1500));
         assert_eq!(c.amount(Count::Cost, "other", u), None);
         assert_eq!(c.amount(Count::TotalTokens, "other", u), Some(1500));
         assert_eq!(c.amount(Count::Requests, "other", u), Some(1));

@@ -34,10 +34,7 @@ pub struct Estimate {
 
 impl Estimate {
     pub fn usage(&self) -> crate::usage::Usage {
-        crate::usage::Usage {
-            prompt_tokens: self.prompt_tokens,
-            completion_tokens: self.completion_tokens,
-        }
+        crate::usage::Usage::new(self.prompt_tokens, self.completion_tokens)
     }
 }
 

@@ -1,0 +1,246 @@
+//! The client-facing LLM APIs the gateway serves, the dialect each is written in, and errors in each
+//! dialect's shape.
+//!
+//! **Which API a request speaks** is decided here, in one place ([`Api::of`]), for ai-proxy and for
+//! the driver (which writes every filter's error replies in the door's shape). It compares the path
+//! exactly, as the other filters' `paths` options do today; when `shared::chat::classify` (the one path
+//! normalisation and classification for every filter) lands, this function is replaced by a call to it.
+//!
+//! **Errors.** OpenAI's door answers `{"error": {"message", "type", "code"}}`; Anthropic's door answers
+//! Anthropic's shape, `{"type": "error", "error": {"type", "message", "details": {"error_code"}}}`: the
+//! `type` is Anthropic's error type for the status, and our stable `code` goes where Anthropic puts a
+//! machine-readable cause (`details.error_code`, which the official SDK exposes as `error_code`).
+
+use crate::error::error_json;
+use serde_json::Value;
+
+/// An API a client request speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    /// OpenAI Chat Completions, `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// Anthropic Messages, `POST /v1/messages`.
+    Messages,
+    /// OpenAI Embeddings, `POST /v1/embeddings`.
+    Embeddings,
+}
+
+impl Api {
+    /// The API of a request, by method and path (the query ignored); `None` for anything else.
+    pub fn of(method: &str, path: &str) -> Option<Api> {
+        if !method.eq_ignore_ascii_case("POST") {
+            return None;
+        }
+        match path.split('?').next().unwrap_or_default() {
+            "/v1/chat/completions" => Some(Api::ChatCompletions),
+            "/v1/messages" => Some(Api::Messages),
+            "/v1/embeddings" => Some(Api::Embeddings),
+            _ => None,
+        }
+    }
+
+    /// The dialect its bodies (and errors) are written in.
+    pub fn dialect(self) -> Dialect {
+        match self {
+            Api::ChatCompletions | Api::Embeddings => Dialect::OpenAi,
+            Api::Messages => Dialect::Anthropic,
+        }
+    }
+
+    /// Whether it is a chat API (its requests carry messages, its answers may stream).
+    pub fn is_chat(self) -> bool {
+        matches!(self, Api::ChatCompletions | Api::Messages)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::ChatCompletions => "chat_completions",
+            Api::Messages => "messages",
+            Api::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// The API family a body is written in: what a client speaks at a front door, and what a provider
+/// speaks upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+impl Dialect {
+    /// The dialect of a request, from its method and path; OpenAI's for anything that is not a
+    /// known API (the gateway's own errors were always OpenAI-shaped).
+    pub fn of_request(method: &str, path: &str) -> Dialect {
+        Api::of(method, path).map_or(Dialect::OpenAi, Api::dialect)
+    }
+
+    /// An error body in this dialect.
+    pub fn error_body(self, status: u16, message: &str, kind: &str, code: &str) -> Vec<u8> {
+        match self {
+            Dialect::OpenAi => error_json(message, kind, code).into_bytes(),
+            Dialect::Anthropic => anthropic_error(status, message, kind, code).into_bytes(),
+        }
+    }
+
+    /// An error body written in OpenAI's shape (a filter's own reply) rewritten for this dialect;
+    /// `None` when there is nothing to rewrite (OpenAI's door, or a body that is not an OpenAI error).
+    pub fn reshape_error(self, status: u16, body: &[u8]) -> Option<Vec<u8>> {
+        if self == Dialect::OpenAi {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(body).ok()?;
+        let err = v.get("error")?.as_object()?;
+        if v.get("type").is_some() {
+            return None;
+        }
+        let field = |k: &str| err.get(k).and_then(Value::as_str).unwrap_or_default();
+        Some(self.error_body(status, field("message"), field("type"), field("code")))
+    }
+}
+
+/// Anthropic's error type for an HTTP status (its documented table; other 5xx are `api_error`).
+pub fn anthropic_error_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        408 | 504 => "timeout_error",
+        409 => "conflict_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        s if s >= 500 => "api_error",
+        _ => "invalid_request_error",
+    }
+}
+
+/// The error types Anthropic's API answers with, kept as they are when an Anthropic error passes.
+const ANTHROPIC_TYPES: [&str; 12] = [
+    "invalid_request_error",
+    "authentication_error",
+    "billing_error",
+    "permission_error",
+    "not_found_error",
+    "request_too_large",
+    "rate_limit_error",
+    "timeout_error",
+    "api_error",
+    "overloaded_error",
+    "conflict_error",
+    "memory_precondition_failed_error",
+];
+
+/// `{"type":"error","error":{"type","message","details":{"error_code"}}}`: `kind` is kept when it is
+/// one of Anthropic's types, else the status decides; `code` is our stable code (omitted when empty).
+pub fn anthropic_error(status: u16, message: &str, kind: &str, code: &str) -> String {
+    let kind = if ANTHROPIC_TYPES.contains(&kind) {
+        kind
+    } else {
+        anthropic_error_type(status)
+    };
+    let details = if code.is_empty() {
+        String::new()
+    } else {
+        format!(r#","details":{{"error_code":{}}}"#, Value::from(code))
+    };
+    format!(
+        r#"{{"type":"error","error":{{"type":{},"message":{}{details}}}}}"#,
+        Value::from(kind),
+        Value::from(message)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn apis_by_method_and_path() {
+        let cases = [
+            ("POST", "/v1/chat/completions", Some(Api::ChatCompletions)),
+            ("post", "/v1/chat/completions?x=1", Some(Api::ChatCompletions)),
+            ("POST", "/v1/messages", Some(Api::Messages)),
+            ("POST", "/v1/embeddings", Some(Api::Embeddings)),
+            ("GET", "/v1/messages", None),
+            ("POST", "/v1/models", None),
+            ("POST", "/v1/messages/count_tokens", None),
+        ];
+        for (method, path, want) in cases {
+            assert_eq!(Api::of(method, path), want, "{method} {path}");
+        }
+        assert_eq!(Dialect::of_request("POST", "/v1/messages"), Dialect::Anthropic);
+        assert_eq!(Dialect::of_request("POST", "/v1/embeddings"), Dialect::OpenAi);
+        assert_eq!(Dialect::of_request("GET", "/other"), Dialect::OpenAi);
+    }
+
+    #[test]
+    fn errors_in_each_dialect() {
+        let openai: Value =
+            serde_json::from_slice(&Dialect::OpenAi.error_body(400, "m", "invalid_request_error", "c"))
+                .unwrap();
+        assert_eq!(
+            openai,
+            json!({"error": {"message": "m", "type": "invalid_request_error", "code": "c"}})
+        );
+        let cases = [
+            (
+                400,
+                "invalid_request_error",
+                "model_not_found",
+                "invalid_request_error",
+            ),
+            (
+                429,
+                "rate_limit_exceeded",
+                "rate_limit_exceeded",
+                "rate_limit_error",
+            ),
+            (
+                413,
+                "invalid_request_error",
+                "request_too_large",
+                "invalid_request_error",
+            ),
+            (502, "upstream_error", "upstream_unavailable", "api_error"),
+            (504, "upstream_error", "upstream_timeout", "timeout_error"),
+            (529, "overloaded_error", "overloaded_error", "overloaded_error"),
+            (401, "authentication_error", "", "authentication_error"),
+        ];
+        for (status, kind, code, want) in cases {
+            let v: Value =
+                serde_json::from_slice(&Dialect::Anthropic.error_body(status, "m \"q\"", kind, code))
+                    .unwrap();
+            assert_eq!(v["type"], "error");
+            assert_eq!(v["error"]["type"], want, "{status} {kind}");
+            assert_eq!(v["error"]["message"], "m \"q\"");
+            if code.is_empty() {
+                assert!(v["error"].get("details").is_none());
+            } else {
+                assert_eq!(v["error"]["details"]["error_code"], code);
+            }
+        }
+    }
+
+    #[test]
+    fn reshapes_only_openai_errors_on_other_doors() {
+        let body =
+            br#"{"error":{"message":"slow down","type":"rate_limit_exceeded","code":"rate_limit_exceeded"}}"#;
+        assert_eq!(Dialect::OpenAi.reshape_error(429, body), None);
+        let v: Value = serde_json::from_slice(&Dialect::Anthropic.reshape_error(429, body).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down",
+                   "details": {"error_code": "rate_limit_exceeded"}}})
+        );
+        let anthropic = br#"{"type":"error","error":{"type":"api_error","message":"x"}}"#;
+        assert_eq!(Dialect::Anthropic.reshape_error(500, anthropic), None);
+        assert_eq!(Dialect::Anthropic.reshape_error(200, b"{\"ok\":1}"), None);
+        assert_eq!(Dialect::Anthropic.reshape_error(500, b"plain text"), None);
+    }
+}
