@@ -120,7 +120,7 @@ fn q(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
-const STATS_TAGS: [&str; 22] = [
+const STATS_TAGS: [&str; 23] = [
     "provider",
     "target",
     "model",
@@ -143,6 +143,7 @@ const STATS_TAGS: [&str; 22] = [
     "what",
     "code",
     "stage",
+    "param",
 ];
 const CLUSTERS: [&str; 3] = ["mock_openai", "mock_anthropic", "mock_azure"];
 
