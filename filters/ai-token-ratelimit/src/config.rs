@@ -212,7 +212,7 @@ fn check_factor(field: String, factor: f64) -> Result<(), ConfigError> {
     }
 }
 
-pub const DEFAULT_PATHS: [&str; 2] = ["/v1/chat/completions", "/v1/messages"];
+pub const DEFAULT_PATHS: [&str; 3] = ["/v1/chat/completions", "/v1/messages", "/v1/embeddings"];
 const DEFAULT_ANONYMOUS: &str = "anonymous";
 const DEFAULT_COMPLETION: u64 = 256;
 const DEFAULT_COMPLETION_CAP: u64 = 4096;

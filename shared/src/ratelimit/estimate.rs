@@ -60,6 +60,13 @@ pub fn estimate(body: &[u8], completion: CompletionPolicy) -> Estimate {
     // Anthropic's top-level system prompt, and the legacy completions `prompt`.
     chars = chars.saturating_add(text_chars(obj.get("system")));
     chars = chars.saturating_add(text_chars(obj.get("prompt")));
+    // Embeddings: `input` is a string, strings, or token arrays (one token each); nothing is generated.
+    let embeddings = obj.contains_key("input") && !obj.contains_key("messages");
+    let mut given_tokens = 0u64;
+    if embeddings {
+        chars = chars.saturating_add(text_chars(obj.get("input")));
+        given_tokens = input_tokens(obj.get("input"));
+    }
     let asked = ["max_completion_tokens", "max_tokens"]
         .iter()
         .find_map(|k| obj.get(*k).and_then(Value::as_u64));
@@ -68,10 +75,30 @@ pub fn estimate(body: &[u8], completion: CompletionPolicy) -> Estimate {
         stream: obj.get("stream").and_then(Value::as_bool).unwrap_or(false),
         prompt_tokens: chars
             .div_ceil(CHARS_PER_TOKEN)
-            .saturating_add(messages.saturating_mul(TOKENS_PER_MESSAGE)),
-        completion_tokens: asked
-            .unwrap_or(completion.default_tokens)
-            .min(completion.cap_tokens),
+            .saturating_add(messages.saturating_mul(TOKENS_PER_MESSAGE))
+            .saturating_add(given_tokens),
+        completion_tokens: if embeddings {
+            0
+        } else {
+            asked
+                .unwrap_or(completion.default_tokens)
+                .min(completion.cap_tokens)
+        },
+    }
+}
+
+/// Tokens given as token ids in an embeddings `input` (an array of integers, or of such arrays).
+fn input_tokens(v: Option<&Value>) -> u64 {
+    match v {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| match i {
+                Value::Number(_) => 1,
+                Value::Array(inner) => inner.iter().filter(|t| t.is_number()).count() as u64,
+                _ => 0,
+            })
+            .fold(0, u64::saturating_add),
+        _ => 0,
     }
 }
 
@@ -137,6 +164,11 @@ mod tests {
             // Multi-byte characters count once each.
             (json!({"messages":[{"role":"user","content":"ééééé"}]}), 6, 100),
             (json!({"prompt":"abcdabcd","max_tokens":-1}), 2, 100),
+            // Embeddings: the input, nothing generated.
+            (json!({"model":"e","input":"abcdefgh"}), 2, 0),
+            (json!({"model":"e","input":["abcd","abcd"]}), 2, 0),
+            (json!({"model":"e","input":[[1,2,3],[4]]}), 4, 0),
+            (json!({"model":"e","input":[5,6]}), 2, 0),
         ];
         for (body, prompt, completion) in cases {
             let e = estimate(body.to_string().as_bytes(), POLICY);
