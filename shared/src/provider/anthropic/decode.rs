@@ -122,6 +122,7 @@ fn simple_blocks<'a>(
                 });
             }
             Some("image") if images => {
+                note_other_fields(b, &["source"], &here, extra);
                 out.push(Part::Image {
                     image: image(b, &here, label)?,
                     cache: marker(b),
@@ -166,10 +167,13 @@ fn message_blocks<'a>(
                     cache: marker(b),
                 }
             }
-            (Some("image"), Role::User) => Part::Image {
-                image: image(b, &here, label)?,
-                cache: marker(b),
-            },
+            (Some("image"), Role::User) => {
+                note_other_fields(b, &["source"], &here, extra);
+                Part::Image {
+                    image: image(b, &here, label)?,
+                    cache: marker(b),
+                }
+            }
             (Some("tool_use"), Role::Assistant) => {
                 note_other_fields(b, &["id", "name", "input"], &here, extra);
                 Part::ToolCall {
@@ -582,6 +586,12 @@ mod tests {
         }));
         let n = decode(&body, false, "OpenAI").unwrap();
         assert_eq!(n.reasoning, Some(Reasoning::Effort("high")));
+        let with_transform = obj(
+            json!({"model": "c", "max_tokens": 5, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}, "transformations": {"a": "b"}}]}]}),
+        );
+        let t = decode(&with_transform, false, "OpenAI").unwrap();
+        assert_eq!(t.extra[0].0, "messages[0].content[0].transformations");
         assert_eq!(
             n.format,
             Some(Format::JsonSchema {

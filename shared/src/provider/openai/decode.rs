@@ -98,6 +98,20 @@ fn image(url: &str) -> Option<Image<'_>> {
     (url.starts_with("https://") || url.starts_with("http://")).then_some(Image::Url(url))
 }
 
+/// Fields of `obj` other than `known` (and `type`, `cache_control`), carried by name under `at`.
+fn note_other_fields<'a>(
+    obj: &'a Value,
+    known: &[&str],
+    at: &str,
+    extra: &mut Vec<(Cow<'a, str>, &'a Value)>,
+) {
+    for (key, value) in obj.as_object().into_iter().flatten() {
+        if key != "type" && key != "cache_control" && !known.contains(&key.as_str()) && !value.is_null() {
+            extra.push((Cow::Owned(format!("{at}.{key}")), value));
+        }
+    }
+}
+
 /// Reads a message's `content` (a string or content parts). `allow_images`: user messages.
 fn content<'a>(
     m: &'a Value,
@@ -119,8 +133,10 @@ fn content<'a>(
     let mut out = Vec::with_capacity(parts.len());
     for (j, part) in parts.iter().enumerate() {
         let cache = part.get("cache_control").filter(|c| !c.is_null());
+        let here = format!("{at}.content[{j}]");
         match part.get("type").and_then(Value::as_str) {
             Some("text") => {
+                note_other_fields(part, &["text"], &here, extra);
                 let text = part.get("text").and_then(Value::as_str).ok_or_else(|| {
                     invalid_messages(format!("{at}.content[{j}]: a text part needs a string `text`"))
                 })?;
@@ -128,11 +144,16 @@ fn content<'a>(
             }
             // An assistant's refusal in the history is what it said.
             Some("refusal") => {
+                note_other_fields(part, &["refusal"], &here, extra);
                 if let Some(text) = part.get("refusal").and_then(Value::as_str) {
                     out.push(Part::Text { text, cache });
                 }
             }
             Some("image_url") if allow_images => {
+                note_other_fields(part, &["image_url"], &here, extra);
+                if let Some(inner) = part.get("image_url") {
+                    note_other_fields(inner, &["url", "detail"], &format!("{here}.image_url"), extra);
+                }
                 let url = part
                     .get("image_url")
                     .and_then(|i| i.get("url"))
@@ -359,7 +380,11 @@ fn messages<'a>(
     Ok(out)
 }
 
-fn tools<'a>(body: &'a Map<String, Value>, label: &str) -> Result<Vec<Tool<'a>>, ApiError> {
+fn tools<'a>(
+    body: &'a Map<String, Value>,
+    label: &str,
+    extra: &mut Vec<(Cow<'a, str>, &'a Value)>,
+) -> Result<Vec<Tool<'a>>, ApiError> {
     let Some(list) = body.get("tools").filter(|t| !t.is_null()) else {
         return Ok(Vec::new());
     };
@@ -380,6 +405,13 @@ fn tools<'a>(body: &'a Map<String, Value>, label: &str) -> Result<Vec<Tool<'a>>,
         let f = t
             .get("function")
             .ok_or_else(|| invalid_parameter(&format!("tools[{i}].function"), "an object"))?;
+        note_other_fields(t, &["function"], &format!("tools[{i}]"), extra);
+        note_other_fields(
+            f,
+            &["name", "description", "parameters", "strict"],
+            &format!("tools[{i}].function"),
+            extra,
+        );
         let name = f
             .get("name")
             .and_then(Value::as_str)
@@ -563,7 +595,7 @@ pub fn decode<'a>(
             Some(u) => Some(u),
             None => string(body, "safety_identifier")?,
         },
-        tools: tools(body, label)?,
+        tools: tools(body, label, &mut extra)?,
         tool_choice: tool_choice(body, label)?,
         parallel_tool_calls,
         format: response_format(body)?,
@@ -657,11 +689,13 @@ mod tests {
     fn parameters_without_translation_are_carried_by_name() {
         let body = obj(json!({"model": "m", "messages": [
                 {"role": "user", "name": "bob", "content": [
-                    {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "high"}}]}],
+                    {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "high"}},
+                    {"type": "text", "text": "t", "prompt_cache_breakpoint": {"mode": "explicit"}}]}],
             "seed": 3, "n": 2, "logprobs": true, "top_logprobs": 2, "frequency_penalty": 0.5,
             "presence_penalty": -1, "logit_bias": {"1": 2}, "store": true, "metadata": {"a": "b"},
             "prediction": {"type": "content", "content": "x"}, "verbosity": "low",
-            "prompt_cache_key": "k", "service_tier": "flex", "web_search_options": {}, "x_vendor": 1}));
+            "prompt_cache_key": "k", "service_tier": "flex", "web_search_options": {"search_context_size": "low"}, "x_vendor": 1,
+            "tools": [{"type": "function", "function": {"name": "f", "future_knob": 1}, "x_tool": 2}]}));
         let n = decode(&body, false, "X").unwrap();
         let mut got = names(&n);
         got.sort();
@@ -682,6 +716,10 @@ mod tests {
             "x_vendor",
             "messages[0].name",
             "messages[0].content[0].image_url.detail",
+            "messages[0].content[1].prompt_cache_breakpoint",
+            "web_search_options",
+            "tools[0].x_tool",
+            "tools[0].function.future_knob",
         ];
         want.sort();
         assert_eq!(got, want);
