@@ -1,65 +1,18 @@
-//! The client-facing LLM APIs the gateway serves, the dialect each is written in, and errors in each
-//! dialect's shape.
+//! The dialects the gateway's APIs are written in, and errors in each dialect's shape.
 //!
-//! **Which API a request speaks** is decided here, in one place ([`Api::of`]), for ai-proxy and for
-//! the driver (which writes every filter's error replies in the door's shape). It compares the path
-//! exactly, as the other filters' `paths` options do today; when `shared::chat::classify` (the one path
-//! normalisation and classification for every filter) lands, this function is replaced by a call to it.
+//! Which API a request speaks is [`crate::chat::classify`]'s answer (one path normalisation and one
+//! table for every filter); its [`Dialect`] decides the shape of every error the client gets: ai-proxy's
+//! own, and, through the driver, every filter's refusal.
 //!
 //! **Errors.** OpenAI's door answers `{"error": {"message", "type", "code"}}`; Anthropic's door answers
 //! Anthropic's shape, `{"type": "error", "error": {"type", "message", "details": {"error_code"}}}`: the
 //! `type` is Anthropic's error type for the status, and our stable `code` goes where Anthropic puts a
 //! machine-readable cause (`details.error_code`, which the official SDK exposes as `error_code`).
 
+pub use crate::chat::Api;
+use crate::chat::{classify, Class};
 use crate::error::error_json;
 use serde_json::Value;
-
-/// An API a client request speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Api {
-    /// OpenAI Chat Completions, `POST /v1/chat/completions`.
-    ChatCompletions,
-    /// Anthropic Messages, `POST /v1/messages`.
-    Messages,
-    /// OpenAI Embeddings, `POST /v1/embeddings`.
-    Embeddings,
-}
-
-impl Api {
-    /// The API of a request, by method and path (the query ignored); `None` for anything else.
-    pub fn of(method: &str, path: &str) -> Option<Api> {
-        if !method.eq_ignore_ascii_case("POST") {
-            return None;
-        }
-        match path.split('?').next().unwrap_or_default() {
-            "/v1/chat/completions" => Some(Api::ChatCompletions),
-            "/v1/messages" => Some(Api::Messages),
-            "/v1/embeddings" => Some(Api::Embeddings),
-            _ => None,
-        }
-    }
-
-    /// The dialect its bodies (and errors) are written in.
-    pub fn dialect(self) -> Dialect {
-        match self {
-            Api::ChatCompletions | Api::Embeddings => Dialect::OpenAi,
-            Api::Messages => Dialect::Anthropic,
-        }
-    }
-
-    /// Whether it is a chat API (its requests carry messages, its answers may stream).
-    pub fn is_chat(self) -> bool {
-        matches!(self, Api::ChatCompletions | Api::Messages)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Api::ChatCompletions => "chat_completions",
-            Api::Messages => "messages",
-            Api::Embeddings => "embeddings",
-        }
-    }
-}
 
 /// The API family a body is written in: what a client speaks at a front door, and what a provider
 /// speaks upstream.
@@ -70,10 +23,21 @@ pub enum Dialect {
 }
 
 impl Dialect {
-    /// The dialect of a request, from its method and path; OpenAI's for anything that is not a
-    /// known API (the gateway's own errors were always OpenAI-shaped).
+    /// The dialect of an API's bodies and errors.
+    pub fn of(api: Api) -> Dialect {
+        match api {
+            Api::Messages => Dialect::Anthropic,
+            Api::ChatCompletions | Api::Embeddings | Api::Completions => Dialect::OpenAi,
+        }
+    }
+
+    /// The dialect of a request, by method and path as every filter classifies it; OpenAI's for anything
+    /// that is not a known API (the gateway's own errors were always OpenAI-shaped).
     pub fn of_request(method: &str, path: &str) -> Dialect {
-        Api::of(method, path).map_or(Dialect::OpenAi, Api::dialect)
+        match classify(method, path) {
+            Class::Chat(Some(api)) | Class::Ambiguous(Some(api)) => Dialect::of(api),
+            Class::Chat(None) | Class::Ambiguous(None) | Class::Other => Dialect::OpenAi,
+        }
     }
 
     /// An error body in this dialect.
@@ -98,6 +62,11 @@ impl Dialect {
         let field = |k: &str| err.get(k).and_then(Value::as_str).unwrap_or_default();
         Some(self.error_body(status, field("message"), field("type"), field("code")))
     }
+}
+
+/// Whether an API's requests are chats (they carry messages, their answers may stream).
+pub fn is_chat(api: Api) -> bool {
+    matches!(api, Api::ChatCompletions | Api::Messages)
 }
 
 /// Anthropic's error type for an HTTP status (its documented table; other 5xx are `api_error`).
@@ -161,22 +130,21 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
-    fn apis_by_method_and_path() {
+    fn dialects_by_method_and_path() {
         let cases = [
-            ("POST", "/v1/chat/completions", Some(Api::ChatCompletions)),
-            ("post", "/v1/chat/completions?x=1", Some(Api::ChatCompletions)),
-            ("POST", "/v1/messages", Some(Api::Messages)),
-            ("POST", "/v1/embeddings", Some(Api::Embeddings)),
-            ("GET", "/v1/messages", None),
-            ("POST", "/v1/models", None),
-            ("POST", "/v1/messages/count_tokens", None),
+            ("POST", "/v1/chat/completions", Dialect::OpenAi),
+            ("POST", "/v1/messages", Dialect::Anthropic),
+            ("post", "/V1/Messages/?beta=true", Dialect::Anthropic),
+            ("POST", "/anthropic/v1/messages", Dialect::Anthropic),
+            ("POST", "/v1/messages;x", Dialect::Anthropic),
+            ("POST", "/v1/embeddings", Dialect::OpenAi),
+            ("GET", "/v1/messages", Dialect::OpenAi),
+            ("POST", "/other", Dialect::OpenAi),
         ];
         for (method, path, want) in cases {
-            assert_eq!(Api::of(method, path), want, "{method} {path}");
+            assert_eq!(Dialect::of_request(method, path), want, "{method} {path}");
         }
-        assert_eq!(Dialect::of_request("POST", "/v1/messages"), Dialect::Anthropic);
-        assert_eq!(Dialect::of_request("POST", "/v1/embeddings"), Dialect::OpenAi);
-        assert_eq!(Dialect::of_request("GET", "/other"), Dialect::OpenAi);
+        assert!(is_chat(Api::Messages) && !is_chat(Api::Embeddings));
     }
 
     #[test]

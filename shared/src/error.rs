@@ -4,8 +4,15 @@ use serde_json::Value;
 /// `{"error":{"message","type","code"}}` with the keys in OpenAI's order: the one place this JSON is
 /// written, for the filters' own errors and for translated provider errors alike.
 pub fn error_json(message: &str, kind: &str, code: &str) -> String {
+    error_json_param(message, kind, None, code)
+}
+
+/// [`error_json`] with OpenAI's `param` (the offending field) between `type` and `code` when there is
+/// one.
+pub fn error_json_param(message: &str, kind: &str, param: Option<&str>, code: &str) -> String {
+    let param = param.map_or(String::new(), |p| format!(r#","param":{}"#, Value::from(p)));
     format!(
-        r#"{{"error":{{"message":{},"type":{},"code":{}}}}}"#,
+        r#"{{"error":{{"message":{},"type":{}{param},"code":{}}}}}"#,
         Value::from(message),
         Value::from(kind),
         Value::from(code)
@@ -19,6 +26,8 @@ pub struct ApiError {
     pub kind: &'static str,
     pub code: &'static str,
     pub message: String,
+    /// The field the error is about (a JSON pointer into the request), sent as OpenAI's `param`.
+    pub param: Option<String>,
 }
 
 impl ApiError {
@@ -28,7 +37,14 @@ impl ApiError {
             kind,
             code,
             message: message.into(),
+            param: None,
         }
+    }
+
+    /// Names the field the error is about (a JSON pointer into the request).
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
     }
 
     pub fn invalid_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -40,7 +56,7 @@ impl ApiError {
     }
 
     pub fn body(&self) -> Vec<u8> {
-        error_json(&self.message, self.kind, self.code).into_bytes()
+        error_json_param(&self.message, self.kind, self.param.as_deref(), self.code).into_bytes()
     }
 }
 
@@ -56,6 +72,10 @@ mod tests {
         assert_eq!(
             String::from_utf8(e.body()).unwrap(),
             r#"{"error":{"message":"a \"quoted\" é","type":"invalid_request_error","code":"bad"}}"#
+        );
+        assert_eq!(
+            String::from_utf8(e.with_param("/messages/0/content").body()).unwrap(),
+            r#"{"error":{"message":"a \"quoted\" é","type":"invalid_request_error","param":"/messages/0/content","code":"bad"}}"#
         );
     }
 }

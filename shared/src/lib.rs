@@ -2,8 +2,9 @@
 //!
 //! Everything here except [`wasm`] is plain Rust with no proxy-wasm dependency, so it tests natively and
 //! under wasm32: the client-facing APIs and their dialects ([`api`]), the model providers and their
-//! translation ([`provider`]), external calls and callout
-//! mode ([`callout`], [`breaker`]), incremental SSE, token accounting, errors, metric naming, the bounded
+//! translation ([`provider`]), the one view of a chat request every policy reads ([`chat`]: which
+//! requests are chat requests, every text the model reads), external calls and callout mode
+//! ([`callout`], [`breaker`]), incremental SSE, token accounting, errors, metric naming, the bounded
 //! shared-data queue ([`queue`]), and the small [`host::Host`] seam that policies use. [`wasm`] (feature
 //! `host`) is the only module that calls proxy-wasm: the real host adapter; the generic driver is
 //! [`host::driver`].
@@ -17,6 +18,7 @@
 pub mod api;
 pub mod breaker;
 pub mod callout;
+pub mod chat;
 pub mod config;
 pub mod crypto;
 pub mod error;

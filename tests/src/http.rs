@@ -460,13 +460,13 @@ fn find_header_ref<'a>(headers: &[(&str, &'a str)], name: &str) -> Option<&'a st
 
 /// A request or response head: the start line and the headers (names lowercased, values trimmed).
 #[derive(Debug, Clone)]
-pub(crate) struct Head {
+pub struct Head {
     pub start: String,
     pub headers: Vec<(String, String)>,
 }
 
 /// Reads one line (without its CRLF/LF). `Ok(None)` on EOF before any byte.
-pub(crate) fn read_line<R: BufRead>(r: &mut R) -> io::Result<Option<String>> {
+pub fn read_line<R: BufRead>(r: &mut R) -> io::Result<Option<String>> {
     let mut line = Vec::new();
     let n = r.by_ref().take(MAX_LINE).read_until(b'\n', &mut line)?;
     if n == 0 {
@@ -491,7 +491,7 @@ pub(crate) fn read_line<R: BufRead>(r: &mut R) -> io::Result<Option<String>> {
 }
 
 /// Reads a head. `Ok(None)` when the connection closes cleanly before a new head starts.
-pub(crate) fn read_head<R: BufRead>(r: &mut R) -> io::Result<Option<Head>> {
+pub fn read_head<R: BufRead>(r: &mut R) -> io::Result<Option<Head>> {
     // Tolerate stray empty lines between messages (RFC 9112 section 2.2).
     let start = loop {
         match read_line(r)? {
@@ -518,14 +518,14 @@ pub(crate) fn read_head<R: BufRead>(r: &mut R) -> io::Result<Option<Head>> {
     Ok(Some(Head { start, headers }))
 }
 
-pub(crate) fn is_chunked(headers: &[(String, String)]) -> bool {
+pub fn is_chunked(headers: &[(String, String)]) -> bool {
     headers
         .iter()
         .filter(|(n, _)| n == "transfer-encoding")
         .any(|(_, v)| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("chunked")))
 }
 
-pub(crate) fn content_length(headers: &[(String, String)]) -> io::Result<Option<u64>> {
+pub fn content_length(headers: &[(String, String)]) -> io::Result<Option<u64>> {
     match find_header(headers, "content-length") {
         None => Ok(None),
         Some(v) => {
@@ -552,7 +552,7 @@ fn parse_chunk_size(line: &str) -> io::Result<u64> {
 }
 
 /// Reads a whole request body framed by `headers` (chunked or Content-Length; neither = empty).
-pub(crate) fn read_body<R: BufRead>(r: &mut R, headers: &[(String, String)]) -> io::Result<Vec<u8>> {
+pub fn read_body<R: BufRead>(r: &mut R, headers: &[(String, String)]) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     if is_chunked(headers) {
         loop {

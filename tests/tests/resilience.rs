@@ -231,3 +231,24 @@ fn final_client_errors_are_not_retried() {
     assert_eq!(bed.calls(OPENAI), 1);
     assert_eq!(bed.calls(ANTHROPIC), 0);
 }
+
+#[test]
+fn a_client_error_after_a_skipped_breaker_is_returned_as_is() {
+    let bed = Bed::start();
+    // The first choice fails once: its breaker (one failure) opens and the fallback answers.
+    bed.fault(OPENAI, 1, json!({"status": 500}));
+    assert_eq!(bed.chat(ask("fragile")).header("x-ai-target"), Some("fragile-b"));
+    // Now the first choice is skipped, and the fallback refuses the request as a client error: that
+    // error is the answer, not 503 all_targets_unavailable (one target was tried and answered).
+    bed.fault(ANTHROPIC, 1, json!({"status": 400}));
+    let before = bed.calls(OPENAI);
+    let r = bed.chat(ask("fragile"));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_ne!(r.json()["error"]["code"], "all_targets_unavailable");
+    assert!(r.header("retry-after").is_none());
+    assert_eq!(
+        bed.calls(OPENAI),
+        before,
+        "the open breaker kept the first choice out"
+    );
+}

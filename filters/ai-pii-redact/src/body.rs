@@ -1,80 +1,102 @@
-//! Where the text is in LLM bodies: request messages (OpenAI and Anthropic shapes) and response
-//! content (JSON and SSE). Only text is touched, never the JSON structure around it.
+//! Where the text is in LLM bodies: every model-readable text of a request (the shared walker,
+//! `shared::chat`), and the answer's text and tool-call arguments (JSON and SSE). Only text is touched,
+//! never the JSON structure around it; JSON inside strings (tool-call arguments) stays valid JSON.
 
 use serde_json::{json, Map, Value};
+use shared::chat::{self, Api, Kind};
 use shared::pii::stream::{Scrub, StreamScrubber};
 use shared::sse::{write_event, SseParser};
 use std::collections::BTreeMap;
 
-/// One piece of request text and where it lives (a JSON pointer into the body).
+/// One piece of request text and where it lives: a JSON pointer into the body, and for JSON inside a
+/// string (tool-call arguments) the pointer inside that document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
     pub pointer: String,
+    pub inner: Option<String>,
+    pub kind: Kind,
     pub text: String,
 }
 
-fn text_parts(content: &Value, base: &str, out: &mut Vec<Segment>) {
-    match content {
-        Value::String(s) => out.push(Segment {
-            pointer: base.to_string(),
-            text: s.clone(),
-        }),
-        // OpenAI content parts and Anthropic content blocks: `{"type": "text", "text": ...}`.
-        Value::Array(parts) => {
-            for (j, p) in parts.iter().enumerate() {
-                match p.get("type").and_then(Value::as_str) {
-                    Some("text") => {
-                        if let Some(t) = p.get("text").and_then(Value::as_str) {
-                            out.push(Segment {
-                                pointer: format!("{base}/{j}/text"),
-                                text: t.to_string(),
-                            });
-                        }
-                    }
-                    // Anthropic tool results carry text too (a string or text blocks).
-                    Some("tool_result") => {
-                        if let Some(c) = p.get("content") {
-                            text_parts(c, &format!("{base}/{j}/content"), out);
-                        }
-                    }
-                    _ => {}
-                }
-            }
+impl Default for Segment {
+    fn default() -> Self {
+        Segment {
+            pointer: String::new(),
+            inner: None,
+            kind: Kind::Content,
+            text: String::new(),
         }
-        _ => {}
     }
 }
 
-/// The text of a chat request: Anthropic's top-level `system` (role "system") and every message's
-/// `content` whose role is in `roles` (all roles when `None`).
-pub fn request_segments(body: &Value, roles: Option<&[String]>) -> Vec<Segment> {
-    let wanted = |role: &str| roles.is_none_or(|r| r.iter().any(|x| x == role));
-    let mut out = Vec::new();
-    if let Some(system) = body.get("system") {
-        if wanted("system") {
-            text_parts(system, "/system", &mut out);
-        }
-    }
-    if let Some(messages) = body.get("messages").and_then(Value::as_array) {
-        for (i, m) in messages.iter().enumerate() {
-            let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
-            if !wanted(role) {
-                continue;
-            }
-            if let Some(content) = m.get("content") {
-                text_parts(content, &format!("/messages/{i}/content"), &mut out);
-            }
-        }
-    }
-    out
+/// The texts of a request to redact: every text the walker finds of a kind in `kinds`, and, for
+/// message text (content, names, system prompts, tool results), of a role in `roles` (all roles when
+/// `None`; Anthropic's top-level `system` is role `system`).
+pub fn request_segments(
+    body: &Value,
+    api: Option<Api>,
+    roles: Option<&[String]>,
+    kinds: &[Kind],
+) -> Vec<Segment> {
+    let role_ok = |role: Option<&str>| roles.is_none_or(|r| r.iter().any(|x| Some(x.as_str()) == role));
+    chat::texts(api, body)
+        .into_iter()
+        .filter(|t| kinds.contains(&t.kind) && (!t.kind.follows_role() || role_ok(t.role)))
+        .map(|t| Segment {
+            pointer: t.pointer,
+            inner: t.inner,
+            kind: t.kind,
+            text: t.text.into_owned(),
+        })
+        .collect()
 }
 
-/// Rewrites the text of a JSON answer (OpenAI `choices[].message.content`, Anthropic
-/// `content[].text`). `None` when nothing changed or the body is not such JSON.
-pub fn rewrite_json_response(scrub: &mut Scrub<'_>, body: &[u8]) -> Option<Vec<u8>> {
+/// The string values of a JSON document, scrubbed in place; whether any changed.
+fn scrub_strings(v: &mut Value, f: &mut dyn FnMut(&str) -> String) -> bool {
+    match v {
+        Value::String(s) => {
+            let new = f(s);
+            let changed = new != *s;
+            *s = new;
+            changed
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |c, i| scrub_strings(i, f) | c),
+        Value::Object(map) => map.values_mut().fold(false, |c, i| scrub_strings(i, f) | c),
+        _ => false,
+    }
+}
+
+/// Tool-call arguments of a JSON answer (JSON in a string): each string value scrubbed and the
+/// document serialised again; a string that is not JSON is scrubbed as JSON text.
+fn scrub_arguments(scrub: &mut Scrub<'_>, v: &mut Value, restore: bool) -> bool {
+    let Value::String(raw) = v else {
+        return false;
+    };
+    match serde_json::from_str::<Value>(raw) {
+        Ok(mut doc) => {
+            if scrub_strings(&mut doc, &mut |t| scrub.whole_with(t, restore, false)) {
+                *raw = doc.to_string();
+                return true;
+            }
+            false
+        }
+        Err(_) => {
+            let new = scrub.whole_with(raw, restore, true);
+            let changed = new != *raw;
+            *raw = new;
+            changed
+        }
+    }
+}
+
+/// Rewrites the text of a JSON answer (OpenAI `choices[].message.content` and `refusal`, Anthropic
+/// `content[].text`) and its tool calls (OpenAI `tool_calls[].function.arguments` and `function_call`,
+/// Anthropic `tool_use.input`), restoring placeholders in tool calls only if `restore_args`. `None`
+/// when nothing changed or the body is not such JSON.
+pub fn rewrite_json_response(scrub: &mut Scrub<'_>, body: &[u8], restore_args: bool) -> Option<Vec<u8>> {
     let mut v: Value = serde_json::from_slice(body).ok()?;
     let mut changed = false;
-    let mut fix = |s: &mut Value| {
+    let mut fix = |scrub: &mut Scrub<'_>, s: &mut Value| {
         if let Value::String(text) = s {
             let new = scrub.whole(text);
             if new != *text {
@@ -83,47 +105,79 @@ pub fn rewrite_json_response(scrub: &mut Scrub<'_>, body: &[u8]) -> Option<Vec<u
             }
         }
     };
+    let mut args_changed = false;
     if let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) {
         for c in choices {
-            match c.pointer_mut("/message/content") {
+            let Some(message) = c.get_mut("message") else {
+                continue;
+            };
+            match message.get_mut("content") {
                 Some(Value::Array(parts)) => {
                     for p in parts {
                         if let Some(t) = p.get_mut("text") {
-                            fix(t);
+                            fix(scrub, t);
                         }
                     }
                 }
-                Some(content) => fix(content),
+                Some(content) => fix(scrub, content),
                 None => {}
+            }
+            if let Some(r) = message.get_mut("refusal") {
+                fix(scrub, r);
+            }
+            if let Some(calls) = message.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                for call in calls {
+                    if let Some(a) = call.pointer_mut("/function/arguments") {
+                        args_changed |= scrub_arguments(scrub, a, restore_args);
+                    }
+                }
+            }
+            if let Some(a) = message.pointer_mut("/function_call/arguments") {
+                args_changed |= scrub_arguments(scrub, a, restore_args);
             }
         }
     } else if let Some(blocks) = v.get_mut("content").and_then(Value::as_array_mut) {
         for b in blocks {
-            if b.get("type").and_then(Value::as_str) == Some("text") {
-                if let Some(t) = b.get_mut("text") {
-                    fix(t);
+            match b.get("type").and_then(Value::as_str) {
+                Some("text") => {
+                    if let Some(t) = b.get_mut("text") {
+                        fix(scrub, t);
+                    }
                 }
+                Some("tool_use" | "server_tool_use") => {
+                    if let Some(input) = b.get_mut("input") {
+                        args_changed |=
+                            scrub_strings(input, &mut |t| scrub.whole_with(t, restore_args, false));
+                    }
+                }
+                _ => {}
             }
         }
     }
-    changed.then(|| v.to_string().into_bytes())
+    (changed || args_changed).then(|| v.to_string().into_bytes())
 }
 
 /// Largest SSE event kept while waiting for its end; a larger one is dropped (fail closed).
 const MAX_EVENT: usize = 1024 * 1024;
 
-/// Rewrites an SSE answer (OpenAI `choices[].delta.content`, Anthropic `content_block_delta`
-/// `delta.text`) event by event: events whose text does not change are passed on byte for byte, and
-/// text held back by a [`StreamScrubber`] is released in a later event (or a synthesised one before
-/// the end of its block or of the stream).
+/// Rewrites an SSE answer event by event: the text (OpenAI `choices[].delta.content`, Anthropic
+/// `content_block_delta` `text_delta`) and the tool-call arguments (OpenAI
+/// `delta.tool_calls[].function.arguments`, Anthropic `input_json_delta.partial_json`), which arrive as
+/// fragments of JSON text that can split a placeholder. Events whose text does not change are passed
+/// on byte for byte, and text held back by a [`StreamScrubber`] is released in a later event (or a
+/// synthesised one before the end of its block, choice or stream).
 #[derive(Debug)]
 pub struct SseRewriter {
     buf: Vec<u8>,
-    /// Per (anthropic?, choice or block index).
+    /// Text, per (anthropic?, choice or block index).
     scrubbers: BTreeMap<(bool, u64), StreamScrubber>,
+    /// Tool-call arguments, per (anthropic?, choice index, tool call or block index).
+    args: BTreeMap<(bool, u64, u64), StreamScrubber>,
     /// The envelope of the last OpenAI chunk (id, model, ...), for a synthesised chunk.
     template: Map<String, Value>,
     max_hold: usize,
+    /// Restore placeholders in tool-call arguments (else they stay placeholders).
+    restore_args: bool,
 }
 
 /// End of the first complete event in `buf` (just past its blank line).
@@ -141,12 +195,14 @@ fn event_end(buf: &[u8]) -> Option<usize> {
 }
 
 impl SseRewriter {
-    pub fn new(max_hold: usize) -> Self {
+    pub fn new(max_hold: usize, restore_args: bool) -> Self {
         SseRewriter {
             buf: Vec::new(),
             scrubbers: BTreeMap::new(),
+            args: BTreeMap::new(),
             template: Map::new(),
             max_hold,
+            restore_args,
         }
     }
 
@@ -179,6 +235,13 @@ impl SseRewriter {
             .or_insert_with(|| StreamScrubber::new(max_hold))
     }
 
+    fn args_scrubber(&mut self, key: (bool, u64, u64)) -> &mut StreamScrubber {
+        let (max_hold, restore) = (self.max_hold, self.restore_args);
+        self.args
+            .entry(key)
+            .or_insert_with(|| StreamScrubber::json(max_hold, restore))
+    }
+
     fn event(&mut self, scrub: &mut Scrub<'_>, raw: &[u8], out: &mut Vec<u8>) {
         let mut parser = SseParser::new();
         let mut events = parser.feed(raw);
@@ -197,7 +260,7 @@ impl SseRewriter {
             return;
         };
         let changed = if v.get("choices").is_some() {
-            self.openai(scrub, &mut v)
+            self.openai(scrub, &mut v, out)
         } else {
             self.anthropic(scrub, &mut v, out)
         };
@@ -208,7 +271,20 @@ impl SseRewriter {
         }
     }
 
-    fn openai(&mut self, scrub: &mut Scrub<'_>, v: &mut Value) -> bool {
+    /// An OpenAI chunk with `choices[idx].delta.tool_calls` = this one call's arguments.
+    fn openai_args_chunk(&self, out: &mut Vec<u8>, idx: u64, call: u64, args: &str) {
+        if args.is_empty() {
+            return;
+        }
+        let mut chunk = self.template.clone();
+        chunk.insert(
+            "choices".into(),
+            json!([{"index": idx, "delta": {"tool_calls": [{"index": call, "function": {"arguments": args}}]}, "finish_reason": null}]),
+        );
+        write_event(out, None, &Value::Object(chunk).to_string());
+    }
+
+    fn openai(&mut self, scrub: &mut Scrub<'_>, v: &mut Value, out: &mut Vec<u8>) -> bool {
         if let Some(obj) = v.as_object() {
             self.template = obj
                 .iter()
@@ -223,6 +299,36 @@ impl SseRewriter {
         for c in choices {
             let idx = c.get("index").and_then(Value::as_u64).unwrap_or(0);
             let finished = c.get("finish_reason").is_some_and(|f| !f.is_null());
+            if let Some(calls) = c.pointer_mut("/delta/tool_calls").and_then(Value::as_array_mut) {
+                for call in calls {
+                    let k = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+                    let Some(Value::String(fragment)) = call.pointer_mut("/function/arguments") else {
+                        continue;
+                    };
+                    let new = self.args_scrubber((false, idx, k)).push(scrub, fragment);
+                    if new != *fragment {
+                        *fragment = new;
+                        changed = true;
+                    }
+                }
+            }
+            if finished {
+                // Arguments still held go out in their own chunk, before the one that ends the choice.
+                let keys: Vec<(bool, u64, u64)> = self
+                    .args
+                    .keys()
+                    .filter(|(a, i, _)| !*a && *i == idx)
+                    .copied()
+                    .collect();
+                for key in keys {
+                    let rest = self
+                        .args
+                        .get_mut(&key)
+                        .map(|s| s.finish(scrub))
+                        .unwrap_or_default();
+                    self.openai_args_chunk(out, idx, key.2, &rest);
+                }
+            }
             let content = c
                 .pointer("/delta/content")
                 .and_then(Value::as_str)
@@ -256,25 +362,32 @@ impl SseRewriter {
                 let Some(delta) = v.get_mut("delta") else {
                     return false;
                 };
-                if delta.get("type").and_then(Value::as_str) != Some("text_delta") {
-                    return false;
-                }
-                let Some(text) = delta.get("text").and_then(Value::as_str).map(str::to_string) else {
+                let (field, key) = match delta.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => ("text", None),
+                    Some("input_json_delta") => ("partial_json", Some((true, 0, idx))),
+                    _ => return false,
+                };
+                let Some(Value::String(piece)) = delta.get_mut(field) else {
                     return false;
                 };
-                let new = self.scrubber((true, idx)).push(scrub, &text);
-                if new == text {
+                let new = match key {
+                    Some(key) => self.args_scrubber(key).push(scrub, piece),
+                    None => self.scrubber((true, idx)).push(scrub, piece),
+                };
+                if new == *piece {
                     return false;
                 }
-                if let Some(d) = delta.as_object_mut() {
-                    d.insert("text".into(), Value::String(new));
-                }
+                *piece = new;
                 true
             }
             Some("content_block_stop") => {
                 if let Some(s) = self.scrubbers.get_mut(&(true, idx)) {
                     let rest = s.finish(scrub);
-                    anthropic_delta(out, idx, &rest);
+                    anthropic_delta(out, idx, "text_delta", &rest);
+                }
+                if let Some(s) = self.args.get_mut(&(true, 0, idx)) {
+                    let rest = s.finish(scrub);
+                    anthropic_delta(out, idx, "input_json_delta", &rest);
                 }
                 false
             }
@@ -288,6 +401,24 @@ impl SseRewriter {
 
     /// Releases everything still held (for one shape, or both), in synthesised events.
     fn flush(&mut self, scrub: &mut Scrub<'_>, only: Option<bool>, out: &mut Vec<u8>) {
+        let keys: Vec<(bool, u64, u64)> = self
+            .args
+            .keys()
+            .filter(|(a, _, _)| only.is_none_or(|o| o == *a))
+            .copied()
+            .collect();
+        for key in keys {
+            let rest = self
+                .args
+                .get_mut(&key)
+                .map(|s| s.finish(scrub))
+                .unwrap_or_default();
+            if key.0 {
+                anthropic_delta(out, key.2, "input_json_delta", &rest);
+            } else {
+                self.openai_args_chunk(out, key.1, key.2, &rest);
+            }
+        }
         for ((anthropic, idx), s) in self.scrubbers.iter_mut() {
             if only.is_some_and(|o| o != *anthropic) {
                 continue;
@@ -297,7 +428,7 @@ impl SseRewriter {
                 continue;
             }
             if *anthropic {
-                anthropic_delta(out, *idx, &rest);
+                anthropic_delta(out, *idx, "text_delta", &rest);
             } else {
                 let mut chunk = self.template.clone();
                 chunk.insert(
@@ -310,12 +441,18 @@ impl SseRewriter {
     }
 }
 
-fn anthropic_delta(out: &mut Vec<u8>, idx: u64, text: &str) {
+/// A synthesised `content_block_delta` (`text_delta` with `text`, or `input_json_delta` with
+/// `partial_json`).
+fn anthropic_delta(out: &mut Vec<u8>, idx: u64, kind: &str, text: &str) {
     if text.is_empty() {
         return;
     }
-    let v =
-        json!({"type": "content_block_delta", "index": idx, "delta": {"type": "text_delta", "text": text}});
+    let field = if kind == "input_json_delta" {
+        "partial_json"
+    } else {
+        "text"
+    };
+    let v = json!({"type": "content_block_delta", "index": idx, "delta": {"type": kind, field: text}});
     write_event(out, Some("content_block_delta"), &v.to_string());
 }
 
@@ -335,7 +472,7 @@ mod tests {
                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": "c"}]}]}
             ]
         });
-        let all = request_segments(&body, None);
+        let all = request_segments(&body, Some(Api::Messages), None, &Kind::ALL);
         let ptrs: Vec<&str> = all.iter().map(|s| s.pointer.as_str()).collect();
         assert_eq!(
             ptrs,
@@ -347,7 +484,12 @@ mod tests {
                 "/messages/3/content/0/content/0/text"
             ]
         );
-        let users = request_segments(&body, Some(&["user".to_string()]));
+        let users = request_segments(
+            &body,
+            Some(Api::Messages),
+            Some(&["user".to_string()]),
+            &Kind::ALL,
+        );
         assert_eq!(users.len(), 3);
     }
 
@@ -409,7 +551,7 @@ mod tests {
                     redact: true,
                     restore: true,
                 };
-                let mut rw = SseRewriter::new(4096);
+                let mut rw = SseRewriter::new(4096, true);
                 let (a, b) = stream.as_bytes().split_at(i);
                 let mut out = rw.feed(&mut scrub, a, false);
                 out.extend(rw.feed(&mut scrub, b, true));
@@ -443,7 +585,7 @@ mod tests {
         };
         let openai = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "to <EMAIL_1> from x@y.io"}}]});
         let out: Value = serde_json::from_slice(
-            &rewrite_json_response(&mut scrub, openai.to_string().as_bytes()).unwrap(),
+            &rewrite_json_response(&mut scrub, openai.to_string().as_bytes(), true).unwrap(),
         )
         .unwrap();
         assert_eq!(
@@ -452,15 +594,155 @@ mod tests {
         );
         let anthropic = json!({"content": [{"type": "text", "text": "<EMAIL_1>"}]});
         let out: Value = serde_json::from_slice(
-            &rewrite_json_response(&mut scrub, anthropic.to_string().as_bytes()).unwrap(),
+            &rewrite_json_response(&mut scrub, anthropic.to_string().as_bytes(), true).unwrap(),
         )
         .unwrap();
         assert_eq!(out["content"][0]["text"], "a@b.io");
         assert!(rewrite_json_response(
             &mut scrub,
-            b"{\"choices\":[{\"message\":{\"content\":\"plain\"}}]}"
+            b"{\"choices\":[{\"message\":{\"content\":\"plain\"}}]}",
+            true
         )
         .is_none());
-        assert!(rewrite_json_response(&mut scrub, b"not json").is_none());
+        assert!(rewrite_json_response(&mut scrub, b"not json", true).is_none());
+    }
+
+    /// A session that handed out `<EMAIL_1>` for a@b.io and `<QUOTED_1>` for `say "hi"`.
+    fn quoted() -> (Engine, Rules, Session) {
+        let spec = EngineSpec {
+            regexes: vec![("quoted".into(), r#"say "[a-z]+""#.into())],
+            ..EngineSpec::builtins()
+        };
+        let engine = Engine::new(&spec).unwrap();
+        let rules = Rules::default();
+        let session = quoted_session(&engine, &rules);
+        (engine, rules, session)
+    }
+
+    fn quoted_session(engine: &Engine, rules: &Rules) -> Session {
+        let mut session = Session::new();
+        let prompt = r#"a@b.io, say "hi""#;
+        let dets = engine.detect(prompt);
+        assert_eq!(
+            session.redact(rules, prompt, &dets, Direction::Request),
+            "<EMAIL_1>, <QUOTED_1>"
+        );
+        session
+    }
+
+    #[test]
+    fn tool_calls_in_json_answers() {
+        let (engine, rules, mut session) = quoted();
+        let openai = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "send", "arguments": "{\"to\":\"<EMAIL_1>\",\"note\":\"<QUOTED_1>\",\"cc\":\"x@y.io\"}"}}
+        ]}}]});
+        let anthropic = json!({"content": [{"type": "tool_use", "id": "t1", "name": "send", "input": {"to": "<EMAIL_1>", "list": ["<QUOTED_1>"]}}]});
+        for (restore, to, note) in [(true, "a@b.io", "say \"hi\""), (false, "<EMAIL_1>", "<QUOTED_1>")] {
+            let mut scrub = Scrub {
+                engine: &engine,
+                rules: &rules,
+                session: &mut session,
+                redact: true,
+                restore: true,
+            };
+            let out: Value = serde_json::from_slice(
+                &rewrite_json_response(&mut scrub, openai.to_string().as_bytes(), restore).unwrap(),
+            )
+            .unwrap();
+            let args: Value = serde_json::from_str(
+                out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                args,
+                json!({"to": to, "note": note, "cc": "<EMAIL_2>"}),
+                "restore={restore}"
+            );
+            let out = rewrite_json_response(&mut scrub, anthropic.to_string().as_bytes(), restore);
+            if restore {
+                let out: Value = serde_json::from_slice(&out.unwrap()).unwrap();
+                assert_eq!(out["content"][0]["input"], json!({"to": to, "list": [note]}));
+            } else {
+                assert!(out.is_none(), "placeholders kept: nothing changes");
+            }
+        }
+    }
+
+    /// The arguments of a streamed tool call, in both shapes, cut at every byte offset: restored (the
+    /// quote escaped) and still valid JSON, or kept as placeholders; untouched events byte-identical.
+    #[test]
+    fn tool_call_streams_split_everywhere() {
+        let (engine, rules, _) = quoted();
+        let args = r#"{"to":"<EMAIL_1>","note":"<QUOTED_1> and <EMAIL_1>"}"#;
+        let pieces = [&args[..8], &args[8..13], &args[13..30], &args[30..]];
+        let mut openai = String::from("data: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"send\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n");
+        for p in pieces {
+            let v = json!({"id": "x", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": p}}]}, "finish_reason": null}]});
+            openai.push_str(&format!("data: {v}\n\n"));
+        }
+        openai.push_str("data: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n");
+        let mut anthropic = String::from("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":\"send\",\"input\":{}}}\n\n");
+        for p in pieces {
+            let v = json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": p}});
+            anthropic.push_str(&format!("event: content_block_delta\ndata: {v}\n\n"));
+        }
+        anthropic.push_str("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+        let arguments = |out: &[u8]| -> String {
+            let mut all = String::new();
+            for line in String::from_utf8(out.to_vec()).unwrap().lines() {
+                let Some(v) = line
+                    .strip_prefix("data: ")
+                    .and_then(|d| serde_json::from_str::<Value>(d).ok())
+                else {
+                    continue;
+                };
+                for at in [
+                    "/choices/0/delta/tool_calls/0/function/arguments",
+                    "/delta/partial_json",
+                ] {
+                    if let Some(t) = v.pointer(at).and_then(Value::as_str) {
+                        all.push_str(t);
+                    }
+                }
+            }
+            all
+        };
+        for restore in [true, false] {
+            let want = if restore {
+                json!({"to": "a@b.io", "note": "say \"hi\" and a@b.io"})
+            } else {
+                json!({"to": "<EMAIL_1>", "note": "<QUOTED_1> and <EMAIL_1>"})
+            };
+            for stream in [&openai, &anthropic] {
+                for i in 0..=stream.len() {
+                    let mut session = quoted_session(&engine, &rules);
+                    let mut scrub = Scrub {
+                        engine: &engine,
+                        rules: &rules,
+                        session: &mut session,
+                        redact: true,
+                        restore: true,
+                    };
+                    let mut rw = SseRewriter::new(4096, restore);
+                    let (a, b) = stream.as_bytes().split_at(i);
+                    let mut out = rw.feed(&mut scrub, a, false);
+                    out.extend(rw.feed(&mut scrub, b, true));
+                    let got = arguments(&out);
+                    let doc: Value =
+                        serde_json::from_str(&got).unwrap_or_else(|e| panic!("split at {i}: {e}: {got}"));
+                    assert_eq!(doc, want, "restore={restore} split at {i}");
+                    let text = String::from_utf8(out).unwrap();
+                    // The first event had nothing to change and is passed byte for byte; the end stays.
+                    assert!(text.starts_with(stream.split("\n\n").next().unwrap()), "{text}");
+                    assert!(
+                        text.ends_with("data: [DONE]\n\n")
+                            || text.ends_with("{\"type\":\"message_stop\"}\n\n"),
+                        "{text}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@
 
 use serde::Deserialize;
 use shared::callout::{self, Names, RawService, Service};
+use shared::chat::{Kind, Routes};
 use shared::config::{parse_json, ConfigError, Duration, SecretSource};
 pub use shared::config::{FailureMode, Mode};
 use shared::host::Upstream;
@@ -67,6 +68,8 @@ struct RawRequest {
     #[serde(default)]
     roles: Option<Vec<String>>,
     #[serde(default)]
+    fields: Option<Vec<String>>,
+    #[serde(default)]
     headers: Vec<String>,
 }
 
@@ -79,6 +82,8 @@ struct RawResponse {
     redact: Option<bool>,
     #[serde(default)]
     max_hold_bytes: Option<u64>,
+    #[serde(default)]
+    restore_tool_arguments: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,13 +142,17 @@ pub struct Config {
     pub mode: Mode,
     pub engine: Engine,
     pub rules: Rules,
-    /// Request paths whose bodies are redacted (query ignored).
-    pub paths: Vec<String>,
+    /// Requests whose bodies are redacted (`request.paths`, normalised: `shared::chat::path`).
+    pub routes: Routes,
     /// Message roles whose text is redacted; `None` means all.
     pub roles: Option<Vec<String>>,
+    /// Field kinds redacted (`request.fields`; default every kind).
+    pub kinds: Vec<Kind>,
     /// Request headers whose values are redacted (lower case).
     pub headers: Vec<String>,
     pub restore: bool,
+    /// Restore placeholders in the answer's tool-call arguments too (else they stay placeholders).
+    pub restore_tool_arguments: bool,
     pub redact_response: bool,
     pub max_hold: usize,
     pub unmasked: Option<Unmasked>,
@@ -152,7 +161,6 @@ pub struct Config {
     pub max_body_bytes: usize,
 }
 
-pub const DEFAULT_PATHS: [&str; 2] = ["/v1/chat/completions", "/v1/messages"];
 const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 const MAX_MAX_BODY: u64 = 100 * 1024 * 1024;
 
@@ -266,22 +274,19 @@ impl Config {
         let request = raw.request.unwrap_or(RawRequest {
             paths: None,
             roles: None,
+            fields: None,
             headers: Vec::new(),
         });
-        let paths = match request.paths {
-            Some(p) if p.is_empty() => return Err(ConfigError::new("request.paths", "must not be empty")),
-            Some(p) => {
-                for (i, path) in p.iter().enumerate() {
-                    if !path.starts_with('/') {
-                        return Err(ConfigError::new(
-                            format!("request.paths[{i}]"),
-                            "must start with /",
-                        ));
-                    }
-                }
-                p
+        let routes = Routes::from_config("request.paths", request.paths.as_deref())?;
+        let kinds = match &request.fields {
+            None => Kind::ALL.to_vec(),
+            Some(f) if f.is_empty() => {
+                return Err(ConfigError::new(
+                    "request.fields",
+                    "must not be empty (omit it for every kind)",
+                ))
             }
-            None => DEFAULT_PATHS.iter().map(|s| s.to_string()).collect(),
+            Some(f) => kinds_list("request.fields", f)?,
         };
         if let Some(roles) = &request.roles {
             if roles.is_empty() {
@@ -301,6 +306,7 @@ impl Config {
             restore: None,
             redact: None,
             max_hold_bytes: None,
+            restore_tool_arguments: None,
         });
         let max_hold = response.max_hold_bytes.unwrap_or(8192);
         if !(64..=1024 * 1024).contains(&max_hold) {
@@ -335,10 +341,12 @@ impl Config {
             mode: raw.mode,
             engine,
             rules,
-            paths,
+            routes,
             roles: request.roles,
+            kinds,
             headers: request.headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
             restore: response.restore.unwrap_or(true),
+            restore_tool_arguments: response.restore_tool_arguments.unwrap_or(true),
             redact_response: response.redact.unwrap_or(true),
             max_hold: usize::try_from(max_hold).unwrap_or(8192),
             unmasked,
@@ -347,6 +355,28 @@ impl Config {
             max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
         })
     }
+}
+
+/// A list of field kinds (`content`, `tool_call`, ...), each known and named once.
+pub fn kinds_list(field: &str, names: &[String]) -> Result<Vec<Kind>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let Some(k) = Kind::parse(name) else {
+            let all: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+            return Err(ConfigError::new(
+                format!("{field}[{i}]"),
+                format!("unknown field kind `{name}`; expected one of: {}", all.join(", ")),
+            ));
+        };
+        if out.contains(&k) {
+            return Err(ConfigError::new(
+                format!("{field}[{i}]"),
+                format!("`{name}` is listed twice"),
+            ));
+        }
+        out.push(k);
+    }
+    Ok(out)
 }
 
 fn compile_ner(n: RawNer) -> Result<Ner, ConfigError> {
@@ -437,7 +467,9 @@ mod tests {
         assert_eq!((ner.service.timeout_ms, ner.service.retries), (2000, 2));
         let d = Config::parse(b"{}", &env).unwrap();
         assert_eq!(d.mode, Mode::Enforce);
-        assert_eq!(d.paths, DEFAULT_PATHS);
+        assert_eq!(d.routes, Routes::default());
+        assert_eq!(d.kinds, Kind::ALL);
+        assert!(d.restore_tool_arguments);
         assert!(d.restore && d.redact_response && d.ner.is_none());
         assert_eq!(d.count_header, "x-pii-redacted");
     }
@@ -491,6 +523,27 @@ mod tests {
         assert!(Config::parse(br#"{"mode": "audit"}"#, &env).is_err());
         assert!(Config::parse(br#"{"default_action": "drop"}"#, &env).is_err());
         assert!(Config::parse(b"", &env).is_err());
+        for (json, field) in [
+            (
+                &br#"{"request": {"fields": ["content", "prose"]}}"#[..],
+                "request.fields[1]",
+            ),
+            (
+                br#"{"request": {"fields": ["user", "user"]}}"#,
+                "request.fields[1]",
+            ),
+            (br#"{"request": {"fields": []}}"#, "request.fields"),
+            (br#"{"request": {"paths": ["/v1/x", "/./"]}}"#, "request.paths[1]"),
+        ] {
+            assert_eq!(Config::parse(json, &env).unwrap_err().field, field);
+        }
+        let c = Config::parse(
+            br#"{"request": {"fields": ["tool_call", "content"]}, "response": {"restore_tool_arguments": false}}"#,
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.kinds, [Kind::ToolCall, Kind::Content]);
+        assert!(c.restore && !c.restore_tool_arguments);
     }
 
     /// The same fixtures are checked against ai_pii_redact.meta.json by tests/check_meta.py.

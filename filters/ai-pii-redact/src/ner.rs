@@ -147,10 +147,12 @@ mod tests {
             Segment {
                 pointer: "/a".into(),
                 text: "héllo Jane Roe".into(),
+                ..Segment::default()
             },
             Segment {
                 pointer: "/b".into(),
                 text: "in Zürich now".into(),
+                ..Segment::default()
             },
         ];
         let (body, starts) = request_body(&segs, &ner());

@@ -5,8 +5,8 @@
 use crate::body::{request_segments, rewrite_json_response, Segment, SseRewriter};
 use crate::config::{Config, FailureMode, Mode};
 use crate::ner;
-use serde_json::Value;
 use shared::callout::{Callout, Failure, Judged};
+use shared::chat::{self, Api, Class, Edit};
 use shared::error::ApiError;
 use shared::host::{
     Body, CallResponse, Host, LocalReply, LogLevel, Policy, ResponseMode, Step, WholeResponse,
@@ -33,7 +33,8 @@ pub struct PiiRedact {
 enum Stage {
     /// Not a request we handle (or handled in the headers only).
     Idle,
-    AwaitingBody,
+    /// The request's API, from its path.
+    AwaitingBody(Option<Api>),
     AwaitingNer(Box<Pending>, Box<Callout>),
     Forwarded(Response),
 }
@@ -140,14 +141,13 @@ impl PiiRedact {
         None
     }
 
-    fn read_body(&mut self, host: &mut dyn Host, body: &mut Body) -> Step {
-        let parsed = match body.json() {
+    fn read_body(&mut self, host: &mut dyn Host, api: Option<Api>, body: &mut Body) -> Step {
+        let parsed = match shared::chat::json(body) {
             Ok(v) => v,
-            Err(e) if self.enforce() => {
+            Err(err) if self.enforce() => {
                 self.stage = Stage::Idle;
-                // Text we cannot read cannot be checked: refuse it rather than forward it unscanned.
-                let err =
-                    ApiError::invalid_request("invalid_json", format!("request body is not valid JSON: {e}"));
+                // Text we cannot read (or could read two ways) cannot be checked: refuse it rather than
+                // forward it unscanned.
                 return Step::Reply(self.reject(host, err));
             }
             Err(_) => {
@@ -155,7 +155,7 @@ impl PiiRedact {
                 return Step::Continue;
             }
         };
-        let segments = request_segments(parsed, self.config.roles.as_deref());
+        let segments = request_segments(parsed, api, self.config.roles.as_deref(), &self.config.kinds);
         let detections: Vec<Vec<Detection>> = segments
             .iter()
             .map(|s| self.config.engine.detect(&s.text))
@@ -193,19 +193,30 @@ impl PiiRedact {
             self.outcome = "redacted";
         }
         let config = Rc::clone(&self.config);
-        let enforce = self.enforce();
-        for (seg, dets) in p.segments.iter().zip(&p.detections) {
+        let mut edits = Vec::new();
+        for (seg, dets) in p.segments.into_iter().zip(&p.detections) {
             if dets.is_empty() {
                 continue;
             }
-            let new = self
+            let text = self
                 .session
                 .redact(&config.rules, &seg.text, dets, Direction::Request);
-            if !enforce {
-                continue;
-            }
-            if let Some(slot) = body.json_mut().ok().and_then(|v| v.pointer_mut(&seg.pointer)) {
-                *slot = Value::String(new);
+            host.counter_add(
+                &metrics::name(
+                    "ai_pii_redact_fields_total",
+                    &[("kind", seg.kind.as_str()), ("mode", config.mode.as_str())],
+                ),
+                1,
+            );
+            edits.push(Edit {
+                pointer: seg.pointer,
+                inner: seg.inner,
+                text,
+            });
+        }
+        if self.enforce() {
+            if let Ok(v) = body.json_mut() {
+                chat::edit::apply(v, edits);
             }
         }
         Step::Continue
@@ -252,16 +263,26 @@ impl Policy for PiiRedact {
             return Step::Reply(reply);
         }
         let path = host.request_header(":path").unwrap_or_default();
-        let path = path.split('?').next().unwrap_or_default();
         let method = host.request_header(":method").unwrap_or_default();
-        if method != "POST" || !has_body || !self.config.paths.iter().any(|p| p == path) {
+        let api = match self.config.routes.classify(&method, &path) {
+            Class::Other => return Step::Continue,
+            Class::Chat(api) => api,
+            // Enforced, an ambiguous path is refused (never skipped: the next filter may read it as a
+            // chat request); in shadow mode it is scanned as the API it may be.
+            Class::Ambiguous(api) if !self.enforce() => api,
+            Class::Ambiguous(_) => {
+                self.outcome = "ambiguous-path";
+                return Step::Reply(self.reject(host, chat::path::ambiguous_path(&path)));
+            }
+        };
+        if !has_body {
             return Step::Continue;
         }
         if self.enforce() {
             // The answer must be readable to restore and mask it.
             let _logged = host.set_request_header("accept-encoding", None);
         }
-        self.stage = Stage::AwaitingBody;
+        self.stage = Stage::AwaitingBody(api);
         Step::ReadBody
     }
 
@@ -280,10 +301,10 @@ impl Policy for PiiRedact {
     }
 
     fn on_request_body(&mut self, host: &mut dyn Host, body: &mut Body) -> Step {
-        if !matches!(self.stage, Stage::AwaitingBody) {
+        let Stage::AwaitingBody(api) = self.stage else {
             return Step::Continue;
-        }
-        self.read_body(host, body)
+        };
+        self.read_body(host, api, body)
     }
 
     fn on_call_responses(
@@ -376,7 +397,10 @@ impl Policy for PiiRedact {
         let (mode, response) = if content_type.contains("text/event-stream") {
             (
                 ResponseMode::Stream,
-                Response::Sse(Box::new(SseRewriter::new(max_hold))),
+                Response::Sse(Box::new(SseRewriter::new(
+                    max_hold,
+                    self.config.restore_tool_arguments,
+                ))),
             )
         } else if content_type.contains("json") {
             (ResponseMode::Whole, Response::Json)
@@ -396,9 +420,12 @@ impl Policy for PiiRedact {
     }
 
     fn on_response_whole(&mut self, _host: &mut dyn Host, body: &[u8]) -> WholeResponse {
+        let restore_args = self.config.restore_tool_arguments;
         let (mut scrub, response) = self.scrub();
         let body = match response {
-            Some(Response::Json) => rewrite_json_response(&mut scrub, body).unwrap_or_else(|| body.to_vec()),
+            Some(Response::Json) => {
+                rewrite_json_response(&mut scrub, body, restore_args).unwrap_or_else(|| body.to_vec())
+            }
             _ => body.to_vec(),
         };
         WholeResponse { body, status: None }
@@ -478,6 +505,7 @@ impl Policy for PiiRedact {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use shared::host::{FakeHost, HostKind};
 
     #[test]

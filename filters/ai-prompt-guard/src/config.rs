@@ -10,6 +10,7 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use shared::callout::{self, RawService, Service};
+use shared::chat::{Kind, Routes};
 use shared::config::{parse_json, ConfigError, Duration, SecretSource};
 pub use shared::config::{FailureMode, Mode};
 use shared::host::Upstream;
@@ -42,6 +43,8 @@ pub enum Combine {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    #[serde(default)]
+    paths: Option<Vec<String>>,
     #[serde(default)]
     block_status: Option<u16>,
     #[serde(default)]
@@ -121,6 +124,17 @@ struct RawInjection {
     detector: DetectorKind,
     #[serde(default)]
     cascade: Option<RawCascade>,
+    #[serde(default)]
+    fields: BTreeMap<String, RawField>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    #[serde(default)]
+    weight: Option<f32>,
+    #[serde(default)]
+    threshold: Option<f32>,
 }
 
 /// Which local score decides: the rules', the learned model's, or the larger of the two.
@@ -232,6 +246,29 @@ pub struct Injection {
     pub detector: Detector,
     pub kind: DetectorKind,
     pub cascade: Option<Cascade>,
+    /// Per field kind: weight and threshold (`injection.fields`); kinds not listed score with weight 1
+    /// at `threshold`.
+    pub fields: BTreeMap<Kind, FieldScore>,
+}
+
+/// How one field kind is scored: its score times `weight` (0 turns the kind off) blocks at
+/// `threshold` (with a cascade, at the band's top).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FieldScore {
+    pub weight: f32,
+    pub threshold: f32,
+}
+
+/// Largest per-kind weight.
+pub const MAX_WEIGHT: f32 = 4.0;
+
+impl Injection {
+    pub fn field(&self, kind: Kind) -> FieldScore {
+        self.fields.get(&kind).copied().unwrap_or(FieldScore {
+            weight: 1.0,
+            threshold: self.threshold,
+        })
+    }
 }
 
 /// Requests whose local score is in `[low, high)` go to the judge; at or above `high` the local
@@ -274,6 +311,8 @@ pub struct Classifier {
 }
 
 pub struct Config {
+    /// The requests inspected (`paths`, normalised: `shared::chat::path`).
+    pub routes: Routes,
     pub block_status: u16,
     pub header: String,
     pub validation: Validation,
@@ -482,13 +521,38 @@ impl Config {
                     }
                     None => None,
                 };
+                let threshold = score("injection.threshold", i.threshold.unwrap_or(0.5))?;
+                let mut fields = BTreeMap::new();
+                for (name, f) in i.fields {
+                    let at = format!("injection.fields.{name}");
+                    let Some(kind) = Kind::parse(&name) else {
+                        let all: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+                        return Err(ConfigError::new(
+                            at,
+                            format!("unknown field kind; expected one of: {}", all.join(", ")),
+                        ));
+                    };
+                    let weight = f.weight.unwrap_or(1.0);
+                    if !(0.0..=MAX_WEIGHT).contains(&weight) {
+                        return Err(ConfigError::new(
+                            format!("{at}.weight"),
+                            "must be between 0 and 4",
+                        ));
+                    }
+                    let threshold = match f.threshold {
+                        Some(t) => score(&format!("{at}.threshold"), t)?,
+                        None => threshold,
+                    };
+                    fields.insert(kind, FieldScore { weight, threshold });
+                }
                 Some(Injection {
                     mode: i.mode,
-                    threshold: score("injection.threshold", i.threshold.unwrap_or(0.5))?,
+                    threshold,
                     ignore,
                     detector,
                     kind: i.detector,
                     cascade,
+                    fields,
                 })
             }
             None => None,
@@ -504,6 +568,7 @@ impl Config {
             None => None,
         };
         Ok(Config {
+            routes: Routes::from_config("paths", raw.paths.as_deref())?,
             block_status,
             header,
             validation,
@@ -603,7 +668,8 @@ mod tests {
       "validation": {"max_messages": 5, "allowed_models": ["gpt-4o-mini", "claude-*"], "allowed_roles": ["user", "assistant"], "system_messages": "strip"},
       "schema": {"document": {"type": "object"}},
       "rules": {"mode": "shadow", "roles": {"user": {"allow": ["(?i)weather"], "deny": ["password", "secret"]}}},
-      "injection": {"threshold": 0.6, "roles": ["user"], "ignore_families": ["fake_delimiter"]},
+      "injection": {"threshold": 0.6, "roles": ["user"], "ignore_families": ["fake_delimiter"],
+                    "fields": {"tool_definition": {"weight": 0.5}, "tool_result": {"threshold": 0.8}}},
       "classifier": {"upstream": {"cluster": "c", "host": "h:1"}, "path": "/classify", "threshold": 0.8,
                      "failure_mode": "allow", "auth": {"env": "CLASSIFIER_KEY"}, "combine": {"method": "weighted", "local_weight": 0.3}}
     }"#;
@@ -625,6 +691,29 @@ mod tests {
         assert_eq!((cl.service.timeout_ms, cl.service.retries), (1000, 0));
         assert_eq!(cl.response_field, "/score");
         assert_eq!(cl.combine, Combine::Weighted { local_weight: 0.3 });
+        let inj = c.injection.as_ref().unwrap();
+        assert_eq!(
+            inj.field(Kind::ToolDefinition),
+            FieldScore {
+                weight: 0.5,
+                threshold: 0.6
+            }
+        );
+        assert_eq!(
+            inj.field(Kind::ToolResult),
+            FieldScore {
+                weight: 1.0,
+                threshold: 0.8
+            }
+        );
+        assert_eq!(
+            inj.field(Kind::User),
+            FieldScore {
+                weight: 1.0,
+                threshold: 0.6
+            }
+        );
+        assert_eq!(c.routes, Routes::default());
         let min = Config::parse(br#"{"injection": {}}"#, &env).unwrap();
         assert_eq!(min.injection.as_ref().unwrap().threshold, 0.5);
         assert_eq!(min.validation.max_body_bytes, 1024 * 1024);
@@ -670,6 +759,26 @@ mod tests {
                 "schema.document.type",
             ),
             (r#""user": {"allow""#, r#""robot": {"allow""#, "rules.roles.robot"),
+            (
+                r#""tool_definition": {"weight": 0.5"#,
+                r#""tool_definitions": {"weight": 0.5"#,
+                "injection.fields.tool_definitions",
+            ),
+            (
+                r#""weight": 0.5"#,
+                r#""weight": 5"#,
+                "injection.fields.tool_definition.weight",
+            ),
+            (
+                r#""threshold": 0.8}"#,
+                r#""threshold": 1.8}"#,
+                "injection.fields.tool_result.threshold",
+            ),
+            (
+                r#""block_status": 403"#,
+                r#""paths": ["chat"], "block_status": 403"#,
+                "paths[0]",
+            ),
         ];
         for (from, to, field) in cases {
             let json = FULL.replacen(from, to, 1);

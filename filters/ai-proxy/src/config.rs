@@ -116,6 +116,7 @@ impl Target {
         let own = match api {
             Api::ChatCompletions | Api::Messages => &self.path_override,
             Api::Embeddings => &self.embeddings_path,
+            Api::Completions => return None,
         };
         match own {
             Some(p) => self.provider.path(api, stream).map(|_| Cow::Borrowed(p.as_str())),

@@ -13,6 +13,7 @@ use crate::config::{Config, Model, Target};
 use serde_json::{json, Value};
 use shared::callout::attempts::{Attempts, Exhausted, Next};
 use shared::callout::{self, Failure};
+use shared::chat::{Class, Routes};
 use shared::error::ApiError;
 use shared::host::{
     Body, CallResponse, Host, LocalReply, LogLevel, Policy, ResponseMode, Route, Step, WholeResponse,
@@ -24,6 +25,10 @@ use shared::usage::Usage;
 use std::rc::Rc;
 
 const NAME: &str = "ai-proxy";
+/// The requests this filter serves, classified as every filter classifies them (`shared::chat::path`):
+/// OpenAI Chat Completions and Embeddings, and Anthropic Messages.
+static SERVED: std::sync::LazyLock<Routes> =
+    std::sync::LazyLock::new(|| Routes::apis(&[Api::ChatCompletions, Api::Messages, Api::Embeddings]));
 const MODELS_PATH: &str = "/v1/models";
 /// The answer header naming the parameters a target could not take and the model let drop.
 pub const DROPPED_HEADER: &str = "x-ai-dropped-params";
@@ -93,9 +98,9 @@ impl AiProxy {
     /// The client's door: its API's dialect, while a request is being handled.
     fn door(&self) -> Dialect {
         match &self.stage {
-            Stage::AwaitingBody { api, .. } => api.dialect(),
-            Stage::Forwarded(f) => f.account.api.dialect(),
-            Stage::Calling(c) => c.account.api.dialect(),
+            Stage::AwaitingBody { api, .. } => Dialect::of(*api),
+            Stage::Forwarded(f) => Dialect::of(f.account.api),
+            Stage::Calling(c) => Dialect::of(c.account.api),
             Stage::Idle => Dialect::OpenAi,
         }
     }
@@ -154,9 +159,7 @@ impl AiProxy {
         api: Api,
         body: &mut Body,
     ) -> Result<(ChatRequest, usize, bool), ApiError> {
-        let value = body.json().map_err(|e| {
-            ApiError::invalid_request("invalid_json", format!("request body is not valid JSON: {e}"))
-        })?;
+        let value = shared::chat::json(body)?;
         let req = ChatRequest::parse(api, value.clone())?;
         let sticky = self
             .config
@@ -468,44 +471,44 @@ fn status_of(host: &dyn Host) -> u16 {
         .unwrap_or(0)
 }
 
-/// The API a request speaks, by method and path. The one place ai-proxy classifies requests
-/// (`shared::api::Api::of`); to be replaced by `shared::chat::classify` when it lands.
-fn api_of(host: &dyn Host) -> (Option<Api>, String, String) {
-    let path = host.request_header(":path").unwrap_or_default();
-    let method = host.request_header(":method").unwrap_or_default();
-    (Api::of(&method, &path), method, path)
-}
-
 impl Policy for AiProxy {
     fn request_body_limit(&self) -> usize {
         self.config.max_body_bytes
     }
 
     fn on_request_headers(&mut self, host: &mut dyn Host, has_body: bool) -> Step {
-        let (api, method, path) = api_of(host);
-        let door = api.map_or(Dialect::OpenAi, Api::dialect);
+        let raw_path = host.request_header(":path").unwrap_or_default();
+        let method = host.request_header(":method").unwrap_or_default();
+        let class = SERVED.classify(&method, &raw_path);
+        let door = match class {
+            Class::Chat(Some(api)) | Class::Ambiguous(Some(api)) => Dialect::of(api),
+            _ => Dialect::OpenAi,
+        };
         // Only this filter may choose the upstream cluster, never the client.
         if host.set_request_header(&self.config.route_header, None).is_err() {
             let err = ApiError::upstream(502, "routing_failed", "the routing header could not be cleared");
             return Step::Reply(self.reject(host, err, door));
         }
-        match api {
-            Some(api) if has_body => {
+        match class {
+            Class::Chat(Some(api)) if has_body => {
                 self.stage = Stage::AwaitingBody {
                     start_ms: host.now_ms(),
                     api,
                 };
                 Step::ReadBody
             }
-            Some(_) => Step::Reply(self.reject(
+            Class::Chat(_) => Step::Reply(self.reject(
                 host,
                 ApiError::invalid_request("missing_body", "request body is required"),
                 door,
             )),
-            None if method == "GET" && path.split('?').next() == Some(MODELS_PATH) => {
+            Class::Ambiguous(_) => {
+                Step::Reply(self.reject(host, shared::chat::path::ambiguous_path(&raw_path), door))
+            }
+            Class::Other if method == "GET" && raw_path.split('?').next() == Some(MODELS_PATH) => {
                 Step::Reply(self.models_list(host.now_ms() / 1000))
             }
-            None => Step::Continue,
+            Class::Other => Step::Continue,
         }
     }
 
@@ -518,7 +521,7 @@ impl Policy for AiProxy {
             Ok((req, index, false)) => self.forward(host, req, index, start_ms, body),
             Err(err) => {
                 self.stage = Stage::Idle;
-                Step::Reply(self.reject(host, err, api.dialect()))
+                Step::Reply(self.reject(host, err, Dialect::of(api)))
             }
         }
     }

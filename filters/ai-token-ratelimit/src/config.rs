@@ -4,6 +4,7 @@
 //! in `ai_token_ratelimit.meta.json` for Kong; the fixtures in `fixtures/` are checked against both.
 
 use serde::Deserialize;
+use shared::chat::{Api, Routes};
 use shared::config::{check_prices, parse_json, ConfigError, Price};
 pub use shared::config::{FailureMode, Mode};
 use shared::ratelimit::estimate::CompletionPolicy;
@@ -151,7 +152,8 @@ pub struct Tiers {
 pub struct Config {
     pub mode: Mode,
     pub failure_mode: FailureMode,
-    pub paths: Vec<String>,
+    /// The requests counted (`paths`, normalised: `shared::chat::path`).
+    pub routes: Routes,
     pub consumer: Vec<Source>,
     pub anonymous: String,
     pub tiers: Tiers,
@@ -212,7 +214,8 @@ fn check_factor(field: String, factor: f64) -> Result<(), ConfigError> {
     }
 }
 
-pub const DEFAULT_PATHS: [&str; 3] = ["/v1/chat/completions", "/v1/messages", "/v1/embeddings"];
+/// The APIs counted when `paths` is not set: chat at both doors, and embeddings.
+pub const DEFAULT_APIS: [Api; 3] = [Api::ChatCompletions, Api::Messages, Api::Embeddings];
 const DEFAULT_ANONYMOUS: &str = "anonymous";
 const DEFAULT_COMPLETION: u64 = 256;
 const DEFAULT_COMPLETION_CAP: u64 = 4096;
@@ -222,19 +225,9 @@ const MAX_MAX_BODY: u64 = 100 * 1024 * 1024;
 impl Config {
     pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
         let raw: RawConfig = parse_json(json)?;
-        let paths = match raw.paths {
-            None => DEFAULT_PATHS.iter().map(|p| p.to_string()).collect(),
-            Some(list) => {
-                if list.is_empty() {
-                    return Err(ConfigError::new("paths", "must not be empty"));
-                }
-                for (i, p) in list.iter().enumerate() {
-                    if !p.starts_with('/') {
-                        return Err(ConfigError::new(format!("paths[{i}]"), "must start with `/`"));
-                    }
-                }
-                list
-            }
+        let routes = match raw.paths.as_deref() {
+            None => Routes::apis(&DEFAULT_APIS),
+            paths => Routes::from_config("paths", paths)?,
         };
         for (i, s) in raw.consumer.iter().enumerate() {
             check_source(format!("consumer[{i}]"), s)?;
@@ -337,7 +330,7 @@ impl Config {
         Ok(Config {
             mode: raw.mode,
             failure_mode: raw.failure_mode,
-            paths,
+            routes,
             consumer: raw.consumer,
             anonymous,
             tiers,
@@ -371,7 +364,7 @@ mod tests {
     #[test]
     fn parses_and_defaults() {
         let c = Config::parse(BASE.as_bytes()).unwrap();
-        assert_eq!(c.paths, DEFAULT_PATHS);
+        assert_eq!(c.routes, Routes::apis(&DEFAULT_APIS));
         assert_eq!(c.anonymous, "anonymous");
         assert_eq!(c.failure_mode, FailureMode::Deny);
         assert_eq!(c.limits[0].for_tier(Some("gold")), 50000);

@@ -6,6 +6,7 @@
 
 use crate::config::{Config, Count, FailureMode, Limit, Mode, Per, Rule};
 use serde_json::Value;
+use shared::chat::{self, Api, Class};
 use shared::error::ApiError;
 use shared::host::{Body, Host, LocalReply, LogLevel, Policy, ResponseMode, Step};
 use shared::metrics;
@@ -30,8 +31,6 @@ const KEY_PREFIX: &str = "ai_token_ratelimit/";
 const MAX_OBSERVED: usize = 8 * 1024 * 1024;
 /// Longest subject kept as is in a counter key; longer ones are hashed.
 const MAX_SUBJECT: usize = 128;
-/// Anthropic's own API path: its streams always report usage.
-const ANTHROPIC_PATH: &str = "/v1/messages";
 
 pub struct TokenRateLimit {
     config: Rc<Config>,
@@ -44,6 +43,8 @@ enum Stage {
     AwaitingBody {
         consumer: String,
         tier: Option<String>,
+        /// The request's API, from its path.
+        api: Option<Api>,
     },
     Admitted(Box<Admitted>),
     /// Refused (or failed) before anything was reserved; logged in `on_done`.
@@ -362,15 +363,17 @@ impl TokenRateLimit {
         host: &mut dyn Host,
         consumer: String,
         tier: Option<String>,
+        api: Option<Api>,
         body: &mut Body,
     ) -> Step {
         let config = Rc::clone(&self.config);
-        let est: Estimate = estimate(body.raw(), config.completion);
+        let est: Estimate = estimate(body, api, config.completion);
         let model = est.model.clone().unwrap_or_else(|| "-".into());
         let now = host.now_ms();
         let factor = self.adaptive_factor(host, now);
         let shadow = config.mode == Mode::Shadow;
-        let injected = est.stream && request_path(host) != ANTHROPIC_PATH && ask_stream_usage(body);
+        // Anthropic's streams always report usage.
+        let injected = est.stream && api != Some(Api::Messages) && ask_stream_usage(body);
         let mut held: Vec<Held> = Vec::new();
         let mut shadow_refused = None;
         for (i, limit) in config.limits.iter().enumerate() {
@@ -530,37 +533,49 @@ fn store_error(host: &mut dyn Host, op: &str, key: &str, e: StoreError) {
     );
 }
 
-fn request_path(host: &dyn Host) -> String {
-    let p = host.request_header(":path").unwrap_or_default();
-    p.split('?').next().unwrap_or_default().to_string()
-}
-
 impl Policy for TokenRateLimit {
     fn request_body_limit(&self) -> usize {
         self.config.max_body_bytes
     }
 
     fn on_request_headers(&mut self, host: &mut dyn Host, has_body: bool) -> Step {
-        let post = host
-            .request_header(":method")
-            .is_some_and(|m| m.eq_ignore_ascii_case("POST"));
-        if !post || !has_body || !self.config.paths.contains(&request_path(host)) {
+        let method = host.request_header(":method").unwrap_or_default();
+        let path = host.request_header(":path").unwrap_or_default();
+        let class = self.config.routes.classify(&method, &path);
+        if class == Class::Other {
             return Step::Continue;
         }
         let consumer =
             resolve_first(&self.config.consumer, host).unwrap_or_else(|| self.config.anonymous.clone());
+        let api = match class {
+            Class::Chat(api) => api,
+            // In shadow mode an ambiguous path is counted as the API it may be; enforced, it is refused
+            // (never skipped: the next filter may read it as a chat request).
+            Class::Ambiguous(api) if self.config.mode == Mode::Shadow => api,
+            Class::Ambiguous(_) | Class::Other => {
+                self.stage = Stage::Refused {
+                    consumer,
+                    decision: "ambiguous_path",
+                };
+                return Step::Reply(chat::path::ambiguous_path(&path).into());
+            }
+        };
+        if !has_body {
+            return Step::Continue;
+        }
         let tier = self.tier(host, &consumer);
         // The answer's usage must be readable: no compressed bodies (ai-proxy does the same upstream).
         let _logged = host.set_request_header("accept-encoding", None);
-        self.stage = Stage::AwaitingBody { consumer, tier };
+        self.stage = Stage::AwaitingBody { consumer, tier, api };
         Step::ReadBody
     }
 
     fn on_request_body(&mut self, host: &mut dyn Host, body: &mut Body) -> Step {
-        let Stage::AwaitingBody { consumer, tier } = std::mem::replace(&mut self.stage, Stage::Idle) else {
+        let Stage::AwaitingBody { consumer, tier, api } = std::mem::replace(&mut self.stage, Stage::Idle)
+        else {
             return Step::Continue;
         };
-        self.admit(host, consumer, tier, body)
+        self.admit(host, consumer, tier, api, body)
     }
 
     fn on_response_headers(&mut self, host: &mut dyn Host) -> ResponseMode {

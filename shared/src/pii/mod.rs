@@ -268,13 +268,16 @@ impl Session {
             .join(",")
     }
 
-    /// Applies a mix of placeholders ([`RESTORE_KIND`]) and fresh detections to `text`.
+    /// Applies a mix of placeholders ([`RESTORE_KIND`]) and fresh detections to `text`. With `json`,
+    /// `text` is JSON text (a stream of tool-call arguments) and restored originals are escaped for a
+    /// JSON string, so the arguments stay valid JSON.
     pub(crate) fn apply_mixed(
         &mut self,
         rules: &Rules,
         text: &str,
         dets: &[Detection],
         dir: Direction,
+        json: bool,
     ) -> String {
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
@@ -286,7 +289,11 @@ impl Session {
             if d.kind == RESTORE_KIND {
                 match self.originals.get(original) {
                     Some(o) => {
-                        out.push_str(o);
+                        if json {
+                            out.push_str(&json_escape(o));
+                        } else {
+                            out.push_str(o);
+                        }
                         self.restored += 1;
                     }
                     None => out.push_str(original),
@@ -302,8 +309,18 @@ impl Session {
     }
 
     fn apply_restore(&mut self, text: &str, tokens: &[Detection]) -> String {
-        self.apply_mixed(&Rules::default(), text, tokens, Direction::Response)
+        self.apply_mixed(&Rules::default(), text, tokens, Direction::Response, false)
     }
+}
+
+/// `s` as it appears inside a JSON string literal (without the quotes).
+fn json_escape(s: &str) -> String {
+    let quoted = serde_json::Value::String(s.to_string()).to_string();
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or(&quoted)
+        .to_string()
 }
 
 /// Longest placeholder body looked for (`EMPLOYEE_ID_123`, hash tokens).

@@ -28,13 +28,13 @@ pub struct Scrub<'a> {
 }
 
 impl Scrub<'_> {
-    fn detections(&self, text: &str) -> Vec<Detection> {
+    fn detections(&self, text: &str, restore: bool) -> Vec<Detection> {
         let mut dets = if self.redact {
             self.engine.detect(text)
         } else {
             Vec::new()
         };
-        if self.restore {
+        if self.restore && restore {
             dets.extend(self.session.find_tokens(text));
             dets = super::detect::resolve_overlaps(dets);
         }
@@ -43,9 +43,15 @@ impl Scrub<'_> {
 
     /// Redacts and restores a whole text at once (a JSON answer).
     pub fn whole(&mut self, text: &str) -> String {
-        let dets = self.detections(text);
+        self.whole_with(text, true, false)
+    }
+
+    /// [`Scrub::whole`], restoring only if `restore` too; with `json`, `text` is JSON text and restored
+    /// originals are escaped for a JSON string.
+    pub fn whole_with(&mut self, text: &str, restore: bool, json: bool) -> String {
+        let dets = self.detections(text, restore);
         self.session
-            .apply_mixed(self.rules, text, &dets, Direction::Response)
+            .apply_mixed(self.rules, text, &dets, Direction::Response, json)
     }
 }
 
@@ -59,6 +65,10 @@ pub struct StreamScrubber {
     /// A private key block was cut by the bound and released as a placeholder: the rest of it, up to
     /// its END line, is dropped.
     in_block: bool,
+    /// Restore placeholders (when the [`Scrub`] restores too).
+    restore: bool,
+    /// The pieces are JSON text (streamed tool-call arguments): restored originals are escaped.
+    json: bool,
 }
 
 impl Default for StreamScrubber {
@@ -154,6 +164,19 @@ impl StreamScrubber {
             context: 0,
             max_hold: max_hold.max(64),
             in_block: false,
+            restore: true,
+            json: false,
+        }
+    }
+
+    /// A scrubber for JSON text arriving in fragments (OpenAI `delta.tool_calls[].function.arguments`,
+    /// Anthropic `input_json_delta.partial_json`): a placeholder split across fragments is restored
+    /// (when `restore`) with its original escaped for the JSON string it sits in.
+    pub fn json(max_hold: usize, restore: bool) -> Self {
+        StreamScrubber {
+            restore,
+            json: true,
+            ..StreamScrubber::new(max_hold)
         }
     }
 
@@ -207,7 +230,7 @@ impl StreamScrubber {
             self.pending = text;
             return String::new();
         }
-        let mut dets = scrub.detections(&text);
+        let mut dets = scrub.detections(&text, self.restore);
         // A key block still open at the end of the stream, or cut by the bound, is a secret from its
         // BEGIN line on.
         if let Some(begin) = open_block(&text).filter(|b| *b >= ctx) {
@@ -279,7 +302,7 @@ impl StreamScrubber {
         let body = released.get(ctx..).unwrap_or_default();
         let out = scrub
             .session
-            .apply_mixed(scrub.rules, body, &shifted, Direction::Response);
+            .apply_mixed(scrub.rules, body, &shifted, Direction::Response, self.json);
         // New pending: a little released context, then the held tail.
         let keep_from = floor_char(&text, cut.saturating_sub(CONTEXT));
         self.pending = text.get(keep_from..).unwrap_or_default().to_string();
@@ -418,6 +441,70 @@ mod tests {
         let pieces: Vec<String> = answer.chars().map(String::from).collect();
         let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
         assert_eq!(run(&e, &mut session, true, &refs).concat(), want);
+    }
+
+    /// Tool-call arguments streamed as JSON fragments, cut at every offset and one character at a
+    /// time: placeholders come back, escaped for the JSON string they sit in, so the arguments still
+    /// parse; with `restore` off the placeholders stay.
+    #[test]
+    fn json_fragments_restore_escaped_at_every_split() {
+        let spec = EngineSpec {
+            regexes: vec![("quoted".into(), r#"say "[a-z]+""#.into())],
+            ..EngineSpec::builtins()
+        };
+        let e = Engine::new(&spec).unwrap();
+        let rules = Rules::default();
+        let mut session = Session::new();
+        let prompt = r#"mail a@b.io and say "hello""#;
+        let dets = e.detect(prompt);
+        assert_eq!(
+            session.redact(&rules, prompt, &dets, Direction::Request),
+            "mail <EMAIL_1> and <QUOTED_1>"
+        );
+        let args = r#"{"to":"<EMAIL_1>","note":"<QUOTED_1> to <EMAIL_1>","cc":"x@y.io"}"#;
+        let want = serde_json::json!({"to": "a@b.io", "note": "say \"hello\" to a@b.io", "cc": "<EMAIL_2>"});
+        let feed = |session: &mut Session, pieces: &[&str], restore: bool| -> String {
+            let mut s = StreamScrubber::json(4096, restore);
+            let mut scrub = Scrub {
+                engine: &e,
+                rules: &rules,
+                session,
+                redact: true,
+                restore: true,
+            };
+            let mut out: String = pieces.iter().map(|p| s.push(&mut scrub, p)).collect();
+            out.push_str(&s.finish(&mut scrub));
+            out
+        };
+        for i in 0..=args.len() {
+            let (a, b) = args.split_at(i);
+            let out = feed(&mut session, &[a, b], true);
+            let got: serde_json::Value =
+                serde_json::from_str(&out).unwrap_or_else(|e| panic!("{i}: {e}: {out}"));
+            assert_eq!(got, want, "split at {i}");
+        }
+        let pieces: Vec<String> = args.chars().map(String::from).collect();
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        let got: serde_json::Value = serde_json::from_str(&feed(&mut session, &refs, true)).unwrap();
+        assert_eq!(got, want);
+        let kept = feed(&mut session, &refs, false);
+        assert_eq!(
+            kept,
+            r#"{"to":"<EMAIL_1>","note":"<QUOTED_1> to <EMAIL_1>","cc":"<EMAIL_2>"}"#
+        );
+        // The whole-text form escapes the same way.
+        let mut scrub = Scrub {
+            engine: &e,
+            rules: &rules,
+            session: &mut session,
+            redact: false,
+            restore: true,
+        };
+        assert_eq!(
+            scrub.whole_with(r#"{"n":"<QUOTED_1>"}"#, true, true),
+            r#"{"n":"say \"hello\""}"#
+        );
+        assert_eq!(scrub.whole_with("<QUOTED_1>", false, false), "<QUOTED_1>");
     }
 
     #[test]

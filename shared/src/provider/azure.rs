@@ -63,6 +63,7 @@ impl Provider for Azure {
         Some(Cow::Borrowed(match api {
             Api::ChatCompletions | Api::Messages => &self.path,
             Api::Embeddings => &self.embeddings_path,
+            Api::Completions => return None,
         }))
     }
     fn headers(&self, key: Option<&str>) -> Vec<(&'static str, String)> {

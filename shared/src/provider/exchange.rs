@@ -53,7 +53,7 @@ impl ChatRequest {
                 ))
             }
         };
-        if api.is_chat() {
+        if crate::api::is_chat(api) {
             match body.get("messages") {
                 Some(Value::Array(list)) if !list.is_empty() => {}
                 _ => {
@@ -68,7 +68,7 @@ impl ChatRequest {
         }
         let stream = match body.get("stream") {
             None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b && api.is_chat(),
+            Some(Value::Bool(b)) => *b && crate::api::is_chat(api),
             Some(_) => {
                 return Err(ApiError::invalid_request(
                     "invalid_stream",
@@ -92,7 +92,7 @@ impl ChatRequest {
 
     /// The dialect of the door it came through.
     pub fn door(&self) -> Dialect {
-        self.api.dialect()
+        Dialect::of(self.api)
     }
 
     /// Serializes the (possibly edited) body.
@@ -208,7 +208,7 @@ impl Exchange {
 
     /// The door the answer is written for.
     pub fn door(&self) -> Dialect {
-        self.api.dialect()
+        Dialect::of(self.api)
     }
 
     /// The `content-type` of a successful answer as the client gets it.
@@ -382,11 +382,11 @@ impl Reply {
     pub fn whole(&mut self, provider: &dyn Provider, body: &[u8]) -> Result<Vec<u8>, ApiError> {
         let bad = |message: &str| ApiError::upstream(502, "bad_upstream_response", message);
         match &self.reading {
-            Reading::Error { status } => Ok(client_error(self.api.dialect(), provider, *status, body)),
+            Reading::Error { status } => Ok(client_error(Dialect::of(self.api), provider, *status, body)),
             Reading::TranslatedJson => {
                 let c = provider.translator().response(body, self.expect)?;
                 self.usage = Some(c.usage);
-                match self.api.dialect() {
+                match Dialect::of(self.api) {
                     Dialect::OpenAi => Ok(openai::completion_json(&c, self.created)),
                     Dialect::Anthropic => anthropic::message_json(&c),
                 }
@@ -415,12 +415,14 @@ impl Reply {
                 "a message",
             ),
             (Api::Embeddings, Some(v)) => (v.get("data").is_some_and(Value::is_array), "an embeddings list"),
+            (Api::Completions, Some(v)) => (v.get("choices").is_some_and(Value::is_array), "a completion"),
             (api, None) => (
                 false,
                 match api {
                     Api::ChatCompletions => "a chat completion",
                     Api::Messages => "a message",
                     Api::Embeddings => "an embeddings list",
+                    Api::Completions => "a completion",
                 },
             ),
         };
@@ -443,7 +445,7 @@ impl Reply {
 
 /// The usage of an answer in its API's own shape.
 fn native_usage(api: Api, v: &Value) -> Option<Usage> {
-    match api.dialect() {
+    match Dialect::of(api) {
         Dialect::OpenAi => openai::usage(v),
         Dialect::Anthropic => anthropic::usage(v),
     }

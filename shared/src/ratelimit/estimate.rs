@@ -1,18 +1,18 @@
 //! The reservation made when a request arrives, before anyone knows its real usage.
 //!
-//! Prompt tokens are estimated without a tokenizer (a BPE table would be megabytes of Wasm): about four
-//! characters per token for English text, as OpenAI's own rule of thumb says, plus a fixed overhead per
-//! message for the role and separators. The estimate only has to be of the right size: the reservation
-//! is settled to the provider's real usage when the response ends. The completion is reserved at the
-//! request's `max_tokens` (or `max_completion_tokens`), capped by config so one request cannot reserve a
-//! whole budget, and a configured default when the request names no maximum.
+//! Prompt tokens are the estimate every policy shares ([`crate::chat::estimate`]: about four characters
+//! per token over every text the model reads, plus a few tokens per message). The estimate only has to
+//! be of the right size: the reservation is settled to the provider's real usage when the response ends.
+//! The completion is reserved at the request's `max_tokens` (or `max_completion_tokens`), capped by
+//! config so one request cannot reserve a whole budget, and a configured default when the request names
+//! no maximum. An embeddings request reserves its input (its texts, and one token per token id given)
+//! and no completion.
 
+use crate::chat::{self, Api};
+use crate::host::Body;
 use serde_json::Value;
 
-/// Characters per token of the heuristic.
-pub const CHARS_PER_TOKEN: u64 = 4;
-/// Tokens added per message for the role and the separators around it.
-pub const TOKENS_PER_MESSAGE: u64 = 4;
+pub use crate::chat::estimate::{CHARS_PER_TOKEN, TOKENS_PER_MESSAGE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompletionPolicy {
@@ -38,45 +38,36 @@ impl Estimate {
     }
 }
 
-/// Estimates an OpenAI chat (or Anthropic messages, or legacy completions) request body. A body that is
-/// not a JSON object is estimated from its length, so it is still counted (the next filter refuses it).
-pub fn estimate(body: &[u8], completion: CompletionPolicy) -> Estimate {
-    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
-        return Estimate {
-            model: None,
-            stream: false,
-            prompt_tokens: (body.len() as u64).div_ceil(CHARS_PER_TOKEN),
-            completion_tokens: completion.default_tokens.min(completion.cap_tokens),
-        };
-    };
-    let mut chars = 0u64;
-    let mut messages = 0u64;
-    if let Some(list) = obj.get("messages").and_then(Value::as_array) {
-        for m in list {
-            messages += 1;
-            chars = chars.saturating_add(text_chars(m.get("content")));
+/// Estimates a request of `api` (`None`: a configured path of no known API, read as any chat shape).
+/// A body that is not a JSON object is estimated from its length, so it is still counted (the next
+/// filter refuses it).
+pub fn estimate(body: &mut Body, api: Option<Api>, completion: CompletionPolicy) -> Estimate {
+    let len = body.len();
+    let obj = match body.json() {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return Estimate {
+                model: None,
+                stream: false,
+                prompt_tokens: (len as u64).div_ceil(CHARS_PER_TOKEN),
+                completion_tokens: completion.default_tokens.min(completion.cap_tokens),
+            }
         }
-    }
-    // Anthropic's top-level system prompt, and the legacy completions `prompt`.
-    chars = chars.saturating_add(text_chars(obj.get("system")));
-    chars = chars.saturating_add(text_chars(obj.get("prompt")));
-    // Embeddings: `input` is a string, strings, or token arrays (one token each); nothing is generated.
-    let embeddings = obj.contains_key("input") && !obj.contains_key("messages");
-    let mut given_tokens = 0u64;
-    if embeddings {
-        chars = chars.saturating_add(text_chars(obj.get("input")));
-        given_tokens = input_tokens(obj.get("input"));
-    }
+    };
+    let texts = chat::texts(api, obj);
     let asked = ["max_completion_tokens", "max_tokens"]
         .iter()
         .find_map(|k| obj.get(*k).and_then(Value::as_u64));
+    let embeddings = api == Some(Api::Embeddings);
+    let given = if embeddings {
+        input_token_ids(obj.get("input"))
+    } else {
+        0
+    };
     Estimate {
         model: obj.get("model").and_then(Value::as_str).map(str::to_string),
         stream: obj.get("stream").and_then(Value::as_bool).unwrap_or(false),
-        prompt_tokens: chars
-            .div_ceil(CHARS_PER_TOKEN)
-            .saturating_add(messages.saturating_mul(TOKENS_PER_MESSAGE))
-            .saturating_add(given_tokens),
+        prompt_tokens: chat::estimate::prompt_tokens(obj, &texts).saturating_add(given),
         completion_tokens: if embeddings {
             0
         } else {
@@ -88,7 +79,7 @@ pub fn estimate(body: &[u8], completion: CompletionPolicy) -> Estimate {
 }
 
 /// Tokens given as token ids in an embeddings `input` (an array of integers, or of such arrays).
-fn input_tokens(v: Option<&Value>) -> u64 {
+fn input_token_ids(v: Option<&Value>) -> u64 {
     match v {
         Some(Value::Array(items)) => items
             .iter()
@@ -102,27 +93,16 @@ fn input_tokens(v: Option<&Value>) -> u64 {
     }
 }
 
-/// Characters of text in a content value: a string, or an array of parts (strings or `{"text": ..}`).
-fn text_chars(v: Option<&Value>) -> u64 {
-    match v {
-        Some(Value::String(s)) => s.chars().count() as u64,
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(|p| match p {
-                Value::String(s) => s.chars().count() as u64,
-                other => text_chars(other.get("text")),
-            })
-            .fold(0, u64::saturating_add),
-        _ => 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn body(b: &[u8]) -> Body {
+        Body::new(b.to_vec())
+    }
 
     const POLICY: CompletionPolicy = CompletionPolicy {
         default_tokens: 100,
@@ -164,14 +144,9 @@ mod tests {
             // Multi-byte characters count once each.
             (json!({"messages":[{"role":"user","content":"ééééé"}]}), 6, 100),
             (json!({"prompt":"abcdabcd","max_tokens":-1}), 2, 100),
-            // Embeddings: the input, nothing generated.
-            (json!({"model":"e","input":"abcdefgh"}), 2, 0),
-            (json!({"model":"e","input":["abcd","abcd"]}), 2, 0),
-            (json!({"model":"e","input":[[1,2,3],[4]]}), 4, 0),
-            (json!({"model":"e","input":[5,6]}), 2, 0),
         ];
         for (body, prompt, completion) in cases {
-            let e = estimate(body.to_string().as_bytes(), POLICY);
+            let e = estimate(&mut Body::new(body.to_string().into_bytes()), None, POLICY);
             assert_eq!(
                 (e.prompt_tokens, e.completion_tokens),
                 (prompt, completion),
@@ -181,14 +156,37 @@ mod tests {
     }
 
     #[test]
+    fn embeddings_reserve_their_input_and_no_completion() {
+        let cases = [
+            (json!({"model":"e","input":"abcdefgh"}), 2),
+            (json!({"model":"e","input":["abcd","abcd"]}), 2),
+            (json!({"model":"e","input":[[1,2,3],[4]]}), 4),
+            (json!({"model":"e","input":[5,6],"max_tokens":50}), 2),
+        ];
+        for (body, prompt) in cases {
+            let e = estimate(
+                &mut Body::new(body.to_string().into_bytes()),
+                Some(Api::Embeddings),
+                POLICY,
+            );
+            assert_eq!((e.prompt_tokens, e.completion_tokens), (prompt, 0), "{body}");
+        }
+    }
+
+    #[test]
     fn model_stream_and_non_json() {
-        let e = estimate(br#"{"model":"gpt","stream":true,"messages":[]}"#, POLICY);
+        let e = estimate(
+            &mut body(br#"{"model":"gpt","stream":true,"messages":[]}"#),
+            None,
+            POLICY,
+        );
         assert_eq!(e.model.as_deref(), Some("gpt"));
         assert!(e.stream);
-        let e = estimate(b"not json at all!", POLICY);
+        let e = estimate(&mut body(b"not json at all!"), None, POLICY);
         assert_eq!((e.model, e.prompt_tokens, e.completion_tokens), (None, 4, 100));
         let e = estimate(
-            b"[1,2]",
+            &mut body(b"[1,2]"),
+            Some(Api::ChatCompletions),
             CompletionPolicy {
                 default_tokens: 5000,
                 cap_tokens: 10,

@@ -88,7 +88,7 @@ impl Provider for Anthropic {
     fn path(&self, api: Api, _stream: bool) -> Option<Cow<'_, str>> {
         match api {
             Api::ChatCompletions | Api::Messages => Some(Cow::Borrowed("/v1/messages")),
-            Api::Embeddings => None,
+            Api::Embeddings | Api::Completions => None,
         }
     }
     fn headers(&self, key: Option<&str>) -> Vec<(&'static str, String)> {

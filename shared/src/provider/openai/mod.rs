@@ -89,6 +89,7 @@ impl Provider for OpenAi {
         Some(Cow::Borrowed(match api {
             Api::ChatCompletions | Api::Messages => "/v1/chat/completions",
             Api::Embeddings => "/v1/embeddings",
+            Api::Completions => return None,
         }))
     }
     fn headers(&self, key: Option<&str>) -> Vec<(&'static str, String)> {
