@@ -5,13 +5,14 @@
 //! own, and, through the driver, every filter's refusal.
 //!
 //! **Errors.** OpenAI's door answers `{"error": {"message", "type", "code"}}`; Anthropic's door answers
-//! Anthropic's shape, `{"type": "error", "error": {"type", "message", "details": {"error_code"}}}`: the
-//! `type` is Anthropic's error type for the status, and our stable `code` goes where Anthropic puts a
-//! machine-readable cause (`details.error_code`, which the official SDK exposes as `error_code`).
+//! Anthropic's shape, `{"type": "error", "error": {"type", "message", "details": {"error_code", "param"}}}`:
+//! the `type` is Anthropic's error type for the status, our stable `code` goes where Anthropic puts a
+//! machine-readable cause (`details.error_code`, which the official SDK exposes as `error_code`), and the
+//! offending field beside it.
 
 pub use crate::chat::Api;
 use crate::chat::{classify, Class};
-use crate::error::error_json;
+use crate::error::{error_json_param, ApiError};
 use serde_json::Value;
 
 /// The API family a body is written in: what a client speaks at a front door, and what a provider
@@ -42,10 +43,28 @@ impl Dialect {
 
     /// An error body in this dialect.
     pub fn error_body(self, status: u16, message: &str, kind: &str, code: &str) -> Vec<u8> {
+        self.error_body_param(status, message, kind, None, code)
+    }
+
+    /// [`Dialect::error_body`] naming the field the error is about (OpenAI's `param`; in Anthropic's
+    /// shape `details.param`).
+    pub fn error_body_param(
+        self,
+        status: u16,
+        message: &str,
+        kind: &str,
+        param: Option<&str>,
+        code: &str,
+    ) -> Vec<u8> {
         match self {
-            Dialect::OpenAi => error_json(message, kind, code).into_bytes(),
-            Dialect::Anthropic => anthropic_error(status, message, kind, code).into_bytes(),
+            Dialect::OpenAi => error_json_param(message, kind, param, code).into_bytes(),
+            Dialect::Anthropic => anthropic_error(status, message, kind, param, code).into_bytes(),
         }
+    }
+
+    /// One of the gateway's errors in this dialect.
+    pub fn api_error(self, e: &ApiError) -> Vec<u8> {
+        self.error_body_param(e.status, &e.message, e.kind, e.param.as_deref(), e.code)
     }
 
     /// An error body written in OpenAI's shape (a filter's own reply) rewritten for this dialect;
@@ -60,7 +79,8 @@ impl Dialect {
             return None;
         }
         let field = |k: &str| err.get(k).and_then(Value::as_str).unwrap_or_default();
-        Some(self.error_body(status, field("message"), field("type"), field("code")))
+        let param = err.get("param").and_then(Value::as_str);
+        Some(self.error_body_param(status, field("message"), field("type"), param, field("code")))
     }
 }
 
@@ -102,18 +122,20 @@ const ANTHROPIC_TYPES: [&str; 12] = [
     "memory_precondition_failed_error",
 ];
 
-/// `{"type":"error","error":{"type","message","details":{"error_code"}}}`: `kind` is kept when it is
-/// one of Anthropic's types, else the status decides; `code` is our stable code (omitted when empty).
-pub fn anthropic_error(status: u16, message: &str, kind: &str, code: &str) -> String {
+/// `{"type":"error","error":{"type","message","details":{"error_code","param"}}}`: `kind` is kept when it
+/// is one of Anthropic's types, else the status decides; `code` is our stable code (omitted when empty),
+/// `param` the field the error is about, when there is one.
+pub fn anthropic_error(status: u16, message: &str, kind: &str, param: Option<&str>, code: &str) -> String {
     let kind = if ANTHROPIC_TYPES.contains(&kind) {
         kind
     } else {
         anthropic_error_type(status)
     };
-    let details = if code.is_empty() {
+    let param = param.map_or(String::new(), |p| format!(r#","param":{}"#, Value::from(p)));
+    let details = if code.is_empty() && param.is_empty() {
         String::new()
     } else {
-        format!(r#","details":{{"error_code":{}}}"#, Value::from(code))
+        format!(r#","details":{{"error_code":{}{param}}}"#, Value::from(code))
     };
     format!(
         r#"{{"type":"error","error":{{"type":{},"message":{}{details}}}}}"#,
@@ -210,5 +232,15 @@ mod tests {
         assert_eq!(Dialect::Anthropic.reshape_error(500, anthropic), None);
         assert_eq!(Dialect::Anthropic.reshape_error(200, b"{\"ok\":1}"), None);
         assert_eq!(Dialect::Anthropic.reshape_error(500, b"plain text"), None);
+        let with_param = br#"{"error":{"message":"injection","type":"invalid_request_error","param":"/messages/0/content","code":"prompt_injection"}}"#;
+        let v: Value =
+            serde_json::from_slice(&Dialect::Anthropic.reshape_error(400, with_param).unwrap()).unwrap();
+        assert_eq!(
+            v["error"]["details"],
+            json!({"error_code": "prompt_injection", "param": "/messages/0/content"})
+        );
+        let e = ApiError::invalid_request("bad", "m").with_param("/max_tokens");
+        let v: Value = serde_json::from_slice(&Dialect::OpenAi.api_error(&e)).unwrap();
+        assert_eq!(v["error"]["param"], "/max_tokens");
     }
 }

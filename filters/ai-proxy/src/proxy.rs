@@ -293,7 +293,7 @@ impl AiProxy {
                     let dialect = provider.speaks().unwrap_or(Dialect::OpenAi);
                     Failure::Status {
                         status: e.status,
-                        body: dialect.error_body(e.status, &e.message, e.kind, e.code),
+                        body: dialect.api_error(&e),
                     }
                 })?;
                 let extra: Vec<(String, String)> = match (provider.speaks(), anthropic_beta.as_ref()) {
@@ -376,7 +376,7 @@ fn door_reply(err: &ApiError, door: Dialect) -> LocalReply {
     LocalReply {
         status: err.status,
         headers: vec![("content-type".into(), "application/json".into())],
-        body: door.error_body(err.status, &err.message, err.kind, err.code),
+        body: door.api_error(err),
     }
 }
 

@@ -227,7 +227,7 @@ impl Exchange {
 
     /// One of the gateway's own errors, in the door's shape.
     pub fn error_body(&self, e: &ApiError) -> Vec<u8> {
-        self.door().error_body(e.status, &e.message, e.kind, e.code)
+        self.door().api_error(e)
     }
 }
 

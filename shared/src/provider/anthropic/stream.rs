@@ -286,7 +286,7 @@ impl StreamWriter {
                 write_event(
                     out,
                     Some("error"),
-                    &anthropic_error(500, &e.message, &e.kind, &e.code),
+                    &anthropic_error(500, &e.message, &e.kind, None, &e.code),
                 );
                 self.open = None;
             }
@@ -382,7 +382,13 @@ impl StreamWriter {
 }
 
 fn incomplete_error() -> String {
-    anthropic_error(502, neutral::INCOMPLETE_MESSAGE, "api_error", "stream_incomplete")
+    anthropic_error(
+        502,
+        neutral::INCOMPLETE_MESSAGE,
+        "api_error",
+        None,
+        "stream_incomplete",
+    )
 }
 
 /// Watches an Anthropic stream that passes as it is (Anthropic's door in front of an Anthropic target)
