@@ -22,8 +22,13 @@ WASM_DIR := target/$(WASM_TARGET)/release
 CARGO_BIN := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 WBG_RUNNER := $(CARGO_BIN)/wasm-bindgen-test-runner
 export ENVOY_BIN := $(ENVOY)
+# Property tests (proptest): cases per property in `make test` (about a minute in all here; each
+# property divides it by its weight). `make fuzz` runs FUZZ_CASES.
+PROPTEST_CASES ?= 2048
+export PROPTEST_CASES
+FUZZ_CASES ?= 40960
 
-.PHONY: run test build setup toolchain venv services wasm-bindgen lint fmt unit wasm-test e2e meta validate bench bench-tools clean guard-gate guard-data train-guard
+.PHONY: run test build setup toolchain venv services wasm-bindgen lint fmt unit wasm-test e2e meta validate bench bench-tools fuzz soak clean guard-gate guard-data train-guard
 
 ## The demo: mock providers + Envoy with every filter on 127.0.0.1 (ports: PORT, ADMIN_PORT, MOCK_PORT).
 run: setup build
@@ -134,6 +139,19 @@ guard-data:
 train-guard: guard-data
 	cargo run -q --release -p e2e --bin guard-train
 	cargo run -q --release -p e2e --bin guard-eval -- --no-loso
+
+## The property tests only, 20 times longer than in `make test` (FUZZ_CASES=...). New failures are
+## saved under */proptest-regressions/: commit them with the fix.
+fuzz: toolchain
+	PROPTEST_CASES=$(FUZZ_CASES) cargo test -p shared --test props
+	PROPTEST_CASES=$(FUZZ_CASES) cargo test -p shared --lib proptests
+	PROPTEST_CASES=$(FUZZ_CASES) cargo test -p e2e --test props
+
+## Ten minutes of mixed traffic through the demo chain on two Envoy workers (never part of `make test`):
+## writes target/soak/report.md. SOAK_QUICK=1 for 30 s; knobs in tests/src/bin/soak/main.rs.
+soak: setup build
+	cargo build -q --release -p e2e --bin soak
+	$(or $(CARGO_TARGET_DIR),$(ROOT)/target)/release/soak
 
 ## Overhead of each filter and of the chain against bare Envoy (issue 7): writes bench/results.md.
 ## Never part of `make test`. BENCH_QUICK=1 for a ~1-minute smoke run; knobs in tests/src/bin/bench/main.rs.

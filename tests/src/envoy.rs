@@ -59,6 +59,10 @@ pub struct EnvoyOptions {
     pub env: Vec<(String, String)>,
     /// More clusters on 127.0.0.1: `(name, port)`, e.g. a callout service a test runs.
     pub clusters: Vec<(String, u16)>,
+    /// The route's upstream timeout (default 60 s).
+    pub route_timeout: Duration,
+    /// Whether the HCM gets [`LOCAL_REPLY_CONFIG`] (default true, as every shipped config has it).
+    pub local_reply: bool,
 }
 
 impl Default for EnvoyOptions {
@@ -69,6 +73,8 @@ impl Default for EnvoyOptions {
             concurrency: 1,
             env: Vec::new(),
             clusters: Vec::new(),
+            route_timeout: Duration::from_secs(60),
+            local_reply: true,
         }
     }
 }
@@ -147,6 +153,59 @@ const STATS_TAGS: [&str; 23] = [
 ];
 const CLUSTERS: [&str; 3] = ["mock_openai", "mock_anthropic", "mock_azure"];
 
+/// The HCM's `local_reply_config` of every shipped Envoy config (`envoy/demo.yaml`,
+/// `examples/envoy/envoy.yaml`, the Istio and Kuma patches; a test keeps them equal to this), here at
+/// indent 0. Envoy's own replies on LLM routes become OpenAI errors with a meaningful status and
+/// `content-type: application/json`. "LLM route" = the request carries `x-ai-cluster`: ai-proxy sets
+/// it on every request it forwards and removes a client's own, so it is present exactly when ai-proxy
+/// routed the request. Only replies with an upstream response flag are touched, so the filters' own
+/// JSON errors (which carry no flag) pass unchanged.
+pub const LOCAL_REPLY_CONFIG: &str = r#"local_reply_config:
+  mappers:
+  - filter:
+      and_filter:
+        filters:
+        - header_filter: { header: { name: x-ai-cluster, present_match: true } }
+        - response_flag_filter: { flags: [UT, UMSDR] }
+    status_code: 504
+    body_format_override:
+      json_format:
+        error: { message: "%LOCAL_REPLY_BODY%", type: upstream_error, code: upstream_timeout }
+  - filter:
+      and_filter:
+        filters:
+        - header_filter: { header: { name: x-ai-cluster, present_match: true } }
+        - response_flag_filter: { flags: [UF, UC, UR, URX, UPE, LR] }
+    status_code: 502
+    body_format_override:
+      json_format:
+        error: { message: "%LOCAL_REPLY_BODY%", type: upstream_error, code: upstream_unavailable }
+  - filter:
+      and_filter:
+        filters:
+        - header_filter: { header: { name: x-ai-cluster, present_match: true } }
+        - response_flag_filter: { flags: [UH, UO] }
+    status_code: 503
+    body_format_override:
+      json_format:
+        error: { message: "%LOCAL_REPLY_BODY%", type: upstream_error, code: upstream_unavailable }
+  - filter:
+      and_filter:
+        filters:
+        - header_filter: { header: { name: x-ai-cluster, present_match: true } }
+        - response_flag_filter: { flags: [NC, NR] }
+    status_code: 503
+    body_format_override:
+      json_format:
+        error: { message: "the gateway has no upstream for this target (%RESPONSE_CODE_DETAILS%)", type: upstream_error, code: no_upstream }
+"#;
+
+/// `text` with every line indented by `n` spaces.
+pub fn indent(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    text.lines().map(|l| format!("{pad}{l}\n")).collect()
+}
+
 /// The Envoy config (YAML) for `opts`, in the shape of `envoy/demo.yaml`: admin and listener on
 /// 127.0.0.1 port 0, the wasm filters then the router, clusters on the mock port, the same stats_tags.
 /// `admin_path` is the `--admin-address-path` file; its directory also receives the admin profile path.
@@ -171,7 +230,7 @@ pub fn render_config(opts: &EnvoyOptions, admin_path: &Path) -> String {
         ));
     }
     y.push_str(
-        r#"static_resources:
+        &r#"static_resources:
   listeners:
   - name: ai_gateway
     address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
@@ -182,7 +241,7 @@ pub fn render_config(opts: &EnvoyOptions, admin_path: &Path) -> String {
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ai_gateway
-          access_log:
+{local_reply}          access_log:
           - name: envoy.access_loggers.stderr
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog
@@ -195,9 +254,14 @@ pub fn render_config(opts: &EnvoyOptions, admin_path: &Path) -> String {
               domains: ["*"]
               routes:
               - match: { prefix: "/" }
-                route: { cluster_header: x-ai-cluster, cluster_not_found_response_code: NOT_FOUND, timeout: 60s }
+                route: { cluster_header: x-ai-cluster, cluster_not_found_response_code: NOT_FOUND, timeout: {timeout}s }
           http_filters:
-"#,
+"#
+        .replace(
+            "{local_reply}",
+            &if opts.local_reply { indent(LOCAL_REPLY_CONFIG, 10) } else { String::new() },
+        )
+        .replace("{timeout}", &opts.route_timeout.as_secs_f64().to_string()),
     );
     for filter in &opts.filters {
         let wasm = if filter.wasm.is_absolute() {
@@ -254,6 +318,26 @@ pub fn render_config(opts: &EnvoyOptions, admin_path: &Path) -> String {
         .chain([("mock_dead".to_string(), 1)])
         .chain(opts.clusters.iter().cloned())
         .collect();
+    // `mock_empty` has no endpoint (no healthy upstream), `mock_full` a circuit breaker that admits
+    // nothing (overflow): for Envoy's own 503s.
+    y.push_str(
+        r#"  - name: mock_empty
+    type: STATIC
+    connect_timeout: 2s
+    load_assignment: { cluster_name: mock_empty, endpoints: [] }
+"#,
+    );
+    y.push_str(&format!(
+        r#"  - name: mock_full
+    type: STATIC
+    connect_timeout: 2s
+    circuit_breakers: {{ thresholds: [{{ max_connections: 0, max_pending_requests: 0, max_requests: 0 }}] }}
+    load_assignment:
+      cluster_name: mock_full
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }} }}] }}]
+"#,
+        opts.mock_port
+    ));
     for (cluster, port) in clusters {
         y.push_str(&format!(
             r#"  - name: {cluster}
@@ -468,6 +552,11 @@ impl Envoy {
         self.admin_port
     }
 
+    /// The Envoy process id (for its memory in `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The directory holding `envoy.yaml`, `envoy.log` and `admin-address.txt`.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -586,10 +675,16 @@ mod tests {
             concurrency: 2,
             env: vec![("OPENAI_API_KEY".into(), "k 1".into())],
             clusters: vec![("svc".into(), 4242)],
+            ..EnvoyOptions::default()
         };
         let y = render_config(&opts, Path::new("/tmp/x/admin-address.txt"));
         assert_eq!(y.matches("port_value: 0 ").count(), 2, "{y}");
-        assert_eq!(y.matches("port_value: 12345 ").count(), 3, "{y}");
+        assert_eq!(y.matches("port_value: 12345 ").count(), 4, "{y}");
+        assert!(
+            y.contains("name: mock_empty") && y.contains("name: mock_full"),
+            "{y}"
+        );
+        assert!(y.contains(&indent(LOCAL_REPLY_CONFIG, 10)), "{y}");
         assert!(y.contains("name: svc") && y.contains("port_value: 4242 "), "{y}");
         assert!(y.contains("name: mock_dead"), "{y}");
         assert_eq!(y.matches("allow_on_headers_stop_iteration: true").count(), 3);
@@ -618,6 +713,75 @@ mod tests {
         assert!(!y.contains("envoy.extensions.filters.http.wasm"));
         assert!(!y.contains("environment_variables"));
         assert!(y.contains("envoy.filters.http.router"));
+    }
+
+    /// The block under the first line equal to `key` (after its indentation), dedented: every following
+    /// line indented deeper than `key` (blank lines kept).
+    fn block_under(text: &str, key: &str) -> Option<String> {
+        let mut lines = text.lines();
+        let first = lines.by_ref().find(|l| l.trim() == key)?;
+        let indent = first.len() - first.trim_start().len();
+        let mut out = format!("{key}\n");
+        for l in lines {
+            let deeper = l.len() - l.trim_start().len() > indent;
+            if !l.trim().is_empty() && !deeper {
+                break;
+            }
+            out.push_str(l.get(indent..).unwrap_or(""));
+            out.push('\n');
+        }
+        Some(out)
+    }
+
+    /// Every shipped Envoy config carries the same mappers as the harness.
+    #[test]
+    fn shipped_configs_carry_the_local_reply_mappers() {
+        for file in [
+            "envoy/demo.yaml",
+            "examples/envoy/envoy.yaml",
+            "examples/istio/envoyfilter.yaml",
+            "examples/kuma/meshproxypatch.yaml",
+        ] {
+            let text = fs::read_to_string(crate::repo_root().join(file)).unwrap();
+            assert_eq!(
+                block_under(&text, "local_reply_config:").as_deref(),
+                Some(LOCAL_REPLY_CONFIG),
+                "{file}"
+            );
+        }
+    }
+
+    /// The Kuma example's listener (with its mappers) is a listener Envoy accepts.
+    #[test]
+    fn kuma_listener_validates_in_envoy() {
+        let text = fs::read_to_string(crate::repo_root().join("examples/kuma/meshproxypatch.yaml")).unwrap();
+        let start = text.find("name: ai-gateway\n          address:").unwrap();
+        let value = &text[..start];
+        let at = value.rfind("value: |").unwrap();
+        let value_line = value[..at].rfind('\n').map_or(0, |i| i + 1);
+        let listener = block_under(&text[value_line..], "value: |").unwrap();
+        let listener: String = listener
+            .lines()
+            .skip(1)
+            .map(|l| format!("  {}\n", l.get(2..).unwrap_or("")))
+            .collect();
+        let listener = listener.replacen("  name:", "- name:", 1);
+        let yaml = format!("static_resources:\n  listeners:\n{}", indent(&listener, 2));
+        let dir = fresh_dir().unwrap();
+        let path = dir.join("kuma.yaml");
+        fs::write(&path, &yaml).unwrap();
+        let out = Command::new(crate::envoy_bin())
+            .args(["--mode", "validate", "--disable-hot-restart", "-l", "error", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{yaml}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Envoy itself accepts the generated config (`--mode validate`; no wasm filter so nothing to load).

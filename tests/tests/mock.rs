@@ -576,6 +576,18 @@ fn fault_cut_after() {
 }
 
 #[test]
+fn fault_reset_closes_before_any_byte() {
+    let m = mock();
+    let (n, v) = fault_header(&json!({"reset": true, "delay_ms": 20}));
+    for path in ["/v1/chat/completions", "/v1/messages", "/echo"] {
+        let err = e2e::http::request(m.port(), "POST", path, &[(n, &v)], b"{}").unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{path}: {err}");
+    }
+    assert_eq!(m.requests().len(), 3, "the requests were read and recorded");
+    assert_eq!(openai(&m, &[], &chat(false)).status, 200);
+}
+
+#[test]
 fn fault_drip_shows_chunk_timing() {
     let m = mock();
     let (n, v) = fault_header(&json!({"drip_ms": 100}));

@@ -70,6 +70,7 @@ impl Bed {
             concurrency: 1,
             env: vec![],
             clusters,
+            ..EnvoyOptions::default()
         })
         .unwrap();
         Bed { mock, envoy, ner }

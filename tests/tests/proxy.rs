@@ -76,6 +76,7 @@ impl Bed {
                 ("ANTHROPIC_API_KEY".into(), "sk-ant-test".into()),
             ],
             clusters: vec![],
+            ..EnvoyOptions::default()
         })
         .unwrap();
         Bed { mock, envoy }

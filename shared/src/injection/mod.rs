@@ -22,6 +22,8 @@ mod cues;
 mod decode;
 pub mod model;
 mod normalize;
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod proptests;
 mod rules;
 
 use crate::rand::Fnv1a;

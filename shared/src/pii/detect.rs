@@ -912,14 +912,14 @@ impl Detector {
             let found = if self.value_group {
                 self.regex.captures_at(hay, pos).and_then(|caps| {
                     let (all, value) = (caps.get(0)?, caps.name("value")?);
-                    Some((all.start(), all.end(), Some(value.range())))
+                    Some((all.start(), Some(value.range())))
                 })
             } else {
                 self.regex
                     .find_at(hay, pos)
-                    .map(|m| (m.start(), m.end(), self.check.accept(text, m.start(), m.end())))
+                    .map(|m| (m.start(), self.check.accept(text, m.start(), m.end())))
             };
-            let Some((start, end, range)) = found else {
+            let Some((start, range)) = found else {
                 if hay.len() < text.len() {
                     // Nothing in the window: the next match starts after it.
                     pos = until;
@@ -937,7 +937,9 @@ impl Detector {
                         priority: self.priority,
                         canonical: self.canonical.apply(value),
                     });
-                    pos = end.max(start + 1);
+                    // Go on after the value, not after the candidate: a check may have trimmed a
+                    // greedy match (an IBAN, a phone) that ran into the next value.
+                    pos = r.end.max(start + 1);
                 }
                 // Not a value: the next one may start inside this candidate.
                 _ => pos = start + 1,
@@ -1017,6 +1019,14 @@ mod tests {
                 &[("iban", "DE89 3704 0044 0532 0130 00")],
             ),
             ("iban DE89 3704 0044 0532 0130 01", &[]),
+            // The first candidate's greedy match runs into the second value (found by proptest).
+            (
+                "DE89 3704 0044 0532 0130 00 DE89 3704 0044 0532 0130 00",
+                &[
+                    ("iban", "DE89 3704 0044 0532 0130 00"),
+                    ("iban", "DE89 3704 0044 0532 0130 00"),
+                ],
+            ),
             ("host 192.168.1.20 up", &[("ip", "192.168.1.20")]),
             ("v1.2.3.4.5 and 999.1.1.1", &[]),
             ("tel +34 150.73.11.45", &[("phone", "+34 150.73.11.45")]),

@@ -31,10 +31,11 @@
 //! | `x-mock-reasoning: N` | OpenAI `completion_tokens_details.reasoning_tokens` = N (part of the completion; adds the details objects too) |
 //! | `x-mock-fault: {...}` | a fault for this request (takes precedence over queued rules, does not consume them) |
 //!
-//! A fault is `{"delay_ms", "status", "malformed", "cut_after", "drip_ms"}` (any combination): wait, answer
-//! with that status (≥ 300: an error in the provider's shape; 429 adds `retry-after: 1`), cut the JSON
-//! (or the second SSE event) in half, send only the first n bytes (or SSE events) then close, sleep
-//! between SSE events. A queued rule is `{"path_prefix", "model", "times" (default 1, 0 = forever),
+//! A fault is `{"delay_ms", "status", "malformed", "cut_after", "drip_ms", "reset"}` (any combination):
+//! wait, answer with that status (≥ 300: an error in the provider's shape; 429 adds `retry-after: 1`), cut
+//! the JSON (or the second SSE event) in half, send only the first n bytes (or SSE events) then close,
+//! sleep between SSE events; `reset: true` closes the connection after the wait without a byte of
+//! answer (a reset before headers). A queued rule is `{"path_prefix", "model", "times" (default 1, 0 = forever),
 //! "fault"}`; the first matching rule applies (Azure matches the deployment as model).
 //!
 //! # Answers
@@ -438,6 +439,9 @@ fn handle_api(
     if fault.delay_ms > 0 {
         thread::sleep(Duration::from_millis(fault.delay_ms));
     }
+    if fault.reset {
+        return reset(w);
+    }
     let injected = fault
         .status
         .filter(|s| *s >= 300)
@@ -519,6 +523,9 @@ fn handle_echo(
     };
     if fault.delay_ms > 0 {
         thread::sleep(Duration::from_millis(fault.delay_ms));
+    }
+    if fault.reset {
+        return reset(w);
     }
     let status = fault.status.unwrap_or(200);
     let body = if status >= 300 {
@@ -663,6 +670,14 @@ struct Fault {
     malformed: bool,
     cut_after: Option<u64>,
     drip_ms: u64,
+    /// Close the connection without answering.
+    reset: bool,
+}
+
+/// Closes the connection without a byte of answer (the request was read).
+fn reset(w: &mut TcpStream) -> io::Result<Next> {
+    let _ = w.shutdown(Shutdown::Both);
+    Ok(Next::Close)
 }
 
 impl Fault {
@@ -691,6 +706,11 @@ impl Fault {
                     fault.malformed = val
                         .as_bool()
                         .ok_or_else(|| "fault.malformed must be a boolean".to_string())?
+                }
+                "reset" => {
+                    fault.reset = val
+                        .as_bool()
+                        .ok_or_else(|| "fault.reset must be a boolean".to_string())?
                 }
                 other => return Err(format!("unknown fault field {other:?}")),
             }
@@ -933,7 +953,7 @@ mod tests {
     #[test]
     fn fault_parsing() {
         let f = Fault::parse(
-            &json!({"delay_ms": 5, "status": 429, "malformed": true, "cut_after": 2, "drip_ms": 1}),
+            &json!({"delay_ms": 5, "status": 429, "malformed": true, "cut_after": 2, "drip_ms": 1, "reset": true}),
         )
         .unwrap();
         assert_eq!(
@@ -943,9 +963,11 @@ mod tests {
                 status: Some(429),
                 malformed: true,
                 cut_after: Some(2),
-                drip_ms: 1
+                drip_ms: 1,
+                reset: true,
             }
         );
+        assert!(Fault::parse(&json!({"reset": 1})).is_err());
         assert!(Fault::parse(&json!({"delay": 5})).is_err());
         assert!(Fault::parse(&json!({"status": 42})).is_err());
         assert!(FaultRule::parse(&json!({"times": 1})).is_err());

@@ -268,7 +268,7 @@ fn options(filters: &[BenchFilter], env: &[(String, String)], upstream: u16, wor
         mock_port: upstream,
         concurrency: workers,
         env: env.to_vec(),
-        clusters: Vec::new(),
+        ..EnvoyOptions::default()
     }
 }
 
