@@ -126,7 +126,7 @@ fn q(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
-const STATS_TAGS: [&str; 23] = [
+const STATS_TAGS: [&str; 24] = [
     "provider",
     "target",
     "model",
@@ -150,6 +150,7 @@ const STATS_TAGS: [&str; 23] = [
     "code",
     "stage",
     "task",
+    "param",
 ];
 const CLUSTERS: [&str; 3] = ["mock_openai", "mock_anthropic", "mock_azure"];
 

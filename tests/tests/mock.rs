@@ -2080,3 +2080,52 @@ fn anthropic_accepts_bearer_auth_and_any_header_case() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("\"total_tokens\":7"), "{text}");
 }
+
+#[test]
+fn anthropic_thinking_blocks_are_signed_and_checked() {
+    let m = mock();
+    let mut body = messages(false);
+    body["thinking"] = json!({"type": "enabled", "budget_tokens": 1024});
+    let r = anthropic(&m, &[], &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let thinking = &v["content"][0];
+    assert_eq!(thinking["type"], "thinking");
+    let text = thinking["thinking"].as_str().unwrap();
+    assert!(text.starts_with(e2e::mock::THINKING_PREFIX), "{text}");
+    assert_eq!(thinking["signature"], e2e::mock::thinking_signature(text));
+    assert_eq!(v["content"][1]["type"], "text");
+
+    // Streamed: thinking deltas, then the signature, then the text in the next block.
+    body["stream"] = json!(true);
+    let r = anthropic(&m, &[], &body);
+    let events = event_json(&r);
+    let deltas: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "content_block_delta")
+        .map(|e| e["delta"]["type"].as_str().unwrap())
+        .collect();
+    let signature_at = deltas.iter().position(|d| *d == "signature_delta").unwrap();
+    assert!(deltas[..signature_at].iter().all(|d| *d == "thinking_delta"));
+    assert!(deltas[signature_at + 1..].iter().all(|d| *d == "text_delta"));
+    let streamed: String = events
+        .iter()
+        .filter_map(|e| e["delta"]["thinking"].as_str())
+        .collect();
+    assert_eq!(streamed, text);
+
+    // Sent back: the right signature passes, a wrong one is refused as Anthropic refuses it.
+    let mut back = messages(false);
+    let turns = back["messages"].as_array_mut().unwrap();
+    turns.push(json!({"role": "assistant", "content": [
+        {"type": "thinking", "thinking": text, "signature": e2e::mock::thinking_signature(text)},
+        {"type": "text", "text": "ok"}]}));
+    turns.push(json!({"role": "user", "content": "and then?"}));
+    assert_eq!(anthropic(&m, &[], &back).status, 200);
+    back["messages"][1]["content"][0]["signature"] = json!("forged");
+    let r = anthropic(&m, &[], &back);
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("Invalid `signature`"), "{}", r.text());
+    body["thinking"] = json!({"type": "enabled", "budget_tokens": 100});
+    assert_eq!(anthropic(&m, &[], &body).status, 400);
+}

@@ -9,7 +9,7 @@ use shared::breaker::sync::SharedBreakers;
 use shared::callout::attempts::{Candidate, RawResilience, Resilience};
 use shared::config::{check_prices, parse_json, ConfigError, Price};
 use shared::host::HttpCall;
-use shared::provider::target;
+use shared::provider::{target, Api, OnUnsupported};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +48,8 @@ struct RawModel {
     targets: Vec<RawRoute>,
     #[serde(default)]
     fallback: Vec<RawFallback>,
+    #[serde(default)]
+    drop_unsupported_params: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,11 +102,25 @@ impl Target {
         }
     }
 
-    /// A callout to this target, with its timeout, for `body` already translated for it.
-    /// Without a key of its own the client's credentials go along.
-    pub fn call(&self, body: Vec<u8>, stream: bool, client_auth: Option<&str>) -> HttpCall {
-        self.target
-            .call(body, stream, client_auth, self.resilience.timeout_ms)
+    /// A callout to this target, with its timeout, for `body` already translated for it. Without a
+    /// key of its own the client's credentials go along; `extra` are headers of the client's request
+    /// the target takes too (Anthropic's `anthropic-beta`).
+    pub fn call(
+        &self,
+        body: Vec<u8>,
+        api: Api,
+        stream: bool,
+        client_credentials: &[(String, String)],
+        extra: &[(String, String)],
+    ) -> HttpCall {
+        self.target.call(
+            body,
+            api,
+            stream,
+            client_credentials,
+            extra,
+            self.resilience.timeout_ms,
+        )
     }
 }
 
@@ -124,6 +140,9 @@ pub struct Model {
     /// The filter makes the upstream calls itself (retries, fallback, breaker), answering when done;
     /// streams are then delivered whole. Otherwise requests are forwarded through the proxy as they come.
     pub callout: bool,
+    /// What a parameter a target cannot take gets: a 400 naming it, or dropped and named in
+    /// `x-ai-dropped-params` (`drop_unsupported_params`).
+    pub on_unsupported: OnUnsupported,
 }
 
 #[derive(Debug)]
@@ -248,6 +267,11 @@ impl Config {
                     routes,
                     fallback,
                     callout,
+                    on_unsupported: if m.drop_unsupported_params {
+                        OnUnsupported::Drop
+                    } else {
+                        OnUnsupported::Refuse
+                    },
                 },
             );
         }
@@ -301,8 +325,23 @@ mod tests {
     fn parses_and_defaults() {
         let c = Config::parse(BASE.as_bytes(), &env).unwrap();
         assert_eq!(c.targets[0].api_key.as_deref(), Some("sk-test"));
-        assert_eq!(c.targets[0].path(false), "/v1/chat/completions");
-        assert_eq!(c.targets[1].path(true), "/v1/messages");
+        assert_eq!(
+            c.targets[0].path(Api::ChatCompletions, false).as_deref(),
+            Some("/v1/chat/completions")
+        );
+        assert_eq!(
+            c.targets[0].path(Api::Embeddings, false).as_deref(),
+            Some("/v1/embeddings")
+        );
+        assert_eq!(
+            c.targets[1].path(Api::ChatCompletions, true).as_deref(),
+            Some("/v1/messages")
+        );
+        assert_eq!(
+            c.targets[1].path(Api::Messages, true).as_deref(),
+            Some("/v1/messages")
+        );
+        assert_eq!(c.targets[1].path(Api::Embeddings, false), None);
         assert_eq!(
             c.targets[1].credentials(),
             vec![
@@ -311,9 +350,10 @@ mod tests {
             ]
         );
         assert_eq!(
-            c.targets[2].path(false),
-            "/openai/deployments/dep/chat/completions?api-version=2024-10-21"
+            c.targets[2].path(Api::ChatCompletions, false).as_deref(),
+            Some("/openai/deployments/dep/chat/completions?api-version=2024-10-21")
         );
+        assert_eq!(c.models["m"].on_unsupported, OnUnsupported::Refuse);
         assert_eq!(c.targets[2].model(), "dep");
         assert_eq!(c.targets[2].provider.name(), "azure");
         assert!(c.targets[0].price.is_some() && c.targets[1].price.is_none());
@@ -421,19 +461,6 @@ mod tests {
             "a global resilience block puts every model in callout mode"
         );
         assert_eq!(ok.targets[0].resilience.retries, 2);
-        assert!(ok.shared_breakers.is_empty());
-        let shared = top.replacen(
-            r#""cooldown_ms":10}"#,
-            r#""cooldown_ms":10,"store":{"type":"redis","upstream":{"cluster":"webdis","host":"127.0.0.1:7379"}}}"#,
-            1,
-        );
-        let ok = Config::parse(with("", &shared).as_bytes(), &env).unwrap();
-        let names: Vec<String> = ok.targets.iter().map(|t| t.name.clone()).collect();
-        assert_eq!(ok.shared_breakers.len(), 1);
-        assert_eq!(
-            ok.shared_breakers[0].targets, names,
-            "every target inherits the shared breaker"
-        );
         assert_eq!(
             ok.targets[0].resilience.retry_on,
             vec![RetryOn::Timeout, RetryOn::Status(503)]
@@ -476,11 +503,6 @@ mod tests {
                 r#""resilience":{"breaker":{"consecutive_failures":1,"cooldown_ms":0}},"#,
                 "resilience.breaker.cooldown_ms",
             ),
-            (
-                "",
-                r#""resilience":{"breaker":{"consecutive_failures":1,"cooldown_ms":5,"store":{"type":"redis","upstream":{"cluster":"w","host":"h:1"},"failure_mode":"deny"}}},"#,
-                "resilience.breaker.store.failure_mode",
-            ),
         ];
         for (model, top, field) in cases {
             let err = Config::parse(with(model, top).as_bytes(), &env).unwrap_err();
@@ -505,6 +527,59 @@ mod tests {
             Config::parse(json.as_bytes(), &env).unwrap_err().field,
             "models.z.fallback[0].target"
         );
+    }
+
+    #[test]
+    fn embeddings_paths_and_dropping_parameters() {
+        let json = BASE
+            .replacen(
+                r#""endpoint":{"cluster":"c","host":"h:443"}"#,
+                r#""endpoint":{"cluster":"c","host":"h:443","path":"/api/chat","embeddings_path":"/api/embed"}"#,
+                1,
+            )
+            .replacen(
+                r#""z": {"targets":[{"target":"z"}]}"#,
+                r#""z": {"targets":[{"target":"z"}],"drop_unsupported_params":true}"#,
+                1,
+            );
+        let c = Config::parse(json.as_bytes(), &env).unwrap();
+        assert_eq!(
+            c.targets[0].path(Api::ChatCompletions, true).as_deref(),
+            Some("/api/chat")
+        );
+        assert_eq!(
+            c.targets[0].path(Api::Embeddings, false).as_deref(),
+            Some("/api/embed")
+        );
+        assert_eq!(
+            c.targets[2].path(Api::Embeddings, false).as_deref(),
+            Some("/openai/deployments/dep/embeddings?api-version=2024-10-21")
+        );
+        assert_eq!(c.models["z"].on_unsupported, OnUnsupported::Drop);
+        assert_eq!(c.models["m"].on_unsupported, OnUnsupported::Refuse);
+        let cases = [
+            (
+                r#""endpoint":{"cluster":"c2","host":"h2:443"}"#,
+                r#""endpoint":{"cluster":"c2","host":"h2:443","embeddings_path":"/v1/embeddings"}"#,
+                "targets[1].endpoint.embeddings_path",
+            ),
+            (
+                r#""endpoint":{"cluster":"c","host":"h:443"}"#,
+                r#""endpoint":{"cluster":"c","host":"h:443","embeddings_path":"v1/embeddings"}"#,
+                "targets[0].endpoint.embeddings_path",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let json = BASE.replacen(from, to, 1);
+            assert_ne!(json, BASE);
+            assert_eq!(Config::parse(json.as_bytes(), &env).unwrap_err().field, field);
+        }
+        let json = BASE.replacen(
+            r#""z": {"targets":[{"target":"z"}]}"#,
+            r#""z": {"targets":[{"target":"z"}],"drop_unsupported_params":"yes"}"#,
+            1,
+        );
+        assert!(Config::parse(json.as_bytes(), &env).is_err());
     }
 
     /// The same fixtures are checked against ai_proxy.meta.json by tests/check_meta.py.

@@ -4,7 +4,7 @@
 //! in `ai_token_ratelimit.meta.json` for Kong; the fixtures in `fixtures/` are checked against both.
 
 use serde::Deserialize;
-use shared::chat::Routes;
+use shared::chat::{Api, Routes};
 use shared::config::{check_prices, parse_json, ConfigError, Price};
 pub use shared::config::{FailureMode, Mode};
 use shared::ratelimit::estimate::CompletionPolicy;
@@ -220,6 +220,8 @@ fn check_factor(field: String, factor: f64) -> Result<(), ConfigError> {
     }
 }
 
+/// The APIs counted when `paths` is not set: chat at both doors, and embeddings.
+pub const DEFAULT_APIS: [Api; 3] = [Api::ChatCompletions, Api::Messages, Api::Embeddings];
 const DEFAULT_ANONYMOUS: &str = "anonymous";
 const DEFAULT_COMPLETION: u64 = 256;
 const DEFAULT_COMPLETION_CAP: u64 = 4096;
@@ -229,7 +231,10 @@ const MAX_MAX_BODY: u64 = 100 * 1024 * 1024;
 impl Config {
     pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
         let raw: RawConfig = parse_json(json)?;
-        let routes = Routes::from_config("paths", raw.paths.as_deref())?;
+        let routes = match raw.paths.as_deref() {
+            None => Routes::apis(&DEFAULT_APIS),
+            paths => Routes::from_config("paths", paths)?,
+        };
         for (i, s) in raw.consumer.iter().enumerate() {
             check_source(format!("consumer[{i}]"), s)?;
         }
@@ -370,7 +375,7 @@ mod tests {
     #[test]
     fn parses_and_defaults() {
         let c = Config::parse(BASE.as_bytes()).unwrap();
-        assert_eq!(c.routes, Routes::default());
+        assert_eq!(c.routes, Routes::apis(&DEFAULT_APIS));
         assert_eq!(c.anonymous, "anonymous");
         assert_eq!(c.failure_mode, FailureMode::Deny);
         assert_eq!(c.limits[0].for_tier(Some("gold")), 50000);
@@ -392,11 +397,16 @@ mod tests {
                 factor: 0.5
             }
         );
-        let u = Usage {
-            prompt_tokens: 1000,
-            completion_tokens: 500,
-        };
+        let u = Usage::new(1000, 500);
         assert_eq!(c.amount(Count::Cost, "gpt-4o-mini", u), Some(450));
+        // Cached prompt tokens are part of the 1000, counted once (at the prompt price without a
+        // cache price), never added on top.
+        let cached = Usage {
+            cached_tokens: 800,
+            ..u
+        };
+        assert_eq!(c.amount(Count::Cost, "gpt-4o-mini", cached), Some(450));
+        assert_eq!(c.amount(Count::TotalTokens, "gpt-4o-mini", cached), Some(1500));
         assert_eq!(c.amount(Count::Cost, "other", u), None);
         assert_eq!(c.amount(Count::TotalTokens, "other", u), Some(1500));
         assert_eq!(c.amount(Count::Requests, "other", u), Some(1));

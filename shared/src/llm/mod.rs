@@ -91,9 +91,10 @@ pub use inputs::{Claims, Inputs, RawClaims, RequestContext};
 pub use run::{Done, Outcome, Run};
 pub use template::{Scope, Source, Template};
 
+use crate::api::Dialect;
 use crate::breaker::{Breaker, RawBreaker};
 use crate::config::{ConfigError, Duration, Price};
-use crate::provider::{target, Wire};
+use crate::provider::target;
 use crate::schema::Schema;
 use serde::Deserialize;
 use serde_json::Value;
@@ -561,7 +562,7 @@ fn check_structured_output(
         )
     };
     let (body, _) = wire::prepare(provider, &ask).map_err(|e| unsupported(e.message))?;
-    let translated = matches!(provider.wire(), Wire::Translated(_));
+    let translated = provider.speaks() != Some(Dialect::OpenAi);
     if translated
         && structured == wire::Structured::JsonSchema
         && !wire::carries_schema(&body, &task.wire_schema)

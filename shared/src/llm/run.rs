@@ -261,7 +261,7 @@ impl Run {
                         self.wave.push((i, false));
                         calls.push(call);
                     }
-                    Err(done) => self.settle(tasks, host, i, done),
+                    Err(done) => self.settle(tasks, host, i, *done),
                 }
             }
             if !progressed {
@@ -390,12 +390,15 @@ impl Run {
 
     /// The rendered prompts of task `i` (values redacted and bounded) and its call, or how it settled
     /// without one.
-    fn start(&self, tasks: &Tasks, host: &mut dyn Host, i: usize) -> Result<(HttpCall, InFlight), Done> {
-        let task = tasks.tasks().get(i).ok_or_else(|| Done::new(Outcome::Skipped))?;
+    fn start(&self, tasks: &Tasks, host: &mut dyn Host, i: usize) -> Result<(HttpCall, InFlight), Box<Done>> {
+        let task = tasks
+            .tasks()
+            .get(i)
+            .ok_or_else(|| Box::new(Done::new(Outcome::Skipped)))?;
         let target = tasks
             .targets()
             .get(task.target)
-            .ok_or_else(|| Done::new(Outcome::Skipped))?;
+            .ok_or_else(|| Box::new(Done::new(Outcome::Skipped)))?;
         let (system, prompt) = self.render(tasks, task);
         let ask = wire::Ask {
             name: &task.name,
@@ -407,7 +410,10 @@ impl Run {
         };
         let provider = target.target.provider.as_ref();
         let (body, exchange) = wire::prepare(provider, &ask).map_err(|e| {
-            Done::new(Outcome::UpstreamError).because(format!("the call could not be built: {}", e.message))
+            Box::new(
+                Done::new(Outcome::UpstreamError)
+                    .because(format!("the call could not be built: {}", e.message)),
+            )
         })?;
         let now = host.now_ms();
         let hash = (task.cache_ttl_ms > 0).then(|| cache::hash(&task.name, &target.name, &body));
@@ -420,7 +426,7 @@ impl Run {
             if let Some(output) = cache.get(host, h, now) {
                 let mut d = Done::new(Outcome::Cached);
                 d.output = Some(output);
-                return Err(d);
+                return Err(Box::new(d));
             }
         }
         let reserved = match task.tokens_per_minute {
@@ -438,14 +444,21 @@ impl Run {
                     let _refund_lost_is_conservative =
                         store::adjust(&mut HostStore::new(host), &r.key, r.window, r.window, delta);
                 }
-                return Err(Done::new(Outcome::BreakerOpen).because(format!(
+                return Err(Box::new(Done::new(Outcome::BreakerOpen).because(format!(
                     "target {} is open for {} ms",
                     target.name,
                     retry_at_ms.saturating_sub(now)
-                )));
+                ))));
             }
         }
-        let call = target.target.call(body, false, None, task.timeout_ms);
+        let call = target.target.call(
+            body,
+            crate::chat::Api::ChatCompletions,
+            false,
+            &[],
+            &[],
+            task.timeout_ms,
+        );
         Ok((
             call,
             InFlight {
@@ -507,7 +520,7 @@ fn reserve(
     body: &[u8],
     limit: u64,
     now: u64,
-) -> Result<Reserved, Done> {
+) -> Result<Reserved, Box<Done>> {
     let policy = CompletionPolicy {
         default_tokens: task.max_tokens,
         cap_tokens: task.max_tokens,
@@ -521,9 +534,9 @@ fn reserve(
     let mut store = HostStore::new(host);
     match store::reserve(&mut store, &key, window, tokens, limit, false) {
         Ok(Reservation::Admitted { .. }) => Ok(Reserved { key, window, tokens }),
-        Ok(Reservation::Refused { used }) => Err(Done::new(Outcome::Budget).because(format!(
+        Ok(Reservation::Refused { used }) => Err(Box::new(Done::new(Outcome::Budget).because(format!(
             "{used} of {limit} tokens this minute used, the call needs about {tokens}"
-        ))),
+        )))),
         Err(e) => {
             // The gateway's own bookkeeping failed: the call goes on uncounted rather than failing.
             host.log(

@@ -254,21 +254,25 @@ fn config_errors_name_the_field() {
     assert!(compile_with(targets(), optional).is_ok());
 }
 
-/// Until the Anthropic translator renders `response_format` as a forced tool (issue 14), a task on an
-/// Anthropic target is refused at load with a clear message instead of failing every call.
+/// A task on an Anthropic target asks for structured output through the Anthropic translator: the
+/// output schema becomes a forced tool's `input_schema` (the translator of ai-proxy's `response_format`).
 #[test]
-fn anthropic_tasks_wait_for_the_translator() {
-    let err = compile_with(
+fn anthropic_tasks_use_a_forced_tool() {
+    let tasks = compile_with(
         targets(),
         json!([{"name": "a", "target": "claude", "prompt": "x", "output": intent()["output"]}]),
     )
-    .unwrap_err();
-    assert_eq!(err.field, "tasks[0].target");
-    assert!(
-        err.message
-            .contains("structured output is not supported for `anthropic` targets yet"),
-        "{err}"
-    );
+    .unwrap();
+    let mut host = FakeHost::new(HostKind::Envoy);
+    let mut run = tasks.run(Inputs::new());
+    let calls = run.calls(&tasks, &mut host);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].path, "/v1/messages");
+    let sent: Value = serde_json::from_slice(&calls[0].body).unwrap();
+    let tool = &sent["tools"][0];
+    assert_eq!(sent["tool_choice"]["type"], "tool");
+    assert_eq!(sent["tool_choice"]["name"], tool["name"]);
+    assert_eq!(tool["input_schema"]["required"], json!(["intent"]));
 }
 
 #[test]

@@ -468,6 +468,7 @@ mod tests {
         let usage = Some(Usage {
             prompt_tokens: 11,
             completion_tokens: 4,
+            ..Usage::default()
         });
         let good = json!({"label": "billing", "tags": [{"t": "x"}]});
         let read_one = |r: CallResponse| read(openai.as_ref(), &ex, &r, &compiled);

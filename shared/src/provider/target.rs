@@ -14,7 +14,7 @@
 //! The `provider` tag picks the provider's own fields ([`ProviderConfig`]); a field of another provider
 //! is refused with its name.
 
-use super::{Provider, ProviderConfig};
+use super::{Api, Provider, ProviderConfig};
 use crate::callout::valid_host;
 use crate::config::{ConfigError, SecretSource};
 use crate::host::{HttpCall, Upstream};
@@ -42,6 +42,8 @@ struct RawEndpoint {
     host: String,
     #[serde(default)]
     path: Option<String>,
+    #[serde(default)]
+    embeddings_path: Option<String>,
 }
 
 /// A checked target: its provider, where it is reached, and its key.
@@ -53,8 +55,10 @@ pub struct Target {
     pub cluster: String,
     /// `host:port` of the provider: the `:authority` sent (`:443` dropped) and Kong's dispatch target.
     pub host: String,
-    /// `endpoint.path`: replaces the provider's path.
+    /// `endpoint.path`: replaces the provider's path of chat calls (both doors).
     pub path_override: Option<String>,
+    /// `endpoint.embeddings_path`: replaces the provider's path of embeddings calls.
+    pub embeddings_path: Option<String>,
     pub api_key: Option<String>,
 }
 
@@ -94,6 +98,22 @@ impl RawTarget {
             Some(_) => return Err(ConfigError::new(at("endpoint.path"), "must start with /")),
             None => None,
         };
+        let embeddings_path = match self.endpoint.embeddings_path {
+            Some(_) if provider.path(Api::Embeddings, false).is_none() => {
+                return Err(ConfigError::new(
+                    at("endpoint.embeddings_path"),
+                    format!("the `{}` provider serves no embeddings", provider.name()),
+                ))
+            }
+            Some(p) if p.starts_with('/') => Some(p),
+            Some(_) => {
+                return Err(ConfigError::new(
+                    at("endpoint.embeddings_path"),
+                    "must start with /",
+                ))
+            }
+            None => None,
+        };
         let api_key = match &self.auth {
             Some(s) => Some(s.resolve(&at("auth"), env)?),
             None => None,
@@ -103,17 +123,24 @@ impl RawTarget {
             cluster: self.endpoint.cluster,
             host: self.endpoint.host,
             path_override,
+            embeddings_path,
             api_key,
         })
     }
 }
 
 impl Target {
-    /// Path (and query) of a chat call.
-    pub fn path(&self, stream: bool) -> Cow<'_, str> {
-        match &self.path_override {
-            Some(p) => Cow::Borrowed(p),
-            None => self.provider.path(stream),
+    /// Path (and query) of the upstream request of `api`; `None` when the provider does not serve it
+    /// (the request is refused before it gets here).
+    pub fn path(&self, api: Api, stream: bool) -> Option<Cow<'_, str>> {
+        let own = match api {
+            Api::ChatCompletions | Api::Messages => &self.path_override,
+            Api::Embeddings => &self.embeddings_path,
+            Api::Completions => return None,
+        };
+        match own {
+            Some(p) => self.provider.path(api, stream).map(|_| Cow::Borrowed(p.as_str())),
+            None => self.provider.path(api, stream),
         }
     }
 
@@ -135,18 +162,28 @@ impl Target {
         }
     }
 
-    /// A `POST` of `body` (already in the provider's dialect) to it. Without a key of its own the
-    /// client's credentials (`client_auth`, an `authorization` value) go along.
-    pub fn call(&self, body: Vec<u8>, stream: bool, client_auth: Option<&str>, timeout_ms: u64) -> HttpCall {
+    /// A `POST` of `body` (already in the provider's dialect, for `api`) to it. Without a key of its own
+    /// the client's credentials go along; `extra` are headers of the client's request the target takes
+    /// too (Anthropic's `anthropic-beta`).
+    pub fn call(
+        &self,
+        body: Vec<u8>,
+        api: Api,
+        stream: bool,
+        client_credentials: &[(String, String)],
+        extra: &[(String, String)],
+        timeout_ms: u64,
+    ) -> HttpCall {
         let mut headers: Vec<(String, String)> = vec![("content-type".into(), "application/json".into())];
         headers.extend(self.credentials().into_iter().map(|(k, v)| (k.to_string(), v)));
-        if let (None, Some(auth)) = (&self.api_key, client_auth) {
-            headers.push(("authorization".into(), auth.to_string()));
+        if self.api_key.is_none() {
+            headers.extend(client_credentials.iter().cloned());
         }
+        headers.extend(extra.iter().cloned());
         HttpCall {
             upstream: self.upstream(),
             method: "POST".into(),
-            path: self.path(stream).into_owned(),
+            path: self.path(api, stream).map(Cow::into_owned).unwrap_or_default(),
             headers,
             body,
             timeout_ms,
@@ -186,8 +223,12 @@ mod tests {
             "anthropic_version": "2024-01-01"}))
         .unwrap();
         assert_eq!(name, "a");
-        assert_eq!((t.model(), t.path(false).as_ref()), ("claude", "/x"));
-        let call = t.call(b"{}".to_vec(), false, Some("Bearer client"), 7);
+        assert_eq!(
+            (t.model(), t.path(Api::ChatCompletions, false).as_deref()),
+            ("claude", Some("/x"))
+        );
+        let client = [("authorization".to_string(), "Bearer client".to_string())];
+        let call = t.call(b"{}".to_vec(), Api::ChatCompletions, false, &client, &[], 7);
         assert_eq!(call.upstream.cluster, "c");
         assert_eq!(call.timeout_ms, 7);
         assert_eq!(
@@ -202,7 +243,8 @@ mod tests {
         let (_, t) = compile(json!({"name": "b", "provider": "openai_compatible", "model": "m",
             "endpoint": {"cluster": "c", "host": "h:80"}}))
         .unwrap();
-        let call = t.call(Vec::new(), false, Some("Bearer client"), 1);
+        let client = [("authorization".to_string(), "Bearer client".to_string())];
+        let call = t.call(Vec::new(), Api::ChatCompletions, false, &client, &[], 1);
         assert!(call
             .headers
             .contains(&("authorization".into(), "Bearer client".into())));

@@ -103,6 +103,8 @@ pub(crate) struct Chat {
     pub format: Format,
     /// What tool call ids are derived from (the conversation, not the stream flags).
     pub id_seed: Vec<u8>,
+    /// Anthropic `thinking` is on (`enabled` or `adaptive`): the answer opens with a thinking block.
+    pub thinking: bool,
 }
 
 /// One tool call of an answer.
@@ -127,6 +129,21 @@ pub(crate) enum Content {
     Text { text: String, pieces: Vec<String> },
     /// Tool calls; `forced` when the request named the tool (OpenAI then finishes with `stop`).
     Tools { calls: Vec<ToolCall>, forced: bool },
+}
+
+/// A thinking block: its text and the signature that lets it be sent back.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Thought {
+    pub text: String,
+    pub signature: String,
+}
+
+/// Prefix of the mock's thinking text.
+pub const THINKING_PREFIX: &str = "mock thinking about: ";
+
+/// The signature the mock gives a thinking block with `text` (and checks when one is sent back).
+pub fn thinking_signature(text: &str) -> String {
+    format!("sig_{}", call_id(text.as_bytes(), 0))
 }
 
 /// Token counts; `details` is set by `x-mock-cached` / `x-mock-reasoning`.
@@ -161,6 +178,8 @@ impl Usage {
 #[derive(Debug, Clone)]
 pub(crate) struct Answer {
     pub model: String,
+    /// The reasoning shown before the answer (Anthropic `thinking` blocks), with its signature.
+    pub thinking: Option<Thought>,
     pub content: Content,
     pub usage: Usage,
     pub stream: bool,
@@ -205,13 +224,21 @@ pub(crate) fn answer(chat: &Chat, req: &Request, forced: Option<&str>) -> Result
             None => text_content(chat),
         },
     };
+    let thinking = chat.thinking.then(|| {
+        let text = format!("{THINKING_PREFIX}{}", chat.last_user_text);
+        Thought {
+            signature: thinking_signature(&text),
+            text,
+        }
+    });
     let completion = match &content {
         Content::Text { text, .. } => words(text),
         Content::Tools { calls, .. } => calls.iter().map(|c| 1 + words(&c.arguments_json())).sum(),
-    };
+    } + thinking.as_ref().map_or(0, |t| words(&t.text));
     let usage = usage(req, chat.prompt_tokens, completion)?;
     Ok(Answer {
         model: chat.model.clone(),
+        thinking,
         content,
         usage,
         stream: chat.stream,

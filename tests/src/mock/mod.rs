@@ -55,7 +55,11 @@
 //! - structured output for OpenAI `response_format` `json_schema` / `json_object`, and for a forced tool
 //!   that is the only tool (Anthropic's way; an OpenAI named function alike), derived from the schema and
 //!   the prompt (`schema.rs`);
-//! - usage: whitespace-separated [`words`] of the messages and of the answer.
+//! - thinking (Anthropic `thinking` of type `enabled` or `adaptive`): the answer opens with a `thinking`
+//!   block, [`THINKING_PREFIX`] + the last user text, signed with [`thinking_signature`] of its text
+//!   (streamed as `thinking_delta`s and a `signature_delta`); a thinking block sent back in an assistant
+//!   turn must carry that signature, else the request is refused with a 400, as Anthropic does;
+//! - usage: whitespace-separated [`words`] of the messages and of the answer (thinking included).
 //!
 //! Ids are deterministic: `chatcmpl-mock-<n>` / `msg_mock_<n>` count answers; tool call ids (`call_…`,
 //! `toolu_…`) derive from the conversation and the call's index. OpenAI answers carry `created`
@@ -84,7 +88,9 @@ mod engine;
 mod openai;
 mod schema;
 
-pub use engine::{reply_to, reply_to_tool, words, REPLY_PREFIX, TOOL_REPLY_PREFIX};
+pub use engine::{
+    reply_to, reply_to_tool, thinking_signature, words, REPLY_PREFIX, THINKING_PREFIX, TOOL_REPLY_PREFIX,
+};
 use engine::{Answer, Chat};
 pub use openai::EMBEDDING_DIMENSIONS;
 

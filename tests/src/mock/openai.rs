@@ -523,6 +523,7 @@ impl Wire for OpenAi {
             format,
             id_seed: json!([messages, body.get("tools")]).to_string().into_bytes(),
             tools,
+            thinking: false,
         })
     }
 
