@@ -112,6 +112,7 @@ impl Target {
         stream: bool,
         client_credentials: &[(String, String)],
         extra: &[(String, String)],
+        now_ms: u64,
     ) -> HttpCall {
         self.target.call(
             body,
@@ -120,6 +121,7 @@ impl Target {
             client_credentials,
             extra,
             self.resilience.timeout_ms,
+            now_ms,
         )
     }
 }
@@ -343,7 +345,7 @@ mod tests {
         );
         assert_eq!(c.targets[1].path(Api::Embeddings, false), None);
         assert_eq!(
-            c.targets[1].credentials(),
+            c.targets[1].credentials("/v1/messages", b"{}", 0),
             vec![
                 ("x-api-key", "k".to_string()),
                 ("anthropic-version", "2023-06-01".to_string())
@@ -436,7 +438,7 @@ mod tests {
         );
         let c = Config::parse(json.as_bytes(), &env).unwrap();
         assert_eq!(
-            c.targets[1].credentials()[1],
+            c.targets[1].credentials("/v1/messages", b"{}", 0)[1],
             ("anthropic-version", "2024-01-01".to_string())
         );
     }

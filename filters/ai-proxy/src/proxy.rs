@@ -212,7 +212,7 @@ impl AiProxy {
                     return Step::Reply(self.reject(host, err, door));
                 }
             };
-        if let Err(e) = set_upstream_headers(host, target, &config.route_header, req.api, req.stream) {
+        if let Err(e) = set_upstream_headers(host, target, &config.route_header, &req, &upstream) {
             // Never forward to the route's default upstream: the request may carry the target's key.
             self.stage = Stage::Idle;
             let err = ApiError::upstream(
@@ -262,6 +262,7 @@ impl AiProxy {
     /// The next call of the chain, or the final answer when it is used up.
     fn next_call(&mut self, host: &mut dyn Host) -> Step {
         let config = Rc::clone(&self.config);
+        let now_ms = host.now_ms();
         let Stage::Calling(calling) = &mut self.stage else {
             return Step::Continue;
         };
@@ -302,7 +303,7 @@ impl AiProxy {
                 };
                 account.dropped = ex.dropped.clone();
                 *exchange = Some(ex);
-                Ok(target.call(body, req.api, req.stream, client_credentials, &extra))
+                Ok(target.call(body, req.api, req.stream, client_credentials, &extra, now_ms))
             },
         );
         let exhausted = match next {
@@ -429,10 +430,10 @@ fn set_upstream_headers(
     host: &mut dyn Host,
     target: &Target,
     route_header: &str,
-    api: Api,
-    stream: bool,
+    req: &ChatRequest,
+    body: &[u8],
 ) -> Result<(), shared::host::HostError> {
-    let path = target.path(api, stream).unwrap_or_default();
+    let path = target.path(req.api, req.stream).unwrap_or_default();
     host.route_to(&Route {
         cluster: &target.cluster,
         host: &target.host,
@@ -442,7 +443,7 @@ fn set_upstream_headers(
     host.set_request_header("content-type", Some("application/json"))?;
     // We must read the answer: no compressed upstream bodies.
     host.set_request_header("accept-encoding", None)?;
-    if target.api_key.is_some() {
+    if !target.passes_client_credentials() {
         for h in CREDENTIAL_HEADERS {
             host.set_request_header(h, None)?;
         }
@@ -452,7 +453,7 @@ fn set_upstream_headers(
             host.set_request_header(h, None)?;
         }
     }
-    for (name, value) in target.credentials() {
+    for (name, value) in target.credentials(&path, body, host.now_ms()) {
         host.set_request_header(name, Some(&value))?;
     }
     Ok(())

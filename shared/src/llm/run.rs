@@ -458,6 +458,7 @@ impl Run {
             &[],
             &[],
             task.timeout_ms,
+            now,
         );
         Ok((
             call,

@@ -294,7 +294,8 @@ mod tests {
 
     fn provider(v: Value) -> Box<dyn Provider> {
         let raw: ProviderConfig = serde_json::from_value(v).unwrap();
-        raw.compile(Some("m-up".into()), &|f| f.to_string()).unwrap()
+        raw.compile(Some("m-up".into()), &|f| f.to_string(), &|_| None)
+            .unwrap()
     }
 
     fn schema() -> Value {

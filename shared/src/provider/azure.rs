@@ -66,8 +66,8 @@ impl Provider for Azure {
             Api::Completions => return None,
         }))
     }
-    fn headers(&self, key: Option<&str>) -> Vec<(&'static str, String)> {
-        key.map(|k| ("api-key", k.to_string())).into_iter().collect()
+    fn headers(&self, call: &super::Outgoing<'_>) -> Vec<(&'static str, String)> {
+        call.key.map(|k| ("api-key", k.to_string())).into_iter().collect()
     }
     fn speaks(&self) -> Option<Dialect> {
         Some(Dialect::OpenAi)

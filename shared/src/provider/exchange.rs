@@ -14,7 +14,9 @@
 use serde_json::{Map, Value};
 
 use super::neutral::{self, Event, OnUnsupported, Unsupported};
-use super::{anthropic, openai, Api, Dialect, Expect, Frames, Provider, StreamDecoder, Translator};
+use super::{
+    anthropic, openai, Api, Dialect, Expect, FrameFault, Frames, Provider, StreamDecoder, Translator,
+};
 use crate::error::ApiError;
 use crate::usage::Usage;
 
@@ -146,6 +148,8 @@ pub struct Exchange {
     /// The target speaks the door's dialect: bodies pass as they are.
     native: bool,
     expect: Expect,
+    /// Translated embeddings: the client asked for base64 vectors.
+    base64: bool,
     /// Parameters the target could not take, left out as the model allows (`x-ai-dropped-params`).
     pub dropped: Vec<String>,
 }
@@ -185,10 +189,10 @@ impl Exchange {
             injected_usage: false,
             native,
             expect: Expect::default(),
+            base64: false,
             dropped: Vec::new(),
         };
-        let body = if native || req.api == Api::Embeddings {
-            exchange.native = true;
+        let body = if native {
             let mut body = req.body.clone();
             body.insert("model".into(), Value::from(provider.model()));
             if req.stream && req.door() == Dialect::OpenAi {
@@ -196,6 +200,13 @@ impl Exchange {
             }
             serde_json::to_vec(&body)
                 .map_err(|e| ApiError::new(500, "server_error", "internal_error", e.to_string()))?
+        } else if req.api == Api::Embeddings {
+            let (embeddings, base64) = openai::embeddings::decode(&req.body, translator.label())?;
+            let mut unsupported = Unsupported::new(on_unsupported);
+            let body = translator.embeddings(&embeddings, &mut unsupported)?;
+            exchange.base64 = base64;
+            exchange.dropped = unsupported.dropped;
+            body
         } else {
             let mut unsupported = Unsupported::new(on_unsupported);
             let rendered = translator.request(&decode(req, translator.label())?, &mut unsupported)?;
@@ -253,6 +264,7 @@ pub struct Reply {
     reading: Reading,
     api: Api,
     expect: Expect,
+    base64: bool,
     created: u64,
     usage: Option<Usage>,
     /// The provider ended its stream itself (seen before any end of ours is added).
@@ -308,6 +320,7 @@ impl Reply {
             reading,
             api: exchange.api,
             expect: exchange.expect,
+            base64: exchange.base64,
             created,
             usage: None,
             complete: false,
@@ -318,6 +331,17 @@ impl Reply {
     /// it comes ([`Reply::chunk`]).
     pub fn needs_whole_body(&self) -> bool {
         matches!(self.reading, Reading::TranslatedJson | Reading::Error { .. })
+    }
+
+    /// The `content-type` the client's answer gets when it is not the provider's: JSON for bodies
+    /// rewritten whole, SSE for streams translated from the provider's framing (Bedrock's binary event
+    /// stream among them).
+    pub fn content_type(&self) -> Option<&'static str> {
+        match self.reading {
+            Reading::TranslatedJson | Reading::Error { .. } => Some("application/json"),
+            Reading::Translated(_) => Some("text/event-stream"),
+            Reading::OpenAi(_) | Reading::Anthropic(_) | Reading::Json(_) => None,
+        }
     }
 
     /// One chunk of an answer read as it comes: replacement bytes, or `None` to pass it unchanged.
@@ -355,8 +379,8 @@ impl Reply {
             Reading::Translated(s) => {
                 let mut out = s.feed(chunk);
                 if end {
-                    self.complete = s.is_done();
                     out.extend_from_slice(&s.finish());
+                    self.complete = s.ended();
                     self.usage = s.usage();
                 }
                 Some(out)
@@ -383,6 +407,15 @@ impl Reply {
         let bad = |message: &str| ApiError::upstream(502, "bad_upstream_response", message);
         match &self.reading {
             Reading::Error { status } => Ok(client_error(Dialect::of(self.api), provider, *status, body)),
+            Reading::TranslatedJson if self.api == Api::Embeddings => {
+                let e = provider.translator().embeddings_response(body)?;
+                self.usage = e.usage;
+                Ok(openai::embeddings::embeddings_json(
+                    &e,
+                    provider.model(),
+                    self.base64,
+                ))
+            }
             Reading::TranslatedJson => {
                 let c = provider.translator().response(body, self.expect)?;
                 self.usage = Some(c.usage);
@@ -394,6 +427,11 @@ impl Reply {
             Reading::Json(_) => self.native_json(body),
             Reading::OpenAi(_) | Reading::Anthropic(_) | Reading::Translated(_) => {
                 let out = self.chunk(body, true).unwrap_or_else(|| body.to_vec());
+                if let Reading::Translated(s) = &self.reading {
+                    if let Some(fault) = s.fault() {
+                        return Err(bad(&format!("invalid stream from the provider: {fault}")));
+                    }
+                }
                 if !self.complete {
                     return Err(bad("the provider's stream ended before completion"));
                 }
@@ -484,11 +522,15 @@ impl Writer {
 /// A stream in a provider's dialect, translated to the door's as it arrives: frames (by the provider's
 /// framing) → [`Event`]s (its decoder) → the door's SSE (its writer).
 pub struct TranslatedStream {
-    frames: Option<Frames>,
+    frames: Frames,
     decoder: Box<dyn StreamDecoder>,
     writer: Writer,
     /// The stream has been terminated; later upstream events are ignored.
     done: bool,
+    /// The provider ended it itself (its end or an error), as seen by [`TranslatedStream::finish`].
+    ended: bool,
+    /// The bytes were no frames of the provider's framing (a corrupt event-stream message).
+    fault: Option<FrameFault>,
 }
 
 impl std::fmt::Debug for TranslatedStream {
@@ -496,6 +538,7 @@ impl std::fmt::Debug for TranslatedStream {
         f.debug_struct("TranslatedStream")
             .field("writer", &self.writer)
             .field("done", &self.done)
+            .field("fault", &self.fault)
             .finish_non_exhaustive()
     }
 }
@@ -532,22 +575,25 @@ impl TranslatedStream {
         })
     }
 
-    fn with(t: &dyn Translator, frames: Option<Frames>, writer: Writer, expect: Expect) -> Self {
+    fn with(t: &dyn Translator, frames: Frames, writer: Writer, expect: Expect) -> Self {
         TranslatedStream {
             frames,
             decoder: t.stream(expect),
             writer,
             done: false,
+            ended: false,
+            fault: None,
         }
     }
 
     /// Consumes a body chunk and returns the door's SSE bytes for the events it completed.
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        let frames = self.frames.as_mut().map(|f| f.feed(chunk)).unwrap_or_default();
-        for frame in &frames {
-            self.translate(frame, &mut out);
+        if self.done {
+            return out;
         }
+        let frames = self.frames.feed(chunk);
+        self.translate_all(frames, &mut out);
         out
     }
 
@@ -555,21 +601,24 @@ impl TranslatedStream {
     /// OpenAI door, `[DONE]`).
     pub fn finish(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
-        let frames = self.frames.as_mut().map(Frames::finish).unwrap_or_default();
-        for frame in &frames {
-            self.translate(frame, &mut out);
+        if !self.done {
+            let frames = self.frames.finish();
+            self.translate_all(frames, &mut out);
         }
         if !self.done {
-            if self.frames.is_none() {
-                let e = neutral::Error::new(
-                    "this provider's stream framing is not supported yet",
-                    "upstream_error",
-                    "unsupported_framing",
-                );
-                self.writer.write(&Event::Error(e), &mut out);
-            } else {
-                self.writer.incomplete(&mut out);
-            }
+            let (writer, done) = (&mut self.writer, &mut self.done);
+            self.decoder.finish(&mut |event| {
+                if !*done {
+                    writer.write(&event, &mut out);
+                    *done = matches!(event, Event::End(_) | Event::Error(_));
+                }
+            });
+        }
+        if !self.ended {
+            self.ended = self.done && self.fault.is_none();
+        }
+        if !self.done {
+            self.writer.incomplete(&mut out);
             self.done = true;
         }
         out
@@ -582,6 +631,38 @@ impl TranslatedStream {
     /// Whether the stream has been terminated (its end, or an error, written).
     pub fn is_done(&self) -> bool {
         self.done
+    }
+
+    /// Whether the provider ended the stream itself (its end or an error event), once
+    /// [`TranslatedStream::finish`] has run.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Why the provider's bytes were not a stream of its framing, if they were not.
+    pub fn fault(&self) -> Option<&FrameFault> {
+        self.fault.as_ref()
+    }
+
+    fn translate_all(&mut self, frames: Vec<Result<super::Frame, FrameFault>>, out: &mut Vec<u8>) {
+        for frame in frames {
+            match frame {
+                Ok(frame) => self.translate(&frame, out),
+                Err(fault) => {
+                    if !self.done {
+                        let e = neutral::Error::new(
+                            format!("invalid stream from the provider: {fault}"),
+                            "upstream_error",
+                            "bad_upstream_response",
+                        );
+                        self.writer.write(&Event::Error(e), out);
+                        self.done = true;
+                        self.fault = Some(fault);
+                    }
+                    return;
+                }
+            }
+        }
     }
 
     fn translate(&mut self, frame: &super::Frame, out: &mut Vec<u8>) {
@@ -602,7 +683,7 @@ impl TranslatedStream {
 mod tests {
     use super::super::anthropic::Anthropic;
     use super::super::openai::OpenAi;
-    use super::super::{Frame, Framing, Rendered};
+    use super::super::{Frame, Framing, Outgoing, Rendered};
     use super::*;
     use crate::sse::SseParser;
     use serde_json::json;
@@ -1357,7 +1438,7 @@ mod tests {
         fn path(&self, _: Api, _: bool) -> Option<std::borrow::Cow<'_, str>> {
             Some("/".into())
         }
-        fn headers(&self, _: Option<&str>) -> Vec<(&'static str, String)> {
+        fn headers(&self, _: &Outgoing<'_>) -> Vec<(&'static str, String)> {
             Vec::new()
         }
         fn framing(&self) -> Framing {
@@ -1399,12 +1480,13 @@ mod tests {
     }
 
     #[test]
-    fn a_framing_without_a_decoder_ends_with_a_clear_error() {
+    fn ndjson_frames_reach_the_decoder_and_a_stream_without_an_end_is_incomplete() {
         for door in [Dialect::OpenAi, Dialect::Anthropic] {
             let mut s = TranslatedStream::for_door(&Ndjson, door, Expect::default(), 1, false).unwrap();
             assert!(s.feed(b"{\"a\":1}\n").is_empty());
             let out = String::from_utf8(s.finish()).unwrap();
-            assert!(out.contains("unsupported_framing"), "{out}");
+            assert!(out.contains("stream_incomplete"), "{out}");
+            assert!(!s.ended() && s.fault().is_none());
         }
         assert!(TranslatedStream::new(&openai(), 1, false).is_none());
         assert!(

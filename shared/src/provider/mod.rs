@@ -19,6 +19,7 @@
 //! | [`openai`] | `openai`, `openai_compatible` | OpenAI (a door) | `authorization: Bearer` | `/v1/chat/completions` | `/v1/embeddings` |
 //! | [`azure`] | `azure` | OpenAI | `api-key` | `/openai/deployments/{d}/chat/completions?api-version=` | `/openai/deployments/{d}/embeddings?api-version=` |
 //! | [`anthropic`] | `anthropic` | Anthropic Messages (a door) | `x-api-key`, `anthropic-version` | `/v1/messages` | none |
+//! | [`gemini`] | `gemini`, `vertex_ai` | Gemini | `x-goog-api-key` / `authorization: Bearer` | `…/models/{m}:generateContent` (`:streamGenerateContent?alt=sse`) | `:batchEmbedContents` / `:predict` |
 //!
 //! # Adding a provider
 //! A provider (Gemini, Bedrock) touches:
@@ -43,14 +44,18 @@
 //!    translation tables.
 //!
 //! So: one new module and five existing files (this one, the schema, the mock, `proxy.rs`, the
-//! README), plus new fixture files. No filter code changes, and both doors reach it. Still to come with
-//! the first such provider: an NDJSON or AWS event-stream decoder behind [`Framing::decoder`] (from
-//! `shared::framing`), and for Bedrock's SigV4, `headers` seeing the final body, path and time (today it
-//! sees only the key).
+//! README), plus new fixture files. No filter code changes, and both doors reach it. Every [`Framing`]
+//! has its incremental decoder ([`Framing::decoder`], from `shared::framing`: SSE, NDJSON, AWS
+//! event-stream with both CRCs, a corrupt message a [`FrameFault`] that ends the stream as an invalid
+//! answer); `headers` sees the final call ([`Outgoing`]: host, path, body, time) so a signature such
+//! as SigV4 can cover it; a dialect with no end event of its own reads the end of the body in
+//! [`StreamDecoder::finish`] (Gemini); embeddings in another dialect go through
+//! [`Translator::embeddings`] ([`openai::embeddings`] reads and writes the door's side).
 
 pub mod anthropic;
 pub mod azure;
 mod exchange;
+pub mod gemini;
 pub mod neutral;
 pub mod openai;
 pub mod target;
@@ -61,10 +66,12 @@ pub use neutral::OnUnsupported;
 
 use crate::config::ConfigError;
 use crate::error::ApiError;
+use crate::framing::{eventstream, ndjson};
 use crate::sse::{SseEvent, SseParser};
 use crate::usage::Usage;
 use serde_json::Value;
 use std::borrow::Cow;
+use std::fmt;
 
 /// A target's provider, checked at load.
 pub trait Provider: std::fmt::Debug {
@@ -75,9 +82,15 @@ pub trait Provider: std::fmt::Debug {
     /// The path (and query) of a call of `api`, unless the target overrides it; `None` when the
     /// provider does not serve that API (embeddings on Anthropic).
     fn path(&self, api: Api, stream: bool) -> Option<Cow<'_, str>>;
-    /// The headers that carry the target's key (`None` without `auth`: the client's own credentials
-    /// go through) and the provider's API version.
-    fn headers(&self, key: Option<&str>) -> Vec<(&'static str, String)>;
+    /// The headers that authenticate `call` (the target's key, or a signature over the call) and the
+    /// provider's API version. Without credentials of its own the client's go through (see
+    /// [`Provider::own_credentials`]).
+    fn headers(&self, call: &Outgoing<'_>) -> Vec<(&'static str, String)>;
+    /// The provider authenticates every call itself even without the target's `auth` (Bedrock's
+    /// SigV4 credentials), so the client's credentials never go along.
+    fn own_credentials(&self) -> bool {
+        false
+    }
     /// How its streamed answers are framed.
     fn framing(&self) -> Framing {
         Framing::Sse
@@ -88,11 +101,39 @@ pub trait Provider: std::fmt::Debug {
     fn translator(&self) -> &dyn Translator;
 }
 
+/// One upstream call as it will be sent: what its credentials may depend on (an API key depends on
+/// nothing here; AWS SigV4 signs the host, the path, the body and the time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outgoing<'a> {
+    /// The target's key (`auth`), if it has one.
+    pub key: Option<&'a str>,
+    /// The `host` header sent (the `:authority`, `:443` dropped).
+    pub host: &'a str,
+    /// Path and query, as sent.
+    pub path: &'a str,
+    pub body: &'a [u8],
+    /// The host's clock, in ms since the Unix epoch.
+    pub now_ms: u64,
+}
+
+impl<'a> Outgoing<'a> {
+    /// A call that only a key authenticates (tests, and providers whose headers need nothing else).
+    pub fn key(key: Option<&'a str>) -> Outgoing<'a> {
+        Outgoing {
+            key,
+            host: "",
+            path: "",
+            body: b"",
+            now_ms: 0,
+        }
+    }
+}
+
 /// What reading an answer needs to know about how its request was rendered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Expect {
-    /// The client's `response_format` was sent as a forced tool (Anthropic's way to structured
-    /// output): that tool's input is the answer's content, and its call is no tool call.
+    /// The client's `response_format` was sent as a forced tool (Anthropic's and Bedrock's way to
+    /// structured output): that tool's input is the answer's content, and its call is no tool call.
     pub format_tool: bool,
 }
 
@@ -121,18 +162,43 @@ pub trait Translator {
     fn error(&self, status: u16, body: &[u8]) -> neutral::Error;
     /// A decoder for one streamed answer.
     fn stream(&self, expect: Expect) -> Box<dyn StreamDecoder>;
+    /// The body of an embeddings call, for providers that serve embeddings in another dialect than
+    /// OpenAI's (the others get the client's body as it is and never come here).
+    fn embeddings(
+        &self,
+        _req: &neutral::EmbeddingsRequest<'_>,
+        _unsupported: &mut neutral::Unsupported,
+    ) -> Result<Vec<u8>, ApiError> {
+        Err(ApiError::invalid_request(
+            "unsupported_feature",
+            format!("embeddings are not supported for {} targets", self.label()),
+        ))
+    }
+    /// A 2xx answer of an embeddings call.
+    fn embeddings_response(&self, _body: &[u8]) -> Result<neutral::Embeddings, ApiError> {
+        Err(ApiError::upstream(
+            502,
+            "bad_upstream_response",
+            format!("{} serves no embeddings", self.label()),
+        ))
+    }
 }
 
 /// Decodes one streamed answer, frame by frame, into [`neutral::Event`]s handed to `emit` (they
 /// borrow from the frame's parsed JSON, so nothing is copied on the way).
 pub trait StreamDecoder {
     fn decode(&mut self, frame: &Frame, emit: &mut dyn FnMut(neutral::Event<'_>));
+    /// The end of the body, for dialects without an end event of their own (Gemini's stream simply
+    /// stops after the chunk with the finish reason): what that end means, if anything.
+    fn finish(&mut self, _emit: &mut dyn FnMut(neutral::Event<'_>)) {}
     /// The usage reported so far.
     fn usage(&self) -> Option<Usage>;
 }
 
-/// One frame of a stream: an SSE event; an NDJSON line or an AWS event-stream message will map onto it
-/// (`event` the message's `:event-type`, `data` its payload).
+/// One frame of a stream: an SSE event; an NDJSON line (`event` none, `data` the line); an AWS
+/// event-stream message (`event` its `:event-type`, or its `:exception-type` for an exception — names
+/// that end in `Exception` —, or `error` for an unmodelled error with `data`
+/// `{"code": :error-code, "message": :error-message}`; `data` its payload).
 pub type Frame = SseEvent;
 
 /// How a provider delimits the events of a streamed answer.
@@ -160,12 +226,32 @@ impl Framing {
         content_type.to_ascii_lowercase().contains(self.content_type())
     }
 
-    /// A decoder for this framing; `None` for the framings whose decoders are not written yet
-    /// (NDJSON, event-stream: no provider uses them so far).
-    pub fn decoder(self) -> Option<Frames> {
+    /// An incremental decoder for this framing.
+    pub fn decoder(self) -> Frames {
         match self {
-            Framing::Sse => Some(Frames::Sse(SseParser::new())),
-            Framing::Ndjson | Framing::EventStream => None,
+            Framing::Sse => Frames::Sse(SseParser::new()),
+            Framing::Ndjson => Frames::Ndjson(ndjson::LineSplitter::new()),
+            Framing::EventStream => Frames::EventStream(eventstream::Decoder::new()),
+        }
+    }
+}
+
+/// Why the bytes of a stream are not frames of its framing: the provider's answer is invalid (a
+/// corrupt event-stream message leaves no way to find the next one, so the stream ends there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameFault {
+    EventStream(eventstream::FrameError),
+    /// An event-stream message without a `:message-type` the decoder knows, or not UTF-8 JSON.
+    Message(&'static str),
+    Line(ndjson::LineError),
+}
+
+impl fmt::Display for FrameFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameFault::EventStream(e) => write!(f, "{e}"),
+            FrameFault::Message(what) => write!(f, "event stream message: {what}"),
+            FrameFault::Line(e) => write!(f, "{e}"),
         }
     }
 }
@@ -174,27 +260,69 @@ impl Framing {
 #[derive(Debug)]
 pub enum Frames {
     Sse(SseParser),
+    Ndjson(ndjson::LineSplitter),
+    EventStream(eventstream::Decoder),
+}
+
+/// An event-stream message as a [`Frame`].
+fn message_frame(m: eventstream::Message) -> Result<Frame, FrameFault> {
+    let name = match m.message_type() {
+        Some("event") => m.event_type(),
+        Some("exception") => m.exception_type(),
+        Some("error") => {
+            let data = serde_json::json!({"code": m.error_code(), "message": m.header_str(":error-message")});
+            return Ok(Frame {
+                event: Some("error".into()),
+                data: data.to_string(),
+            });
+        }
+        _ => return Err(FrameFault::Message("no known :message-type")),
+    }
+    .map(str::to_string)
+    .ok_or(FrameFault::Message("no :event-type or :exception-type"))?;
+    let data = String::from_utf8(m.payload).map_err(|_| FrameFault::Message("payload is not UTF-8"))?;
+    Ok(Frame {
+        event: Some(name),
+        data,
+    })
 }
 
 impl Frames {
-    /// The frames completed by `chunk`.
-    pub fn feed(&mut self, chunk: &[u8]) -> Vec<Frame> {
+    /// The frames completed by `chunk`, and at most one fault, last (a stream with a fault is over).
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<Result<Frame, FrameFault>> {
         match self {
-            Frames::Sse(p) => p.feed(chunk),
+            Frames::Sse(p) => p.feed(chunk).into_iter().map(Ok).collect(),
+            Frames::Ndjson(s) => s.feed(chunk).into_iter().map(line_frame).collect(),
+            Frames::EventStream(d) => d
+                .feed(chunk)
+                .into_iter()
+                .map(|m| m.map_err(FrameFault::EventStream).and_then(message_frame))
+                .collect(),
         }
     }
 
-    /// The end of the stream: a last frame that lacked its terminator.
-    pub fn finish(&mut self) -> Vec<Frame> {
+    /// The end of the stream: a last frame that lacked its terminator, or the fault of a stream cut
+    /// inside a binary message.
+    pub fn finish(&mut self) -> Vec<Result<Frame, FrameFault>> {
         match self {
-            Frames::Sse(p) => p.finish(),
+            Frames::Sse(p) => p.finish().into_iter().map(Ok).collect(),
+            Frames::Ndjson(s) => s.finish().into_iter().map(line_frame).collect(),
+            Frames::EventStream(d) => match d.finish() {
+                Ok(()) => Vec::new(),
+                Err(e) => vec![Err(FrameFault::EventStream(e))],
+            },
         }
     }
 }
 
-/// Request headers that carry a provider key. A target with a key of its own removes all of them from
-/// the client's request, so no client credential reaches a provider.
-pub const CREDENTIAL_HEADERS: &[&str] = &["authorization", "api-key", "x-api-key"];
+fn line_frame(line: Result<String, ndjson::LineError>) -> Result<Frame, FrameFault> {
+    line.map(|data| Frame { event: None, data })
+        .map_err(FrameFault::Line)
+}
+
+/// Request headers that carry a provider key. A target with credentials of its own removes all of
+/// them from the client's request, so no client credential reaches a provider.
+pub const CREDENTIAL_HEADERS: &[&str] = &["authorization", "api-key", "x-api-key", "x-goog-api-key"];
 
 /// A target's provider as configured: the `provider` tag picks the variant, and each variant refuses
 /// the fields of the others.
@@ -205,15 +333,19 @@ pub enum ProviderConfig {
     OpenaiCompatible(openai::Config),
     Azure(azure::Config),
     Anthropic(anthropic::Config),
+    Gemini(gemini::GeminiConfig),
+    VertexAi(gemini::VertexConfig),
 }
 
 impl ProviderConfig {
     /// Checks the provider's fields. `model` is the target's `model`; `at` names a field of the
-    /// target in errors (`targets[1].deployment`).
+    /// target in errors (`targets[1].deployment`); `env` reads the VM environment (Bedrock's AWS
+    /// credentials).
     pub fn compile(
         self,
         model: Option<String>,
         at: &dyn Fn(&str) -> String,
+        _env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Box<dyn Provider>, ConfigError> {
         Ok(match self {
             ProviderConfig::Openai(c) => Box::new(c.compile(openai::Flavor::OpenAi, model, at)?),
@@ -222,6 +354,8 @@ impl ProviderConfig {
             }
             ProviderConfig::Azure(c) => Box::new(c.compile(model, at)?),
             ProviderConfig::Anthropic(c) => Box::new(c.compile(model, at)?),
+            ProviderConfig::Gemini(c) => Box::new(c.compile(model, at)?),
+            ProviderConfig::VertexAi(c) => Box::new(c.compile(model, at)?),
         })
     }
 }
@@ -240,25 +374,39 @@ fn required_model(model: Option<String>, at: &dyn Fn(&str) -> String) -> Result<
 pub fn usage_of(answer: &Value) -> Option<Usage> {
     if answer.get("type").and_then(Value::as_str) == Some("message") {
         anthropic::usage(answer)
+    } else if answer.get("usageMetadata").is_some() {
+        gemini::usage(answer)
     } else {
         openai::usage(answer)
     }
 }
 
 /// The usage of a streamed answer in a provider's own dialect, event by event, for the same filters
-/// (OpenAI's usage chunk is read by [`openai::OpenAiStream`], which can also strip it).
+/// (OpenAI's usage chunk is read by [`openai::OpenAiStream`], which can also strip it): Anthropic's
+/// `message_start` / `message_delta` and Gemini's `usageMetadata` chunks. Bedrock's binary event
+/// stream is no SSE: such a filter sees its usage only once ai-proxy has translated it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct NativeStreamUsage {
     anthropic: anthropic::StreamUsage,
+    gemini: Option<Usage>,
 }
 
 impl NativeStreamUsage {
     pub fn observe(&mut self, ev: &Frame) {
+        if ev.event.is_none() && ev.data.contains("\"usageMetadata\"") {
+            if let Some(u) = serde_json::from_str::<Value>(&ev.data)
+                .ok()
+                .and_then(|v| gemini::usage(&v))
+            {
+                self.gemini = Some(u);
+            }
+            return;
+        }
         self.anthropic.observe(ev);
     }
 
     pub fn usage(&self) -> Option<Usage> {
-        self.anthropic.usage()
+        self.gemini.or_else(|| self.anthropic.usage())
     }
 }
 
@@ -276,7 +424,7 @@ mod tests {
             o.remove("model");
         }
         let raw: ProviderConfig = serde_json::from_value(v).map_err(|e| e.to_string())?;
-        raw.compile(model, &|f| format!("t.{f}"))
+        raw.compile(model, &|f| format!("t.{f}"), &|_| None)
             .map_err(|e| e.to_string())
     }
 
@@ -411,9 +559,9 @@ mod tests {
         for (v, want) in cases {
             assert_eq!(compile(v.clone()).unwrap_err(), want, "{v}");
         }
-        assert!(compile(json!({"provider": "gemini", "model": "g"}))
+        assert!(compile(json!({"provider": "cohere", "model": "g"}))
             .unwrap_err()
-            .contains("unknown variant `gemini`"));
+            .contains("unknown variant `cohere`"));
         assert!(compile(json!({"model": "g"}))
             .unwrap_err()
             .contains("missing field `provider`"));
@@ -421,7 +569,7 @@ mod tests {
 
     #[test]
     fn credential_headers() {
-        let headers = |v: Value, key: Option<&str>| compile(v).unwrap().headers(key);
+        let headers = |v: Value, key: Option<&str>| compile(v).unwrap().headers(&Outgoing::key(key));
         let cases = [
             (
                 json!({"provider": "openai", "model": "m"}),
@@ -470,21 +618,99 @@ mod tests {
         assert!(!Framing::Sse.matches("application/json"));
         assert!(Framing::Ndjson.matches("application/x-ndjson"));
         assert!(Framing::EventStream.matches("application/vnd.amazon.eventstream"));
-        let mut frames = Framing::Sse.decoder().unwrap();
-        let mut got = frames.feed(b"event: a\ndata: 1\n\ndata: 2\n");
-        got.extend(frames.finish());
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[0].event.as_deref(), Some("a"));
-        assert_eq!(got[1].data, "2");
-        assert!(Framing::Ndjson.decoder().is_none() && Framing::EventStream.decoder().is_none());
+        let frames = |framing: Framing, bytes: &[u8]| {
+            let mut f = framing.decoder();
+            let mut got = f.feed(bytes);
+            got.extend(f.finish());
+            got
+        };
+        let sse = frames(Framing::Sse, b"event: a\ndata: 1\n\ndata: 2\n");
+        assert_eq!(
+            sse,
+            vec![
+                Ok(Frame {
+                    event: Some("a".into()),
+                    data: "1".into()
+                }),
+                Ok(Frame {
+                    event: None,
+                    data: "2".into()
+                })
+            ]
+        );
+        let lines = frames(Framing::Ndjson, b"{\"a\":1}\r\n\n{\"b\":2}");
+        assert_eq!(
+            lines
+                .iter()
+                .map(|f| f.as_ref().unwrap().data.as_str())
+                .collect::<Vec<_>>(),
+            vec!["{\"a\":1}", "{\"b\":2}"]
+        );
+        use crate::framing::eventstream::{encode, Header};
+        let message = |headers: &[Header], payload: &str| encode(headers, payload.as_bytes()).unwrap();
+        let mut bytes = message(
+            &[
+                Header::string(":message-type", "event"),
+                Header::string(":event-type", "messageStart"),
+            ],
+            r#"{"role":"assistant"}"#,
+        );
+        bytes.extend(message(
+            &[
+                Header::string(":message-type", "exception"),
+                Header::string(":exception-type", "throttlingException"),
+            ],
+            r#"{"message":"slow down"}"#,
+        ));
+        bytes.extend(message(
+            &[
+                Header::string(":message-type", "error"),
+                Header::string(":error-code", "InternalFailure"),
+                Header::string(":error-message", "boom"),
+            ],
+            "",
+        ));
+        let got: Vec<(Option<String>, String)> = frames(Framing::EventStream, &bytes)
+            .into_iter()
+            .map(|f| f.map(|f| (f.event, f.data)).unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some("messageStart".into()), r#"{"role":"assistant"}"#.into()),
+                (
+                    Some("throttlingException".into()),
+                    r#"{"message":"slow down"}"#.into()
+                ),
+                (
+                    Some("error".into()),
+                    r#"{"code":"InternalFailure","message":"boom"}"#.into()
+                ),
+            ]
+        );
+        // A cut message, a corrupted CRC, a message of no known type: faults, never a panic.
+        let cut = frames(Framing::EventStream, &bytes[..bytes.len() - 3]);
+        assert!(
+            matches!(cut.last(), Some(Err(FrameFault::EventStream(_)))),
+            "{cut:?}"
+        );
+        let mut corrupt = bytes.clone();
+        corrupt[20] ^= 1;
+        let bad = frames(Framing::EventStream, &corrupt);
+        assert!(
+            matches!(bad.first(), Some(Err(FrameFault::EventStream(_)))),
+            "{bad:?}"
+        );
+        let odd = frames(Framing::EventStream, &message(&[], "{}"));
+        assert_eq!(odd, vec![Err(FrameFault::Message("no known :message-type"))]);
     }
 
     #[test]
     fn native_stream_usage() {
-        let mut frames = Framing::Sse.decoder().unwrap();
+        let mut frames = Framing::Sse.decoder();
         let mut u = NativeStreamUsage::default();
         for f in frames.feed(include_bytes!("../../tests/fixtures/anthropic_stream.sse")) {
-            u.observe(&f);
+            u.observe(&f.unwrap());
         }
         assert_eq!(
             u.usage().map(|u| (u.prompt_tokens, u.completion_tokens)),
@@ -492,7 +718,7 @@ mod tests {
         );
         let mut none = NativeStreamUsage::default();
         for f in frames.feed(include_bytes!("../../tests/fixtures/openai_stream_usage.sse")) {
-            none.observe(&f);
+            none.observe(&f.unwrap());
         }
         assert_eq!(
             none.usage(),

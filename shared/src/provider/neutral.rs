@@ -283,6 +283,26 @@ pub enum Event<'a> {
     Error(Error),
 }
 
+/// An embeddings request (the OpenAI door's `/v1/embeddings`), for targets of another dialect.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EmbeddingsRequest<'a> {
+    /// The texts to embed, in order (one or more).
+    pub inputs: Vec<&'a str>,
+    /// The size of the vectors asked for (`dimensions`).
+    pub dimensions: Option<u64>,
+    pub user: Option<&'a str>,
+    /// Parameters these shapes do not model, by name (as [`Request::extra`]).
+    pub extra: Vec<(Cow<'a, str>, &'a Value)>,
+}
+
+/// The vectors of an embeddings answer, one per input, in order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f64>>,
+    /// The tokens read, when the provider reports them.
+    pub usage: Option<Usage>,
+}
+
 /// The message of the error that ends a stream the provider left unfinished (code `stream_incomplete`).
 pub const INCOMPLETE_MESSAGE: &str = "upstream stream ended before completion";
 

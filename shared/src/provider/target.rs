@@ -80,7 +80,7 @@ impl RawTarget {
         at: &dyn Fn(&str) -> String,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Target, ConfigError> {
-        let provider = self.provider.compile(self.model, at)?;
+        let provider = self.provider.compile(self.model, at, env)?;
         if self.endpoint.cluster.trim().is_empty() {
             return Err(ConfigError::new(
                 at("endpoint.cluster"),
@@ -149,9 +149,26 @@ impl Target {
         self.provider.model()
     }
 
-    /// The headers that carry the target's key and its provider's version.
-    pub fn credentials(&self) -> Vec<(&'static str, String)> {
-        self.provider.headers(self.api_key.as_deref())
+    /// The headers that authenticate a call of `path` with `body` at `now_ms` (the target's key, or a
+    /// signature over the call) and its provider's version.
+    pub fn credentials(&self, path: &str, body: &[u8], now_ms: u64) -> Vec<(&'static str, String)> {
+        self.provider.headers(&super::Outgoing {
+            key: self.api_key.as_deref(),
+            host: self.authority(),
+            path,
+            body,
+            now_ms,
+        })
+    }
+
+    /// The `:authority` sent: `host`, `:443` dropped.
+    pub fn authority(&self) -> &str {
+        self.host.strip_suffix(":443").unwrap_or(&self.host)
+    }
+
+    /// The client's credentials go along: the target has none of its own.
+    pub fn passes_client_credentials(&self) -> bool {
+        self.api_key.is_none() && !self.provider.own_credentials()
     }
 
     /// Where a callout to it goes.
@@ -165,6 +182,7 @@ impl Target {
     /// A `POST` of `body` (already in the provider's dialect, for `api`) to it. Without a key of its own
     /// the client's credentials go along; `extra` are headers of the client's request the target takes
     /// too (Anthropic's `anthropic-beta`).
+    #[allow(clippy::too_many_arguments)]
     pub fn call(
         &self,
         body: Vec<u8>,
@@ -173,17 +191,23 @@ impl Target {
         client_credentials: &[(String, String)],
         extra: &[(String, String)],
         timeout_ms: u64,
+        now_ms: u64,
     ) -> HttpCall {
+        let path = self.path(api, stream).map(Cow::into_owned).unwrap_or_default();
         let mut headers: Vec<(String, String)> = vec![("content-type".into(), "application/json".into())];
-        headers.extend(self.credentials().into_iter().map(|(k, v)| (k.to_string(), v)));
-        if self.api_key.is_none() {
+        headers.extend(
+            self.credentials(&path, &body, now_ms)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v)),
+        );
+        if self.passes_client_credentials() {
             headers.extend(client_credentials.iter().cloned());
         }
         headers.extend(extra.iter().cloned());
         HttpCall {
             upstream: self.upstream(),
             method: "POST".into(),
-            path: self.path(api, stream).map(Cow::into_owned).unwrap_or_default(),
+            path,
             headers,
             body,
             timeout_ms,
@@ -228,7 +252,7 @@ mod tests {
             ("claude", Some("/x"))
         );
         let client = [("authorization".to_string(), "Bearer client".to_string())];
-        let call = t.call(b"{}".to_vec(), Api::ChatCompletions, false, &client, &[], 7);
+        let call = t.call(b"{}".to_vec(), Api::ChatCompletions, false, &client, &[], 7, 0);
         assert_eq!(call.upstream.cluster, "c");
         assert_eq!(call.timeout_ms, 7);
         assert_eq!(
@@ -244,7 +268,7 @@ mod tests {
             "endpoint": {"cluster": "c", "host": "h:80"}}))
         .unwrap();
         let client = [("authorization".to_string(), "Bearer client".to_string())];
-        let call = t.call(Vec::new(), Api::ChatCompletions, false, &client, &[], 1);
+        let call = t.call(Vec::new(), Api::ChatCompletions, false, &client, &[], 1, 0);
         assert!(call
             .headers
             .contains(&("authorization".into(), "Bearer client".into())));

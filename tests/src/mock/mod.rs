@@ -12,6 +12,8 @@
 //! | `POST /v1/messages` | Anthropic; `x-api-key` or `authorization: Bearer <key>`, `anthropic-version`, `max_tokens` |
 //! | `POST /v1/embeddings` | OpenAI embeddings: `input` (string, strings, token arrays), `encoding_format` (`float`, `base64`), `dimensions` (default [`EMBEDDING_DIMENSIONS`]) |
 //! | `POST /openai/deployments/{d}/embeddings?api-version=V` | Azure OpenAI embeddings |
+//! | `POST /{v}/models/{m}:generateContent`, `:streamGenerateContent?alt=sse`, `:batchEmbedContents`, `:embedContent` | Gemini (AI Studio); `x-goog-api-key` (or `?key=`); the model is `m` (`gemini.rs`) |
+//! | `POST /{v}/projects/{p}/locations/{l}/publishers/google/models/{m}:generateContent`, `:streamGenerateContent?alt=sse`, `:predict` | Gemini on Vertex AI; `authorization: Bearer <token>` |
 //! | any method `/echo`, `/echo/...` | 200 `{"method", "path", "query": {k: v or [v, ...]}, "headers": {...}, "body": <JSON, else text>}` |
 //! | `GET /_mock/requests` | the records, oldest first: `{"method", "path" (with query), "headers", "body" (text), "json"}` |
 //! | `DELETE /_mock/requests` | clears records and faults |
@@ -29,6 +31,7 @@
 //! | `x-mock-usage: P,C` | prompt and completion tokens (embeddings: `P` is the prompt) |
 //! | `x-mock-cached: R` or `R,W` | `R` prompt tokens read from the cache, `W` written to it (part of the prompt): OpenAI `prompt_tokens_details.cached_tokens` = R (and `completion_tokens_details`); Anthropic `cache_read_input_tokens` = R, `cache_creation_input_tokens` = W, `input_tokens` = P − R − W; in JSON and in streamed usage |
 //! | `x-mock-reasoning: N` | OpenAI `completion_tokens_details.reasoning_tokens` = N (part of the completion; adds the details objects too) |
+//! | `x-mock-finish: R` | Gemini: the answer ends with `finishReason` R and no content (`SAFETY`, `RECITATION`, …; rated `HIGH`), or `PROMPT_R` blocks the prompt (`promptFeedback.blockReason` R) |
 //! | `x-mock-fault: {...}` | a fault for this request (takes precedence over queued rules, does not consume them) |
 //!
 //! A fault is `{"delay_ms", "status", "malformed", "cut_after", "drip_ms", "reset", "reply"}` (any
@@ -69,7 +72,7 @@
 //!
 //! This module holds the server, the records, the faults and the dispatch; `engine.rs` decides what to
 //! answer; each wire format is one file implementing `Wire` (`openai.rs` for OpenAI and Azure,
-//! `anthropic.rs`). A new provider (say `gemini.rs`) is one more file and one line in `route`.
+//! `anthropic.rs`, `gemini.rs`). A new provider is one more file and one line in `route`.
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Write};
@@ -85,6 +88,7 @@ use crate::http::{read_body, read_head, Head};
 
 mod anthropic;
 mod engine;
+mod gemini;
 mod openai;
 mod schema;
 
@@ -372,6 +376,9 @@ fn route(path: &str) -> Option<Endpoint> {
     }
     if path == "/echo" || path.starts_with("/echo/") {
         return Some(Endpoint::Echo);
+    }
+    if let Some(endpoint) = gemini::route(path) {
+        return Some(endpoint);
     }
     let rest = path.strip_prefix("/openai/deployments/")?;
     let (deployment, operation) = rest.split_once('/')?;

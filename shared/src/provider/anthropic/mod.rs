@@ -91,9 +91,9 @@ impl Provider for Anthropic {
             Api::Embeddings | Api::Completions => None,
         }
     }
-    fn headers(&self, key: Option<&str>) -> Vec<(&'static str, String)> {
+    fn headers(&self, call: &super::Outgoing<'_>) -> Vec<(&'static str, String)> {
         let mut h = Vec::with_capacity(2);
-        if let Some(k) = key {
+        if let Some(k) = call.key {
             h.push(("x-api-key", k.to_string()));
         }
         h.push(("anthropic-version", self.version.clone()));

@@ -6,10 +6,12 @@
 //! target's dialect: requests rendered from [`neutral`] (for Anthropic's door, [`render`]), answers,
 //! errors and stream chunks read into it ([`response`], [`Decoder`], [`error`]); passed through, the
 //! usage chunk asked for ([`request_stream_usage`]) and observed or stripped again ([`OpenAiStream`]);
-//! usage with its cached and reasoning parts ([`usage`]).
+//! usage with its cached and reasoning parts ([`usage`]). Embeddings for targets of another dialect:
+//! [`embeddings`].
 
 mod answer;
 pub mod decode;
+pub mod embeddings;
 pub mod render;
 mod stream;
 
@@ -92,8 +94,9 @@ impl Provider for OpenAi {
             Api::Completions => return None,
         }))
     }
-    fn headers(&self, key: Option<&str>) -> Vec<(&'static str, String)> {
-        key.map(|k| ("authorization", format!("Bearer {k}")))
+    fn headers(&self, call: &super::Outgoing<'_>) -> Vec<(&'static str, String)> {
+        call.key
+            .map(|k| ("authorization", format!("Bearer {k}")))
             .into_iter()
             .collect()
     }
