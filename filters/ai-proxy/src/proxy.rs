@@ -615,8 +615,11 @@ impl Policy for AiProxy {
             stream,
             host.now_ms() / 1000,
         );
+        // A translated answer is in the door's framing (Bedrock's binary event stream becomes SSE).
+        if let Some(content_type) = reply.content_type() {
+            let _logged = host.set_response_header("content-type", Some(content_type));
+        }
         let mode = if reply.needs_whole_body() {
-            let _logged = host.set_response_header("content-type", Some("application/json"));
             ResponseMode::Whole
         } else {
             ResponseMode::Stream

@@ -294,7 +294,7 @@ mod tests {
 
     fn provider(v: Value) -> Box<dyn Provider> {
         let raw: ProviderConfig = serde_json::from_value(v).unwrap();
-        raw.compile(Some("m-up".into()), &|f| f.to_string(), &|_| None)
+        raw.compile(Some("m-up".into()), &|f| f.to_string(), &|_| None, false)
             .unwrap()
     }
 

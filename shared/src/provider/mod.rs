@@ -19,6 +19,7 @@
 //! | [`openai`] | `openai`, `openai_compatible` | OpenAI (a door) | `authorization: Bearer` | `/v1/chat/completions` | `/v1/embeddings` |
 //! | [`azure`] | `azure` | OpenAI | `api-key` | `/openai/deployments/{d}/chat/completions?api-version=` | `/openai/deployments/{d}/embeddings?api-version=` |
 //! | [`anthropic`] | `anthropic` | Anthropic Messages (a door) | `x-api-key`, `anthropic-version` | `/v1/messages` | none |
+//! | [`bedrock`] | `bedrock` | Bedrock Converse | SigV4 (`authorization`, `x-amz-date`, `x-amz-content-sha256`) or `authorization: Bearer` | `/model/{id}/converse` (`/converse-stream`) | `/model/{id}/invoke` (Titan, Cohere) |
 //! | [`gemini`] | `gemini`, `vertex_ai` | Gemini | `x-goog-api-key` / `authorization: Bearer` | `…/models/{m}:generateContent` (`:streamGenerateContent?alt=sse`) | `:batchEmbedContents` / `:predict` |
 //!
 //! # Adding a provider
@@ -54,6 +55,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod bedrock;
 mod exchange;
 pub mod gemini;
 pub mod neutral;
@@ -322,7 +324,13 @@ fn line_frame(line: Result<String, ndjson::LineError>) -> Result<Frame, FrameFau
 
 /// Request headers that carry a provider key. A target with credentials of its own removes all of
 /// them from the client's request, so no client credential reaches a provider.
-pub const CREDENTIAL_HEADERS: &[&str] = &["authorization", "api-key", "x-api-key", "x-goog-api-key"];
+pub const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "api-key",
+    "x-api-key",
+    "x-goog-api-key",
+    "x-amz-security-token",
+];
 
 /// A target's provider as configured: the `provider` tag picks the variant, and each variant refuses
 /// the fields of the others.
@@ -335,17 +343,19 @@ pub enum ProviderConfig {
     Anthropic(anthropic::Config),
     Gemini(gemini::GeminiConfig),
     VertexAi(gemini::VertexConfig),
+    Bedrock(bedrock::Config),
 }
 
 impl ProviderConfig {
     /// Checks the provider's fields. `model` is the target's `model`; `at` names a field of the
     /// target in errors (`targets[1].deployment`); `env` reads the VM environment (Bedrock's AWS
-    /// credentials).
+    /// credentials); `has_key`: the target has an `auth` of its own.
     pub fn compile(
         self,
         model: Option<String>,
         at: &dyn Fn(&str) -> String,
-        _env: &dyn Fn(&str) -> Option<String>,
+        env: &dyn Fn(&str) -> Option<String>,
+        has_key: bool,
     ) -> Result<Box<dyn Provider>, ConfigError> {
         Ok(match self {
             ProviderConfig::Openai(c) => Box::new(c.compile(openai::Flavor::OpenAi, model, at)?),
@@ -356,6 +366,7 @@ impl ProviderConfig {
             ProviderConfig::Anthropic(c) => Box::new(c.compile(model, at)?),
             ProviderConfig::Gemini(c) => Box::new(c.compile(model, at)?),
             ProviderConfig::VertexAi(c) => Box::new(c.compile(model, at)?),
+            ProviderConfig::Bedrock(c) => Box::new(c.compile(model, at, env, has_key)?),
         })
     }
 }
@@ -376,6 +387,8 @@ pub fn usage_of(answer: &Value) -> Option<Usage> {
         anthropic::usage(answer)
     } else if answer.get("usageMetadata").is_some() {
         gemini::usage(answer)
+    } else if answer.get("output").is_some_and(|o| o.get("message").is_some()) {
+        bedrock::usage(answer)
     } else {
         openai::usage(answer)
     }
@@ -424,7 +437,7 @@ mod tests {
             o.remove("model");
         }
         let raw: ProviderConfig = serde_json::from_value(v).map_err(|e| e.to_string())?;
-        raw.compile(model, &|f| format!("t.{f}"), &|_| None)
+        raw.compile(model, &|f| format!("t.{f}"), &|_| None, false)
             .map_err(|e| e.to_string())
     }
 

@@ -80,7 +80,7 @@ impl RawTarget {
         at: &dyn Fn(&str) -> String,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Target, ConfigError> {
-        let provider = self.provider.compile(self.model, at, env)?;
+        let provider = self.provider.compile(self.model, at, env, self.auth.is_some())?;
         if self.endpoint.cluster.trim().is_empty() {
             return Err(ConfigError::new(
                 at("endpoint.cluster"),

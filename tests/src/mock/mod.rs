@@ -14,6 +14,7 @@
 //! | `POST /openai/deployments/{d}/embeddings?api-version=V` | Azure OpenAI embeddings |
 //! | `POST /{v}/models/{m}:generateContent`, `:streamGenerateContent?alt=sse`, `:batchEmbedContents`, `:embedContent` | Gemini (AI Studio); `x-goog-api-key` (or `?key=`); the model is `m` (`gemini.rs`) |
 //! | `POST /{v}/projects/{p}/locations/{l}/publishers/google/models/{m}:generateContent`, `:streamGenerateContent?alt=sse`, `:predict` | Gemini on Vertex AI; `authorization: Bearer <token>` |
+//! | `POST /model/{id}/converse`, `/model/{id}/converse-stream`, `/model/{id}/invoke` | AWS Bedrock Converse (JSON; the stream in the binary `application/vnd.amazon.eventstream` framing with real CRCs) and InvokeModel embeddings (Titan `amazon.titan-embed-*`, Cohere `cohere.embed-*`); `authorization: Bearer <key>`, or a SigV4 `authorization` of the right shape with `x-amz-date` and an `x-amz-content-sha256` equal to the body's hash (`bedrock.rs`) |
 //! | any method `/echo`, `/echo/...` | 200 `{"method", "path", "query": {k: v or [v, ...]}, "headers": {...}, "body": <JSON, else text>}` |
 //! | `GET /_mock/requests` | the records, oldest first: `{"method", "path" (with query), "headers", "body" (text), "json"}` |
 //! | `DELETE /_mock/requests` | clears records and faults |
@@ -87,11 +88,13 @@ use serde_json::{json, Map, Value};
 use crate::http::{read_body, read_head, Head};
 
 mod anthropic;
+mod bedrock;
 mod engine;
 mod gemini;
 mod openai;
 mod schema;
 
+pub use bedrock::{MOCK_ACCESS_KEY_ID, MOCK_SECRET};
 pub use engine::{
     reply_to, reply_to_tool, thinking_signature, words, REPLY_PREFIX, THINKING_PREFIX, TOOL_REPLY_PREFIX,
 };
@@ -347,6 +350,21 @@ pub(crate) trait Wire {
     fn chat_json(&self, n: u64, answer: &Answer) -> Value;
     /// A streamed chat answer: the SSE events, each with its framing.
     fn chat_events(&self, n: u64, answer: &Answer) -> Vec<String>;
+    /// The `content-type` of a streamed answer.
+    fn stream_content_type(&self) -> &'static str {
+        "text/event-stream"
+    }
+    /// A streamed chat answer as the bytes of each event (binary framings override it).
+    fn chat_frames(&self, n: u64, answer: &Answer) -> Vec<Vec<u8>> {
+        self.chat_events(n, answer)
+            .into_iter()
+            .map(String::into_bytes)
+            .collect()
+    }
+    /// One event made invalid (the `malformed` fault): SSE events get their JSON cut in half.
+    fn malformed_frame(&self, frame: &[u8]) -> Vec<u8> {
+        truncate_event(&String::from_utf8_lossy(frame)).into_bytes()
+    }
     /// Checks auth and the body of an embeddings request and answers it, for formats that have them.
     fn embeddings(&self, _req: &Request, _body: Option<&Value>) -> Result<Value, ApiError> {
         Err(ApiError::new(404, "mock: no embeddings in this format"))
@@ -378,6 +396,9 @@ fn route(path: &str) -> Option<Endpoint> {
         return Some(Endpoint::Echo);
     }
     if let Some(endpoint) = gemini::route(path) {
+        return Some(endpoint);
+    }
+    if let Some(endpoint) = bedrock::route(path) {
         return Some(endpoint);
     }
     let rest = path.strip_prefix("/openai/deployments/")?;
@@ -492,13 +513,21 @@ fn handle_api(
     };
     let n = shared.next_id.fetch_add(1, Ordering::SeqCst) + 1;
     if ans.stream {
-        let mut events = wire.chat_events(n, &ans);
+        let mut events = wire.chat_frames(n, &ans);
         if fault.malformed {
             if let Some(ev) = events.get_mut(1) {
-                *ev = truncate_event(ev);
+                *ev = wire.malformed_frame(ev);
             }
         }
-        write_stream(w, status, &provider_header, &events, &fault, keep)
+        write_stream(
+            w,
+            status,
+            wire.stream_content_type(),
+            &provider_header,
+            &events,
+            &fault,
+            keep,
+        )
     } else {
         let mut text = wire.chat_json(n, &ans).to_string().into_bytes();
         if fault.malformed {
@@ -900,13 +929,14 @@ fn write_body(
 fn write_stream(
     w: &mut TcpStream,
     status: u16,
+    content_type: &str,
     headers: &[(&str, String)],
-    events: &[String],
+    events: &[Vec<u8>],
     fault: &Fault,
     keep: bool,
 ) -> io::Result<Next> {
     let mut all = vec![
-        ("content-type", "text/event-stream".to_string()),
+        ("content-type", content_type.to_string()),
         ("cache-control", "no-cache".to_string()),
     ];
     all.extend_from_slice(headers);
@@ -923,7 +953,7 @@ fn write_stream(
             thread::sleep(Duration::from_millis(fault.drip_ms));
         }
         let mut chunk = format!("{:x}\r\n", event.len()).into_bytes();
-        chunk.extend_from_slice(event.as_bytes());
+        chunk.extend_from_slice(event);
         chunk.extend_from_slice(b"\r\n");
         w.write_all(&chunk)?;
         w.flush()?;
