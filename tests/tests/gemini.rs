@@ -430,6 +430,48 @@ fn tools_with_stable_ids_and_the_tool_result_round_trip() {
         json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_time"]}})
     );
 
+    // Thinking models sign their calls: the signature rides in the id and goes back with the call.
+    bed.mock.clear();
+    let mut thinking = ask.clone();
+    thinking["reasoning_effort"] = json!("low");
+    let r = bed.chat(&thinking);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let message = v["choices"][0]["message"].clone();
+    assert!(
+        message["reasoning_content"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{v}"
+    );
+    let signed: Vec<String> = calls_of(&message).into_iter().map(|(id, _, _)| id).collect();
+    assert!(
+        signed.iter().all(|id| id.contains("__thought__sig_")),
+        "{signed:?}"
+    );
+    let mut back = thinking.clone();
+    let turns = back["messages"].as_array_mut().unwrap();
+    turns.push(message.clone());
+    turns.push(json!({"role": "tool", "tool_call_id": signed[0], "content": "sunny"}));
+    turns.push(json!({"role": "tool", "tool_call_id": signed[1], "content": "noon"}));
+    bed.mock.clear();
+    let r = bed.chat(&back);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = &bed.only_upstream()["json"]["contents"][1]["parts"];
+    assert!(
+        sent[0]["thoughtSignature"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("sig_")),
+        "{sent}"
+    );
+    // Without the signature (a client that rewrote the ids), the model refuses the turn.
+    let turns = back["messages"].as_array_mut().unwrap();
+    turns[1]["tool_calls"][0]["id"] = json!("call_plain");
+    turns[2]["tool_call_id"] = json!("call_plain");
+    let r = bed.chat(&back);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("thought_signature"), "{}", r.text());
+
     // A schema keyword Gemini cannot take and that cannot be left out is refused by name.
     bed.mock.clear();
     let mut refused = ask.clone();

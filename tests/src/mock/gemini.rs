@@ -15,11 +15,14 @@
 //! `generationConfig` (`responseMimeType`, `responseSchema`, `thinkingConfig.includeThoughts`; a
 //! `model` field in the body is refused, as Gemini has it in the path). Tool calls carry no ids.
 //! Usage is `usageMetadata` (`cachedContentTokenCount` from `x-mock-cached`, `thoughtsTokenCount`
-//! for the thinking text).
+//! for the thinking text). With `thinkingConfig.includeThoughts`, function calls carry a
+//! `thoughtSignature`, and a function call sent back must carry it again, as Gemini 3 requires.
 
 use serde_json::{json, Map, Value};
 
-use super::engine::{image_kind, words, Answer, Chat, Content, Format, Tool, ToolChoice, IMAGE_TYPES};
+use super::engine::{
+    image_kind, thinking_signature, words, Answer, Chat, Content, Format, Tool, ToolChoice, IMAGE_TYPES,
+};
 use super::{engine, ApiError, Endpoint, Operation, Request, Wire};
 
 /// Gemini's `Schema` fields (the mock refuses any other, as Gemini does).
@@ -302,6 +305,16 @@ impl Gemini {
         Some(v)
     }
 
+    /// A function call part; with thinking on it carries a `thoughtSignature`, as Gemini's thinking
+    /// models give (and require back).
+    fn call_part(a: &Answer, c: &engine::ToolCall) -> Value {
+        let mut part = json!({"functionCall": {"name": c.name, "args": c.arguments}});
+        if a.thinking.is_some() {
+            part["thoughtSignature"] = json!(thinking_signature(&c.name));
+        }
+        part
+    }
+
     fn usage_json(a: &Answer) -> Value {
         let thoughts = a.thinking.as_ref().map_or(0, |t| words(&t.text));
         let d = a.usage.details.clone().unwrap_or_default();
@@ -329,7 +342,7 @@ impl Gemini {
             Content::Text { text, .. } => out.push(json!({ "text": text })),
             Content::Tools { calls, .. } => {
                 for c in calls {
-                    out.push(json!({"functionCall": {"name": c.name, "args": c.arguments}}));
+                    out.push(Self::call_part(a, c));
                 }
             }
         }
@@ -425,6 +438,24 @@ impl Wire for Gemini {
             .and_then(|t| t.get("includeThoughts"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
+        // Thinking models refuse a function call sent back without its signature (Gemini 3 does).
+        if thinking {
+            for (i, turn) in contents.iter().enumerate() {
+                for (j, p) in parts(turn).iter().enumerate() {
+                    let Some(call) = p.get("functionCall") else {
+                        continue;
+                    };
+                    let name = call.get("name").and_then(Value::as_str).unwrap_or_default();
+                    if p.get("thoughtSignature").and_then(Value::as_str)
+                        != Some(thinking_signature(name).as_str())
+                    {
+                        return Err(bad(format!(
+                            "Function call is missing a thought_signature in functionCall parts (contents[{i}].parts[{j}])."
+                        )));
+                    }
+                }
+            }
+        }
         let last = contents.last();
         let tool_results: Vec<String> = last
             .filter(|t| t.get("role").and_then(Value::as_str) != Some("model"))
@@ -544,10 +575,7 @@ impl Wire for Gemini {
                 // Gemini sends each call whole; several calls may share a chunk.
                 let n = calls.len();
                 for (i, c) in calls.iter().enumerate() {
-                    events.push(event(
-                        vec![json!({"functionCall": {"name": c.name, "args": c.arguments}})],
-                        i + 1 == n,
-                    ));
+                    events.push(event(vec![Self::call_part(a, c)], i + 1 == n));
                 }
             }
         }

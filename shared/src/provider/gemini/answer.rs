@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{call_id, filtered_message, finish, usage, LABEL};
+use super::{client_call_id, filtered_message, finish, usage, LABEL};
 use crate::error::ApiError;
 use crate::provider::neutral::{Completion, Embeddings, Finish, Thought, ToolCall};
 use crate::usage::Usage;
@@ -62,10 +62,7 @@ pub fn response(body: &[u8], model: &str) -> Result<Completion, ApiError> {
     for p in parts {
         if let Some(call) = p.get("functionCall") {
             let name = call.get("name").and_then(Value::as_str).unwrap_or_default();
-            let id = match call.get("id").and_then(Value::as_str).filter(|i| !i.is_empty()) {
-                Some(id) => id.to_string(),
-                None => call_id(&c.id, c.tool_calls.len(), name),
-            };
+            let id = client_call_id(p, &c.id, c.tool_calls.len(), name);
             c.tool_calls.push(ToolCall {
                 id,
                 name: name.to_string(),
@@ -142,7 +139,7 @@ pub fn embeddings_response(body: &[u8]) -> Result<Embeddings, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::gemini::Gemini;
+    use crate::provider::gemini::{call_id, Gemini};
     use crate::provider::openai::parse_chat_request;
     use crate::provider::{Exchange, Reply};
     use serde_json::json;

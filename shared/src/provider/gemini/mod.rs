@@ -214,6 +214,42 @@ pub fn call_id(response_id: &str, index: usize, name: &str) -> String {
     format!("call_{}", h.get(..24).unwrap_or(&h))
 }
 
+/// What separates a tool-call id from the Gemini thought signature it carries.
+pub const SIGNATURE_SEPARATOR: &str = "__thought__";
+
+/// The id a client sees for a function call `part`: Gemini's own `id`, else [`call_id`], followed by
+/// the part's `thoughtSignature` (after [`SIGNATURE_SEPARATOR`]) when it has one. Thinking models
+/// (Gemini 2.5, and Gemini 3, which refuses a function call sent back without it) need that
+/// signature back with the call, and the id is the only thing every client returns unchanged.
+pub fn client_call_id(part: &Value, response_id: &str, index: usize, name: &str) -> String {
+    let call = part.get("functionCall");
+    let mut id = match call
+        .and_then(|c| c.get("id"))
+        .and_then(Value::as_str)
+        .filter(|i| !i.is_empty())
+    {
+        Some(id) => id.to_string(),
+        None => call_id(response_id, index, name),
+    };
+    if let Some(sig) = part
+        .get("thoughtSignature")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
+        id.push_str(SIGNATURE_SEPARATOR);
+        id.push_str(sig);
+    }
+    id
+}
+
+/// A client's tool-call id split into the id and the thought signature it carries, if any.
+pub fn split_call_id(id: &str) -> (&str, Option<&str>) {
+    match id.split_once(SIGNATURE_SEPARATOR) {
+        Some((id, sig)) if !sig.is_empty() => (id, Some(sig)),
+        _ => (id, None),
+    }
+}
+
 /// The neutral reason for a `finishReason`; `tools`: the answer called functions.
 pub fn finish(reason: &str, tools: bool) -> Finish {
     match reason {
@@ -398,6 +434,20 @@ mod tests {
             .compile(Some("../x".into()), &|f| format!("t.{f}"))
             .unwrap_err();
         assert!(bad.to_string().starts_with("t.model: must be"), "{bad}");
+    }
+
+    #[test]
+    fn thought_signatures_ride_in_the_id() {
+        let part = json!({"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "c2ln+/="});
+        let id = client_call_id(&part, "r", 0, "f");
+        assert_eq!(id, format!("{}__thought__c2ln+/=", call_id("r", 0, "f")));
+        assert_eq!(
+            split_call_id(&id),
+            (call_id("r", 0, "f").as_str(), Some("c2ln+/="))
+        );
+        let own = json!({"functionCall": {"id": "fc_1", "name": "f"}});
+        assert_eq!(client_call_id(&own, "r", 3, "f"), "fc_1");
+        assert_eq!(split_call_id("fc_1"), ("fc_1", None));
     }
 
     #[test]

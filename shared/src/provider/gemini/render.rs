@@ -14,7 +14,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{sanitize, LABEL};
+use super::{sanitize, split_call_id, LABEL};
 use crate::error::ApiError;
 use crate::provider::neutral::{
     self, effort_budget, invalid_messages, invalid_parameter, unsupported_content, Arguments, Format, Image,
@@ -123,7 +123,12 @@ fn parts(req: &neutral::Request<'_>, m: &neutral::Message<'_>) -> Result<Vec<Val
                 },
                 Role::Assistant,
             ) => {
-                out.push(json!({"functionCall": {"name": name, "args": call_args(arguments, &at, id)?}}));
+                let mut part =
+                    json!({"functionCall": {"name": name, "args": call_args(arguments, &at, id)?}});
+                if let (Some(sig), Some(o)) = (split_call_id(id).1, part.as_object_mut()) {
+                    o.insert("thoughtSignature".into(), Value::from(sig));
+                }
+                out.push(part);
             }
             (
                 Part::ToolResult {
@@ -491,6 +496,22 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn thought_signatures_go_back_with_their_calls() {
+        let req = json!({"model": "g", "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1__thought__c2ln", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1__thought__c2ln", "content": "ok"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}]});
+        let v = translate(req).unwrap();
+        assert_eq!(
+            v["contents"][1]["parts"][0],
+            json!({"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "c2ln"})
+        );
+        assert_eq!(v["contents"][2]["parts"][0]["functionResponse"]["name"], "f");
     }
 
     #[test]

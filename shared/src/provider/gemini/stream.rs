@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use super::{call_id, error_object, filtered_message, finish, usage};
+use super::{client_call_id, error_object, filtered_message, finish, usage};
 use crate::provider::neutral::{self, Event, Finish};
 use crate::provider::{Frame, StreamDecoder};
 use crate::usage::Usage;
@@ -100,10 +100,7 @@ impl StreamDecoder for Decoder {
         for p in parts {
             if let Some(call) = p.get("functionCall") {
                 let name = call.get("name").and_then(Value::as_str).unwrap_or_default();
-                let id = match call.get("id").and_then(Value::as_str).filter(|i| !i.is_empty()) {
-                    Some(id) => id.to_string(),
-                    None => call_id(&self.id, self.tools, name),
-                };
+                let id = client_call_id(p, &self.id, self.tools, name);
                 let args = call.get("args").map_or_else(|| "{}".into(), Value::to_string);
                 let index = self.tools;
                 self.tools += 1;
