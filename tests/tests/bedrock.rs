@@ -489,3 +489,36 @@ fn fallback_chain_openai_gemini_bedrock_in_callout_mode() {
         "mock reply to: stream through the chain"
     );
 }
+
+#[test]
+fn anthropic_door_json_and_a_cut_stream() {
+    let bed = Bed::start();
+    let r = bed.post(
+        "/v1/messages",
+        &json!({"model": "claude", "max_tokens": 30, "system": "Sys", "messages": user("hi from the claude sdk")}),
+        &[("anthropic-version", "2023-06-01")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["content"][0]["text"], "mock reply to: hi from the claude sdk");
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert_eq!(
+        v["usage"]["input_tokens"],
+        words("Sys") + words("hi from the claude sdk")
+    );
+    let up = bed.only_upstream();
+    assert_eq!(up["json"]["inferenceConfig"]["maxTokens"], 30);
+    assert!(up["headers"].get("x-api-key").is_none());
+
+    // The provider drops the connection after two event-stream messages of a forwarded stream: as for
+    // every provider (tests/tests/stream_cut.rs), Envoy resets the client and the filter never sees the
+    // end, so the events translated so far arrive and no `[DONE]` (callout mode ends such streams cleanly).
+    let r = bed.chat_with(
+        &json!({"model": "claude", "stream": true, "messages": user("cut me off early")}),
+        &[("x-mock-fault", r#"{"cut_after": 2}"#)],
+    );
+    let text = r.text();
+    assert!(text.contains("\"content\":\"mock \""), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+}
