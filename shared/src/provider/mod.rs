@@ -738,10 +738,20 @@ mod tests {
             None,
             "OpenAI's usage chunk is OpenAiStream's to read"
         );
+        let mut gemini = NativeStreamUsage::default();
+        let mut frames = Framing::Sse.decoder();
+        for f in frames.feed(include_bytes!("../../tests/fixtures/gemini_stream.sse")) {
+            gemini.observe(&f.unwrap());
+        }
+        assert_eq!(
+            gemini.usage().map(|u| (u.prompt_tokens, u.completion_tokens)),
+            Some((6, 5)),
+            "the last usageMetadata wins"
+        );
     }
 
     #[test]
-    fn usage_of_either_dialect() {
+    fn usage_of_every_dialect() {
         let cases = [
             (
                 json!({"usage": {"prompt_tokens": 2, "completion_tokens": 3}}),
@@ -752,6 +762,14 @@ mod tests {
                 Some((4, 5)),
             ),
             (json!({"type": "message", "usage": {"prompt_tokens": 4}}), None),
+            (
+                json!({"usageMetadata": {"promptTokenCount": 6, "candidatesTokenCount": 7}}),
+                Some((6, 7)),
+            ),
+            (
+                json!({"output": {"message": {}}, "usage": {"inputTokens": 8, "outputTokens": 9}}),
+                Some((8, 9)),
+            ),
             (json!({"choices": []}), None),
         ];
         for (v, want) in cases {
