@@ -71,7 +71,27 @@ fn the_printed_examples_work_through_the_whole_chain() {
     let models = request(demo.envoy.port, "GET", "/v1/models", &[], b"")
         .unwrap()
         .json();
-    assert_eq!(models["data"].as_array().unwrap().len(), 4);
+    assert_eq!(models["data"].as_array().unwrap().len(), 6);
+
+    // Gemini and Bedrock on the mock: a key header, and a SigV4 signature the mock recomputes.
+    for (model, provider) in [("gemini-2.0-flash", "gemini"), ("bedrock-claude", "bedrock")] {
+        let r = demo.chat(json!({"model": model, "messages": user("Hello there")}), &[]);
+        assert_eq!(r.status, 200, "{model}: {}", r.text());
+        assert_eq!(r.header("x-ai-provider"), Some(provider));
+        assert_eq!(
+            r.json()["choices"][0]["message"]["content"],
+            "mock reply to: Hello there"
+        );
+        let r = demo.chat(
+            json!({"model": model, "stream": true, "messages": user("Stream please")}),
+            &[],
+        );
+        assert!(
+            r.text().trim_end().ends_with("data: [DONE]"),
+            "{model}: {}",
+            r.text()
+        );
+    }
 
     let stats = demo.envoy.stats_prometheus();
     assert!(
