@@ -18,12 +18,19 @@ fn proxy_config(mock_port: u16) -> Value {
             {"name": "claude-haiku", "provider": "anthropic", "model": "claude-3-5-haiku-20241022",
              "endpoint": {"cluster": "mock_anthropic", "host": host}, "auth": {"env": "ANTHROPIC_API_KEY"}},
             {"name": "openai-embed", "provider": "openai", "model": "text-embedding-3-small",
-             "endpoint": {"cluster": "mock_openai", "host": host}, "auth": {"env": "OPENAI_API_KEY"}}
+             "endpoint": {"cluster": "mock_openai", "host": host}, "auth": {"env": "OPENAI_API_KEY"}},
+            {"name": "gemini-flash", "provider": "gemini", "model": "gemini-2.0-flash",
+             "endpoint": {"cluster": "mock_openai", "host": host}, "auth": {"value": "AIza-sdk"}},
+            {"name": "bedrock-claude", "provider": "bedrock", "model": "anthropic.claude-3-5-haiku-20241022-v1:0",
+             "region": "us-east-1", "endpoint": {"cluster": "mock_openai", "host": host},
+             "aws": {"access_key_id": {"value": e2e::mock::MOCK_ACCESS_KEY_ID}, "secret_access_key": {"value": e2e::mock::MOCK_SECRET}}}
         ],
         "models": {
             "gpt-4o-mini": {"targets": [{"target": "openai-mini"}]},
             "claude-3-5-haiku": {"targets": [{"target": "claude-haiku"}]},
-            "text-embedding-3-small": {"targets": [{"target": "openai-embed"}]}
+            "text-embedding-3-small": {"targets": [{"target": "openai-embed"}]},
+            "gemini-flash": {"targets": [{"target": "gemini-flash"}]},
+            "bedrock-claude": {"targets": [{"target": "bedrock-claude"}]}
         }
     })
 }
@@ -436,4 +443,94 @@ fn anthropic_sdk_against_an_openai_target() {
         image["json"]["messages"][0]["content"][1]["image_url"]["url"],
         format!("data:image/png;base64,{PNG}")
     );
+}
+
+#[test]
+fn both_sdks_against_gemini_and_bedrock_targets() {
+    let bed = Bed::start();
+    let script = prelude()
+        + r#"
+import anthropic
+from openai import OpenAI
+from pydantic import BaseModel
+c = OpenAI(base_url=os.environ["E2E_BASE_URL"] + "/v1", api_key=os.environ["E2E_API_KEY"], max_retries=0)
+a = anthropic.Anthropic(base_url=os.environ["E2E_BASE_URL"], api_key=os.environ["E2E_API_KEY"], max_retries=0)
+
+class Place(BaseModel):
+    city: str
+    visitors: int
+
+for M in ["gemini-flash", "bedrock-claude"]:
+    o = out.setdefault(M, {})
+    r = c.chat.completions.create(model=M, messages=[{"role": "user", "content": "Hello from the SDK"}])
+    o["chat"] = [r.choices[0].message.content, r.choices[0].finish_reason, r.usage.prompt_tokens]
+    text, usage = "", None
+    for ch in c.chat.completions.create(model=M, stream=True, stream_options={"include_usage": True},
+                                        messages=[{"role": "user", "content": "Stream it"}]):
+        if ch.choices:
+            text += ch.choices[0].delta.content or ""
+        if ch.usage:
+            usage = ch.usage.total_tokens
+    o["stream"] = [text, usage]
+    r = c.chat.completions.create(model=M, tools=OPENAI_TOOLS, messages=[{"role": "user", "content": PROMPT}])
+    m = r.choices[0].message
+    o["tools"] = [r.choices[0].finish_reason, [[t.function.name, json.loads(t.function.arguments)] for t in m.tool_calls]]
+    history = [{"role": "user", "content": PROMPT}, m.model_dump(exclude_none=True)]
+    history += [{"role": "tool", "tool_call_id": t.id, "content": "result %d" % i} for i, t in enumerate(m.tool_calls)]
+    r = c.chat.completions.create(model=M, tools=OPENAI_TOOLS, messages=history)
+    o["round_trip"] = [r.choices[0].message.content, r.choices[0].finish_reason]
+    calls = {}
+    for ch in c.chat.completions.create(model=M, tools=OPENAI_TOOLS, stream=True, messages=[{"role": "user", "content": PROMPT}]):
+        for tc in (ch.choices[0].delta.tool_calls or []) if ch.choices else []:
+            e = calls.setdefault(tc.index, {"name": None, "args": ""})
+            if tc.function:
+                e["name"] = tc.function.name or e["name"]
+                e["args"] += tc.function.arguments or ""
+    o["stream_tools"] = [[v["name"], json.loads(v["args"])] for _, v in sorted(calls.items())]
+    r = c.chat.completions.create(model=M, messages=[{"role": "user", "content": [
+        {"type": "text", "text": "What is this"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + PNG}}]}])
+    o["images"] = r.choices[0].message.content
+    r = c.chat.completions.parse(model=M, messages=[{"role": "user", "content": "Paris gets many visitors"}], response_format=Place)
+    p = r.choices[0].message.parsed
+    o["parsed"] = [type(p).__name__, isinstance(p.city, str) and len(p.city) > 0, isinstance(p.visitors, int)]
+    m = a.messages.create(model=M, max_tokens=64, messages=[{"role": "user", "content": "Hello Claude SDK"}])
+    o["anthropic"] = [m.content[0].text, m.stop_reason, m.usage.input_tokens]
+    with a.messages.stream(model=M, max_tokens=64, messages=[{"role": "user", "content": "Stream Claude SDK"}]) as st:
+        o["anthropic_stream"] = "".join(st.text_stream)
+print(json.dumps(out))
+"#;
+    let out = bed.sdk().run_json(&script).unwrap();
+    for model in ["gemini-flash", "bedrock-claude"] {
+        let o = &out[model];
+        assert_eq!(
+            o["chat"],
+            json!([reply_to("Hello from the SDK"), "stop", 4]),
+            "{model}"
+        );
+        assert_eq!(o["stream"][0], reply_to("Stream it"), "{model}");
+        assert!(o["stream"][1].as_u64().unwrap() > 0, "{model}");
+        assert_eq!(o["tools"], json!(["tool_calls", expected_calls()]), "{model}");
+        assert_eq!(
+            o["round_trip"],
+            json!([reply_to_tool(&["result 0", "result 1"]), "stop"]),
+            "{model}"
+        );
+        assert_eq!(o["stream_tools"], expected_calls(), "{model}");
+        assert_eq!(
+            o["images"], "mock reply to: What is this I see 1 image.",
+            "{model}"
+        );
+        assert_eq!(o["parsed"], json!(["Place", true, true]), "{model}");
+        assert_eq!(
+            o["anthropic"],
+            json!([reply_to("Hello Claude SDK"), "end_turn", 3]),
+            "{model}"
+        );
+        assert_eq!(o["anthropic_stream"], reply_to("Stream Claude SDK"), "{model}");
+    }
+    assert!(!bed.upstream("/v1beta/models/gemini-2.0-flash").is_empty());
+    assert!(!bed
+        .upstream("/model/anthropic.claude-3-5-haiku-20241022-v1%3A0")
+        .is_empty());
 }
