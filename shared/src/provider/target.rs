@@ -163,7 +163,7 @@ impl Target {
 
     /// The `:authority` sent: `host`, `:443` dropped.
     pub fn authority(&self) -> &str {
-        self.host.strip_suffix(":443").unwrap_or(&self.host)
+        crate::host::authority(&self.host)
     }
 
     /// The client's credentials go along: the target has none of its own.
