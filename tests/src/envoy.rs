@@ -126,7 +126,7 @@ fn q(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
-const STATS_TAGS: [&str; 24] = [
+const STATS_TAGS: [&str; 26] = [
     "provider",
     "target",
     "model",
@@ -151,6 +151,8 @@ const STATS_TAGS: [&str; 24] = [
     "stage",
     "task",
     "param",
+    "balancer",
+    "reason",
 ];
 const CLUSTERS: [&str; 3] = ["mock_openai", "mock_anthropic", "mock_azure"];
 
