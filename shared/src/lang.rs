@@ -328,6 +328,85 @@ pub fn language(text: &str) -> &'static str {
     }
 }
 
+/// How a line of source code starts (after its indentation): a keyword of a common language.
+const CODE_STARTS: [&str; 30] = [
+    "def ",
+    "fn ",
+    "pub fn ",
+    "func ",
+    "function ",
+    "class ",
+    "import ",
+    "from ",
+    "#include",
+    "package ",
+    "public ",
+    "private ",
+    "static ",
+    "return ",
+    "const ",
+    "let ",
+    "var ",
+    "if (",
+    "for (",
+    "while (",
+    "} else",
+    "select ",
+    "insert into ",
+    "create table ",
+    "<?php",
+    "#!/",
+    "async ",
+    "struct ",
+    "impl ",
+    "elif ",
+];
+/// How a line of source code ends.
+const CODE_ENDS: [&str; 6] = [";", "{", "}", "):", "=>", "*/"];
+
+/// Whether a line reads as source code: it starts with a keyword of [`CODE_STARTS`] (lower-cased),
+/// ends with one of [`CODE_ENDS`], or holds an assignment or call typical of code (`x = f(`, `a->b`,
+/// `a::b`).
+fn code_line(line: &str) -> bool {
+    let t = line.trim();
+    if t.chars().count() < 3 {
+        return false;
+    }
+    let lower = t.to_ascii_lowercase();
+    CODE_STARTS.iter().any(|k| lower.starts_with(k))
+        || CODE_ENDS.iter().any(|e| t.ends_with(e))
+        || t.contains("->")
+        || t.contains("::")
+        || (t.contains(" = ") && t.contains('(') && t.ends_with(')'))
+}
+
+/// Whether `text` holds source code, by these rules (no model):
+/// 1. a fenced block: a line that starts with ```` ``` ```` or `~~~`;
+/// 2. else at least two lines that read as code ([`code_line`]: a keyword start such as `def `,
+///    `function `, `#include`, `SELECT `; an end such as `;`, `{`, `}`; `->`, `::`, or `x = f(…)`),
+///    making at least a third of the non-empty lines.
+///
+/// One line of code inside prose is not enough; a pasted snippet of two lines is.
+pub fn looks_like_code(text: &str) -> bool {
+    let text = crate::text::truncate_chars(text, MAX_TEXT_CHARS);
+    let mut lines = 0usize;
+    let mut code = 0usize;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with("```") || t.starts_with("~~~") {
+            return true;
+        }
+        if t.is_empty() {
+            continue;
+        }
+        lines += 1;
+        if code_line(t) {
+            code += 1;
+        }
+    }
+    code >= 2 && code * 3 >= lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,5 +500,29 @@ mod tests {
         }
         let long = "a".repeat(MAX_TEXT_CHARS + 10);
         assert_eq!(body_text(long.as_bytes(), None).len(), MAX_TEXT_CHARS);
+    }
+
+    #[test]
+    fn code_is_told_from_prose() {
+        let cases = [
+            ("Here:\n```python\nprint(1)\n```", true),
+            ("  ~~~\nx\n~~~", true),
+            ("def add(a, b):\n    return a + b", true),
+            ("Why does this fail?\nint main() {\n  printf(\"hi\");\n}", true),
+            ("SELECT name FROM users\nWHERE id = 1;", true),
+            ("let x = compute(y)\nconsole.log(x);", true),
+            ("Hello, how are you today?", false),
+            ("I want to return my order; it arrived broken.", false),
+            (
+                "Write me a poem about the sea.\nMake it rhyme.\nAnd short.",
+                false,
+            ),
+            // One line of code in a long message is not enough.
+            ("a\nb\nc\nd\ne\nf\nx = f(1)\ny = g(2);", false),
+            ("", false),
+        ];
+        for (text, want) in cases {
+            assert_eq!(looks_like_code(text), want, "{text}");
+        }
     }
 }

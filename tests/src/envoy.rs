@@ -375,11 +375,12 @@ pub fn config_refused(filter: &str, field: &str) -> String {
 }
 
 /// The policy modules the bundle links (the names are the chain's `policy` values).
-const BUNDLED: [&str; 5] = [
+const BUNDLED: [&str; 6] = [
     "ai-prompt-guard",
     "ai-token-ratelimit",
     "ai-pii-redact",
     "ai-enrich",
+    "ai-router",
     "ai-proxy",
 ];
 
