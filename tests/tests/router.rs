@@ -459,3 +459,54 @@ fn a_non_llm_request_goes_to_the_upstream_a_rule_picks() {
     );
     assert_eq!((r.status, r.header("x-ai-route")), (200, None));
 }
+
+/// The shipped example `examples/envoy/sentiment-routing.yaml`: ai-enrich's sentiment task sets a header,
+/// ai-router routes on it, ai-proxy serves the model, the access log shows the route.
+#[test]
+fn the_sentiment_example_routes_unhappy_users_to_support() {
+    let mock = MockServer::start(0).unwrap();
+    let shipped =
+        std::fs::read_to_string(e2e::repo_root().join("examples/envoy/sentiment-routing.yaml")).unwrap();
+    let m = mock.port();
+    let yaml = shipped
+        .replace("port_value: 10010", "port_value: 0")
+        .replace("port_value: 9911", "port_value: 0")
+        .replace("port_value: 10001", &format!("port_value: {m}"))
+        .replace("127.0.0.1:10001", &format!("127.0.0.1:{m}"));
+    let envoy = Envoy::start_config(|_| yaml, 1).unwrap();
+    let ask = |text: &str, headers: &[(&str, &str)]| {
+        let r = envoy.chat(&json!({"model": "help", "messages": user(text)}), headers);
+        assert_eq!(r.status, 200, "{}", r.text());
+        (
+            r.header("x-ai-route").unwrap_or("").to_string(),
+            r.header("x-ai-target").unwrap_or("").to_string(),
+        )
+    };
+    let unhappy = "This is terrible, I feel negative about your service";
+    assert_eq!(ask(unhappy, &[]), ("support".into(), "support-model".into()));
+    assert_eq!(
+        ask("How do I reset my password?", &[]),
+        ("default".into(), "faq-model".into())
+    );
+    // A client cannot pick the support model by sending the header itself.
+    assert_eq!(
+        ask("How do I reset my password?", &[("x-ai-sentiment", "negative")]),
+        ("default".into(), "faq-model".into())
+    );
+    // The provider of the support model got the unhappy message; the sentiment task went to the FAQ's.
+    let sent: Vec<Value> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r["path"] == "/v1/messages")
+        .collect();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["json"]["messages"][0]["content"][0]["text"], unhappy);
+    assert!(envoy.wait_for_log(
+        "sentiment=negative route=support target=support-model",
+        Duration::from_secs(5)
+    ));
+    assert!(envoy.wait_for_log(
+        "sentiment=neutral route=default target=faq-model",
+        Duration::from_secs(5)
+    ));
+}
