@@ -510,3 +510,46 @@ fn the_sentiment_example_routes_unhappy_users_to_support() {
         Duration::from_secs(5)
     ));
 }
+
+#[test]
+fn the_local_classifier_needs_no_model() {
+    let bed = Bed::start(|port| {
+        vec![
+            router(json!({
+                "intent": {"labels": [
+                    {"name": "code", "code": true, "keywords": ["python", "compile"]},
+                    {"name": "billing", "keywords": ["invoice", "refund", "charged"]},
+                    {"name": "smalltalk", "max_words": 4}]},
+                "rules": [
+                    {"name": "code", "when": {"intent": ["code"]}, "action": to("code")},
+                    {"name": "billing", "when": {"intent": ["billing"]}, "action": to("keywords")},
+                    {"name": "chat", "when": {"intent": ["smalltalk"]}, "action": to("a")}
+                ],
+                "default": to("default")
+            })),
+            proxy(port),
+        ]
+    });
+    let cases = [
+        ("def f(x):\n    return x * 2\nwhy is this slow?", "code"),
+        ("my python script will not compile", "code"),
+        ("I was charged twice on this invoice", "billing"),
+        ("hi there!", "chat"),
+        ("Tell me about the history of Rome in detail", "default"),
+    ];
+    for (text, rule) in cases {
+        let r = bed.chat(ask("auto", user(text)), &[]);
+        assert_eq!(r.header("x-ai-route"), Some(rule), "{text}");
+    }
+    // No model was asked: every request the mock saw was a routed chat request.
+    assert!(bed
+        .mock
+        .requests()
+        .iter()
+        .all(|r| r["headers"]["x-ai-route"].is_string()));
+    let stats = bed.stats();
+    assert!(
+        stats.contains(r#"ai_router_intents_total{result="none"} 1"#),
+        "{stats}"
+    );
+}

@@ -416,4 +416,26 @@ mod tests {
             1
         );
     }
+
+    /// A non-LLM route on Kong: the host seam writes Kong's properties, the rule is named.
+    #[test]
+    fn routes_a_ticket_to_its_upstream_on_kong() {
+        let json = br#"{"paths": ["/support/tickets"],
+            "upstreams": {"desk": {"cluster": "desk", "host": "desk.internal:8443", "path": "/in"}},
+            "rules": [{"name": "angry", "when": {"text": {"keywords": ["refund"]}}, "action": {"upstream": "desk"}}]}"#;
+        let config = Rc::new(Config::parse(json, &|_| None).unwrap());
+        let mut host = FakeHost::new(HostKind::Kong).with_request_headers(&[
+            (":method", "POST"),
+            (":path", "/support/tickets"),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ]);
+        let mut p = Router::new(config, 1);
+        assert_eq!(p.on_request_headers(&mut host, true), Step::ReadBody);
+        let mut body = Body::new(b"subject=Order&text=I+want+a+refund".to_vec());
+        assert_eq!(p.on_request_body(&mut host, &mut body), Step::Continue);
+        assert_eq!(host.properties["kong.service.target"], "desk.internal:8443");
+        assert_eq!(host.properties["ngx.upstream_uri"], "/in");
+        assert_eq!(host.request_headers["x-ai-route"], "angry");
+        assert!(!body.changed(), "a non-chat body is not rewritten");
+    }
 }
