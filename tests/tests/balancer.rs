@@ -133,6 +133,12 @@ fn lowest_latency_moves_to_the_faster_target_and_back() {
     let picks = run(&bed, "fast", 60);
     let late = &picks[30..];
     assert!(count(late, "a") >= 22, "traffic moved back to a: {picks:?}");
+    // How many requests it took: the first after which 8 of the next 10 go to a.
+    let moved = (0..picks.len().saturating_sub(10))
+        .find(|&i| count(&picks[i..i + 10], "a") >= 8)
+        .unwrap();
+    eprintln!("lowest_latency: back on the recovered target after {moved} requests");
+    assert!(moved <= 30, "{picks:?}");
     let stats = bed.envoy.stats_prometheus();
     for reason in ["probe", "fastest", "explore"] {
         assert!(
