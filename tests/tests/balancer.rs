@@ -14,7 +14,7 @@ fn target(name: &str, model: &str, host: &str) -> Value {
            "endpoint": {"cluster": "mock_openai", "host": host}, "auth": {"value": "sk-openai"}})
 }
 
-fn config(mock_port: u16) -> Value {
+fn config(mock_port: u16, explore_percent: u32) -> Value {
     let host = format!("127.0.0.1:{mock_port}");
     let two = |a: &str, b: &str| json!([{"target": a}, {"target": b}]);
     json!({
@@ -32,9 +32,10 @@ fn config(mock_port: u16) -> Value {
             "busy": {"targets": two("a", "b"), "balancer": "least_busy"},
             "cheap": {"targets": two("a", "b"), "balancer": "lowest_cost"},
             "cheap-tie": {"targets": two("c", "d"), "balancer": "lowest_cost"},
-            "prio": {"targets": two("p1", "p2"), "balancer": "priority"}
+            "prio": {"targets": two("p1", "p2"), "balancer": "priority"},
+            "stream-fast": {"targets": two("c", "d"), "balancer": "lowest_latency"}
         },
-        "balancing": {"explore_percent": 10, "half_life": "2s", "probe_after": "2s"},
+        "balancing": {"explore_percent": explore_percent, "half_life": "2s", "probe_after": "2s"},
         "prices": {
             // a: cheap prompts, dear completions; b the other way round.
             "model-a": {"prompt_per_million": 1, "completion_per_million": 10},
@@ -52,8 +53,13 @@ struct Bed {
 
 impl Bed {
     fn start() -> Bed {
+        Bed::start_exploring(10)
+    }
+
+    fn start_exploring(explore_percent: u32) -> Bed {
         let mock = MockServer::start(0).unwrap();
-        let mut opts = EnvoyOptions::new(mock.port()).filter(Filter::ai_proxy(config(mock.port())));
+        let config = config(mock.port(), explore_percent);
+        let mut opts = EnvoyOptions::new(mock.port()).filter(Filter::ai_proxy(config));
         opts.concurrency = 2;
         let envoy = Envoy::start(opts).unwrap();
         Bed { mock, envoy }
@@ -322,4 +328,41 @@ fn priority_takes_the_first_target_and_skips_an_open_breaker() {
         ),
         "{stats}"
     );
+}
+
+#[test]
+fn lowest_latency_compares_streams_by_their_first_byte() {
+    let bed = Bed::start_exploring(0);
+    // c starts at once and then drips (slow to finish); d waits, then answers at once.
+    bed.mock
+        .add_fault(&json!({"model": "model-c", "times": 0, "fault": {"drip_ms": 60}}))
+        .unwrap();
+    bed.delay("model-d", 250);
+    let mut picks = Vec::new();
+    for _ in 0..8 {
+        let body = json!({"model": "stream-fast", "stream": true,
+                          "messages": [{"role": "user", "content": "hello"}]});
+        let r = bed.envoy.chat(&body, &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().trim_end().ends_with("data: [DONE]"), "{}", r.text());
+        picks.push((
+            target_of(&r),
+            r.header("x-ai-target-reason").unwrap_or("").to_string(),
+        ));
+    }
+    // Both probed first; then c, whose whole answer is the slower, for its first byte (d is probed
+    // again once its sample is older than probe_after, 2 s).
+    assert_eq!(
+        (count(&picks[..2], "c"), count(&picks[..2], "d")),
+        (1, 1),
+        "{picks:?}"
+    );
+    assert!(picks[..2].iter().all(|(_, r)| r == "probe"), "{picks:?}");
+    for (t, r) in &picks[2..] {
+        assert!(
+            (t == "c" && r == "fastest") || (t == "d" && r == "probe"),
+            "{picks:?}"
+        );
+    }
+    assert!(count(&picks[2..], "c") >= 4, "{picks:?}");
 }
