@@ -240,6 +240,12 @@ impl Policy for Chain {
         out
     }
 
+    fn on_response_too_large(&mut self, host: &mut dyn Host, limit: usize) {
+        for p in &mut self.policies {
+            p.on_response_too_large(host, limit);
+        }
+    }
+
     fn on_done(&mut self, host: &mut dyn Host) {
         for p in &mut self.policies {
             p.on_done(host);

@@ -43,6 +43,11 @@ pub const HOST_KIND_KEY: &str = "ai-gateway:host-kind";
 /// Bound on our own copy of a whole response on hosts that do not buffer it for us.
 pub const MAX_COLLECTED_RESPONSE: usize = 16 * 1024 * 1024;
 
+/// Bound on a whole response Envoy buffers for us: under Envoy's default connection buffer limit
+/// (1 MiB), so that a larger answer gets our 502 `response_too_large` in the door's shape rather than
+/// Envoy's plain-text 500 (`response_payload_too_large`).
+pub const MAX_HELD_RESPONSE: usize = 960 * 1024;
+
 /// Detects the host kind on the first request of this VM and keeps it.
 pub fn detect_kind<A: Abi>(abi: &mut A) -> HostKind {
     if let Some(kind) = abi.host_kind() {
@@ -130,6 +135,9 @@ enum Response {
     WholeBuffered,
     /// Kong: we keep our own copy and empty each chunk but the last.
     WholeCollected(Vec<u8>),
+    /// Envoy: the held response outgrew [`MAX_HELD_RESPONSE`]; its error has been sent, the rest of
+    /// the upstream's body is dropped.
+    Discarding,
 }
 
 /// One request: its policy and where the request stands.
@@ -489,7 +497,7 @@ impl<P: Policy> Driver<P> {
             ResponseMode::Whole => Response::WholeCollected(Vec::new()),
         };
         match self.response {
-            Response::PassThrough => Action::Continue,
+            Response::PassThrough | Response::Discarding => Action::Continue,
             // Envoy: hold the headers so the status and length can follow the rewritten body.
             Response::WholeBuffered => Action::Pause,
             // The body may change: a length sent now would truncate it (nginx sends the headers first).
@@ -520,14 +528,38 @@ impl<P: Policy> Driver<P> {
         }
     }
 
-    pub fn on_response_body<A: Abi>(
-        &mut self,
-        abi: &mut A,
-        _body_size: usize,
-        end_of_stream: bool,
-    ) -> Action {
+    pub fn on_response_body<A: Abi>(&mut self, abi: &mut A, body_size: usize, end_of_stream: bool) -> Action {
         match &mut self.response {
             Response::PassThrough => Action::Continue,
+            Response::Discarding => {
+                let _logged = abi.set_buffer(Buffer::ResponseBody, 0, body_size, b"");
+                Action::Continue
+            }
+            Response::WholeBuffered if !end_of_stream && body_size > MAX_HELD_RESPONSE => {
+                self.policy.on_response_too_large(abi, MAX_HELD_RESPONSE);
+                let err = ApiError::upstream(
+                    502,
+                    "response_too_large",
+                    format!(
+                        "the upstream's answer is larger than the {} KiB the gateway holds to read it",
+                        MAX_HELD_RESPONSE / 1024
+                    ),
+                );
+                let body = self.door.api_error(&err);
+                for (name, value) in [
+                    (":status", Some("502".to_string())),
+                    ("content-type", Some("application/json".to_string())),
+                    ("content-encoding", None),
+                    ("content-length", Some(body.len().to_string())),
+                ] {
+                    let _logged = abi.set_response_header(name, value.as_deref());
+                }
+                if let Err(s) = abi.set_buffer(Buffer::ResponseBody, 0, body_size, &body) {
+                    report(abi, "set_buffer", "response body", s);
+                }
+                self.response = Response::Discarding;
+                Action::Continue
+            }
             Response::Stream => {
                 let chunk = abi.buffer(Buffer::ResponseBody, 0, WHOLE).unwrap_or_default();
                 if let Some(out) = self.policy.on_response_chunk(abi, &chunk, end_of_stream) {

@@ -324,6 +324,10 @@ pub trait Policy {
     fn on_response_whole(&mut self, _host: &mut dyn Host, body: &[u8]) -> WholeResponse {
         WholeResponse::unchanged(body)
     }
+    /// The response was to be read whole ([`ResponseMode::Whole`]) but outgrew what the driver holds
+    /// (`limit` bytes): the client gets a 502 `response_too_large` instead, and
+    /// [`Policy::on_response_whole`] is not called. For the policy's accounting.
+    fn on_response_too_large(&mut self, _host: &mut dyn Host, _limit: usize) {}
     /// Whether the response to this policy's own local reply goes through its response callbacks (the
     /// chain of the bundle shows it to the policies before the one that replied, as separate filters
     /// would see it). Ordinary policies never see their own replies.

@@ -274,6 +274,8 @@ enum Reading {
     TranslatedJson,
     /// An error answer (any status outside 2xx): made a door error whole.
     Error { status: u16 },
+    /// A 2xx answer in a content encoding (named) the gateway cannot read.
+    Encoded(String),
 }
 
 type OpenAiObserved = openai::OpenAiStream;
@@ -315,9 +317,24 @@ impl Reply {
     }
 
     /// The body must be read whole and rewritten at once ([`Reply::whole`]); otherwise it is read as
-    /// it comes ([`Reply::chunk`]).
+    /// it comes ([`Reply::chunk`]). A JSON answer passed through is read whole too, so one that is not
+    /// an answer of its API becomes a 502 before its status leaves (checked, not re-serialised);
+    /// embeddings lists, which can be large, pass as they come.
     pub fn needs_whole_body(&self) -> bool {
-        matches!(self.reading, Reading::TranslatedJson | Reading::Error { .. })
+        match self.reading {
+            Reading::TranslatedJson | Reading::Error { .. } | Reading::Encoded(_) => true,
+            Reading::Json(_) => self.api != Api::Embeddings,
+            Reading::OpenAi(_) | Reading::Anthropic(_) | Reading::Translated(_) => false,
+        }
+    }
+
+    /// The provider encoded its 2xx answer (`content-encoding` other than `identity`, though the
+    /// gateway asks for none): the gateway cannot read it, so the client gets a 502
+    /// `bad_upstream_response` rather than bytes it may not be able to read either.
+    pub fn encoded(&mut self, encoding: &str) {
+        if !matches!(self.reading, Reading::Error { .. }) {
+            self.reading = Reading::Encoded(encoding.to_string());
+        }
     }
 
     /// One chunk of an answer read as it comes: replacement bytes, or `None` to pass it unchanged.
@@ -343,14 +360,14 @@ impl Reply {
                 append(out, tail)
             }
             Reading::Anthropic(s) => {
-                s.feed(chunk);
+                let out = s.feed(chunk);
                 if !end {
-                    return None;
+                    return out;
                 }
                 self.complete = s.is_done();
                 let tail = s.finish();
                 self.usage = s.usage();
-                append(None, tail)
+                append(out, tail)
             }
             Reading::Translated(s) => {
                 let mut out = s.feed(chunk);
@@ -372,7 +389,7 @@ impl Reply {
                 }
                 None
             }
-            Reading::TranslatedJson | Reading::Error { .. } => None,
+            Reading::TranslatedJson | Reading::Error { .. } | Reading::Encoded(_) => None,
         }
     }
 
@@ -383,6 +400,9 @@ impl Reply {
         let bad = |message: &str| ApiError::upstream(502, "bad_upstream_response", message);
         match &self.reading {
             Reading::Error { status } => Ok(client_error(Dialect::of(self.api), provider, *status, body)),
+            Reading::Encoded(encoding) => Err(bad(&format!(
+                "the provider's answer is {encoding}-encoded; the gateway reads only unencoded answers"
+            ))),
             Reading::TranslatedJson => {
                 let c = provider.translator().response(body, self.expect)?;
                 self.usage = Some(c.usage);
