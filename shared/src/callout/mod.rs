@@ -169,7 +169,12 @@ pub struct Service {
 /// `host:port` with a port in 1..=65535.
 pub fn valid_host(s: &str) -> bool {
     match s.rsplit_once(':') {
-        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        Some((host, port)) => {
+            !host.is_empty()
+                // It becomes `:authority`: visible ASCII only, no path.
+                && host.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b'@')
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
         None => false,
     }
 }

@@ -284,6 +284,16 @@ impl<P: Policy> Driver<P> {
             let step = self.policy.on_request_body(abi, &mut body);
             return self.apply_body_step(abi, step, body, 0, ctx);
         }
+        let encoding = abi
+            .request_header("content-encoding")
+            .filter(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"));
+        if let Some(encoding) = encoding {
+            // Read as it is, an encoded body is not what the upstream decodes: never checked raw.
+            return match self.policy.on_request_encoded(abi, &encoding) {
+                Some(reply) => self.reply(abi, reply),
+                None => self.proceed(abi, ctx),
+            };
+        }
         let body_ended = matches!(&self.stage, Stage::Calling(c) if c.body_ended);
         self.stage = Stage::ReadingBody;
         match abi.kind() {

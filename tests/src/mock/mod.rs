@@ -825,7 +825,7 @@ fn corrupt_utf8(bytes: &mut [u8]) -> bool {
 
 /// `data` as a gzip member (RFC 1952) of stored deflate blocks (RFC 1951 §3.2.4): valid gzip that any
 /// decoder reads, without a compressor.
-fn gzip_stored(data: &[u8]) -> Vec<u8> {
+pub fn gzip_stored(data: &[u8]) -> Vec<u8> {
     let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
     let mut blocks = data.chunks(0xffff).peekable();
     if blocks.peek().is_none() {
