@@ -32,7 +32,7 @@
 //! | `x-mock-fault: {...}` | a fault for this request (takes precedence over queued rules, does not consume them) |
 //!
 //! A fault is an object of these fields, in any combination (the fault matrix,
-//! `tests/tests/faults.rs`, uses each):
+//! `tests/tests/faults.rs`, is built on them):
 //!
 //! | field | effect |
 //! |---|---|
