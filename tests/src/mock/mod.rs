@@ -554,43 +554,14 @@ fn handle_echo(
     write_body(w, status, "application/json", &headers, &text, &fault, keep)
 }
 
-/// `%XX` and `+` decoded (query strings).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b, hex) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The query as an object: each key its decoded value, or an array of them when it repeats.
 fn query_json(req: &Request) -> Value {
     let mut out = Map::new();
     let Some((_, query)) = req.target.split_once('?') else {
         return Value::Object(out);
     };
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (percent_decode(k), Value::String(percent_decode(v)));
+    for (k, v) in shared::llm::inputs::form_pairs(query) {
+        let v = Value::String(v);
         match out.get_mut(&k) {
             Some(Value::Array(values)) => values.push(v),
             Some(first) => *first = Value::Array(vec![first.take(), v]),
