@@ -506,6 +506,11 @@ fn every_fault_ends_cleanly_for_every_provider() {
         );
         thread::sleep(Duration::from_millis(100));
     }
+    // Envoy saw each request once too (no retry, no duplicate).
+    assert_eq!(
+        envoy.stat("http.ai_gateway.downstream_rq_total"),
+        Some(work.len() as u64)
+    );
     let logs = envoy.logs();
     assert!(!logs.contains("panicked"), "a VM panicked:\n{logs}");
     e2e::envoy::assert_no_secrets(&envoy, &KEYS);
