@@ -10,8 +10,12 @@
 //! - "has a body": Kong's `end_of_stream` is always false in headers, so it is read from the headers;
 //! - `content-length`: removed from the request on Envoy when the body may change size (Kong
 //!   recomputes it), and from the response on both hosts when the response body may change;
-//! - whole responses: Envoy buffers them (headers paused, so the status can still change); Kong ignores
-//!   a Pause there, so the driver keeps its own copy and empties each chunk but the last;
+//! - whole responses: Envoy buffers them (headers paused, so the status can still change) up to
+//!   [`MAX_HELD_RESPONSE`], past which the client gets a 502 `response_too_large` and the rest is
+//!   dropped; Kong ignores a Pause there, so the driver keeps its own copy and empties each chunk but
+//!   the last;
+//! - request bodies with a `content-encoding` are never read: the policy says what to answer
+//!   ([`super::Policy::on_request_encoded`], by default 415 `unsupported_encoding`);
 //! - the last response chunk is never written empty (ngx_wasm_module then drops it and its end marker,
 //!   and a chunked response never ends), and writes that change nothing are skipped;
 //! - a callout started from the headers holds a request body until it answers;

@@ -6,10 +6,10 @@
 //! back as a tool, the parameters dropped. A target that speaks the door's dialect gets the body as it
 //! is (with its model); any other gets it decoded by the door's dialect into [`super::neutral`] and
 //! rendered by its [`super::Translator`]. [`Reply`] then reads the provider's answer: forward mode feeds
-//! it chunk by chunk as the proxy relays it ([`Reply::chunk`], or [`Reply::whole`] for bodies that must
-//! be rewritten at once), callout mode hands it over whole ([`Reply::whole`]), which also judges it: an
-//! answer that cannot be read, or a stream without its end, is an error there, so the request can
-//! still go elsewhere.
+//! a stream chunk by chunk as the proxy relays it ([`Reply::chunk`]: whole events only, each checked to
+//! be JSON) and reads a JSON answer whole before its status leaves ([`Reply::whole`], which judges it: a
+//! 2xx that is not an answer of its API becomes a 502); callout mode hands every answer over whole,
+//! where a stream without its end is an error too, so the request can still go elsewhere.
 
 use serde_json::{Map, Value};
 
@@ -268,7 +268,8 @@ enum Reading {
     Anthropic(anthropic::AnthropicStream),
     /// A stream in another dialect than the door's, translated event by event.
     Translated(Box<TranslatedStream>),
-    /// JSON in the door's dialect, passed through; a bounded copy is kept to read its usage.
+    /// JSON in the door's dialect: judged whole and passed as it is; embeddings lists pass as they
+    /// come, a bounded copy kept to read their usage.
     Json(Vec<u8>),
     /// JSON in another dialect: translated whole.
     TranslatedJson,
