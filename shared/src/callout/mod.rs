@@ -203,6 +203,12 @@ impl Service {
         if !raw.path.starts_with('/') {
             return Err(ConfigError::new(at("path"), "must start with /"));
         }
+        if !raw.path.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::new(
+                at("path"),
+                "must be a path of visible ASCII characters (percent-encode the rest)",
+            ));
+        }
         let mut headers = Vec::with_capacity(raw.headers.len());
         for (name, value) in raw.headers {
             let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
@@ -212,6 +218,7 @@ impl Service {
                     "is not a valid header name",
                 ));
             }
+            crate::config::check_header_value(at(&format!("headers.{name}")), &value)?;
             headers.push((name.to_ascii_lowercase(), value));
         }
         let timeout_ms = raw.timeout.map_or(timeouts.default_ms, Duration::as_ms);
@@ -521,6 +528,21 @@ mod tests {
                 json!({"upstream": {"cluster": "c", "host": "h:1"}, "path": "/", "headers": {"a b": "x"}}),
                 NAMES,
                 "svc.headers.a b",
+            ),
+            (
+                json!({"upstream": {"cluster": "c", "host": "h:1"}, "path": "/", "headers": {"x-key": "k\r\nx-evil: 1"}}),
+                NAMES,
+                "svc.headers.x-key",
+            ),
+            (
+                json!({"upstream": {"cluster": "c", "host": "h:1"}, "path": "/x y"}),
+                NAMES,
+                "svc.path",
+            ),
+            (
+                json!({"upstream": {"cluster": "c", "host": "h\r\nx: y:1"}, "path": "/"}),
+                NAMES,
+                "svc.upstream.host",
             ),
         ];
         for (v, names, field) in cases {
