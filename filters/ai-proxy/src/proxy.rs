@@ -835,10 +835,13 @@ impl Policy for AiProxy {
             let _logged = host.set_response_header(DROPPED_HEADER, Some(&dropped));
         }
         let provider = target.provider.as_ref();
-        let stream = host
-            .response_header("content-type")
-            .is_some_and(|c| provider.framing().matches(&c));
-        let reply = Reply::new(
+        // A stream only when the client asked for one and the provider answered one: an answer of the
+        // other kind is read as JSON, and judged so.
+        let stream = f.exchange.stream
+            && host
+                .response_header("content-type")
+                .is_some_and(|c| provider.framing().matches(&c));
+        let mut reply = Reply::new(
             provider,
             &f.exchange,
             f.account.status,
@@ -849,8 +852,16 @@ impl Policy for AiProxy {
         if stream {
             f.first_byte_ms = None;
         }
+        let encoding = host
+            .response_header("content-encoding")
+            .filter(|e| !e.trim().eq_ignore_ascii_case("identity"));
+        if let Some(encoding) = &encoding {
+            reply.encoded(encoding);
+        }
         let mode = if reply.needs_whole_body() {
             let _logged = host.set_response_header("content-type", Some("application/json"));
+            // The body is rewritten (or checked and kept, which it is only when not encoded).
+            let _logged = host.set_response_header("content-encoding", None);
             ResponseMode::Whole
         } else {
             ResponseMode::Stream
@@ -901,6 +912,16 @@ impl Policy for AiProxy {
                     status: Some(err.status),
                 }
             }
+        }
+    }
+
+    fn on_response_too_large(&mut self, host: &mut dyn Host, limit: usize) {
+        if let Stage::Forwarded(f) = &mut self.stage {
+            host.log(
+                LogLevel::Warn,
+                &format!("ai-proxy: the provider's answer is larger than {limit} bytes"),
+            );
+            f.account.status = 502;
         }
     }
 
