@@ -13,11 +13,11 @@ OPENAI_SDK_VERSION := 3.57.0
 ANTHROPIC_SDK_VERSION := 2.14.0
 WASM_BINDGEN_VERSION := 0.2.130
 WASM_TARGET := wasm32-wasip1
-FILTERS := ai-proxy ai-pii-redact ai-prompt-guard ai-token-ratelimit
+FILTERS := ai-proxy ai-pii-redact ai-prompt-guard ai-token-ratelimit ai-enrich
 # The bundle links the filters as libraries without their entry points; it is built in its own cargo
 # run, since building it with them would unify their `module` feature back on.
 BUNDLE := ai-gateway
-BUNDLE_SUITES := proxy resilience pii guard ratelimit classification coverage bypass
+BUNDLE_SUITES := proxy resilience pii guard ratelimit classification coverage bypass fleet enrich sdk
 WASM_DIR := target/$(WASM_TARGET)/release
 CARGO_BIN := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 WBG_RUNNER := $(CARGO_BIN)/wasm-bindgen-test-runner
@@ -103,6 +103,9 @@ wasm-test: toolchain wasm-bindgen
 
 meta: venv
 	$(PY) tests/check_meta.py
+	@# What a Kong schema accepts but its parser refuses would stop a Kong worker: none may exist.
+	cargo build -q --release -p e2e --bin config-check
+	$(PY) tests/schema_gaps.py
 
 e2e: venv services build
 	cargo test -p e2e --test '*'

@@ -36,6 +36,7 @@ AI gateway demo is up.
   OpenAI-compatible endpoint  http://127.0.0.1:$PORT/v1/chat/completions
   Envoy admin                 http://127.0.0.1:$ADMIN_PORT  (metrics: /stats/prometheus)
   Mock providers              http://127.0.0.1:$MOCK_PORT  (what reached them: /_mock/requests)
+  A non-LLM API (ai-enrich)   http://127.0.0.1:$PORT/support/  (echoes what the upstream received)
 
 Try:
   # OpenAI target
@@ -56,6 +57,12 @@ Try:
   # PII: the provider sees <EMAIL_1>, you get your address back
   curl -s localhost:$PORT/v1/chat/completions -H 'content-type: application/json' \\
     -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Mail me at jane.doe@example.com"}]}'
+  # Any API (not only LLM APIs): ai-enrich asks the model for the ticket's intent, entities and fraud risk
+  # in parallel and passes them upstream as x-ai-* headers and a signed x-ai-context token (HS256); the
+  # echo upstream shows what it received. The same ticket again is answered from the task cache.
+  curl -s localhost:$PORT/support/tickets -H 'content-type: application/json' \
+    -d '{"subject":"Charged twice","description":"Acme Payments charged my Zephyr plan twice, a billing error: please refund jane.doe@example.com"}'
+  curl -s localhost:$ADMIN_PORT/stats/prometheus | grep ai_enrich_task_calls
   # The models served, and the token/cost metrics
   curl -s localhost:$PORT/v1/models
   curl -s localhost:$ADMIN_PORT/stats/prometheus | grep ai_proxy_

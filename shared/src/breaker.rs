@@ -5,13 +5,19 @@
 //! a time; half-open while one probe is out. Every change goes through [`update_shared`], the one CAS
 //! loop; if the store stays contended or fails, traffic goes through (a breaker must never block on
 //! itself).
+//!
+//! With `store: {"type": "redis", …}` an open breaker is shared with the fleet: [`sync::BreakerSync`]
+//! publishes each open state to Redis from the root timer and opens here what another gateway opened.
+
+pub mod sync;
 
 use crate::config::{ConfigError, Duration};
 use crate::host::{update_shared, Host, LogLevel};
 use crate::metrics;
+use crate::redis::{RawStore, Store, BREAKERS};
 
 /// A breaker's config (`resilience.breaker`).
-#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBreaker {
     #[serde(default)]
@@ -19,6 +25,8 @@ pub struct RawBreaker {
     #[serde(default)]
     error_rate: Option<RawErrorRate>,
     cooldown_ms: Duration,
+    #[serde(default)]
+    store: Option<RawStore>,
 }
 
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
@@ -39,16 +47,22 @@ pub struct ErrorRate {
 }
 
 /// Opens on either rule; after `cooldown_ms` one probe may pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Breaker {
     pub consecutive_failures: Option<u32>,
     pub error_rate: Option<ErrorRate>,
     pub cooldown_ms: u64,
+    /// `redis`: open states are shared with the other gateways.
+    pub store: Store,
 }
 
 impl Breaker {
     /// Checks a breaker's config; `field` names it in errors (`resilience.breaker`).
     pub fn compile(field: &str, b: RawBreaker) -> Result<Self, ConfigError> {
+        let store = match b.store {
+            Some(s) => Store::compile(&format!("{field}.store"), s, BREAKERS)?,
+            None => Store::Local,
+        };
         if b.consecutive_failures.is_none() && b.error_rate.is_none() {
             return Err(ConfigError::new(
                 field,
@@ -91,6 +105,7 @@ impl Breaker {
             consecutive_failures: b.consecutive_failures,
             error_rate,
             cooldown_ms: b.cooldown_ms.as_ms(),
+            store,
         })
     }
 }
@@ -201,7 +216,7 @@ impl Circuit<'_> {
         match result {
             Ok((out, before, after)) => {
                 if let Some(after) = after.filter(|a| a.name() != before.name()) {
-                    self.transition(host, after);
+                    self.transition(host, after, "");
                 }
                 out
             }
@@ -218,7 +233,7 @@ impl Circuit<'_> {
         }
     }
 
-    fn transition(&self, host: &mut dyn Host, to: State) {
+    fn transition(&self, host: &mut dyn Host, to: State, note: &str) {
         host.counter_add(
             &metrics::name(
                 &format!("{}_breaker_transitions_total", self.filter.replace('-', "_")),
@@ -229,7 +244,7 @@ impl Circuit<'_> {
         host.log(
             LogLevel::Warn,
             &format!(
-                "{}: breaker target={} state={}",
+                "{}: breaker target={} state={}{note}",
                 self.filter,
                 self.target,
                 to.name()
@@ -263,6 +278,40 @@ impl Circuit<'_> {
         self.update(host, (), |state| {
             ((), next_state(state, breaker, now_ms, success))
         })
+    }
+}
+
+impl Circuit<'_> {
+    /// Until when the breaker is open here (not half-open: a probe is out), if it is open at `now_ms`.
+    pub fn open_until(&self, host: &dyn Host, now_ms: u64) -> Option<u64> {
+        match State::decode(host.shared_get(&self.key()).0.as_deref()) {
+            State::Open { until_ms } if until_ms > now_ms => Some(until_ms),
+            _ => None,
+        }
+    }
+
+    /// Another gateway opened this upstream's breaker until `until_ms`: open it here too, unless it is
+    /// already open as long or a probe of ours is out (its answer decides). Returns whether it changed.
+    pub fn adopt(&self, host: &mut dyn Host, until_ms: u64, now_ms: u64) -> bool {
+        if until_ms <= now_ms {
+            return false;
+        }
+        let result = update_shared(host, &self.key(), |raw| match State::decode(raw) {
+            State::Closed { .. } => (Some(true), Some(State::Open { until_ms }.encode().into_bytes())),
+            State::Open { until_ms: u } if u < until_ms => {
+                (Some(false), Some(State::Open { until_ms }.encode().into_bytes()))
+            }
+            _ => (None, None),
+        });
+        match result {
+            Ok(Some(was_closed)) => {
+                if was_closed {
+                    self.transition(host, State::Open { until_ms }, " (opened by another gateway)");
+                }
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -346,6 +395,7 @@ mod tests {
             consecutive_failures: Some(2),
             error_rate: None,
             cooldown_ms: 1000,
+            store: Store::Local,
         };
         let mut h = FakeHost::new(HostKind::Kong);
         assert_eq!(admit(&mut h, "t", 0, 500), Admit::Yes);
@@ -397,6 +447,7 @@ mod tests {
             consecutive_failures: None,
             error_rate: Some(rate),
             cooldown_ms: 100,
+            store: Store::Local,
         };
         let mut h = FakeHost::new(HostKind::Envoy);
         // Alternating outcomes never make two failures in a row, but half of the calls fail.
@@ -417,6 +468,39 @@ mod tests {
             Admit::Yes,
             "window reset: 1 call of the 4 needed"
         );
+    }
+
+    #[test]
+    fn adopts_what_another_gateway_opened() {
+        let b = Breaker {
+            consecutive_failures: Some(1),
+            error_rate: None,
+            cooldown_ms: 1000,
+            store: Store::Local,
+        };
+        let mut h = FakeHost::new(HostKind::Envoy);
+        let c = Circuit { target: "t", ..T };
+        assert_eq!(c.open_until(&h, 0), None);
+        assert!(!c.adopt(&mut h, 50, 100), "already over");
+        assert!(c.adopt(&mut h, 500, 100));
+        assert_eq!(admit(&mut h, "t", 200, 10), Admit::No { retry_at_ms: 500 });
+        assert_eq!(c.open_until(&h, 200), Some(500));
+        assert!(!c.adopt(&mut h, 400, 200), "open longer already");
+        assert!(c.adopt(&mut h, 900, 200), "open longer elsewhere");
+        assert_eq!(
+            h.counters["ai_proxy_breaker_transitions_total_target=t_state=open"],
+            1
+        );
+        assert!(h.logged(
+            LogLevel::Warn,
+            "breaker target=t state=open (opened by another gateway)"
+        ));
+        // A probe of ours is out: its answer decides, not the other gateway.
+        assert_eq!(admit(&mut h, "t", 900, 10), Admit::Probe);
+        assert_eq!(c.open_until(&h, 900), None);
+        assert!(!c.adopt(&mut h, 2000, 901));
+        record(&mut h, "t", &b, 905, true);
+        assert_eq!(admit(&mut h, "t", 906, 10), Admit::Yes);
     }
 
     #[test]

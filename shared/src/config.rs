@@ -139,18 +139,43 @@ impl<'de> serde::Deserialize<'de> for Duration {
 }
 
 /// USD per million tokens: one entry of a `prices` table (ai-proxy's cost metric, the rate limit's cost
-/// limits), keyed by the upstream model.
+/// limits), keyed by the upstream model. Cached prompt tokens cost `cache_read_per_million` and tokens
+/// written to the cache `cache_write_per_million`, each the prompt price when unset (no discount is
+/// assumed, so a budget is never undercounted).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
     pub prompt_per_million: f64,
     pub completion_per_million: f64,
+    #[serde(default)]
+    pub cache_read_per_million: Option<f64>,
+    #[serde(default)]
+    pub cache_write_per_million: Option<f64>,
 }
 
 impl Price {
+    /// One price for all prompt tokens.
+    pub const fn flat(prompt_per_million: f64, completion_per_million: f64) -> Price {
+        Price {
+            prompt_per_million,
+            completion_per_million,
+            cache_read_per_million: None,
+            cache_write_per_million: None,
+        }
+    }
+
+    pub fn rates(&self) -> crate::usage::Rates {
+        crate::usage::Rates {
+            prompt: self.prompt_per_million,
+            completion: self.completion_per_million,
+            cache_read: self.cache_read_per_million.unwrap_or(self.prompt_per_million),
+            cache_write: self.cache_write_per_million.unwrap_or(self.prompt_per_million),
+        }
+    }
+
     /// What `u` costs, in micro-dollars.
     pub fn cost_micro_usd(&self, u: crate::usage::Usage) -> u64 {
-        crate::usage::cost_micro_usd(u, self.prompt_per_million, self.completion_per_million)
+        crate::usage::cost(u, self.rates())
     }
 }
 
@@ -161,10 +186,12 @@ pub fn check_prices<'a>(
 ) -> Result<(), ConfigError> {
     for (model, p) in prices {
         for (v, f) in [
-            (p.prompt_per_million, "prompt_per_million"),
-            (p.completion_per_million, "completion_per_million"),
+            (Some(p.prompt_per_million), "prompt_per_million"),
+            (Some(p.completion_per_million), "completion_per_million"),
+            (p.cache_read_per_million, "cache_read_per_million"),
+            (p.cache_write_per_million, "cache_write_per_million"),
         ] {
-            if !(v.is_finite() && v >= 0.0) {
+            if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
                 return Err(ConfigError::new(
                     format!("prices.{model}.{f}"),
                     "must be a number >= 0",
@@ -254,23 +281,40 @@ mod tests {
             serde_json::from_str(r#"{"a": {"prompt_per_million": 1, "completion_per_million": 0}}"#).unwrap();
         assert!(check_prices(&table).is_ok());
         let u = crate::usage::Usage {
-            prompt_tokens: 3,
-            completion_tokens: 9,
+            cached_tokens: 2,
+            ..crate::usage::Usage::new(3, 9)
         };
-        assert_eq!(table["a"].cost_micro_usd(u), 3);
-        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+        assert_eq!(
+            table["a"].cost_micro_usd(u),
+            3,
+            "cached tokens at the prompt price"
+        );
+        let cached: Price = serde_json::from_str(
+            r#"{"prompt_per_million": 1, "completion_per_million": 0, "cache_read_per_million": 0.5,
+                "cache_write_per_million": 2}"#,
+        )
+        .unwrap();
+        let u = crate::usage::Usage {
+            cached_tokens: 4,
+            cache_write_tokens: 2,
+            ..crate::usage::Usage::new(10, 0)
+        };
+        assert_eq!(cached.cost_micro_usd(u), 4 + 2 + 4);
+        for (field, bad) in [
+            ("completion_per_million", -1.0),
+            ("completion_per_million", f64::NAN),
+            ("cache_read_per_million", f64::INFINITY),
+            ("cache_write_per_million", -0.5),
+        ] {
             let mut t = table.clone();
-            t.insert(
-                "b".into(),
-                Price {
-                    prompt_per_million: 0.0,
-                    completion_per_million: bad,
-                },
-            );
-            assert_eq!(
-                check_prices(&t).unwrap_err().field,
-                "prices.b.completion_per_million"
-            );
+            let mut p = Price::flat(0.0, 0.0);
+            match field {
+                "completion_per_million" => p.completion_per_million = bad,
+                "cache_read_per_million" => p.cache_read_per_million = Some(bad),
+                _ => p.cache_write_per_million = Some(bad),
+            }
+            t.insert("b".into(), p);
+            assert_eq!(check_prices(&t).unwrap_err().field, format!("prices.b.{field}"));
         }
         assert!(serde_json::from_str::<Price>(r#"{"prompt_per_million": 1}"#).is_err());
         assert!(serde_json::from_str::<Price>(

@@ -193,22 +193,27 @@ impl<'a> Queue<'a> {
     /// Takes (or renews) the right to drain for `ttl_ms`; `owner` identifies this worker. Another owner
     /// gets it only after the lease expired, so a worker that stopped does not block the queue.
     pub fn lease(&self, host: &mut dyn Host, owner: u64, now_ms: u64, ttl_ms: u64) -> bool {
-        let key = format!("{}/lease", self.name);
-        let taken = update_shared(host, &key, |raw| {
-            let word = |i: usize| -> Option<u64> {
-                let b: [u8; 8] = raw?.get(i * 8..i * 8 + 8)?.try_into().ok()?;
-                Some(u64::from_le_bytes(b))
-            };
-            let (holder, until) = (word(0), word(1).unwrap_or(0));
-            if holder.is_some_and(|h| h != owner) && until > now_ms {
-                return (false, None);
-            }
-            let mut v = owner.to_le_bytes().to_vec();
-            v.extend_from_slice(&now_ms.saturating_add(ttl_ms).to_le_bytes());
-            (true, Some(v))
-        });
-        taken.unwrap_or(false)
+        lease(host, &format!("{}/lease", self.name), owner, now_ms, ttl_ms)
     }
+}
+
+/// One worker at a time across the gateway's VMs for timer work under `key` (a queue's drainer, a
+/// sync): takes or renews the lease for `ttl_ms`; another `owner` gets it only once it has expired.
+pub fn lease(host: &mut dyn Host, key: &str, owner: u64, now_ms: u64, ttl_ms: u64) -> bool {
+    let taken = update_shared(host, key, |raw| {
+        let word = |i: usize| -> Option<u64> {
+            let b: [u8; 8] = raw?.get(i * 8..i * 8 + 8)?.try_into().ok()?;
+            Some(u64::from_le_bytes(b))
+        };
+        let (holder, until) = (word(0), word(1).unwrap_or(0));
+        if holder.is_some_and(|h| h != owner) && until > now_ms {
+            return (false, None);
+        }
+        let mut v = owner.to_le_bytes().to_vec();
+        v.extend_from_slice(&now_ms.saturating_add(ttl_ms).to_le_bytes());
+        (true, Some(v))
+    });
+    taken.unwrap_or(false)
 }
 
 #[cfg(test)]

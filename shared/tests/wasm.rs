@@ -10,8 +10,9 @@
 
 use serde_json::{json, Value};
 use shared::provider::anthropic::{self, Anthropic};
+use shared::provider::openai::OpenAi;
 use shared::provider::openai::{self, error_from_upstream, parse_chat_request, OpenAiStream};
-use shared::provider::{client_error, Exchange, Reply, TranslatedStream};
+use shared::provider::{client_error, Dialect, Exchange, Expect, Reply, TranslatedStream};
 use shared::sse::{write_event, SseEvent, SseParser};
 use shared::usage::{cost_micro_usd, Usage};
 use wasm_bindgen_test::*;
@@ -59,25 +60,16 @@ fn usage_and_cost() {
     assert_eq!(
         anthropic::usage(&v),
         Some(Usage {
-            prompt_tokens: 2112,
-            completion_tokens: 14
+            cached_tokens: 2000,
+            cache_write_tokens: 100,
+            ..Usage::new(2112, 14)
         })
     );
     let v = json!({"usage": {"prompt_tokens": 3_000_000_000u64, "completion_tokens": 5}});
     let u = openai::usage(&v).unwrap();
     assert_eq!(u.total(), 3_000_000_005);
     assert_eq!(cost_micro_usd(u, 0.15, 0.60), 450_000_003);
-    assert_eq!(
-        cost_micro_usd(
-            Usage {
-                prompt_tokens: u64::MAX,
-                completion_tokens: 1
-            },
-            1e9,
-            0.0
-        ),
-        u64::MAX
-    );
+    assert_eq!(cost_micro_usd(Usage::new(u64::MAX, 1), 1e9, 0.0), u64::MAX);
 }
 
 #[wasm_bindgen_test]
@@ -106,6 +98,7 @@ fn anthropic_round_trip() {
     assert_eq!(usage.completion_tokens, 14);
 
     let err: Value = serde_json::from_slice(&client_error(
+        Dialect::OpenAi,
         &target,
         529,
         br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
@@ -129,9 +122,30 @@ fn streams_byte_by_byte() {
     assert_eq!(
         s.usage(),
         Some(Usage {
-            prompt_tokens: 35,
-            completion_tokens: 15
+            cached_tokens: 10,
+            ..Usage::new(35, 15)
         })
+    );
+
+    // And an OpenAI stream for Anthropic's door.
+    let mut s = TranslatedStream::for_door(
+        &OpenAi::new("gpt"),
+        Dialect::Anthropic,
+        Expect::default(),
+        1,
+        true,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    for b in OPENAI_STREAM_USAGE.as_bytes() {
+        out.extend(s.feed(std::slice::from_ref(b)));
+    }
+    out.extend(s.finish());
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.starts_with("event: message_start\n"), "{text}");
+    assert!(
+        text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+        "{text}"
     );
 
     let mut s = OpenAiStream::new(true);
@@ -143,11 +157,5 @@ fn streams_byte_by_byte() {
     let text = String::from_utf8(out).unwrap();
     assert!(!text.contains("prompt_tokens"));
     assert!(text.ends_with("data: [DONE]\n\n"));
-    assert_eq!(
-        s.usage(),
-        Some(Usage {
-            prompt_tokens: 12,
-            completion_tokens: 7
-        })
-    );
+    assert_eq!(s.usage(), Some(Usage::new(12, 7)));
 }

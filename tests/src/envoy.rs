@@ -126,7 +126,7 @@ fn q(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
-const STATS_TAGS: [&str; 22] = [
+const STATS_TAGS: [&str; 24] = [
     "provider",
     "target",
     "model",
@@ -149,6 +149,8 @@ const STATS_TAGS: [&str; 22] = [
     "what",
     "code",
     "stage",
+    "task",
+    "param",
 ];
 const CLUSTERS: [&str; 3] = ["mock_openai", "mock_anthropic", "mock_azure"];
 
@@ -371,10 +373,11 @@ pub fn config_refused(filter: &str, field: &str) -> String {
 }
 
 /// The policy modules the bundle links (the names are the chain's `policy` values).
-const BUNDLED: [&str; 4] = [
+const BUNDLED: [&str; 5] = [
     "ai-prompt-guard",
     "ai-token-ratelimit",
     "ai-pii-redact",
+    "ai-enrich",
     "ai-proxy",
 ];
 

@@ -441,8 +441,15 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// The error object, read the same at both doors (Anthropic's carries the code and field in `details`).
 fn error(r: &Response) -> Value {
-    r.json()["error"].clone()
+    let v = r.json();
+    if v["type"] == "error" {
+        let e = &v["error"];
+        return json!({"message": e["message"], "type": e["type"],
+                      "code": e["details"]["error_code"], "param": e["details"]["param"]});
+    }
+    v["error"].clone()
 }
 
 /// The guard scores every kind, system prompts included (`roles` opts them in: by default the app's

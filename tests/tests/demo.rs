@@ -146,3 +146,68 @@ fn the_token_budget_counts_down_to_a_429() {
         "{remaining:?}"
     );
 }
+
+/// The non-LLM route: ai-enrich's three tasks run in parallel against the mock, the echo upstream shows the
+/// headers it received, and the context token verifies under the demo key.
+#[test]
+fn the_support_api_is_enriched() {
+    let demo = Demo::start();
+    let ticket = json!({"subject": "Charged twice",
+        "description": "Acme Payments charged my Zephyr plan twice, a billing error: please refund jane.doe@example.com"});
+    let send = || {
+        request(
+            demo.envoy.port,
+            "POST",
+            "/support/tickets",
+            &[("content-type", "application/json"), ("x-ai-intent", "forged")],
+            ticket.to_string().as_bytes(),
+        )
+        .unwrap()
+    };
+    let r = send();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let echoed = r.json();
+    assert_eq!(echoed["path"], "/echo/support/tickets");
+    let h = &echoed["headers"];
+    assert_eq!(h["x-ai-intent"], "billing");
+    assert_eq!(h["x-ai-entities"], r#"["Acme","Payments","Zephyr"]"#);
+    assert!(h["x-ai-risk-score"].as_str().unwrap().parse::<u64>().unwrap() <= 100);
+    assert_eq!(h["x-ai-language"], "en");
+    assert_eq!(h["x-ai-pii"], r#"{"email":1}"#);
+    let token = h["x-ai-context"].as_str().unwrap();
+    let key = b"demo-context-token-key-change-me-0123456789";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = shared::jwt::verify(token, key, now, 5).unwrap();
+    assert_eq!(claims["intent"], "billing");
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        300
+    );
+    // The model saw the ticket with the address masked; the three tasks went out once, then the cache.
+    let calls: Vec<Value> = demo
+        .mock
+        .requests()
+        .into_iter()
+        .filter(|c| c["path"] == "/v1/chat/completions")
+        .collect();
+    assert_eq!(calls.len(), 3);
+    assert!(calls
+        .iter()
+        .all(|c| !c["body"].as_str().unwrap().contains("jane.doe")));
+    assert_eq!(send().json()["headers"]["x-ai-intent"], "billing");
+    let again = demo
+        .mock
+        .requests()
+        .into_iter()
+        .filter(|c| c["path"] == "/v1/chat/completions")
+        .count();
+    assert_eq!(again, 3, "answered from the cache");
+    let stats = demo.envoy.stats_prometheus();
+    assert!(
+        stats.contains("ai_enrich_task_calls_total{outcome=\"cached\",task=\"intent\"} 1"),
+        "{stats}"
+    );
+}

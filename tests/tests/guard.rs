@@ -89,8 +89,14 @@ impl Bed {
     }
 }
 
+/// The error's code: OpenAI's `error.code`, or on Anthropic's door `error.details.error_code`.
 fn error_code(r: &Response) -> String {
-    r.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+    let v = r.json();
+    v["error"]["code"]
+        .as_str()
+        .or(v["error"]["details"]["error_code"].as_str())
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn error_message(r: &Response) -> String {
@@ -164,6 +170,9 @@ fn validation_limits_block_before_the_provider() {
         assert_eq!(error_code(&r), *code, "{}", r.text());
         assert!(error_message(&r).contains(needle), "{code}: {}", r.text());
         assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+        // Each door's errors in its own shape.
+        let anthropic = *path == "/v1/messages";
+        assert_eq!(r.json()["type"] == "error", anthropic, "{path}: {}", r.text());
     }
     assert!(
         bed.upstream().is_empty(),

@@ -1683,6 +1683,51 @@ fn openai_json_object() {
     );
 }
 
+/// A server that takes no schema is given it in the prompt (`shared::llm` does so for
+/// `openai_compatible` targets): the mock answers for that schema.
+#[test]
+fn openai_json_object_with_the_schema_in_the_prompt() {
+    let m = mock();
+    let system = format!(
+        "Triage.\n\n{}\n{}",
+        shared::llm::wire::SCHEMA_INSTRUCTION,
+        ticket_schema()
+    );
+    let body = json!({"model": "llama", "response_format": {"type": "json_object"},
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": TICKET}]});
+    let v = openai(&m, &[], &body).json();
+    let answer: Value =
+        serde_json::from_str(v["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    check_schema(&answer, &ticket_schema());
+    assert_eq!(answer["category"], "billing");
+    // A marker without a JSON object after it is plain JSON mode.
+    let mut plain = body.clone();
+    plain["messages"][0]["content"] = json!("Reply in JSON. JSON Schema: none");
+    let v = openai(&m, &[], &plain).json();
+    let answer: Value =
+        serde_json::from_str(v["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(answer, json!({"answer": reply_to(TICKET)}));
+}
+
+/// A queued fault's `reply` forces the answer text, as `x-mock-reply` does for a caller that sets
+/// headers: for calls the gateway makes itself.
+#[test]
+fn a_fault_can_force_the_reply() {
+    let m = mock();
+    m.add_fault(&json!({"model": "gpt-4o-mini", "fault": {"reply": "not json"}}))
+        .unwrap();
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": TICKET}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "ticket", "schema": ticket_schema()}}});
+    let v = openai(&m, &[], &body).json();
+    assert_eq!(v["choices"][0]["message"]["content"], "not json");
+    let v = openai(&m, &[], &body).json();
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    check_schema(&serde_json::from_str(text).unwrap(), &ticket_schema());
+    let v = openai(&m, &[("x-mock-fault", r#"{"reply": "forced"}"#)], &body).json();
+    assert_eq!(v["choices"][0]["message"]["content"], "forced");
+    assert!(m.add_fault(&json!({"fault": {"reply": 3}})).is_err());
+}
+
 #[test]
 fn anthropic_forced_tool_is_structured_output() {
     let m = mock();
@@ -2034,4 +2079,53 @@ fn anthropic_accepts_bearer_auth_and_any_header_case() {
     BufReader::new(stream).read_to_string(&mut text).unwrap();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("\"total_tokens\":7"), "{text}");
+}
+
+#[test]
+fn anthropic_thinking_blocks_are_signed_and_checked() {
+    let m = mock();
+    let mut body = messages(false);
+    body["thinking"] = json!({"type": "enabled", "budget_tokens": 1024});
+    let r = anthropic(&m, &[], &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let thinking = &v["content"][0];
+    assert_eq!(thinking["type"], "thinking");
+    let text = thinking["thinking"].as_str().unwrap();
+    assert!(text.starts_with(e2e::mock::THINKING_PREFIX), "{text}");
+    assert_eq!(thinking["signature"], e2e::mock::thinking_signature(text));
+    assert_eq!(v["content"][1]["type"], "text");
+
+    // Streamed: thinking deltas, then the signature, then the text in the next block.
+    body["stream"] = json!(true);
+    let r = anthropic(&m, &[], &body);
+    let events = event_json(&r);
+    let deltas: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "content_block_delta")
+        .map(|e| e["delta"]["type"].as_str().unwrap())
+        .collect();
+    let signature_at = deltas.iter().position(|d| *d == "signature_delta").unwrap();
+    assert!(deltas[..signature_at].iter().all(|d| *d == "thinking_delta"));
+    assert!(deltas[signature_at + 1..].iter().all(|d| *d == "text_delta"));
+    let streamed: String = events
+        .iter()
+        .filter_map(|e| e["delta"]["thinking"].as_str())
+        .collect();
+    assert_eq!(streamed, text);
+
+    // Sent back: the right signature passes, a wrong one is refused as Anthropic refuses it.
+    let mut back = messages(false);
+    let turns = back["messages"].as_array_mut().unwrap();
+    turns.push(json!({"role": "assistant", "content": [
+        {"type": "thinking", "thinking": text, "signature": e2e::mock::thinking_signature(text)},
+        {"type": "text", "text": "ok"}]}));
+    turns.push(json!({"role": "user", "content": "and then?"}));
+    assert_eq!(anthropic(&m, &[], &back).status, 200);
+    back["messages"][1]["content"][0]["signature"] = json!("forged");
+    let r = anthropic(&m, &[], &back);
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("Invalid `signature`"), "{}", r.text());
+    body["thinking"] = json!({"type": "enabled", "budget_tokens": 100});
+    assert_eq!(anthropic(&m, &[], &body).status, 400);
 }

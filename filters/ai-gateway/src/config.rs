@@ -31,6 +31,8 @@ enum Name {
     RateLimit,
     #[serde(rename = "ai-pii-redact")]
     Pii,
+    #[serde(rename = "ai-enrich")]
+    Enrich,
     #[serde(rename = "ai-proxy")]
     Proxy,
 }
@@ -40,6 +42,7 @@ enum Entry {
     Guard(Rc<ai_prompt_guard::config::Config>),
     RateLimit(Rc<ai_token_ratelimit::config::Config>),
     Pii(Rc<ai_pii_redact::config::Config>),
+    Enrich(Rc<ai_enrich::config::Config>),
     Proxy(Rc<ai_proxy::config::Config>),
 }
 
@@ -82,6 +85,7 @@ impl Bundle {
                 Name::Guard => Entry::Guard(load(i, &e.config, env)?),
                 Name::RateLimit => Entry::RateLimit(load(i, &e.config, env)?),
                 Name::Pii => Entry::Pii(load(i, &e.config, env)?),
+                Name::Enrich => Entry::Enrich(load(i, &e.config, env)?),
                 Name::Proxy => Entry::Proxy(load(i, &e.config, env)?),
             });
         }
@@ -100,6 +104,7 @@ impl Bundle {
                     Entry::Guard(c) => policy(c, seed),
                     Entry::RateLimit(c) => policy(c, seed),
                     Entry::Pii(c) => policy(c, seed),
+                    Entry::Enrich(c) => policy(c, seed),
                     Entry::Proxy(c) => policy(c, seed),
                 }
             })
@@ -116,6 +121,7 @@ impl Bundle {
                 Entry::Guard(c) => ai_prompt_guard::config::Config::background(c),
                 Entry::RateLimit(c) => ai_token_ratelimit::config::Config::background(c),
                 Entry::Pii(c) => ai_pii_redact::config::Config::background(c),
+                Entry::Enrich(c) => ai_enrich::config::Config::background(c),
                 Entry::Proxy(c) => ai_proxy::config::Config::background(c),
             })
             .collect();

@@ -5,7 +5,6 @@
 //! in `ai-prompt-guard.meta.json` for Kong; the fixtures in `fixtures/` are checked against both.
 
 use crate::classifier::{pointer_segments, Lru};
-use crate::schema::Schema;
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -15,6 +14,7 @@ use shared::config::{parse_json, ConfigError, Duration, SecretSource};
 pub use shared::config::{FailureMode, Mode};
 use shared::host::Upstream;
 use shared::injection::{Detector, Family};
+use shared::schema::Schema;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 

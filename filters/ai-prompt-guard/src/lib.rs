@@ -1,7 +1,7 @@
 //! ai-prompt-guard: stops bad or hostile prompts at the gateway, before they cost a model call.
 //!
 //! Glue only: the config lives in [`config`], the policy in [`guard`], chat shapes in [`chat`], the
-//! JSON Schema subset in [`schema`], the classifier mapping and cache in [`classifier`]; the injection
+//! JSON Schema subset is `shared::schema`, the classifier mapping and cache in [`classifier`]; the injection
 //! detector is `shared::injection`, and the shared driver turns the policy's answers into host calls.
 
 pub mod chat;
@@ -9,7 +9,6 @@ pub mod classifier;
 pub mod config;
 pub mod detect;
 pub mod guard;
-pub mod schema;
 
 use shared::config::ConfigError;
 use std::rc::Rc;

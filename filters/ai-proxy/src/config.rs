@@ -5,12 +5,11 @@
 //! `fixtures/` are checked against both.
 
 use serde::Deserialize;
+use shared::breaker::sync::SharedBreakers;
 use shared::callout::attempts::{Candidate, RawResilience, Resilience};
-use shared::callout::valid_host;
-use shared::config::{check_prices, parse_json, ConfigError, Price, SecretSource};
-use shared::host::{HttpCall, Upstream};
-use shared::provider::{Provider, ProviderConfig};
-use std::borrow::Cow;
+use shared::config::{check_prices, parse_json, ConfigError, Price};
+use shared::host::HttpCall;
+use shared::provider::{target, Api, OnUnsupported};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Deserialize)]
@@ -30,30 +29,17 @@ struct RawConfig {
     resilience: Option<RawResilience>,
 }
 
-/// A target: the fields every provider has, and the provider's own (tagged by `provider`). Fields
-/// this struct does not know go to the provider's variant, which refuses any that are not its own
-/// (`deny_unknown_fields` there), so `anthropic_version` on an openai target is an error naming it.
+/// A target: the shared target shape (`shared::provider::target`: provider, model, endpoint, auth and
+/// the provider's own fields) with ai-proxy's `name` and `resilience`. Fields neither knows go to the
+/// provider's variant, which refuses any that are not its own, so `anthropic_version` on an openai
+/// target is an error naming it.
 #[derive(Debug, Deserialize)]
 struct RawTarget {
     name: String,
     #[serde(default)]
-    model: Option<String>,
-    endpoint: RawEndpoint,
-    #[serde(default)]
-    auth: Option<SecretSource>,
-    #[serde(default)]
     resilience: Option<RawResilience>,
     #[serde(flatten)]
-    provider: ProviderConfig,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEndpoint {
-    cluster: String,
-    host: String,
-    #[serde(default)]
-    path: Option<String>,
+    target: target::RawTarget,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +48,8 @@ struct RawModel {
     targets: Vec<RawRoute>,
     #[serde(default)]
     fallback: Vec<RawFallback>,
+    #[serde(default)]
+    drop_unsupported_params: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,35 +76,24 @@ struct RawSticky {
     header: String,
 }
 
-/// A checked provider target.
+/// A checked provider target: the shared target (provider, endpoint, key; reached through `Deref`)
+/// with ai-proxy's name, price and resilience.
 #[derive(Debug)]
 pub struct Target {
     pub name: String,
-    /// Its provider: model, paths, credential headers, translation.
-    pub provider: Box<dyn Provider>,
-    pub cluster: String,
-    pub host: String,
-    /// `endpoint.path`: replaces the provider's path.
-    pub path_override: Option<String>,
-    pub api_key: Option<String>,
+    pub target: target::Target,
     pub price: Option<Price>,
     pub resilience: Resilience,
 }
 
+impl std::ops::Deref for Target {
+    type Target = target::Target;
+    fn deref(&self) -> &target::Target {
+        &self.target
+    }
+}
+
 impl Target {
-    /// Path (and query) of the upstream request.
-    pub fn path(&self, stream: bool) -> Cow<'_, str> {
-        match &self.path_override {
-            Some(p) => Cow::Borrowed(p),
-            None => self.provider.path(stream),
-        }
-    }
-
-    /// The model sent upstream (Azure: the deployment); the key of the price table and a label.
-    pub fn model(&self) -> &str {
-        self.provider.model()
-    }
-
     /// How callout mode's chain sees it.
     pub fn candidate(&self) -> Candidate<'_> {
         Candidate {
@@ -125,30 +102,25 @@ impl Target {
         }
     }
 
-    /// The headers of the upstream request that carry the target's key and its provider's version.
-    pub fn credentials(&self) -> Vec<(&'static str, String)> {
-        self.provider.headers(self.api_key.as_deref())
-    }
-
-    /// A callout to this target, with its timeout, for `body` already translated for it.
-    /// Without a key of its own the client's credentials go along.
-    pub fn call(&self, body: Vec<u8>, stream: bool, client_auth: Option<&str>) -> HttpCall {
-        let mut headers: Vec<(String, String)> = vec![("content-type".into(), "application/json".into())];
-        headers.extend(self.credentials().into_iter().map(|(k, v)| (k.to_string(), v)));
-        if let (None, Some(auth)) = (&self.api_key, client_auth) {
-            headers.push(("authorization".into(), auth.to_string()));
-        }
-        HttpCall {
-            upstream: Upstream {
-                cluster: self.cluster.clone(),
-                host: self.host.clone(),
-            },
-            method: "POST".into(),
-            path: self.path(stream).into_owned(),
-            headers,
+    /// A callout to this target, with its timeout, for `body` already translated for it. Without a
+    /// key of its own the client's credentials go along; `extra` are headers of the client's request
+    /// the target takes too (Anthropic's `anthropic-beta`).
+    pub fn call(
+        &self,
+        body: Vec<u8>,
+        api: Api,
+        stream: bool,
+        client_credentials: &[(String, String)],
+        extra: &[(String, String)],
+    ) -> HttpCall {
+        self.target.call(
             body,
-            timeout_ms: self.resilience.timeout_ms,
-        }
+            api,
+            stream,
+            client_credentials,
+            extra,
+            self.resilience.timeout_ms,
+        )
     }
 }
 
@@ -168,6 +140,9 @@ pub struct Model {
     /// The filter makes the upstream calls itself (retries, fallback, breaker), answering when done;
     /// streams are then delivered whole. Otherwise requests are forwarded through the proxy as they come.
     pub callout: bool,
+    /// What a parameter a target cannot take gets: a 400 naming it, or dropped and named in
+    /// `x-ai-dropped-params` (`drop_unsupported_params`).
+    pub on_unsupported: OnUnsupported,
 }
 
 #[derive(Debug)]
@@ -178,17 +153,14 @@ pub struct Config {
     pub sticky_header: Option<String>,
     pub max_body_bytes: usize,
     pub route_header: String,
+    /// Targets whose breaker is shared with the fleet (`breaker.store: redis`), by store, synced by
+    /// the timer.
+    pub shared_breakers: Vec<SharedBreakers>,
 }
 
 pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 const MAX_MAX_BODY: u64 = 100 * 1024 * 1024;
 const MAX_WEIGHT: u64 = 10_000;
-
-fn valid_name(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-}
 
 fn non_empty(field: String, value: Option<String>, what: &str) -> Result<String, ConfigError> {
     match value {
@@ -213,11 +185,8 @@ impl Config {
         let mut index = HashMap::new();
         for (i, t) in raw.targets.into_iter().enumerate() {
             let at = |f: &str| format!("targets[{i}].{f}");
-            if !valid_name(&t.name) {
-                return Err(ConfigError::new(
-                    at("name"),
-                    "must be 1 to 64 characters of A-Z a-z 0-9 . -",
-                ));
+            if !target::valid_name(&t.name) {
+                return Err(ConfigError::new(at("name"), target::NAME_RULE));
             }
             if index.insert(t.name.clone(), i).is_some() {
                 return Err(ConfigError::new(
@@ -225,23 +194,7 @@ impl Config {
                     format!("duplicate target name `{}`", t.name),
                 ));
             }
-            let provider = t.provider.compile(t.model, &at)?;
-            let cluster = non_empty(at("endpoint.cluster"), Some(t.endpoint.cluster), "cluster")?;
-            if !valid_host(&t.endpoint.host) {
-                return Err(ConfigError::new(
-                    at("endpoint.host"),
-                    "must be host:port, e.g. api.openai.com:443",
-                ));
-            }
-            let path_override = match t.endpoint.path {
-                Some(p) if p.starts_with('/') => Some(p),
-                Some(_) => return Err(ConfigError::new(at("endpoint.path"), "must start with /")),
-                None => None,
-            };
-            let api_key = match &t.auth {
-                Some(s) => Some(s.resolve(&at("auth"), env)?),
-                None => None,
-            };
+            let compiled = t.target.compile(&at, env)?;
             let resilience =
                 Resilience::compile(&at("resilience"), t.resilience.as_ref(), global_resilience)?;
             let has_resilience = t.resilience.is_some() || global_resilience.is_some();
@@ -249,14 +202,12 @@ impl Config {
             targets.push(Target {
                 resilience,
                 name: t.name,
-                price: raw.prices.get(provider.model()).copied(),
-                provider,
-                cluster,
-                host: t.endpoint.host,
-                path_override,
-                api_key,
+                price: raw.prices.get(compiled.model()).copied(),
+                target: compiled,
             });
         }
+        let shared_breakers =
+            SharedBreakers::collect(targets.iter().map(|t| (t.name.as_str(), &t.resilience)));
         if raw.models.is_empty() {
             return Err(ConfigError::new("models", "at least one model is required"));
         }
@@ -316,6 +267,11 @@ impl Config {
                     routes,
                     fallback,
                     callout,
+                    on_unsupported: if m.drop_unsupported_params {
+                        OnUnsupported::Drop
+                    } else {
+                        OnUnsupported::Refuse
+                    },
                 },
             );
         }
@@ -341,6 +297,7 @@ impl Config {
             sticky_header,
             max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
             route_header: route_header.to_ascii_lowercase(),
+            shared_breakers,
         })
     }
 }
@@ -368,8 +325,23 @@ mod tests {
     fn parses_and_defaults() {
         let c = Config::parse(BASE.as_bytes(), &env).unwrap();
         assert_eq!(c.targets[0].api_key.as_deref(), Some("sk-test"));
-        assert_eq!(c.targets[0].path(false), "/v1/chat/completions");
-        assert_eq!(c.targets[1].path(true), "/v1/messages");
+        assert_eq!(
+            c.targets[0].path(Api::ChatCompletions, false).as_deref(),
+            Some("/v1/chat/completions")
+        );
+        assert_eq!(
+            c.targets[0].path(Api::Embeddings, false).as_deref(),
+            Some("/v1/embeddings")
+        );
+        assert_eq!(
+            c.targets[1].path(Api::ChatCompletions, true).as_deref(),
+            Some("/v1/messages")
+        );
+        assert_eq!(
+            c.targets[1].path(Api::Messages, true).as_deref(),
+            Some("/v1/messages")
+        );
+        assert_eq!(c.targets[1].path(Api::Embeddings, false), None);
         assert_eq!(
             c.targets[1].credentials(),
             vec![
@@ -378,9 +350,10 @@ mod tests {
             ]
         );
         assert_eq!(
-            c.targets[2].path(false),
-            "/openai/deployments/dep/chat/completions?api-version=2024-10-21"
+            c.targets[2].path(Api::ChatCompletions, false).as_deref(),
+            Some("/openai/deployments/dep/chat/completions?api-version=2024-10-21")
         );
+        assert_eq!(c.models["m"].on_unsupported, OnUnsupported::Refuse);
         assert_eq!(c.targets[2].model(), "dep");
         assert_eq!(c.targets[2].provider.name(), "azure");
         assert!(c.targets[0].price.is_some() && c.targets[1].price.is_none());
@@ -554,6 +527,59 @@ mod tests {
             Config::parse(json.as_bytes(), &env).unwrap_err().field,
             "models.z.fallback[0].target"
         );
+    }
+
+    #[test]
+    fn embeddings_paths_and_dropping_parameters() {
+        let json = BASE
+            .replacen(
+                r#""endpoint":{"cluster":"c","host":"h:443"}"#,
+                r#""endpoint":{"cluster":"c","host":"h:443","path":"/api/chat","embeddings_path":"/api/embed"}"#,
+                1,
+            )
+            .replacen(
+                r#""z": {"targets":[{"target":"z"}]}"#,
+                r#""z": {"targets":[{"target":"z"}],"drop_unsupported_params":true}"#,
+                1,
+            );
+        let c = Config::parse(json.as_bytes(), &env).unwrap();
+        assert_eq!(
+            c.targets[0].path(Api::ChatCompletions, true).as_deref(),
+            Some("/api/chat")
+        );
+        assert_eq!(
+            c.targets[0].path(Api::Embeddings, false).as_deref(),
+            Some("/api/embed")
+        );
+        assert_eq!(
+            c.targets[2].path(Api::Embeddings, false).as_deref(),
+            Some("/openai/deployments/dep/embeddings?api-version=2024-10-21")
+        );
+        assert_eq!(c.models["z"].on_unsupported, OnUnsupported::Drop);
+        assert_eq!(c.models["m"].on_unsupported, OnUnsupported::Refuse);
+        let cases = [
+            (
+                r#""endpoint":{"cluster":"c2","host":"h2:443"}"#,
+                r#""endpoint":{"cluster":"c2","host":"h2:443","embeddings_path":"/v1/embeddings"}"#,
+                "targets[1].endpoint.embeddings_path",
+            ),
+            (
+                r#""endpoint":{"cluster":"c","host":"h:443"}"#,
+                r#""endpoint":{"cluster":"c","host":"h:443","embeddings_path":"v1/embeddings"}"#,
+                "targets[0].endpoint.embeddings_path",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let json = BASE.replacen(from, to, 1);
+            assert_ne!(json, BASE);
+            assert_eq!(Config::parse(json.as_bytes(), &env).unwrap_err().field, field);
+        }
+        let json = BASE.replacen(
+            r#""z": {"targets":[{"target":"z"}]}"#,
+            r#""z": {"targets":[{"target":"z"}],"drop_unsupported_params":"yes"}"#,
+            1,
+        );
+        assert!(Config::parse(json.as_bytes(), &env).is_err());
     }
 
     /// The same fixtures are checked against ai_proxy.meta.json by tests/check_meta.py.

@@ -7,7 +7,10 @@
 pub mod config;
 pub mod proxy;
 
+use shared::breaker::sync::BreakerSync;
 use shared::config::ConfigError;
+use shared::host::chain::Backgrounds;
+use shared::host::Background;
 use std::rc::Rc;
 
 impl shared::wasm::Filter for config::Config {
@@ -20,6 +23,15 @@ impl shared::wasm::Filter for config::Config {
 
     fn new_policy(config: &Rc<Self>, seed: u64) -> proxy::AiProxy {
         proxy::AiProxy::new(Rc::clone(config), seed)
+    }
+
+    /// Breakers with a Redis store: the timer shares their open states with the fleet.
+    fn background(config: &Rc<Self>) -> Option<Box<dyn Background>> {
+        let syncs = config.shared_breakers.iter().enumerate().map(|(i, s)| {
+            let seed = shared::redis::seed(i as u64);
+            Box::new(BreakerSync::new("ai-proxy", i, s.clone(), seed)) as Box<dyn Background>
+        });
+        Backgrounds::combine(syncs.collect())
     }
 }
 

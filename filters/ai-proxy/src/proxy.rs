@@ -1,5 +1,6 @@
 //! The ai-proxy policy: pick a target for the client's model, translate the request for its provider,
-//! translate the answer back to OpenAI's shape, and account for tokens, cost and latency.
+//! translate the answer back to the shape of the client's door (OpenAI Chat Completions and Embeddings,
+//! or Anthropic Messages), and account for tokens, cost and latency.
 //!
 //! A request goes one of two ways once its body is read:
 //! - [`Stage::Forwarded`]: the proxy sends the translated request to the target and the answer is
@@ -12,23 +13,28 @@ use crate::config::{Config, Model, Target};
 use serde_json::{json, Value};
 use shared::callout::attempts::{Attempts, Exhausted, Next};
 use shared::callout::{self, Failure};
-use shared::chat::Class;
+use shared::chat::{Class, Routes};
 use shared::error::ApiError;
 use shared::host::{
     Body, CallResponse, Host, LocalReply, LogLevel, Policy, ResponseMode, Route, Step, WholeResponse,
 };
 use shared::metrics;
-use shared::provider::openai::{self, ChatRequest};
-use shared::provider::{client_error, Exchange, Reply, CREDENTIAL_HEADERS};
+use shared::provider::{client_error, Api, ChatRequest, Dialect, Exchange, Reply, CREDENTIAL_HEADERS};
 use shared::rand::{stable_hash, Rng};
 use shared::usage::Usage;
 use std::rc::Rc;
 
 const NAME: &str = "ai-proxy";
-/// The requests this filter translates: OpenAI Chat Completions, classified as every filter does.
-static CHAT: std::sync::LazyLock<shared::chat::Routes> =
-    std::sync::LazyLock::new(|| shared::chat::Routes::apis(&[shared::chat::Api::ChatCompletions]));
+/// The requests this filter serves, classified as every filter classifies them (`shared::chat::path`):
+/// OpenAI Chat Completions and Embeddings, and Anthropic Messages.
+static SERVED: std::sync::LazyLock<Routes> =
+    std::sync::LazyLock::new(|| Routes::apis(&[Api::ChatCompletions, Api::Messages, Api::Embeddings]));
 const MODELS_PATH: &str = "/v1/models";
+/// The answer header naming the parameters a target could not take and the model let drop.
+pub const DROPPED_HEADER: &str = "x-ai-dropped-params";
+/// Request headers of Anthropic's API: passed to Anthropic targets (the target's own
+/// `anthropic-version` replaces the client's), removed for the others, which do not speak it.
+const ANTHROPIC_HEADERS: [&str; 2] = ["anthropic-version", "anthropic-beta"];
 
 pub struct AiProxy {
     config: Rc<Config>,
@@ -41,6 +47,7 @@ enum Stage {
     Idle,
     AwaitingBody {
         start_ms: u64,
+        api: Api,
     },
     /// Forward mode: the proxy sends the request to the target.
     Forwarded(Box<Forwarded>),
@@ -51,11 +58,13 @@ enum Stage {
 /// What the end-of-request metrics and log need, whichever way the request went.
 struct Account {
     start_ms: u64,
+    api: Api,
     /// The target that answered (or was last tried).
     target: usize,
     client_model: String,
     status: u16,
     usage: Option<Usage>,
+    dropped: Vec<String>,
 }
 
 struct Forwarded {
@@ -72,7 +81,9 @@ struct Calling {
     /// The exchange of the call in flight.
     exchange: Option<Exchange>,
     /// The client's credentials, for targets without a key of their own.
-    client_auth: Option<String>,
+    client_credentials: Vec<(String, String)>,
+    /// The client's `anthropic-beta`, for Anthropic targets.
+    anthropic_beta: Option<String>,
 }
 
 impl AiProxy {
@@ -84,7 +95,17 @@ impl AiProxy {
         }
     }
 
-    fn reject(&self, host: &mut dyn Host, err: ApiError) -> LocalReply {
+    /// The client's door: its API's dialect, while a request is being handled.
+    fn door(&self) -> Dialect {
+        match &self.stage {
+            Stage::AwaitingBody { api, .. } => Dialect::of(*api),
+            Stage::Forwarded(f) => Dialect::of(f.account.api),
+            Stage::Calling(c) => Dialect::of(c.account.api),
+            Stage::Idle => Dialect::OpenAi,
+        }
+    }
+
+    fn reject(&self, host: &mut dyn Host, err: ApiError, door: Dialect) -> LocalReply {
         host.counter_add(
             &metrics::name("ai_proxy_rejected_total", &[("code", err.code)]),
             1,
@@ -96,7 +117,7 @@ impl AiProxy {
                 err.status, err.code, err.message
             ),
         );
-        err.into()
+        door_reply(&err, door)
     }
 
     /// Weighted choice among the model's targets; with a sticky header, the same value always
@@ -131,10 +152,15 @@ impl AiProxy {
         }
     }
 
-    /// Parses the request and picks its model and first target.
-    fn choose(&mut self, host: &dyn Host, body: &mut Body) -> Result<(ChatRequest, usize, bool), ApiError> {
+    /// Parses the request of `api` and picks its model and first target.
+    fn choose(
+        &mut self,
+        host: &dyn Host,
+        api: Api,
+        body: &mut Body,
+    ) -> Result<(ChatRequest, usize, bool), ApiError> {
         let value = shared::chat::json(body)?;
-        let req = openai::chat_request(value.clone())?;
+        let req = ChatRequest::parse(api, value.clone())?;
         let sticky = self
             .config
             .sticky_header
@@ -169,17 +195,24 @@ impl AiProxy {
         body: &mut Body,
     ) -> Step {
         let config = Rc::clone(&self.config);
+        let door = req.door();
         let Some(target) = config.targets.get(index) else {
-            return Step::Reply(internal_error());
+            return Step::Reply(internal_error(door));
         };
-        let (upstream, exchange) = match Exchange::prepare(&req, target.provider.as_ref()) {
-            Ok(prepared) => prepared,
-            Err(err) => {
-                self.stage = Stage::Idle;
-                return Step::Reply(self.reject(host, err));
-            }
-        };
-        if let Err(e) = set_upstream_headers(host, target, &config.route_header, req.stream) {
+        let on_unsupported = config
+            .models
+            .get(&req.model)
+            .map(|m| m.on_unsupported)
+            .unwrap_or_default();
+        let (upstream, exchange) =
+            match Exchange::prepare_with(&req, target.provider.as_ref(), on_unsupported) {
+                Ok(prepared) => prepared,
+                Err(err) => {
+                    self.stage = Stage::Idle;
+                    return Step::Reply(self.reject(host, err, door));
+                }
+            };
+        if let Err(e) = set_upstream_headers(host, target, &config.route_header, req.api, req.stream) {
             // Never forward to the route's default upstream: the request may carry the target's key.
             self.stage = Stage::Idle;
             let err = ApiError::upstream(
@@ -187,10 +220,12 @@ impl AiProxy {
                 "routing_failed",
                 format!("the request could not be routed to target `{}`: {e}", target.name),
             );
-            return Step::Reply(self.reject(host, err));
+            return Step::Reply(self.reject(host, err, door));
         }
+        let mut account = Account::new(start_ms, index, &req);
+        account.dropped = exchange.dropped.clone();
         self.stage = Stage::Forwarded(Box::new(Forwarded {
-            account: Account::new(start_ms, index, &req),
+            account,
             exchange,
             reply: None,
         }));
@@ -209,12 +244,17 @@ impl AiProxy {
             .unwrap_or_default();
         let mut chain = vec![first];
         chain.extend(fallback.into_iter().filter(|t| *t != first));
+        let client_credentials = CREDENTIAL_HEADERS
+            .iter()
+            .filter_map(|h| host.request_header(h).map(|v| (h.to_string(), v)))
+            .collect();
         self.stage = Stage::Calling(Box::new(Calling {
             account: Account::new(start_ms, first, &req),
             req,
             attempts: Attempts::new(NAME, chain),
             exchange: None,
-            client_auth: host.request_header("authorization"),
+            client_credentials,
+            anthropic_beta: host.request_header("anthropic-beta"),
         }));
         self.next_call(host)
     }
@@ -230,8 +270,15 @@ impl AiProxy {
             req,
             attempts,
             exchange,
-            client_auth,
+            client_credentials,
+            anthropic_beta,
         } = &mut **calling;
+        let door = req.door();
+        let on_unsupported = config
+            .models
+            .get(&req.model)
+            .map(|m| m.on_unsupported)
+            .unwrap_or_default();
         let next = attempts.next(
             host,
             |i| config.targets.get(i).map(Target::candidate),
@@ -239,14 +286,23 @@ impl AiProxy {
                 let Some(target) = config.targets.get(i) else {
                     return Err(Failure::ConnectFailure);
                 };
-                // A target that cannot take the request (a feature its provider lacks) is passed over.
-                let (body, ex) =
-                    Exchange::prepare(req, target.provider.as_ref()).map_err(|e| Failure::Status {
+                let provider = target.provider.as_ref();
+                // A target that cannot take the request (a feature its provider lacks) is passed over;
+                // its refusal is written as that provider would have answered, for the client's door.
+                let (body, ex) = Exchange::prepare_with(req, provider, on_unsupported).map_err(|e| {
+                    let dialect = provider.speaks().unwrap_or(Dialect::OpenAi);
+                    Failure::Status {
                         status: e.status,
-                        body: e.body(),
-                    })?;
+                        body: dialect.api_error(&e),
+                    }
+                })?;
+                let extra: Vec<(String, String)> = match (provider.speaks(), anthropic_beta.as_ref()) {
+                    (Some(Dialect::Anthropic), Some(beta)) => vec![("anthropic-beta".into(), beta.clone())],
+                    _ => Vec::new(),
+                };
+                account.dropped = ex.dropped.clone();
                 *exchange = Some(ex);
-                Ok(target.call(body, req.stream, client_auth.as_deref()))
+                Ok(target.call(body, req.api, req.stream, client_credentials, &extra))
             },
         );
         let exhausted = match next {
@@ -259,9 +315,9 @@ impl AiProxy {
         let (status, body, retry_after) = match exhausted {
             Exhausted::Failed { upstream, failure } => {
                 let Some(target) = config.targets.get(upstream) else {
-                    return Step::Reply(internal_error());
+                    return Step::Reply(internal_error(door));
                 };
-                let (status, body) = failure_reply(target, &failure);
+                let (status, body) = failure_reply(target, &failure, door);
                 (status, body, None)
             }
             Exhausted::Unavailable { retry_after_s } => {
@@ -274,7 +330,7 @@ impl AiProxy {
                         account.client_model
                     ),
                 );
-                (503, err.body(), Some(retry_after_s))
+                (503, door_reply(&err, door).body, Some(retry_after_s))
             }
         };
         account.status = status;
@@ -305,16 +361,27 @@ impl Account {
     fn new(start_ms: u64, target: usize, req: &ChatRequest) -> Account {
         Account {
             start_ms,
+            api: req.api,
             target,
             client_model: req.model.clone(),
             status: 0,
             usage: None,
+            dropped: Vec::new(),
         }
     }
 }
 
-/// What the client gets when `failure` on `target` was the last attempt: status and OpenAI error.
-fn failure_reply(target: &Target, failure: &Failure) -> (u16, Vec<u8>) {
+/// One of the gateway's errors as a reply in the door's shape.
+fn door_reply(err: &ApiError, door: Dialect) -> LocalReply {
+    LocalReply {
+        status: err.status,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: door.api_error(err),
+    }
+}
+
+/// What the client gets when `failure` on `target` was the last attempt: status and door error.
+fn failure_reply(target: &Target, failure: &Failure, door: Dialect) -> (u16, Vec<u8>) {
     let err = match failure {
         Failure::ConnectFailure => ApiError::upstream(
             502,
@@ -328,10 +395,13 @@ fn failure_reply(target: &Target, failure: &Failure) -> (u16, Vec<u8>) {
         ),
         Failure::InvalidResponse(why) => ApiError::upstream(502, "bad_upstream_response", why.clone()),
         Failure::Status { status, body } => {
-            return (*status, client_error(target.provider.as_ref(), *status, body))
+            return (
+                *status,
+                client_error(door, target.provider.as_ref(), *status, body),
+            )
         }
     };
-    (err.status, err.body())
+    (err.status, door_reply(&err, door).body)
 }
 
 /// Judges a callout's whole answer through the same translation as forward mode: the body for the
@@ -359,12 +429,14 @@ fn set_upstream_headers(
     host: &mut dyn Host,
     target: &Target,
     route_header: &str,
+    api: Api,
     stream: bool,
 ) -> Result<(), shared::host::HostError> {
+    let path = target.path(api, stream).unwrap_or_default();
     host.route_to(&Route {
         cluster: &target.cluster,
         host: &target.host,
-        path: &target.path(stream),
+        path: &path,
         header: route_header,
     })?;
     host.set_request_header("content-type", Some("application/json"))?;
@@ -375,14 +447,22 @@ fn set_upstream_headers(
             host.set_request_header(h, None)?;
         }
     }
+    if target.provider.speaks() != Some(Dialect::Anthropic) {
+        for h in ANTHROPIC_HEADERS {
+            host.set_request_header(h, None)?;
+        }
+    }
     for (name, value) in target.credentials() {
         host.set_request_header(name, Some(&value))?;
     }
     Ok(())
 }
 
-fn internal_error() -> LocalReply {
-    ApiError::new(500, "server_error", "internal_error", "target index out of range").into()
+fn internal_error(door: Dialect) -> LocalReply {
+    door_reply(
+        &ApiError::new(500, "server_error", "internal_error", "target index out of range"),
+        door,
+    )
 }
 
 fn status_of(host: &dyn Host) -> u16 {
@@ -397,43 +477,51 @@ impl Policy for AiProxy {
     }
 
     fn on_request_headers(&mut self, host: &mut dyn Host, has_body: bool) -> Step {
+        let raw_path = host.request_header(":path").unwrap_or_default();
+        let method = host.request_header(":method").unwrap_or_default();
+        let class = SERVED.classify(&method, &raw_path);
+        let door = match class {
+            Class::Chat(Some(api)) | Class::Ambiguous(Some(api)) => Dialect::of(api),
+            _ => Dialect::OpenAi,
+        };
         // Only this filter may choose the upstream cluster, never the client.
         if host.set_request_header(&self.config.route_header, None).is_err() {
             let err = ApiError::upstream(502, "routing_failed", "the routing header could not be cleared");
-            return Step::Reply(self.reject(host, err));
+            return Step::Reply(self.reject(host, err, door));
         }
-        let raw_path = host.request_header(":path").unwrap_or_default();
-        let path = raw_path.split('?').next().unwrap_or_default();
-        let method = host.request_header(":method").unwrap_or_default();
-        match (CHAT.classify(&method, &raw_path), method.as_str(), path) {
-            (Class::Chat(_), ..) if has_body => {
+        match class {
+            Class::Chat(Some(api)) if has_body => {
                 self.stage = Stage::AwaitingBody {
                     start_ms: host.now_ms(),
+                    api,
                 };
                 Step::ReadBody
             }
-            (Class::Chat(_), ..) => Step::Reply(self.reject(
+            Class::Chat(_) => Step::Reply(self.reject(
                 host,
                 ApiError::invalid_request("missing_body", "request body is required"),
+                door,
             )),
-            (Class::Ambiguous(_), ..) => {
-                Step::Reply(self.reject(host, shared::chat::path::ambiguous_path(&raw_path)))
+            Class::Ambiguous(_) => {
+                Step::Reply(self.reject(host, shared::chat::path::ambiguous_path(&raw_path), door))
             }
-            (Class::Other, "GET", MODELS_PATH) => Step::Reply(self.models_list(host.now_ms() / 1000)),
-            (Class::Other, ..) => Step::Continue,
+            Class::Other if method == "GET" && raw_path.split('?').next() == Some(MODELS_PATH) => {
+                Step::Reply(self.models_list(host.now_ms() / 1000))
+            }
+            Class::Other => Step::Continue,
         }
     }
 
     fn on_request_body(&mut self, host: &mut dyn Host, body: &mut Body) -> Step {
-        let Stage::AwaitingBody { start_ms } = self.stage else {
+        let Stage::AwaitingBody { start_ms, api } = self.stage else {
             return Step::Continue;
         };
-        match self.choose(host, body) {
+        match self.choose(host, api, body) {
             Ok((req, index, true)) => self.start_attempts(host, req, index, start_ms),
             Ok((req, index, false)) => self.forward(host, req, index, start_ms, body),
             Err(err) => {
                 self.stage = Stage::Idle;
-                Step::Reply(self.reject(host, err))
+                Step::Reply(self.reject(host, err, Dialect::of(api)))
             }
         }
     }
@@ -445,12 +533,15 @@ impl Policy for AiProxy {
         _body: Option<&mut Body>,
     ) -> Step {
         let config = Rc::clone(&self.config);
+        let door = self.door();
         let Stage::Calling(calling) = &mut self.stage else {
             return Step::Continue;
         };
-        let (Some(target), Some(exchange)) = (config.targets.get(calling.account.target), calling.exchange)
-        else {
-            return Step::Reply(internal_error());
+        let (Some(target), Some(exchange)) = (
+            config.targets.get(calling.account.target),
+            calling.exchange.clone(),
+        ) else {
+            return Step::Reply(internal_error(door));
         };
         let response = responses.into_iter().next().unwrap_or_default();
         let result = judge(target, &exchange, &response, host.now_ms() / 1000);
@@ -478,6 +569,9 @@ impl Policy for AiProxy {
         if let Some(first) = first.filter(|f| *f != target.name) {
             headers.push(("x-ai-fallback-from".to_string(), first.to_string()));
         }
+        if let Some(dropped) = exchange.dropped_header() {
+            headers.push((DROPPED_HEADER.to_string(), dropped));
+        }
         Step::Reply(LocalReply {
             status: 200,
             headers,
@@ -486,8 +580,9 @@ impl Policy for AiProxy {
     }
 
     fn on_request_too_large(&mut self, host: &mut dyn Host, limit: usize) -> Option<LocalReply> {
+        let door = self.door();
         self.stage = Stage::Idle;
-        Some(self.reject(host, shared::host::too_large(limit)))
+        Some(self.reject(host, shared::host::too_large(limit), door))
     }
 
     fn on_response_headers(&mut self, host: &mut dyn Host) -> ResponseMode {
@@ -504,6 +599,9 @@ impl Policy for AiProxy {
             ("x-ai-model", target.model()),
         ] {
             let _logged = host.set_response_header(name, Some(value));
+        }
+        if let Some(dropped) = f.exchange.dropped_header() {
+            let _logged = host.set_response_header(DROPPED_HEADER, Some(&dropped));
         }
         let provider = target.provider.as_ref();
         let stream = host
@@ -561,7 +659,7 @@ impl Policy for AiProxy {
                 );
                 f.account.status = err.status;
                 WholeResponse {
-                    body: err.body(),
+                    body: f.exchange.error_body(&err),
                     status: Some(err.status),
                 }
             }
@@ -590,38 +688,58 @@ impl Policy for AiProxy {
         );
         let latency = host.now_ms().saturating_sub(account.start_ms);
         host.histogram_record(&metrics::name("ai_proxy_latency_ms", &labels), latency);
-        let (prompt, completion, cost) = match account.usage {
+        for param in &account.dropped {
+            host.counter_add(
+                &metrics::name("ai_proxy_dropped_params_total", &[labels[1], ("param", param)]),
+                1,
+            );
+        }
+        let (tokens, cost) = match account.usage {
             Some(u) => {
-                host.counter_add(
-                    &metrics::name("ai_proxy_tokens_total", &with(("kind", "prompt"))),
-                    u.prompt_tokens,
-                );
-                host.counter_add(
-                    &metrics::name("ai_proxy_tokens_total", &with(("kind", "completion"))),
-                    u.completion_tokens,
-                );
+                // prompt and completion are totals; cached, cache_write and reasoning are parts of
+                // them, counted apart (never to be added to the totals).
+                for (kind, n, always) in [
+                    ("prompt", u.prompt_tokens, true),
+                    ("completion", u.completion_tokens, true),
+                    ("cached", u.cached_tokens, false),
+                    ("cache-write", u.cache_write_tokens, false),
+                    ("reasoning", u.reasoning_tokens, false),
+                ] {
+                    if always || n > 0 {
+                        host.counter_add(&metrics::name("ai_proxy_tokens_total", &with(("kind", kind))), n);
+                    }
+                }
                 let cost = target.price.map(|p| p.cost_micro_usd(u));
                 if let Some(c) = cost {
                     host.counter_add(&metrics::name("ai_proxy_cost_microusd_total", &labels), c);
                 }
-                (u.prompt_tokens.to_string(), u.completion_tokens.to_string(), cost)
+                (
+                    format!(
+                        "prompt_tokens={} completion_tokens={} cached_tokens={} cache_write_tokens={} reasoning_tokens={}",
+                        u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.cache_write_tokens, u.reasoning_tokens
+                    ),
+                    cost,
+                )
             }
-            None => ("-".into(), "-".into(), None),
+            None => ("prompt_tokens=- completion_tokens=-".to_string(), None),
         };
         let cost = cost.map_or_else(|| "-".to_string(), |c| format!("{:.6}", c as f64 / 1e6));
+        let dropped = if account.dropped.is_empty() {
+            String::new()
+        } else {
+            format!(" dropped_params={}", account.dropped.join(","))
+        };
         host.log(
             LogLevel::Info,
             &format!(
-                "ai-proxy: provider={} target={} model={} client_model={} status={} latency_ms={} prompt_tokens={} completion_tokens={} cost_usd={}",
+                "ai-proxy: provider={} target={} model={} client_model={} api={} status={} latency_ms={} {tokens} cost_usd={cost}{dropped}",
                 target.provider.name(),
                 target.name,
                 target.model(),
                 account.client_model,
+                account.api.as_str(),
                 account.status,
                 latency,
-                prompt,
-                completion,
-                cost
             ),
         );
     }
@@ -730,12 +848,17 @@ mod tests {
         assert_eq!(content, "Hello! Ça va? ✓ 🦀\n\"quoted\"");
         assert_eq!(
             chunks.last().unwrap()["usage"],
-            json!({"prompt_tokens": 35, "completion_tokens": 15, "total_tokens": 50})
+            json!({"prompt_tokens": 35, "completion_tokens": 15, "total_tokens": 50,
+                   "prompt_tokens_details": {"cached_tokens": 10}})
         );
         let l = "provider=anthropic_target=c_model=claude-x";
         assert_eq!(
             rt.host.counters[&format!("ai_proxy_tokens_total_{l}_kind=completion")],
             15
+        );
+        assert_eq!(
+            rt.host.counters[&format!("ai_proxy_tokens_total_{l}_kind=cached")],
+            10
         );
     }
 }

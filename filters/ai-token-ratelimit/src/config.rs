@@ -4,12 +4,14 @@
 //! in `ai_token_ratelimit.meta.json` for Kong; the fixtures in `fixtures/` are checked against both.
 
 use serde::Deserialize;
-use shared::chat::Routes;
+use shared::chat::{Api, Routes};
 use shared::config::{check_prices, parse_json, ConfigError, Price};
 pub use shared::config::{FailureMode, Mode};
 use shared::ratelimit::estimate::CompletionPolicy;
 use shared::ratelimit::identity::Source;
 use shared::ratelimit::window::Window;
+use shared::redis::{RawStore, COUNTERS};
+pub use shared::redis::{RedisStore, Store, StoreFailure, SyncMode};
 use shared::usage::Usage;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -67,6 +69,8 @@ struct RawConfig {
     adaptive: Vec<Rule>,
     #[serde(default)]
     max_body_bytes: Option<u64>,
+    #[serde(default)]
+    store: Option<RawStore>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +166,8 @@ pub struct Config {
     pub prices: HashMap<String, Price>,
     pub adaptive: Vec<Rule>,
     pub max_body_bytes: usize,
+    /// Where the counters live: this gateway's shared data, or Redis for the whole fleet.
+    pub store: Store,
 }
 
 impl Config {
@@ -214,6 +220,8 @@ fn check_factor(field: String, factor: f64) -> Result<(), ConfigError> {
     }
 }
 
+/// The APIs counted when `paths` is not set: chat at both doors, and embeddings.
+pub const DEFAULT_APIS: [Api; 3] = [Api::ChatCompletions, Api::Messages, Api::Embeddings];
 const DEFAULT_ANONYMOUS: &str = "anonymous";
 const DEFAULT_COMPLETION: u64 = 256;
 const DEFAULT_COMPLETION_CAP: u64 = 4096;
@@ -223,7 +231,10 @@ const MAX_MAX_BODY: u64 = 100 * 1024 * 1024;
 impl Config {
     pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
         let raw: RawConfig = parse_json(json)?;
-        let routes = Routes::from_config("paths", raw.paths.as_deref())?;
+        let routes = match raw.paths.as_deref() {
+            None => Routes::apis(&DEFAULT_APIS),
+            paths => Routes::from_config("paths", paths)?,
+        };
         for (i, s) in raw.consumer.iter().enumerate() {
             check_source(format!("consumer[{i}]"), s)?;
         }
@@ -322,6 +333,10 @@ impl Config {
                 format!("must be from 1 to {MAX_MAX_BODY}"),
             ));
         }
+        let store = match raw.store {
+            Some(s) => Store::compile("store", s, COUNTERS)?,
+            None => Store::Local,
+        };
         Ok(Config {
             mode: raw.mode,
             failure_mode: raw.failure_mode,
@@ -334,6 +349,7 @@ impl Config {
             prices: raw.prices,
             adaptive: raw.adaptive,
             max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
+            store,
         })
     }
 }
@@ -359,7 +375,7 @@ mod tests {
     #[test]
     fn parses_and_defaults() {
         let c = Config::parse(BASE.as_bytes()).unwrap();
-        assert_eq!(c.routes, Routes::default());
+        assert_eq!(c.routes, Routes::apis(&DEFAULT_APIS));
         assert_eq!(c.anonymous, "anonymous");
         assert_eq!(c.failure_mode, FailureMode::Deny);
         assert_eq!(c.limits[0].for_tier(Some("gold")), 50000);
@@ -381,11 +397,16 @@ mod tests {
                 factor: 0.5
             }
         );
-        let u = Usage {
-            prompt_tokens: 1000,
-            completion_tokens: 500,
-        };
+        let u = Usage::new(1000, 500);
         assert_eq!(c.amount(Count::Cost, "gpt-4o-mini", u), Some(450));
+        // Cached prompt tokens are part of the 1000, counted once (at the prompt price without a
+        // cache price), never added on top.
+        let cached = Usage {
+            cached_tokens: 800,
+            ..u
+        };
+        assert_eq!(c.amount(Count::Cost, "gpt-4o-mini", cached), Some(450));
+        assert_eq!(c.amount(Count::TotalTokens, "gpt-4o-mini", cached), Some(1500));
         assert_eq!(c.amount(Count::Cost, "other", u), None);
         assert_eq!(c.amount(Count::TotalTokens, "other", u), Some(1500));
         assert_eq!(c.amount(Count::Requests, "other", u), Some(1));
@@ -401,6 +422,28 @@ mod tests {
             }
         );
         assert_eq!(min.max_body_bytes, 1024 * 1024);
+        assert_eq!(min.store, Store::Local);
+    }
+
+    #[test]
+    fn redis_store() {
+        let json = BASE.replacen(
+            r#""mode": "enforce","#,
+            r#""mode": "enforce", "store": {"type": "redis", "upstream": {"cluster": "webdis", "host": "127.0.0.1:7379"},
+                "mode": "hybrid", "sync_interval": "500ms", "failure_mode": "allow"},"#,
+            1,
+        );
+        let c = Config::parse(json.as_bytes()).unwrap();
+        let r = c.store.redis().unwrap();
+        assert_eq!(
+            (r.mode, r.sync_interval_ms, r.failure_mode),
+            (SyncMode::Hybrid, 500, StoreFailure::Allow)
+        );
+        let bad = json.replacen(r#""sync_interval": "500ms""#, r#""sync_interval": "5ms""#, 1);
+        assert_eq!(
+            Config::parse(bad.as_bytes()).unwrap_err().field,
+            "store.sync_interval"
+        );
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! workers.
 //!
 //! Glue only: the config lives in [`config`], the policy in [`policy`], the accounting (windows,
-//! estimates, the CAS counter store, identities) in `shared::ratelimit`, and the shared driver turns the
-//! policy's answers into host calls.
+//! estimates, the CAS counter store, identities, the fleet-wide store in Redis) in `shared::ratelimit`,
+//! and the shared driver turns the policy's answers into host calls.
 
 pub mod config;
 pub mod policy;
 
 use shared::config::ConfigError;
+use shared::host::Background;
+use shared::ratelimit::fleet::Sync;
 use std::rc::Rc;
 
 impl shared::wasm::Filter for config::Config {
@@ -21,6 +23,14 @@ impl shared::wasm::Filter for config::Config {
 
     fn new_policy(config: &Rc<Self>, _seed: u64) -> policy::TokenRateLimit {
         policy::TokenRateLimit::new(Rc::clone(config))
+    }
+
+    /// With a Redis store: the timer applies queued deltas, refreshes hybrid views and probes Redis.
+    fn background(config: &Rc<Self>) -> Option<Box<dyn Background>> {
+        let redis = config.store.redis()?;
+        let seed = shared::redis::seed(0);
+        let sync = Sync::new(policy::NAME, policy::KEY_PREFIX, redis.clone(), seed);
+        Some(Box::new(sync))
     }
 }
 

@@ -4,29 +4,33 @@
 //! Stages of one request: [`Stage::AwaitingBody`] (identity resolved from headers) → [`Stage::Admitted`]
 //! (reservations held in shared counters) → settled once, by the end of the response or by `on_done`.
 
-use crate::config::{Config, Count, FailureMode, Limit, Mode, Per, Rule};
+use crate::config::{Config, Count, FailureMode, Limit, Mode, Per, Rule, StoreFailure, SyncMode};
 use serde_json::Value;
+use shared::callout::{Callout, Judged};
 use shared::chat::{self, Api, Class};
 use shared::error::ApiError;
-use shared::host::{Body, Host, LocalReply, LogLevel, Policy, ResponseMode, Step};
+use shared::host::{Body, CallResponse, Host, LocalReply, LogLevel, Policy, ResponseMode, Step};
 use shared::metrics;
 use shared::provider::openai::{self, OpenAiStream};
 use shared::provider::NativeStreamUsage;
+use shared::queue::Pushed;
 use shared::rand::stable_hash;
 use shared::ratelimit::estimate::{estimate, Estimate};
+use shared::ratelimit::fleet::{self, Ask, Delta, Verdict, ViewAdmit};
 use shared::ratelimit::identity::resolve_first;
 use shared::ratelimit::store::{self, HostStore, Reservation, StoreError};
 use shared::ratelimit::window::{format_reset, retry_after_secs};
 use shared::ratelimit::{error_rate, scale};
+use shared::redis::{Health, RedisStore};
 use shared::sse::SseParser;
 use shared::usage::Usage;
 use std::rc::Rc;
 
-const NAME: &str = "ai-token-ratelimit";
+pub const NAME: &str = "ai-token-ratelimit";
 /// Prefix of every shared-data key of this filter. On Kong, `<store>/` puts the keys in the named
 /// `shm_kv` store `ai_token_ratelimit` (`KONG_NGINX_WASM_SHM_KV_AI_TOKEN_RATELIMIT=12m`); on Envoy it
 /// is just part of the key.
-const KEY_PREFIX: &str = "ai_token_ratelimit/";
+pub const KEY_PREFIX: &str = "ai_token_ratelimit/";
 /// Bound on the copy of a JSON response kept to read its usage.
 const MAX_OBSERVED: usize = 8 * 1024 * 1024;
 /// Longest subject kept as is in a counter key; longer ones are hashed.
@@ -46,6 +50,11 @@ enum Stage {
         /// The request's API, from its path.
         api: Option<Api>,
     },
+    /// Redis is deciding (one atomic script for every limit of the request).
+    Reserving {
+        plan: Box<Plan>,
+        callout: Callout,
+    },
     Admitted(Box<Admitted>),
     /// Refused (or failed) before anything was reserved; logged in `on_done`.
     Refused {
@@ -54,12 +63,22 @@ enum Stage {
     },
 }
 
+/// Where a reservation is held, so that it is settled in the same place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// This gateway's shared data (`store: local`, or Redis's failure mode `local`).
+    Local,
+    /// Redis; `view`: hybrid mode, where the counter also has a view in shared data.
+    Redis { view: bool },
+}
+
 /// One reservation held in one counter.
 #[derive(Debug, Clone)]
 struct Held {
     /// Index into `Config::limits`.
     limit: usize,
-    key: String,
+    /// `<limit>:<window>:<subject>`: the shared-data key after [`KEY_PREFIX`], the Redis key's middle.
+    counter: String,
     /// Number of the window the reservation was made in.
     window: u64,
     amount: u64,
@@ -67,6 +86,45 @@ struct Held {
     effective: u64,
     /// The counter's value right after this reservation.
     used: u64,
+    place: Place,
+}
+
+/// What the request asks of each limit, worked out once its body is read.
+struct Plan {
+    consumer: String,
+    tier: Option<String>,
+    model: String,
+    estimate: Usage,
+    injected: bool,
+    now: u64,
+    /// The limits that apply (index into `Config::limits`) and what each is asked.
+    asks: Vec<(usize, Ask)>,
+}
+
+impl Plan {
+    fn asks(&self) -> Vec<Ask> {
+        self.asks.iter().map(|(_, a)| a.clone()).collect()
+    }
+
+    fn held(&self, used: &[u64], place: Place) -> Vec<Held> {
+        self.asks
+            .iter()
+            .zip(used)
+            .map(|((i, a), used)| held(*i, a, *used, place))
+            .collect()
+    }
+}
+
+fn held(limit: usize, a: &Ask, used: u64, place: Place) -> Held {
+    Held {
+        limit,
+        counter: a.counter.clone(),
+        window: a.window,
+        amount: a.amount,
+        effective: a.limit,
+        used,
+        place,
+    }
 }
 
 struct Admitted {
@@ -83,6 +141,8 @@ struct Admitted {
     injected_usage: bool,
     outcome: Option<&'static str>,
     usage: Option<Usage>,
+    /// Who decided: `local` (shared data), `redis` (one round trip), `view` (hybrid), `none` (uncounted).
+    by: &'static str,
 }
 
 /// Reads usage from the response without changing it: OpenAI-shaped (behind ai-proxy) or Anthropic.
@@ -181,10 +241,10 @@ impl TokenRateLimit {
         self.config.limits.get(i)
     }
 
-    /// The counter key of a limit for a request. Identities come from the client, so the consumer is
-    /// length-prefixed (no consumer can pose as another's consumer+model pair) and a long subject is
-    /// hashed (no client can make shared-data keys large).
-    fn key(limit: &Limit, consumer: &str, model: &str) -> String {
+    /// The counter of a limit for a request, `<limit>:<window>:<subject>`. Identities come from the
+    /// client, so the consumer is length-prefixed (no consumer can pose as another's consumer+model
+    /// pair) and a long subject is hashed (no client can make shared-data or Redis keys large).
+    fn counter(limit: &Limit, consumer: &str, model: &str) -> String {
         let subject = match limit.per {
             Per::Consumer => consumer.to_string(),
             Per::Model => model.to_string(),
@@ -195,7 +255,14 @@ impl TokenRateLimit {
         } else {
             subject
         };
-        format!("{KEY_PREFIX}{}:{}:{subject}", limit.name, limit.window.as_str())
+        format!("{}:{}:{subject}", limit.name, limit.window.as_str())
+    }
+
+    fn health() -> Health<'static> {
+        Health {
+            filter: NAME,
+            namespace: KEY_PREFIX,
+        }
     }
 
     fn tier(&self, host: &dyn Host, consumer: &str) -> Option<String> {
@@ -271,14 +338,42 @@ impl TokenRateLimit {
         }
     }
 
-    /// Gives back reservations (on refusal of a later limit, upstream failure or abort).
-    fn release(host: &mut dyn Host, held: &[Held]) {
+    /// Gives back reservations (on upstream failure or abort, or a later limit refusing locally).
+    fn release(config: &Config, host: &mut dyn Host, held: &[Held]) {
         for h in held {
             let delta = i64::try_from(h.amount).unwrap_or(i64::MAX);
             // Same window or none: a refund for a window that has ended is dropped.
-            let result = store::adjust(&mut HostStore::new(host), &h.key, h.window, h.window, -delta);
-            if let Err(e) = result {
-                store_error(host, "refund", &h.key, e);
+            Self::adjust_held(config, host, h, -delta, h.window, "refund");
+        }
+    }
+
+    /// Moves a held reservation by `delta` where it is held: the local counter at once, a Redis counter
+    /// through the sync queue (and, in hybrid mode, its view at once). `now_window` is the window the
+    /// correction is known in.
+    fn adjust_held(config: &Config, host: &mut dyn Host, h: &Held, delta: i64, now_window: u64, op: &str) {
+        match h.place {
+            Place::Local => {
+                let key = format!("{KEY_PREFIX}{}", h.counter);
+                if let Err(e) = store::adjust(&mut HostStore::new(host), &key, h.window, now_window, delta) {
+                    store_error(host, op, &key, e);
+                }
+            }
+            Place::Redis { view } => {
+                let Some((window, delta)) = fleet::settle_target(h.window, now_window, delta) else {
+                    return;
+                };
+                if view {
+                    fleet::add_to_view(host, KEY_PREFIX, &h.counter, window, delta);
+                }
+                let window_ms = config.limits.get(h.limit).map_or(1, |l| l.window.millis());
+                let d = Delta {
+                    counter: h.counter.clone(),
+                    window,
+                    window_ms,
+                    delta,
+                    view,
+                };
+                queue(host, &d, op);
             }
         }
     }
@@ -358,6 +453,49 @@ impl TokenRateLimit {
         reply
     }
 
+    /// Works out what the request asks of each limit that applies to it.
+    fn plan(
+        &mut self,
+        host: &mut dyn Host,
+        consumer: String,
+        tier: Option<String>,
+        api: Option<Api>,
+        body: &mut Body,
+    ) -> Plan {
+        let config = Rc::clone(&self.config);
+        let est: Estimate = estimate(body, api, config.completion);
+        let model = est.model.clone().unwrap_or_else(|| "-".into());
+        let now = host.now_ms();
+        let factor = self.adaptive_factor(host, now);
+        // Anthropic's streams always report usage.
+        let injected = est.stream && api != Some(Api::Messages) && ask_stream_usage(body);
+        let mut asks = Vec::with_capacity(config.limits.len());
+        for (i, limit) in config.limits.iter().enumerate() {
+            let Some(amount) = config.amount(limit.count, &model, est.usage()) else {
+                continue;
+            };
+            asks.push((
+                i,
+                Ask {
+                    counter: Self::counter(limit, &consumer, &model),
+                    window: limit.window.index(now),
+                    window_ms: limit.window.millis(),
+                    amount,
+                    limit: scale(limit.for_tier(tier.as_deref()), factor),
+                },
+            ));
+        }
+        Plan {
+            consumer,
+            tier,
+            model,
+            estimate: est.usage(),
+            injected,
+            now,
+            asks,
+        }
+    }
+
     fn admit(
         &mut self,
         host: &mut dyn Host,
@@ -366,49 +504,187 @@ impl TokenRateLimit {
         api: Option<Api>,
         body: &mut Body,
     ) -> Step {
+        let plan = self.plan(host, consumer, tier, api, body);
         let config = Rc::clone(&self.config);
-        let est: Estimate = estimate(body, api, config.completion);
-        let model = est.model.clone().unwrap_or_else(|| "-".into());
-        let now = host.now_ms();
-        let factor = self.adaptive_factor(host, now);
+        let Some(redis) = config.store.redis() else {
+            return self.admit_local(host, plan);
+        };
+        if plan.asks.is_empty() {
+            return self.admitted(plan, Vec::new(), None, "none");
+        }
+        if Self::health().is_down(host) {
+            return self.fallback(host, redis.failure_mode, plan);
+        }
         let shadow = config.mode == Mode::Shadow;
-        // Anthropic's streams always report usage.
-        let injected = est.stream && api != Some(Api::Messages) && ask_stream_usage(body);
+        if redis.mode == SyncMode::Hybrid {
+            let stale = fleet::stale_ms(redis.sync_interval_ms);
+            let verdict = fleet::admit_views(host, KEY_PREFIX, &plan.asks(), plan.now, stale, shadow);
+            let (used, refused) = match verdict {
+                ViewAdmit::Admitted(used) => (used, None),
+                ViewAdmit::Refused { index, used } => (used, Some(index)),
+                ViewAdmit::Stale => return self.ask_redis(redis, plan, shadow),
+                ViewAdmit::Failed => return self.local_store_failed(host, plan),
+            };
+            host.counter_add(&metric("store_decisions_total", &[("mode", "hybrid")]), 1);
+            // What the views took (all of it, or all of it forced in shadow mode) goes to Redis too.
+            if refused.is_none() || shadow {
+                for (_, a) in &plan.asks {
+                    let d = Delta {
+                        counter: a.counter.clone(),
+                        window: a.window,
+                        window_ms: a.window_ms,
+                        delta: i64::try_from(a.amount).unwrap_or(i64::MAX),
+                        view: true,
+                    };
+                    queue(host, &d, "reserve");
+                }
+            }
+            return self.decided(host, plan, used, refused, Place::Redis { view: true });
+        }
+        self.ask_redis(redis, plan, shadow)
+    }
+
+    /// One round trip: Redis checks and adds every reservation of the request atomically.
+    fn ask_redis(&mut self, redis: &RedisStore, plan: Plan, shadow: bool) -> Step {
+        let callout = fleet::admit_call(redis, &plan.asks(), shadow);
+        let step = callout.step();
+        self.stage = Stage::Reserving {
+            plan: Box::new(plan),
+            callout,
+        };
+        step
+    }
+
+    /// Redis (or the views) decided for every limit at once: `used` holds each limit's total,
+    /// `refused` the first that did not fit (all were added anyway in shadow mode).
+    fn decided(
+        &mut self,
+        host: &mut dyn Host,
+        plan: Plan,
+        used: Vec<u64>,
+        refused: Option<usize>,
+        place: Place,
+    ) -> Step {
+        let config = Rc::clone(&self.config);
+        let mut shadow_refused = None;
+        if let Some(index) = refused {
+            if config.mode != Mode::Shadow {
+                let Some((i, a)) = plan.asks.get(index) else {
+                    return Step::Reply(store_unavailable(StoreError::Unavailable));
+                };
+                let h = held(*i, a, used.get(index).copied().unwrap_or(0), place);
+                return Step::Reply(self.refuse(host, plan.consumer, h, &[], plan.now));
+            }
+            for ((i, a), u) in plan.asks.iter().zip(&used) {
+                let Some(limit) = config.limits.get(*i) else {
+                    continue;
+                };
+                if *u > a.limit {
+                    host.counter_add(&metric("shadow_refused_total", &[("limit", &limit.name)]), 1);
+                    shadow_refused.get_or_insert_with(|| limit.name.clone());
+                }
+            }
+        }
+        let by = match place {
+            Place::Redis { view: true } => "view",
+            Place::Redis { view: false } => "redis",
+            Place::Local => "local",
+        };
+        let held = plan.held(&used, place);
+        self.admitted(plan, held, shadow_refused, by)
+    }
+
+    /// Redis cannot be reached: `failure_mode` decides.
+    fn fallback(&mut self, host: &mut dyn Host, mode: StoreFailure, plan: Plan) -> Step {
+        host.counter_add(&metric("store_fallback_total", &[("mode", mode.as_str())]), 1);
+        match mode {
+            StoreFailure::Local => self.admit_local(host, plan),
+            StoreFailure::Deny if self.config.mode != Mode::Shadow => {
+                self.stage = Stage::Refused {
+                    consumer: plan.consumer,
+                    decision: "store_error",
+                };
+                Step::Reply(store_unavailable(StoreError::Unavailable))
+            }
+            StoreFailure::Allow | StoreFailure::Deny => self.admitted(plan, Vec::new(), None, "none"),
+        }
+    }
+
+    /// Shared data refused a hybrid view's write: the top-level `failure_mode`, as for local counters.
+    fn local_store_failed(&mut self, host: &mut dyn Host, plan: Plan) -> Step {
+        host.counter_add(&metric("store_errors_total", &[("limit", "view")]), 1);
+        host.log(
+            LogLevel::Warn,
+            &format!(
+                "{NAME}: hybrid view not updated: {}; failure_mode applies",
+                StoreError::Unavailable
+            ),
+        );
+        if self.config.failure_mode == FailureMode::Deny && self.config.mode != Mode::Shadow {
+            self.stage = Stage::Refused {
+                consumer: plan.consumer,
+                decision: "store_error",
+            };
+            return Step::Reply(store_unavailable(StoreError::Unavailable));
+        }
+        self.admitted(plan, Vec::new(), None, "none")
+    }
+
+    /// The request goes on, holding `held`.
+    fn admitted(
+        &mut self,
+        plan: Plan,
+        held: Vec<Held>,
+        shadow_refused: Option<String>,
+        by: &'static str,
+    ) -> Step {
+        self.stage = Stage::Admitted(Box::new(Admitted {
+            consumer: plan.consumer,
+            tier: plan.tier,
+            model: plan.model,
+            estimate: plan.estimate,
+            held,
+            shadow_refused,
+            status: None,
+            observer: Observer::None,
+            injected_usage: plan.injected,
+            outcome: None,
+            usage: None,
+            by,
+        }));
+        Step::Continue
+    }
+
+    /// Every limit against this gateway's own shared data, one CAS reservation after the other.
+    fn admit_local(&mut self, host: &mut dyn Host, plan: Plan) -> Step {
+        let config = Rc::clone(&self.config);
+        let shadow = config.mode == Mode::Shadow;
         let mut held: Vec<Held> = Vec::new();
         let mut shadow_refused = None;
-        for (i, limit) in config.limits.iter().enumerate() {
-            let Some(amount) = config.amount(limit.count, &model, est.usage()) else {
+        for (i, a) in &plan.asks {
+            let Some(limit) = config.limits.get(*i) else {
                 continue;
             };
-            let effective = scale(limit.for_tier(tier.as_deref()), factor);
-            let key = Self::key(limit, &consumer, &model);
-            let window = limit.window.index(now);
+            let key = format!("{KEY_PREFIX}{}", a.counter);
             let (result, conflicts) = {
                 let mut s = HostStore::new(host);
-                let r = store::reserve(&mut s, &key, window, amount, effective, shadow);
+                let r = store::reserve(&mut s, &key, a.window, a.amount, a.limit, shadow);
                 (r, s.conflicts())
             };
             if conflicts > 0 {
                 host.counter_add(&metric("cas_conflicts_total", &[]), conflicts);
             }
-            let hold = |used| Held {
-                limit: i,
-                key: key.clone(),
-                window,
-                amount,
-                effective,
-                used,
-            };
             match result {
-                Ok(Reservation::Admitted { used }) => held.push(hold(used)),
+                Ok(Reservation::Admitted { used }) => held.push(self::held(*i, a, used, Place::Local)),
                 Ok(Reservation::Refused { used }) if shadow => {
-                    held.push(hold(used));
+                    held.push(self::held(*i, a, used, Place::Local));
                     host.counter_add(&metric("shadow_refused_total", &[("limit", &limit.name)]), 1);
                     shadow_refused.get_or_insert_with(|| limit.name.clone());
                 }
                 Ok(Reservation::Refused { used }) => {
-                    Self::release(host, &held);
-                    return Step::Reply(self.refuse(host, consumer, hold(used), &held, now));
+                    Self::release(&config, host, &held);
+                    let refused = self::held(*i, a, used, Place::Local);
+                    return Step::Reply(self.refuse(host, plan.consumer, refused, &held, plan.now));
                 }
                 Err(e) => {
                     host.counter_add(&metric("store_errors_total", &[("limit", &limit.name)]), 1);
@@ -417,9 +693,9 @@ impl TokenRateLimit {
                         &format!("{NAME}: counter `{key}` not updated: {e}; failure_mode applies"),
                     );
                     if config.failure_mode == FailureMode::Deny && !shadow {
-                        Self::release(host, &held);
+                        Self::release(&config, host, &held);
                         self.stage = Stage::Refused {
-                            consumer,
+                            consumer: plan.consumer,
                             decision: "store_error",
                         };
                         return Step::Reply(store_unavailable(e));
@@ -427,20 +703,7 @@ impl TokenRateLimit {
                 }
             }
         }
-        self.stage = Stage::Admitted(Box::new(Admitted {
-            consumer,
-            tier,
-            model,
-            estimate: est.usage(),
-            held,
-            shadow_refused,
-            status: None,
-            observer: Observer::None,
-            injected_usage: injected,
-            outcome: None,
-            usage: None,
-        }));
-        Step::Continue
+        self.admitted(plan, held, shadow_refused, "local")
     }
 
     /// Moves every held counter from the reservation to the real usage.
@@ -453,17 +716,8 @@ impl TokenRateLimit {
             let actual = config.amount(limit.count, &a.model, u).unwrap_or(h.amount);
             let delta = i128::from(actual) - i128::from(h.amount);
             let delta = i64::try_from(delta).unwrap_or(if delta > 0 { i64::MAX } else { i64::MIN });
-            let result = store::adjust(
-                &mut HostStore::new(host),
-                &h.key,
-                h.window,
-                limit.window.index(now),
-                delta,
-            );
-            if let Err(e) = result {
-                // A lost settlement is a budget that drifts: it must be seen.
-                store_error(host, "settle", &h.key, e);
-            }
+            // A lost settlement is a budget that drifts: `adjust_held` makes it seen.
+            Self::adjust_held(config, host, h, delta, limit.window.index(now), "settle");
         }
         a.usage = Some(u);
         a.outcome = Some("usage");
@@ -484,11 +738,11 @@ impl TokenRateLimit {
                 a.outcome = Some("estimate_kept");
             }
             (false, _) if a.status.is_some() => {
-                Self::release(host, &a.held);
+                Self::release(config, host, &a.held);
                 a.outcome = Some("released_upstream_error");
             }
             _ => {
-                Self::release(host, &a.held);
+                Self::release(config, host, &a.held);
                 a.outcome = Some("released_abort");
             }
         }
@@ -531,6 +785,27 @@ fn store_error(host: &mut dyn Host, op: &str, key: &str, e: StoreError) {
         LogLevel::Warn,
         &format!("{NAME}: {op} of counter `{key}` lost: {e}"),
     );
+}
+
+/// Queues a Redis delta for the timer. A full queue drops its oldest delta (counted in
+/// `sync_dropped_total`); a refused write is a lost update.
+fn queue(host: &mut dyn Host, d: &Delta, op: &str) {
+    match fleet::push(host, KEY_PREFIX, d) {
+        Ok(Pushed::Queued { .. }) => {}
+        Ok(Pushed::QueuedDroppingOldest { .. } | Pushed::Refused) => {
+            host.counter_add(&metric("sync_dropped_total", &[]), 1);
+        }
+        Err(e) => {
+            host.counter_add(&metric("lost_updates_total", &[("op", op)]), 1);
+            host.log(
+                LogLevel::Warn,
+                &format!(
+                    "{NAME}: {op} of counter `{}` not queued for redis: {e}",
+                    d.counter
+                ),
+            );
+        }
+    }
 }
 
 impl Policy for TokenRateLimit {
@@ -576,6 +851,51 @@ impl Policy for TokenRateLimit {
             return Step::Continue;
         };
         self.admit(host, consumer, tier, api, body)
+    }
+
+    fn on_call_responses(
+        &mut self,
+        host: &mut dyn Host,
+        responses: Vec<CallResponse>,
+        _body: Option<&mut Body>,
+    ) -> Step {
+        let Stage::Reserving { plan, mut callout } = std::mem::replace(&mut self.stage, Stage::Idle) else {
+            return Step::Continue;
+        };
+        let config = Rc::clone(&self.config);
+        let Some(redis) = config.store.redis() else {
+            return self.admit_local(host, *plan);
+        };
+        let response = responses.into_iter().next().unwrap_or_default();
+        let failure = match callout.judge(response) {
+            Judged::Retry(step) => {
+                self.stage = Stage::Reserving { plan, callout };
+                return step;
+            }
+            Judged::Failed(f) => f.why,
+            Judged::Answer(resp) => match fleet::read_admit(&resp.body, plan.asks.len()) {
+                Ok(verdict) => {
+                    let now = host.now_ms();
+                    host.histogram_record(&metric("store_latency_ms", &[]), now.saturating_sub(plan.now));
+                    host.counter_add(&metric("store_decisions_total", &[("mode", "exact")]), 1);
+                    let (used, refused) = match verdict {
+                        Verdict::Admitted(used) => (used, None),
+                        Verdict::Refused { index, used } => (used, Some(index)),
+                    };
+                    let view = redis.mode == SyncMode::Hybrid;
+                    if view {
+                        for ((_, a), total) in plan.asks.iter().zip(&used) {
+                            fleet::refresh_view(host, KEY_PREFIX, a, *total, now);
+                        }
+                    }
+                    return self.decided(host, *plan, used, refused, Place::Redis { view });
+                }
+                Err(e) => e.into(),
+            },
+        };
+        let meanwhile = format!("failure_mode {} applies", redis.failure_mode.as_str());
+        Self::health().record(host, false, &failure.to_string(), &meanwhile);
+        self.fallback(host, redis.failure_mode, *plan)
     }
 
     fn on_response_headers(&mut self, host: &mut dyn Host) -> ResponseMode {
@@ -653,6 +973,14 @@ impl Policy for TokenRateLimit {
                     &format!("{NAME}: consumer={consumer} decision=aborted"),
                 );
             }
+            Stage::Reserving { plan, .. } => {
+                // The client left before Redis answered: whatever Redis admits is settled nowhere, so the
+                // reservation stays counted until its window ends (on the safe side).
+                host.log(
+                    LogLevel::Info,
+                    &format!("{NAME}: consumer={} decision=aborted", plan.consumer),
+                );
+            }
             Stage::Refused { consumer, decision } => {
                 host.counter_add(&metric("requests_total", &[("decision", decision)]), 1);
                 host.log(
@@ -684,11 +1012,12 @@ impl Policy for TokenRateLimit {
                 host.log(
                     LogLevel::Info,
                     &format!(
-                        "{NAME}: consumer={} tier={} model={} decision={decision}{} reserved={}/{} usage={usage} outcome={outcome} status={}",
+                        "{NAME}: consumer={} tier={} model={} decision={decision}{}{} reserved={}/{} usage={usage} outcome={outcome} status={}",
                         a.consumer,
                         a.tier.as_deref().unwrap_or("-"),
                         a.model,
                         a.shadow_refused.as_deref().map(|l| format!(" limit={l}")).unwrap_or_default(),
+                        if config.store.redis().is_some() { format!(" store={}", a.by) } else { String::new() },
                         a.estimate.prompt_tokens,
                         a.estimate.completion_tokens,
                         a.status.map_or_else(|| "-".to_string(), |s| s.to_string()),
@@ -752,11 +1081,11 @@ mod tests {
         let c = config();
         let mut pair = c.limits[0].clone();
         pair.per = Per::ConsumerModel;
-        let a = TokenRateLimit::key(&pair, "x|y", "z");
-        let b = TokenRateLimit::key(&pair, "x", "y|z");
+        let a = TokenRateLimit::counter(&pair, "x|y", "z");
+        let b = TokenRateLimit::counter(&pair, "x", "y|z");
         assert_ne!(a, b);
-        assert_eq!(a, "ai_token_ratelimit/tpm:minute:3:x|y|z");
-        let long = TokenRateLimit::key(&c.limits[0], &"a".repeat(5000), "m");
+        assert_eq!(a, "tpm:minute:3:x|y|z");
+        let long = TokenRateLimit::counter(&c.limits[0], &"a".repeat(5000), "m");
         assert!(long.len() < 64, "{long}");
     }
 
@@ -799,5 +1128,83 @@ mod tests {
         let mut p = TokenRateLimit::new(Rc::clone(&config));
         host.request_headers.insert(":path".into(), "/v1/models".into());
         assert_eq!(p.on_request_headers(&mut host, true), Step::Continue);
+    }
+
+    /// Exact mode on the fake host: the admission is one call, the settlement a queued delta; a failed
+    /// call marks Redis down and `failure_mode: local` counts in shared data instead.
+    #[test]
+    fn redis_exact_admission_settlement_and_fallback() {
+        let config = Rc::new(
+            Config::parse(
+                br#"{"consumer":[{"type":"header","name":"x-consumer-id"}],
+                     "limits":[{"name":"tpm","per":"consumer","window":"minute","count":"total_tokens","limit":50}],
+                     "store":{"type":"redis","upstream":{"cluster":"webdis","host":"127.0.0.1:7379"},"key_prefix":"p:"}}"#,
+            )
+            .unwrap(),
+        );
+        let mut host = FakeHost::new(HostKind::Envoy).with_request_headers(&[
+            ("x-consumer-id", "ann"),
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+        ]);
+        host.now_ms = 120_000;
+        let body = br#"{"model":"m","max_tokens":30,"messages":[{"role":"user","content":"abcdefgh"}]}"#;
+        let mut p = TokenRateLimit::new(Rc::clone(&config));
+        assert_eq!(p.on_request_headers(&mut host, true), Step::ReadBody);
+        let Step::Call(calls) = p.on_request_body(&mut host, &mut Body::new(body.to_vec())) else {
+            panic!("exact mode asks redis")
+        };
+        let sent = calls[0].path.clone();
+        assert!(
+            sent.starts_with("/EVAL/") && sent.contains("/1/p%3Arl%3Atpm%3Aminute%3Aann%3A2/0/36/50/"),
+            "{sent}"
+        );
+        let answer = CallResponse {
+            status: Some(200),
+            headers: vec![],
+            body: br#"{"EVAL":[0,36]}"#.to_vec(),
+        };
+        assert_eq!(p.on_call_responses(&mut host, vec![answer], None), Step::Continue);
+        host.response_headers.insert(":status".into(), "200".into());
+        assert_eq!(p.on_response_headers(&mut host), ResponseMode::Stream);
+        assert_eq!(host.response_headers["x-ratelimit-remaining-tokens"], "14");
+        let usage = br#"{"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":6}}"#;
+        p.on_response_chunk(&mut host, usage, true);
+        p.on_done(&mut host);
+        // 36 reserved, 10 used: -26 waits in the queue for the timer.
+        let queued = shared::queue::Queue::new("ai_token_ratelimit/sync", 16_384, Default::default());
+        let (_, items) = queued.peek(&host, 10);
+        let d = Delta::decode(&items[0]).unwrap();
+        assert_eq!(
+            (d.counter.as_str(), d.window, d.delta, d.view),
+            ("tpm:minute:ann", 2, -26, false)
+        );
+        assert!(host.logged(LogLevel::Info, "store=redis reserved=6/30 usage=4/6"));
+
+        // Redis does not answer: down, and the request is counted locally instead.
+        let mut p = TokenRateLimit::new(Rc::clone(&config));
+        p.on_request_headers(&mut host, true);
+        assert!(matches!(
+            p.on_request_body(&mut host, &mut Body::new(body.to_vec())),
+            Step::Call(_)
+        ));
+        assert_eq!(
+            p.on_call_responses(&mut host, vec![CallResponse::default()], None),
+            Step::Continue
+        );
+        assert!(TokenRateLimit::health().is_down(&host));
+        assert_eq!(
+            host.counters["ai_token_ratelimit_store_fallback_total_mode=local"],
+            1
+        );
+        assert_eq!(
+            store::read(&HostStore::new(&mut host), "ai_token_ratelimit/tpm:minute:ann", 2),
+            Ok(36)
+        );
+        // While down, requests do not wait for redis at all: the local limit refuses 36 + 36 > 50.
+        let mut p = TokenRateLimit::new(Rc::clone(&config));
+        p.on_request_headers(&mut host, true);
+        let step = p.on_request_body(&mut host, &mut Body::new(body.to_vec()));
+        assert!(matches!(step, Step::Reply(ref r) if r.status == 429), "{step:?}");
     }
 }

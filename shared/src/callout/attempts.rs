@@ -142,7 +142,7 @@ impl Resilience {
             }
             None => default_retry_on(),
         };
-        let breaker = match pick(|r| r.breaker.is_some()).and_then(|r| r.breaker) {
+        let breaker = match pick(|r| r.breaker.is_some()).and_then(|r| r.breaker.clone()) {
             Some(b) => Some(Breaker::compile(&format!("{field}.breaker"), b)?),
             None => None,
         };
@@ -508,6 +508,7 @@ mod tests {
             consecutive_failures: Some(1),
             error_rate: None,
             cooldown_ms: 10_000,
+            store: crate::redis::Store::Local,
         };
         let guarded = Resilience {
             breaker: Some(breaker),

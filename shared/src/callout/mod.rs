@@ -252,6 +252,26 @@ impl Service {
             failure_mode: self.failure_mode,
         }
     }
+
+    /// One request's `GET` of `path` below the service's path, without a body: for services that take
+    /// the whole request in the URL (Webdis). Kong's dispatcher always sends `connection: close`, which
+    /// Webdis does not answer when a POST body arrives in a later TCP segment than the headers.
+    pub fn get(&self, path: &str) -> Callout {
+        let base = self.path.trim_end_matches('/');
+        Callout {
+            call: HttpCall {
+                upstream: self.upstream.clone(),
+                method: "GET".into(),
+                path: format!("{base}/{path}"),
+                headers: self.headers.clone(),
+                body: Vec::new(),
+                timeout_ms: self.timeout_ms,
+            },
+            retries_left: self.retries,
+            attempts: 1,
+            failure_mode: self.failure_mode,
+        }
+    }
 }
 
 /// One request's call to a [`Service`], kept while it is in flight so it can be made again.

@@ -16,11 +16,17 @@
 //!   and a chunked response never ends), and writes that change nothing are skipped;
 //! - a callout started from the headers holds a request body until it answers;
 //! - a callout to `host:443` on Kong (which dispatches to `host:port` itself) is sent over TLS.
+//!
+//! It also writes every local error reply in the shape of the API the request came through: policies
+//! answer OpenAI-shaped errors, and on Anthropic's door (`POST /v1/messages`) the driver rewrites them
+//! into Anthropic's shape, keeping the `code` ([`crate::api::Dialect::reshape_error`]), so a client of
+//! either API can read any filter's refusal.
 
 use super::abi::{report, Abi, Buffer, Map, WHOLE};
 use super::{
     Background, Body, CallResponse, Host, HostKind, HttpCall, LocalReply, Policy, ResponseMode, Step,
 };
+use crate::api::Dialect;
 use crate::error::ApiError;
 
 /// What the host should do with the stream after a callback.
@@ -132,6 +138,8 @@ pub struct Driver<P: Policy> {
     stage: Stage,
     response: Response,
     has_body: bool,
+    /// The dialect of the request's API: local error replies are written in it.
+    door: Dialect,
 }
 
 /// The HTTP call a [`HttpCall`] becomes on this host: dispatch target and header list.
@@ -192,6 +200,7 @@ impl<P: Policy> Driver<P> {
             stage: Stage::Headers,
             response: Response::PassThrough,
             has_body: false,
+            door: Dialect::OpenAi,
         }
     }
 
@@ -199,8 +208,13 @@ impl<P: Policy> Driver<P> {
         &self.policy
     }
 
-    fn reply<A: Abi>(&mut self, abi: &mut A, reply: LocalReply) -> Action {
+    fn reply<A: Abi>(&mut self, abi: &mut A, mut reply: LocalReply) -> Action {
         self.stage = Stage::Replied;
+        if reply.status >= 400 {
+            if let Some(body) = self.door.reshape_error(reply.status, &reply.body) {
+                reply.body = body;
+            }
+        }
         let headers: Vec<(&str, &str)> = reply
             .headers
             .iter()
@@ -241,6 +255,10 @@ impl<P: Policy> Driver<P> {
 
     pub fn on_request_headers<A: Abi>(&mut self, abi: &mut A, end_of_stream: bool) -> Action {
         let kind = detect_kind(abi);
+        self.door = Dialect::of_request(
+            &abi.request_header(":method").unwrap_or_default(),
+            &abi.request_header(":path").unwrap_or_default(),
+        );
         self.has_body = Self::request_has_body(abi, kind, end_of_stream);
         match self.policy.on_request_headers(abi, self.has_body) {
             Step::Continue => self.proceed(abi, Ctx::Headers),

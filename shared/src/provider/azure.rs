@@ -1,7 +1,10 @@
 //! Azure OpenAI: OpenAI's dialect, addressed by deployment, with the key in `api-key`.
 
-use super::{Provider, Wire};
+use super::neutral::{self, Unsupported};
+use super::openai::{self, Flavor};
+use super::{Api, Dialect, Expect, Provider, Rendered, StreamDecoder, Translator};
 use crate::config::ConfigError;
+use crate::error::ApiError;
 use std::borrow::Cow;
 
 /// `api-version` sent when the target sets none.
@@ -35,6 +38,7 @@ impl Config {
         }
         Ok(Azure {
             path: format!("/openai/deployments/{deployment}/chat/completions?api-version={version}"),
+            embeddings_path: format!("/openai/deployments/{deployment}/embeddings?api-version={version}"),
             deployment,
         })
     }
@@ -44,6 +48,7 @@ impl Config {
 pub struct Azure {
     deployment: String,
     path: String,
+    embeddings_path: String,
 }
 
 impl Provider for Azure {
@@ -54,13 +59,45 @@ impl Provider for Azure {
     fn model(&self) -> &str {
         &self.deployment
     }
-    fn path(&self, _stream: bool) -> Cow<'_, str> {
-        Cow::Borrowed(&self.path)
+    fn path(&self, api: Api, _stream: bool) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed(match api {
+            Api::ChatCompletions | Api::Messages => &self.path,
+            Api::Embeddings => &self.embeddings_path,
+            Api::Completions => return None,
+        }))
     }
     fn headers(&self, key: Option<&str>) -> Vec<(&'static str, String)> {
         key.map(|k| ("api-key", k.to_string())).into_iter().collect()
     }
-    fn wire(&self) -> Wire<'_> {
-        Wire::OpenAi
+    fn speaks(&self) -> Option<Dialect> {
+        Some(Dialect::OpenAi)
+    }
+    fn translator(&self) -> &dyn Translator {
+        self
+    }
+}
+
+impl Translator for Azure {
+    fn label(&self) -> &'static str {
+        "Azure OpenAI"
+    }
+    fn request(
+        &self,
+        req: &neutral::Request<'_>,
+        unsupported: &mut Unsupported,
+    ) -> Result<Rendered, ApiError> {
+        Ok(Rendered {
+            body: openai::render(req, &self.deployment, Flavor::Azure, self.label(), unsupported)?,
+            expect: Expect::default(),
+        })
+    }
+    fn response(&self, body: &[u8], _expect: Expect) -> Result<neutral::Completion, ApiError> {
+        openai::response(body)
+    }
+    fn error(&self, status: u16, body: &[u8]) -> neutral::Error {
+        openai::error(status, body)
+    }
+    fn stream(&self, _expect: Expect) -> Box<dyn StreamDecoder> {
+        Box::new(openai::Decoder::default())
     }
 }

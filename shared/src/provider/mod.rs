@@ -1,26 +1,35 @@
-//! Model providers, one module each, behind one trait.
+//! Model providers, one module each, behind one trait, and the one translation core both front doors
+//! use.
 //!
 //! A target's provider is configured as a tagged enum ([`ProviderConfig`], `{"provider": "anthropic",
 //! ...}`), so a field that belongs to one provider is refused by serde, with its name, on every other.
-//! Once checked it is a [`Provider`]: the endpoint path, the credential headers, the stream
-//! [`Framing`], and how its bodies relate to the client's ([`Wire`]): a provider that speaks OpenAI Chat
-//! Completions passes bodies through; any other supplies a [`Translator`] between its dialect and the
-//! [`neutral`] shapes. Both ai-proxy modes use the one path in [`Exchange`] and [`Reply`]: forward mode
-//! feeds the answer chunk by chunk, callout mode whole.
+//! Once checked it is a [`Provider`]: the endpoint path of each API it serves, the credential headers,
+//! the stream [`Framing`], the client dialect it speaks natively ([`Provider::speaks`]) and a
+//! [`Translator`] between its dialect and the [`neutral`] shapes.
 //!
-//! | module | provider values | dialect | auth | path |
-//! |---|---|---|---|---|
-//! | [`openai`] | `openai`, `openai_compatible` | OpenAI (also the client's) | `authorization: Bearer` | `/v1/chat/completions` |
-//! | [`azure`] | `azure` | OpenAI | `api-key` | `/openai/deployments/{d}/chat/completions?api-version=` |
-//! | [`anthropic`] | `anthropic` | Anthropic Messages | `x-api-key`, `anthropic-version` | `/v1/messages` |
+//! Clients come through one of two doors ([`crate::api::Dialect`]): OpenAI Chat Completions (and
+//! Embeddings) or Anthropic Messages. When the target speaks the door's dialect the body passes as it is
+//! (with the target's model); otherwise the door's dialect decodes it into [`neutral`]
+//! ([`openai::decode`], [`anthropic::decode`]), the target's [`Translator`] renders it, and the answer
+//! comes back the same way in reverse. Both ai-proxy modes use the one path in [`Exchange`] and
+//! [`Reply`]: forward mode feeds the answer chunk by chunk, callout mode whole.
+//!
+//! | module | provider values | dialect | auth | chat path | embeddings |
+//! |---|---|---|---|---|---|
+//! | [`openai`] | `openai`, `openai_compatible` | OpenAI (a door) | `authorization: Bearer` | `/v1/chat/completions` | `/v1/embeddings` |
+//! | [`azure`] | `azure` | OpenAI | `api-key` | `/openai/deployments/{d}/chat/completions?api-version=` | `/openai/deployments/{d}/embeddings?api-version=` |
+//! | [`anthropic`] | `anthropic` | Anthropic Messages (a door) | `x-api-key`, `anthropic-version` | `/v1/messages` | none |
 //!
 //! # Adding a provider
 //! A provider (Gemini, Bedrock) touches:
 //! 1. `shared/src/provider/<name>.rs` (new): its raw `Config` (serde, `deny_unknown_fields`) and its
 //!    compile step; a type implementing [`Provider`] (`path` may depend on `stream` and embed the model,
-//!    as Gemini's `:streamGenerateContent?alt=sse`; `headers` gets the key, as `x-goog-api-key`) and,
-//!    unless it speaks OpenAI, [`Translator`] and a [`StreamDecoder`] for its [`Framing`]; table-driven
-//!    tests on recorded payloads added to `shared/tests/fixtures/`.
+//!    as Gemini's `:streamGenerateContent?alt=sse`; `headers` gets the key, as `x-goog-api-key`;
+//!    `speaks` is `None`: no door speaks its dialect) and [`Translator`] with a [`StreamDecoder`] for its
+//!    [`Framing`]: it renders [`neutral::Request`] (calling [`neutral::Unsupported::parameter`] for what
+//!    it cannot take, so the model's `drop_unsupported_params` applies) and decodes answers, errors and
+//!    stream events into [`neutral`]; table-driven tests on recorded payloads added to
+//!    `shared/tests/fixtures/`.
 //! 2. this file: `pub mod <name>;`, one [`ProviderConfig`] variant and its arm in
 //!    [`ProviderConfig::compile`], its key header in [`CREDENTIAL_HEADERS`] if it is a new one, and its
 //!    usage shapes in [`usage_of`] and [`NativeStreamUsage`] (read by filters that see its answers
@@ -28,22 +37,27 @@
 //! 3. `filters/ai-proxy/ai_proxy.meta.json`: the provider value and one `oneOf` entry listing its
 //!    fields; new fixtures in `filters/ai-proxy/fixtures/{valid,invalid}` (an invalid one per field of
 //!    its own, set on another provider).
-//! 4. `tests/src/mock.rs`: its endpoint on the mock provider; an end-to-end case in
+//! 4. `tests/src/mock/`: its wire format on the mock provider; an end-to-end case in
 //!    `tests/tests/proxy.rs`.
-//! 5. `README.md`: the provider list and its fields in the ai-proxy table.
+//! 5. `README.md`: the provider list, its fields in the ai-proxy table, and its column in the
+//!    translation tables.
 //!
 //! So: one new module and five existing files (this one, the schema, the mock, `proxy.rs`, the
-//! README), plus new fixture files. No filter code changes. Still to come with the first such provider: an NDJSON
-//! or AWS event-stream decoder behind [`Framing::decoder`] (from `shared::framing`), and for Bedrock's
-//! SigV4, `headers` seeing the final body, path and time (today it sees only the key).
+//! README), plus new fixture files. No filter code changes, and both doors reach it. Still to come with
+//! the first such provider: an NDJSON or AWS event-stream decoder behind [`Framing::decoder`] (from
+//! `shared::framing`), and for Bedrock's SigV4, `headers` seeing the final body, path and time (today it
+//! sees only the key).
 
 pub mod anthropic;
 pub mod azure;
 mod exchange;
 pub mod neutral;
 pub mod openai;
+pub mod target;
 
-pub use exchange::{client_error, Exchange, Reply, TranslatedStream};
+pub use crate::api::{Api, Dialect};
+pub use exchange::{client_error, ChatRequest, Exchange, Reply, TranslatedStream};
+pub use neutral::OnUnsupported;
 
 use crate::config::ConfigError;
 use crate::error::ApiError;
@@ -58,8 +72,9 @@ pub trait Provider: std::fmt::Debug {
     fn name(&self) -> &'static str;
     /// The model named upstream (Azure: the deployment); also the key of the `prices` table.
     fn model(&self) -> &str;
-    /// The path (and query) of a chat call, unless the target overrides it.
-    fn path(&self, stream: bool) -> Cow<'_, str>;
+    /// The path (and query) of a call of `api`, unless the target overrides it; `None` when the
+    /// provider does not serve that API (embeddings on Anthropic).
+    fn path(&self, api: Api, stream: bool) -> Option<Cow<'_, str>>;
     /// The headers that carry the target's key (`None` without `auth`: the client's own credentials
     /// go through) and the provider's API version.
     fn headers(&self, key: Option<&str>) -> Vec<(&'static str, String)>;
@@ -67,32 +82,45 @@ pub trait Provider: std::fmt::Debug {
     fn framing(&self) -> Framing {
         Framing::Sse
     }
-    /// How its bodies relate to the client's.
-    fn wire(&self) -> Wire<'_>;
+    /// The door dialect whose bodies it takes as they are (`None`: it speaks only its own).
+    fn speaks(&self) -> Option<Dialect>;
+    /// Its dialect to and from the [`neutral`] shapes.
+    fn translator(&self) -> &dyn Translator;
 }
 
-/// How a provider's bodies relate to the client's (OpenAI Chat Completions).
-#[derive(Clone, Copy)]
-pub enum Wire<'a> {
-    /// It speaks OpenAI Chat Completions: the request goes through with the upstream model (and the
-    /// usage chunk asked for), the answer comes back as it is, only observed.
-    OpenAi,
-    /// It speaks its own dialect: requests and answers are translated through [`neutral`].
-    Translated(&'a dyn Translator),
+/// What reading an answer needs to know about how its request was rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Expect {
+    /// The client's `response_format` was sent as a forced tool (Anthropic's way to structured
+    /// output): that tool's input is the answer's content, and its call is no tool call.
+    pub format_tool: bool,
+}
+
+/// A request rendered for a provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub body: Vec<u8>,
+    pub expect: Expect,
 }
 
 /// A provider's own dialect, to and from the [`neutral`] shapes.
 pub trait Translator {
-    /// How messages name the provider: "`tools` is not supported for Anthropic targets".
+    /// How messages name the provider: "`seed` is not supported for Anthropic targets".
     fn label(&self) -> &'static str;
-    /// The request body for this provider.
-    fn request(&self, req: &neutral::Request<'_>) -> Result<Vec<u8>, ApiError>;
+    /// The request body for this provider. Parameters it cannot take go through `unsupported`
+    /// (refused, or dropped and noted); content it cannot read is refused.
+    fn request(
+        &self,
+        req: &neutral::Request<'_>,
+        unsupported: &mut neutral::Unsupported,
+    ) -> Result<Rendered, ApiError>;
     /// A 2xx JSON answer; an error (502 `bad_upstream_response`) when it cannot be read.
-    fn response(&self, body: &[u8]) -> Result<neutral::Completion, ApiError>;
-    /// An error answer, when it has this provider's error shape.
-    fn error(&self, status: u16, body: &[u8]) -> Option<neutral::Error>;
+    fn response(&self, body: &[u8], expect: Expect) -> Result<neutral::Completion, ApiError>;
+    /// An error answer: its message, type and code, from this provider's error shape, or the body's
+    /// text when it has another.
+    fn error(&self, status: u16, body: &[u8]) -> neutral::Error;
     /// A decoder for one streamed answer.
-    fn stream(&self) -> Box<dyn StreamDecoder>;
+    fn stream(&self, expect: Expect) -> Box<dyn StreamDecoder>;
 }
 
 /// Decodes one streamed answer, frame by frame, into [`neutral::Event`]s handed to `emit` (they
@@ -188,8 +216,10 @@ impl ProviderConfig {
         at: &dyn Fn(&str) -> String,
     ) -> Result<Box<dyn Provider>, ConfigError> {
         Ok(match self {
-            ProviderConfig::Openai(c) => Box::new(c.compile("openai", model, at)?),
-            ProviderConfig::OpenaiCompatible(c) => Box::new(c.compile("openai_compatible", model, at)?),
+            ProviderConfig::Openai(c) => Box::new(c.compile(openai::Flavor::OpenAi, model, at)?),
+            ProviderConfig::OpenaiCompatible(c) => {
+                Box::new(c.compile(openai::Flavor::Compatible, model, at)?)
+            }
             ProviderConfig::Azure(c) => Box::new(c.compile(model, at)?),
             ProviderConfig::Anthropic(c) => Box::new(c.compile(model, at)?),
         })
@@ -300,38 +330,52 @@ mod tests {
                 "openai",
                 "gpt",
                 "/v1/chat/completions",
+                Some("/v1/embeddings"),
+                Some(Dialect::OpenAi),
             ),
             (
                 json!({"provider": "openai_compatible", "model": "llama"}),
                 "openai_compatible",
                 "llama",
                 "/v1/chat/completions",
+                Some("/v1/embeddings"),
+                Some(Dialect::OpenAi),
             ),
             (
                 json!({"provider": "azure", "deployment": "dep", "model": "ignored"}),
                 "azure",
                 "dep",
                 "/openai/deployments/dep/chat/completions?api-version=2024-10-21",
+                Some("/openai/deployments/dep/embeddings?api-version=2024-10-21"),
+                Some(Dialect::OpenAi),
             ),
             (
                 json!({"provider": "azure", "deployment": "dep", "api_version": "2025-01-01"}),
                 "azure",
                 "dep",
                 "/openai/deployments/dep/chat/completions?api-version=2025-01-01",
+                Some("/openai/deployments/dep/embeddings?api-version=2025-01-01"),
+                Some(Dialect::OpenAi),
             ),
             (
                 json!({"provider": "anthropic", "model": "claude"}),
                 "anthropic",
                 "claude",
                 "/v1/messages",
+                None,
+                Some(Dialect::Anthropic),
             ),
         ];
-        for (v, name, model, path) in cases {
+        for (v, name, model, path, embeddings, speaks) in cases {
             let p = compile(v.clone()).unwrap();
             assert_eq!((p.name(), p.model()), (name, model), "{v}");
-            assert_eq!(p.path(false), path, "{v}");
-            assert_eq!(p.path(true), path, "{v}");
+            for stream in [false, true] {
+                assert_eq!(p.path(Api::ChatCompletions, stream).as_deref(), Some(path), "{v}");
+                assert_eq!(p.path(Api::Messages, stream).as_deref(), Some(path), "{v}");
+            }
+            assert_eq!(p.path(Api::Embeddings, false).as_deref(), embeddings, "{v}");
             assert_eq!(p.framing(), Framing::Sse);
+            assert_eq!(p.speaks(), speaks, "{v}");
         }
     }
 

@@ -5,7 +5,8 @@
 //! be of the right size: the reservation is settled to the provider's real usage when the response ends.
 //! The completion is reserved at the request's `max_tokens` (or `max_completion_tokens`), capped by
 //! config so one request cannot reserve a whole budget, and a configured default when the request names
-//! no maximum.
+//! no maximum. An embeddings request reserves its input (its texts, and one token per token id given)
+//! and no completion.
 
 use crate::chat::{self, Api};
 use crate::host::Body;
@@ -33,10 +34,7 @@ pub struct Estimate {
 
 impl Estimate {
     pub fn usage(&self) -> crate::usage::Usage {
-        crate::usage::Usage {
-            prompt_tokens: self.prompt_tokens,
-            completion_tokens: self.completion_tokens,
-        }
+        crate::usage::Usage::new(self.prompt_tokens, self.completion_tokens)
     }
 }
 
@@ -60,13 +58,38 @@ pub fn estimate(body: &mut Body, api: Option<Api>, completion: CompletionPolicy)
     let asked = ["max_completion_tokens", "max_tokens"]
         .iter()
         .find_map(|k| obj.get(*k).and_then(Value::as_u64));
+    let embeddings = api == Some(Api::Embeddings);
+    let given = if embeddings {
+        input_token_ids(obj.get("input"))
+    } else {
+        0
+    };
     Estimate {
         model: obj.get("model").and_then(Value::as_str).map(str::to_string),
         stream: obj.get("stream").and_then(Value::as_bool).unwrap_or(false),
-        prompt_tokens: chat::estimate::prompt_tokens(obj, &texts),
-        completion_tokens: asked
-            .unwrap_or(completion.default_tokens)
-            .min(completion.cap_tokens),
+        prompt_tokens: chat::estimate::prompt_tokens(obj, &texts).saturating_add(given),
+        completion_tokens: if embeddings {
+            0
+        } else {
+            asked
+                .unwrap_or(completion.default_tokens)
+                .min(completion.cap_tokens)
+        },
+    }
+}
+
+/// Tokens given as token ids in an embeddings `input` (an array of integers, or of such arrays).
+fn input_token_ids(v: Option<&Value>) -> u64 {
+    match v {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| match i {
+                Value::Number(_) => 1,
+                Value::Array(inner) => inner.iter().filter(|t| t.is_number()).count() as u64,
+                _ => 0,
+            })
+            .fold(0, u64::saturating_add),
+        _ => 0,
     }
 }
 
@@ -129,6 +152,24 @@ mod tests {
                 (prompt, completion),
                 "{body}"
             );
+        }
+    }
+
+    #[test]
+    fn embeddings_reserve_their_input_and_no_completion() {
+        let cases = [
+            (json!({"model":"e","input":"abcdefgh"}), 2),
+            (json!({"model":"e","input":["abcd","abcd"]}), 2),
+            (json!({"model":"e","input":[[1,2,3],[4]]}), 4),
+            (json!({"model":"e","input":[5,6],"max_tokens":50}), 2),
+        ];
+        for (body, prompt) in cases {
+            let e = estimate(
+                &mut Body::new(body.to_string().into_bytes()),
+                Some(Api::Embeddings),
+                POLICY,
+            );
+            assert_eq!((e.prompt_tokens, e.completion_tokens), (prompt, 0), "{body}");
         }
     }
 

@@ -6,6 +6,7 @@
 //! replace shared data without touching the policy.
 
 pub mod estimate;
+pub mod fleet;
 pub mod identity;
 pub mod store;
 pub mod window;

@@ -74,7 +74,7 @@ proptest! {
         outputs.sort_unstable();
         let wire = anthropic_stream(input, &deltas, &outputs, crlf);
         let last = outputs.iter().take(deltas.len()).next_back().copied().unwrap_or(1);
-        let want = Some(Usage { prompt_tokens: input, completion_tokens: last });
+        let want = Some(Usage::new(input, last));
         prop_assert_eq!(anthropic_usage(&[&wire]), want);
         prop_assert_eq!(anthropic_usage(&cut(&wire, &at)), want);
         let bytes: Vec<&[u8]> = wire.chunks(1).collect();
@@ -85,6 +85,7 @@ proptest! {
     fn openai_usage_chunk_does_not_depend_on_chunking(
         prompt in 0u64..1 << 40,
         completion in 0u64..1 << 40,
+        cached in 0u64..1 << 41,
         deltas in prop::collection::vec(".{0,12}", 0..8),
         at in cuts(16),
     ) {
@@ -93,10 +94,13 @@ proptest! {
             let c = json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": d}}], "usage": null});
             write_event(&mut wire, None, &c.to_string());
         }
-        let u = json!({"object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion}});
+        let u = json!({"object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": prompt,
+            "completion_tokens": completion, "prompt_tokens_details": {"cached_tokens": cached}}});
         write_event(&mut wire, None, &u.to_string());
         write_event(&mut wire, None, "[DONE]");
-        let want = Some(Usage { prompt_tokens: prompt, completion_tokens: completion });
+        // Cached tokens are a part of the prompt, never more than it, never added to the total.
+        let want = Some(Usage { cached_tokens: cached.min(prompt), ..Usage::new(prompt, completion) });
+        prop_assert_eq!(want.map(|u| u.total()), Some(prompt + completion));
         prop_assert_eq!(openai_usage(&cut(&wire, &at)), want);
         prop_assert_eq!(openai_usage(&[&wire]), want);
     }

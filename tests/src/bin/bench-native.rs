@@ -219,9 +219,66 @@ fn cases() -> Vec<Case> {
         }
         Err(e) => eprintln!("bench-native: injection detector did not compile: {e}"),
     }
+    // One shared::llm task from its inputs to its checked output, as ai-enrich runs it per request:
+    // render the prompt (1 KB ticket, PII redaction on), build the OpenAI structured-output call, read
+    // the answer, validate it against the schema, count and log (on the fake host).
+    match llm_task() {
+        Ok((tasks, answer)) => {
+            let ticket = workload::chat_text(1024);
+            let len = ticket.len();
+            cases.push(Case::new(
+                "llm task: render, redact, build, read, validate (1 KB ticket)",
+                len,
+                move || {
+                    let mut host = shared::host::FakeHost::new(shared::host::HostKind::Envoy);
+                    let mut inputs = shared::llm::Inputs::new();
+                    inputs.set(shared::llm::Source::Body(Some("/text".into())), ticket.as_str());
+                    let mut run = tasks.run(inputs);
+                    let calls = run.calls(&tasks, &mut host);
+                    let n = calls.first().map_or(0, |c| c.body.len());
+                    run.answers(&tasks, &mut host, vec![answer.clone()]);
+                    n + run.done(0).map_or(0, |d| d.output.is_some() as usize)
+                },
+            ));
+        }
+        Err(e) => eprintln!("bench-native: llm task did not compile: {e}"),
+    }
     // More engines: push a Case here (build any compiled state outside the closure; only the call
     // inside is timed).
     cases
+}
+
+/// A task of the ai-enrich README's shape, and an answer for it.
+fn llm_task() -> Result<(shared::llm::Tasks, shared::host::CallResponse), shared::config::ConfigError> {
+    let targets = serde_json::json!([{"name": "mini", "provider": "openai", "model": "gpt-4o-mini",
+        "endpoint": {"cluster": "openai", "host": "api.openai.com:443"}, "auth": {"value": "k"}}]);
+    let tasks = serde_json::json!([{"name": "intent", "target": "mini", "system": "You route support tickets.",
+        "prompt": "Ticket: {{body/text}}",
+        "output": {"type": "object", "required": ["intent", "entities"], "properties": {
+            "intent": {"enum": ["account", "billing", "bug", "other"]},
+            "entities": {"type": "array", "items": {"type": "string"}}}}}]);
+    let bad = |e: serde_json::Error| shared::config::ConfigError::new("", e.to_string());
+    let prices = std::collections::HashMap::new();
+    let compiled = shared::llm::Tasks::compile(
+        shared::llm::Spec {
+            filter: "ai-enrich",
+            at: "",
+            targets: serde_json::from_value(targets).map_err(bad)?,
+            tasks: serde_json::from_value(tasks).map_err(bad)?,
+            prices: &prices,
+            vars: &[],
+        },
+        &|_| None,
+    )?;
+    let body = serde_json::json!({"id": "c", "object": "chat.completion", "choices": [{"index": 0,
+        "message": {"role": "assistant", "content": "{\"intent\":\"billing\",\"entities\":[\"Acme\",\"Zephyr\"]}"},
+        "finish_reason": "stop"}], "usage": {"prompt_tokens": 300, "completion_tokens": 12}});
+    let answer = shared::host::CallResponse {
+        status: Some(200),
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: body.to_string().into_bytes(),
+    };
+    Ok((compiled, answer))
 }
 
 /// Runs `case` for about `time` after a short warm-up; returns (MB/s, iterations).

@@ -1,7 +1,7 @@
 //! config-check: runs each filter's real configuration parser on configurations read from stdin, one
 //! JSON object per line: `{"filter": "ai-proxy", "config": {...}}`. Writes one line per input:
 //! `{"ok": true}` or `{"ok": false, "field": "...", "error": "..."}`. Every environment variable a config
-//! names reads as set (the value `x`), as in each filter's fixture test.
+//! names reads as set (32 `x`: the shortest HS256 key a config may name), as in each filter's fixture test.
 //!
 //! `tests/schema_gaps.py` uses it to find configurations a filter's Kong schema accepts but its parser
 //! refuses: on Kong such a config passes the Admin API and then stops the worker that loads it.
@@ -11,7 +11,7 @@ use shared::wasm::Filter;
 use std::io::{BufRead, Write};
 
 fn parse<F: Filter>(json: &[u8]) -> Result<(), ConfigError> {
-    F::configure(json, &|_| Some("x".to_string())).map(drop)
+    F::configure(json, &|_| Some("x".repeat(32))).map(drop)
 }
 
 fn check(filter: &str, json: &[u8]) -> Result<(), ConfigError> {
@@ -20,6 +20,8 @@ fn check(filter: &str, json: &[u8]) -> Result<(), ConfigError> {
         "ai-pii-redact" => parse::<ai_pii_redact::config::Config>(json),
         "ai-prompt-guard" => parse::<ai_prompt_guard::config::Config>(json),
         "ai-token-ratelimit" => parse::<ai_token_ratelimit::config::Config>(json),
+        "ai-gateway" => parse::<ai_gateway::config::Bundle>(json),
+        "ai-enrich" => parse::<ai_enrich::config::Config>(json),
         other => Err(ConfigError::new("filter", format!("unknown filter {other}"))),
     }
 }

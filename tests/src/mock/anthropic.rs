@@ -3,13 +3,14 @@
 //! Read from a request: `system`, `messages` (text, `image` and `tool_result` blocks), `tools` (custom
 //! tools with an `input_schema`; server tools, which carry a versioned `type`, are accepted and never
 //! called), `tool_choice` (`auto`, `any`, `tool`, `none`, `disable_parallel_tool_use`), `max_tokens` and
-//! `stream`. A forced tool (`tool_choice: {type: tool}`) that is the only tool is how Anthropic does
+//! `stream`, `thinking` (see the module doc of `mod.rs`). A forced tool (`tool_choice: {type: tool}`) that is the only tool is how Anthropic does
 //! structured output: its input is generated from its `input_schema`.
 
 use serde_json::{json, Map, Value};
 
 use super::engine::{
-    content_text, fragments, image_kind, words, Answer, Chat, Content, Tool, ToolChoice, Usage, IMAGE_TYPES,
+    content_text, fragments, image_kind, pieces, thinking_signature, words, Answer, Chat, Content, Tool,
+    ToolChoice, Usage, IMAGE_TYPES,
 };
 use super::{ApiError, Request, Wire};
 
@@ -71,6 +72,45 @@ fn check_image(block: &Value, path: &str) -> Result<(), ApiError> {
             ),
         )),
     }
+}
+
+/// Whether `thinking` asks for thinking blocks (`enabled`, with a budget of at least 1024, or `adaptive`).
+fn read_thinking(body: &Map<String, Value>) -> Result<bool, ApiError> {
+    let Some(t) = body.get("thinking").filter(|t| !t.is_null()) else {
+        return Ok(false);
+    };
+    match block_type(t) {
+        Some("enabled") => match t.get("budget_tokens").and_then(Value::as_u64) {
+            Some(b) if b >= 1024 => Ok(true),
+            _ => Err(ApiError::bad_request(
+                "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024",
+            )),
+        },
+        Some("adaptive") => Ok(true),
+        Some("disabled") => Ok(false),
+        _ => Err(ApiError::bad_request(
+            "thinking: Input tag does not match any of the expected tags: 'enabled', 'disabled', 'adaptive'",
+        )),
+    }
+}
+
+/// Thinking blocks sent back in assistant turns must carry the signature the mock gave them.
+fn check_signatures(messages: &[Value]) -> Result<(), ApiError> {
+    for (i, m) in messages.iter().enumerate() {
+        for (j, block) in blocks(m).iter().enumerate() {
+            if block_type(block) != Some("thinking") {
+                continue;
+            }
+            let text = block.get("thinking").and_then(Value::as_str).unwrap_or_default();
+            let signature = block.get("signature").and_then(Value::as_str).unwrap_or_default();
+            if signature != thinking_signature(text) {
+                return Err(ApiError::bad_request(format!(
+                    "messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks every image (in messages and in tool results); how many there are.
@@ -268,6 +308,8 @@ impl Wire for Anthropic {
             ));
         }
         let images = count_images(messages)?;
+        check_signatures(messages)?;
+        let thinking = read_thinking(body)?;
         let tools = read_tools(body)?;
         let (tool_choice, parallel) = read_tool_choice(body, &tools)?;
         let is_user = |m: &&Value| m.get("role").and_then(Value::as_str) == Some("user");
@@ -313,6 +355,7 @@ impl Wire for Anthropic {
                 .to_string()
                 .into_bytes(),
             tools,
+            thinking,
             ..Chat::default()
         })
     }
@@ -333,13 +376,18 @@ impl Wire for Anthropic {
     }
 
     fn chat_json(&self, n: u64, a: &Answer) -> Value {
-        let content: Vec<Value> = match &a.content {
+        let thinking = a
+            .thinking
+            .iter()
+            .map(|t| json!({"type": "thinking", "thinking": t.text, "signature": t.signature}));
+        let answer: Vec<Value> = match &a.content {
             Content::Text { text, .. } => vec![json!({"type": "text", "text": text})],
             Content::Tools { calls, .. } => calls
                 .iter()
                 .map(|c| json!({"type": "tool_use", "id": format!("toolu_{}", c.id), "name": c.name, "input": c.arguments}))
                 .collect(),
         };
+        let content: Vec<Value> = thinking.chain(answer).collect();
         json!({
             "id": format!("msg_mock_{n}"),
             "type": "message",
@@ -373,28 +421,46 @@ impl Wire for Anthropic {
                 json!({"type": "content_block_stop", "index": index}),
             )
         };
+        // The thinking block comes first, its text in pieces, then its signature.
+        let first = usize::from(a.thinking.is_some());
+        if let Some(t) = &a.thinking {
+            events.push(event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0,
+                    "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+            ));
+            for piece in pieces(&t.text) {
+                events.push(delta(0, json!({"type": "thinking_delta", "thinking": piece})));
+            }
+            events.push(delta(
+                0,
+                json!({"type": "signature_delta", "signature": t.signature}),
+            ));
+            events.push(stop(0));
+        }
         match &a.content {
             Content::Text { pieces, .. } => {
                 events.push(event(
                     "content_block_start",
-                    json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                    json!({"type": "content_block_start", "index": first, "content_block": {"type": "text", "text": ""}}),
                 ));
                 events.push(ping);
                 for piece in pieces {
-                    events.push(delta(0, json!({"type": "text_delta", "text": piece})));
+                    events.push(delta(first, json!({"type": "text_delta", "text": piece})));
                 }
-                events.push(stop(0));
+                events.push(stop(first));
             }
             Content::Tools { calls, .. } => {
                 // A tool_use block opens with an empty input; the input follows as JSON fragments, the
                 // first of them empty, as the API sends them.
-                for (i, call) in calls.iter().enumerate() {
+                for (k, call) in calls.iter().enumerate() {
+                    let i = first + k;
                     events.push(event(
                         "content_block_start",
                         json!({"type": "content_block_start", "index": i, "content_block": {"type": "tool_use",
                             "id": format!("toolu_{}", call.id), "name": call.name, "input": {}}}),
                     ));
-                    if i == 0 {
+                    if k == 0 {
                         events.push(ping.clone());
                     }
                     let json_text = call.arguments_json();

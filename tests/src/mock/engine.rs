@@ -2,7 +2,8 @@
 //! engine turns it into an [`Answer`], and the wire module writes the answer in its own shape.
 //!
 //! The rules, in order:
-//! 1. `x-mock-reply` forces a text answer (no tool call, no structured output).
+//! 1. A forced reply (the `x-mock-reply` header, or a fault's `reply`) is the text answer (no tool call,
+//!    no structured output).
 //! 2. Tool calls: `tool_choice` none → never; a named tool → that one; required / any → the tools the
 //!    prompt asks for, else the first tool; auto → the tools the prompt asks for, unless the conversation
 //!    ends with tool results. A tool is asked for when its name, or a word of its name (split on `_`,
@@ -10,7 +11,8 @@
 //!    calls only the first is made. Arguments: [`schema::arguments`]; a forced tool that is the only tool
 //!    is structured output and gets [`schema::structured`].
 //! 3. Structured output (`json_schema` → [`schema::structured`] of the last user text; `json_object` →
-//!    `{"answer": <the text reply>}`).
+//!    the same for the schema a message carries after the words `JSON Schema:` (how a gateway asks a
+//!    server that takes no schema), else `{"answer": <the text reply>}`).
 //! 4. Text: [`reply_to`] the last user text, or [`reply_to_tool`] the tool results that end the
 //!    conversation; with images, " I see N image(s)." is appended.
 
@@ -101,6 +103,8 @@ pub(crate) struct Chat {
     pub format: Format,
     /// What tool call ids are derived from (the conversation, not the stream flags).
     pub id_seed: Vec<u8>,
+    /// Anthropic `thinking` is on (`enabled` or `adaptive`): the answer opens with a thinking block.
+    pub thinking: bool,
 }
 
 /// One tool call of an answer.
@@ -125,6 +129,21 @@ pub(crate) enum Content {
     Text { text: String, pieces: Vec<String> },
     /// Tool calls; `forced` when the request named the tool (OpenAI then finishes with `stop`).
     Tools { calls: Vec<ToolCall>, forced: bool },
+}
+
+/// A thinking block: its text and the signature that lets it be sent back.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Thought {
+    pub text: String,
+    pub signature: String,
+}
+
+/// Prefix of the mock's thinking text.
+pub const THINKING_PREFIX: &str = "mock thinking about: ";
+
+/// The signature the mock gives a thinking block with `text` (and checks when one is sent back).
+pub fn thinking_signature(text: &str) -> String {
+    format!("sig_{}", call_id(text.as_bytes(), 0))
 }
 
 /// Token counts; `details` is set by `x-mock-cached` / `x-mock-reasoning`.
@@ -159,6 +178,8 @@ impl Usage {
 #[derive(Debug, Clone)]
 pub(crate) struct Answer {
     pub model: String,
+    /// The reasoning shown before the answer (Anthropic `thinking` blocks), with its signature.
+    pub thinking: Option<Thought>,
     pub content: Content,
     pub usage: Usage,
     pub stream: bool,
@@ -184,10 +205,10 @@ pub(crate) fn content_text(content: Option<&Value>) -> String {
     }
 }
 
-/// The answer to `chat`, with the `x-mock-reply`, `x-mock-usage`, `x-mock-cached` and `x-mock-reasoning`
-/// headers applied.
-pub(crate) fn answer(chat: &Chat, req: &Request) -> Result<Answer, ApiError> {
-    let content = match req.header("x-mock-reply") {
+/// The answer to `chat`, with the `x-mock-usage`, `x-mock-cached` and `x-mock-reasoning` headers
+/// applied; `forced` is the reply text a fault or `x-mock-reply` forces.
+pub(crate) fn answer(chat: &Chat, req: &Request, forced: Option<&str>) -> Result<Answer, ApiError> {
+    let content = match forced {
         Some(given) => match serde_json::from_str::<Vec<String>>(given) {
             Ok(list) => Content::Text {
                 text: list.concat(),
@@ -203,13 +224,21 @@ pub(crate) fn answer(chat: &Chat, req: &Request) -> Result<Answer, ApiError> {
             None => text_content(chat),
         },
     };
+    let thinking = chat.thinking.then(|| {
+        let text = format!("{THINKING_PREFIX}{}", chat.last_user_text);
+        Thought {
+            signature: thinking_signature(&text),
+            text,
+        }
+    });
     let completion = match &content {
         Content::Text { text, .. } => words(text),
         Content::Tools { calls, .. } => calls.iter().map(|c| 1 + words(&c.arguments_json())).sum(),
-    };
+    } + thinking.as_ref().map_or(0, |t| words(&t.text));
     let usage = usage(req, chat.prompt_tokens, completion)?;
     Ok(Answer {
         model: chat.model.clone(),
+        thinking,
         content,
         usage,
         stream: chat.stream,

@@ -31,12 +31,15 @@
 //! | `x-mock-reasoning: N` | OpenAI `completion_tokens_details.reasoning_tokens` = N (part of the completion; adds the details objects too) |
 //! | `x-mock-fault: {...}` | a fault for this request (takes precedence over queued rules, does not consume them) |
 //!
-//! A fault is `{"delay_ms", "status", "malformed", "cut_after", "drip_ms", "reset"}` (any combination):
-//! wait, answer with that status (≥ 300: an error in the provider's shape; 429 adds `retry-after: 1`), cut
-//! the JSON (or the second SSE event) in half, send only the first n bytes (or SSE events) then close,
-//! sleep between SSE events; `reset: true` closes the connection after the wait without a byte of
-//! answer (a reset before headers). A queued rule is `{"path_prefix", "model", "times" (default 1, 0 = forever),
-//! "fault"}`; the first matching rule applies (Azure matches the deployment as model).
+//! A fault is `{"delay_ms", "status", "malformed", "cut_after", "drip_ms", "reset", "reply"}` (any
+//! combination): wait, answer with that status (≥ 300: an error in the provider's shape; 429 adds
+//! `retry-after: 1`), cut the JSON (or the second SSE event) in half, send only the first n bytes (or
+//! SSE events) then close, sleep between SSE events; `reset: true` closes the connection after the wait
+//! without a byte of answer (a reset before headers); `reply` answers this text as `x-mock-reply` would
+//! (for calls whose headers a test does not control, such as the gateway's own model calls: `"reply":
+//! "not json"` makes an invalid structured answer). A queued rule is `{"path_prefix", "model", "times"
+//! (default 1, 0 = forever), "fault"}`; the first matching rule applies (Azure matches the deployment as
+//! model).
 //!
 //! # Answers
 //!
@@ -52,7 +55,11 @@
 //! - structured output for OpenAI `response_format` `json_schema` / `json_object`, and for a forced tool
 //!   that is the only tool (Anthropic's way; an OpenAI named function alike), derived from the schema and
 //!   the prompt (`schema.rs`);
-//! - usage: whitespace-separated [`words`] of the messages and of the answer.
+//! - thinking (Anthropic `thinking` of type `enabled` or `adaptive`): the answer opens with a `thinking`
+//!   block, [`THINKING_PREFIX`] + the last user text, signed with [`thinking_signature`] of its text
+//!   (streamed as `thinking_delta`s and a `signature_delta`); a thinking block sent back in an assistant
+//!   turn must carry that signature, else the request is refused with a 400, as Anthropic does;
+//! - usage: whitespace-separated [`words`] of the messages and of the answer (thinking included).
 //!
 //! Ids are deterministic: `chatcmpl-mock-<n>` / `msg_mock_<n>` count answers; tool call ids (`call_…`,
 //! `toolu_…`) derive from the conversation and the call's index. OpenAI answers carry `created`
@@ -81,7 +88,9 @@ mod engine;
 mod openai;
 mod schema;
 
-pub use engine::{reply_to, reply_to_tool, words, REPLY_PREFIX, TOOL_REPLY_PREFIX};
+pub use engine::{
+    reply_to, reply_to_tool, thinking_signature, words, REPLY_PREFIX, THINKING_PREFIX, TOOL_REPLY_PREFIX,
+};
 use engine::{Answer, Chat};
 pub use openai::EMBEDDING_DIMENSIONS;
 
@@ -469,7 +478,8 @@ fn handle_api(
     if let Some(e) = injected {
         return error(w, &e);
     }
-    let ans = match engine::answer(&chat, req) {
+    let forced = fault.reply.as_deref().or_else(|| req.header("x-mock-reply"));
+    let ans = match engine::answer(&chat, req, forced) {
         Ok(a) => a,
         Err(e) => return error(w, &e),
     };
@@ -666,6 +676,8 @@ struct Fault {
     drip_ms: u64,
     /// Close the connection without answering.
     reset: bool,
+    /// The reply text, as `x-mock-reply` forces it.
+    reply: Option<String>,
 }
 
 /// Closes the connection without a byte of answer (the request was read).
@@ -705,6 +717,13 @@ impl Fault {
                     fault.reset = val
                         .as_bool()
                         .ok_or_else(|| "fault.reset must be a boolean".to_string())?
+                }
+                "reply" => {
+                    fault.reply = Some(
+                        val.as_str()
+                            .ok_or_else(|| "fault.reply must be a string".to_string())?
+                            .to_string(),
+                    )
                 }
                 other => return Err(format!("unknown fault field {other:?}")),
             }
@@ -947,7 +966,7 @@ mod tests {
     #[test]
     fn fault_parsing() {
         let f = Fault::parse(
-            &json!({"delay_ms": 5, "status": 429, "malformed": true, "cut_after": 2, "drip_ms": 1, "reset": true}),
+            &json!({"delay_ms": 5, "status": 429, "malformed": true, "cut_after": 2, "drip_ms": 1, "reset": true, "reply": "x"}),
         )
         .unwrap();
         assert_eq!(
@@ -959,6 +978,7 @@ mod tests {
                 cut_after: Some(2),
                 drip_ms: 1,
                 reset: true,
+                reply: Some("x".into()),
             }
         );
         assert!(Fault::parse(&json!({"reset": 1})).is_err());

@@ -224,6 +224,24 @@ fn read_tool_choice(body: &Map<String, Value>, tools: &[Tool]) -> Result<ToolCho
     Ok(choice)
 }
 
+/// The words before the schema a gateway puts in the prompt for a server that takes no schema.
+const SCHEMA_MARKER: &str = "JSON Schema:";
+
+/// The JSON Schema a message carries after [`SCHEMA_MARKER`], if one does (the first JSON object
+/// there).
+fn schema_in_messages(messages: &[Value]) -> Option<Value> {
+    messages.iter().find_map(|m| {
+        let text = content_text(m.get("content"));
+        let (_, rest) = text.split_once(SCHEMA_MARKER)?;
+        let start = rest.find('{')?;
+        let mut values = serde_json::Deserializer::from_str(rest.get(start..)?).into_iter::<Value>();
+        match values.next() {
+            Some(Ok(v @ Value::Object(_))) => Some(v),
+            _ => None,
+        }
+    })
+}
+
 fn read_format(body: &Map<String, Value>, messages: &[Value]) -> Result<Format, ApiError> {
     let format = match body.get("response_format") {
         None | Some(Value::Null) => return Ok(Format::Text),
@@ -237,7 +255,7 @@ fn read_format(body: &Map<String, Value>, messages: &[Value]) -> Result<Format, 
                 .iter()
                 .any(|m| content_text(m.get("content")).to_lowercase().contains("json"));
             if says_json {
-                Ok(Format::JsonObject)
+                Ok(schema_in_messages(messages).map_or(Format::JsonObject, Format::JsonSchema))
             } else {
                 Err(invalid(
                     "messages",
@@ -505,6 +523,7 @@ impl Wire for OpenAi {
             format,
             id_seed: json!([messages, body.get("tools")]).to_string().into_bytes(),
             tools,
+            thinking: false,
         })
     }
 

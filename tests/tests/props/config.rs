@@ -12,15 +12,17 @@ use shared::wasm::Filter;
 use std::path::PathBuf;
 use std::rc::Rc;
 
-const FILTERS: [&str; 4] = [
+const FILTERS: [&str; 5] = [
     "ai-proxy",
     "ai-pii-redact",
     "ai-prompt-guard",
     "ai-token-ratelimit",
+    "ai-enrich",
 ];
 
+/// Every variable set, to a value long enough for an HS256 key (ai-enrich's token needs 32 bytes).
 fn env(name: &str) -> Option<String> {
-    (!name.is_empty()).then(|| format!("env-{name}"))
+    (!name.is_empty()).then(|| format!("env-{name}-0123456789abcdef0123456789abcdef"))
 }
 
 /// Parses with filter `F`; if accepted, plays one chat request through it on both fake hosts.
@@ -55,6 +57,7 @@ fn check(filter: &str, json: &[u8]) -> Result<(), String> {
         "ai-pii-redact" => parse_and_serve::<ai_pii_redact::config::Config>(json),
         "ai-prompt-guard" => parse_and_serve::<ai_prompt_guard::config::Config>(json),
         "ai-token-ratelimit" => parse_and_serve::<ai_token_ratelimit::config::Config>(json),
+        "ai-enrich" => parse_and_serve::<ai_enrich::config::Config>(json),
         other => Err(format!("unknown filter {other}")),
     }
 }
@@ -193,6 +196,7 @@ fn every_valid_fixture_is_accepted() {
             "ai-proxy" => ai_proxy::config::Config::configure(text.as_bytes(), &env).is_ok(),
             "ai-pii-redact" => ai_pii_redact::config::Config::configure(text.as_bytes(), &env).is_ok(),
             "ai-prompt-guard" => ai_prompt_guard::config::Config::configure(text.as_bytes(), &env).is_ok(),
+            "ai-enrich" => ai_enrich::config::Config::configure(text.as_bytes(), &env).is_ok(),
             _ => ai_token_ratelimit::config::Config::configure(text.as_bytes(), &env).is_ok(),
         };
         assert!(ok, "{filter}: {text}");

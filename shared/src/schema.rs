@@ -1,16 +1,16 @@
-//! A small JSON Schema subset for checking whole request bodies.
+//! A small JSON Schema subset, compiled at load and checked without a full JSON Schema engine in the VM.
 //!
-//! Operators want to pin a request's shape beyond what the chat APIs require (only these fields, this
-//! temperature range, models matching a pattern) without a full JSON Schema engine in every VM. The
-//! subset: `type`, `required`, `properties`, `additionalProperties` (bool or schema), `items`, `enum`,
+//! Two users: the guard pins a request's shape beyond what the chat APIs require (only these fields,
+//! this temperature range, models matching a pattern), and [`crate::llm`] checks a model's structured
+//! answer against the task's output schema (an answer that fails is a failed task). The subset: `type`, `required`, `properties`, `additionalProperties` (bool or schema), `items`, `enum`,
 //! `pattern`, `minLength`/`maxLength`, `minimum`/`maximum`, `minItems`/`maxItems`. Annotations
 //! (`$schema`, `title`, `description`, `$comment`, `default`, `examples`) are ignored; any other
 //! keyword refuses the config, so nobody believes a rule is checked when it is not. Patterns compile
 //! at load. A violation names the JSON path of the failing value (`$.messages[2].role`).
 
+use crate::config::ConfigError;
 use regex::Regex;
 use serde_json::{Map, Value};
-use shared::config::ConfigError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Type {
@@ -328,6 +328,8 @@ impl Schema {
 mod tests {
     use super::*;
     use serde_json::json;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn schema() -> Schema {
         Schema::compile(
