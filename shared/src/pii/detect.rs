@@ -502,24 +502,46 @@ fn regex_space(b: u8) -> bool {
     matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ')
 }
 
-/// The first position at or after `from` where one of `lits` starts (ASCII case ignored with `nocase`).
+/// How common a byte is in chat text, for picking what [`find_literal`] scans for: 0 for anything
+/// but a lower-case letter, else the letter's place from the rarest.
+fn commonness(b: u8) -> usize {
+    const RAREST_FIRST: &[u8] = b"zqxjkvbpygfwmucldrhsnioate";
+    RAREST_FIRST.iter().position(|&c| c == b).map_or(0, |i| i + 1)
+}
+
+/// The first position at or after `from` where one of `lits` starts (ASCII case ignored with
+/// `nocase`). Scans for one byte all the literals have at the same offset, the rarest such byte in
+/// chat text (`-` of `sk-`, `_` of `ghp_`), then checks the literals there.
 fn find_literal(b: &[u8], from: usize, lits: &[&str], nocase: bool) -> Option<usize> {
     let fold = |c: u8| if nocase { c.to_ascii_lowercase() } else { c };
-    let first = |c: u8| {
-        lits.iter()
-            .any(|l| l.as_bytes().first().is_some_and(|f| fold(*f) == fold(c)))
+    let shortest = lits.iter().map(|l| l.len()).min()?;
+    let (off, anchor) = (0..shortest)
+        .filter_map(|k| {
+            let a = fold(*lits.first()?.as_bytes().get(k)?);
+            lits.iter()
+                .all(|l| l.as_bytes().get(k).is_some_and(|&c| fold(c) == a))
+                .then_some((k, a))
+        })
+        .min_by_key(|&(_, a)| commonness(a))?;
+    let letter = nocase && anchor.is_ascii_alphabetic();
+    let hit = |start: usize| {
+        lits.iter().any(|l| {
+            b.get(start..start + l.len())
+                .is_some_and(|w| w.iter().zip(l.as_bytes()).all(|(x, y)| fold(*x) == fold(*y)))
+        })
     };
     let mut i = from;
     loop {
-        let at = find_byte(b, i, first)?;
-        let hit = lits.iter().any(|l| {
-            b.get(at..at + l.len())
-                .is_some_and(|w| w.iter().zip(l.as_bytes()).all(|(x, y)| fold(*x) == fold(*y)))
-        });
-        if hit {
-            return Some(at);
+        let at = if letter {
+            find_byte(b, i + off, |c| (c | 0x20) == anchor)?
+        } else {
+            find_byte(b, i + off, |c| c == anchor)?
+        };
+        let start = at - off;
+        if hit(start) {
+            return Some(start);
         }
-        i = at + 1;
+        i = start + 1;
     }
 }
 
