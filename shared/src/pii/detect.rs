@@ -1452,6 +1452,28 @@ mod tests {
         assert!(Engine::new(&empty).is_err());
     }
 
+    /// User patterns keep Unicode `\d`, `\w`, `\s`, `\b` and `(?i)`: the regex crate's `unicode-perl`
+    /// and `unicode-case` tables are built into the modules. (`\p{..}` classes are not; that they refuse
+    /// the config is checked in `tests/wasm.rs`, as native test builds get every table through proptest.)
+    #[test]
+    fn user_patterns_keep_perl_classes_and_case_folding() {
+        let spec = |p: &str| EngineSpec {
+            regexes: vec![("x".into(), p.into())],
+            ..Default::default()
+        };
+        let cases: &[(&str, &str, &str)] = &[
+            (r"ID-\d{3}", "id ID-٣٤٥ and ID-12", "ID-٣٤٥"),
+            (r"\bÄrger\w+\b", "viel Ärgernis heute", "Ärgernis"),
+            (r"(?i)müller", "Herr MÜLLER kommt", "MÜLLER"),
+            (r"a\sb", "a\u{3000}b", "a\u{3000}b"),
+            (r"(?i)éclair", "un ÉCLAIR", "ÉCLAIR"),
+        ];
+        for (pattern, text, want) in cases {
+            let e = Engine::new(&spec(pattern)).unwrap();
+            assert_eq!(found(&e, text), vec![("x".into(), (*want).into())], "{pattern}");
+        }
+    }
+
     #[test]
     fn overlaps_keep_the_best() {
         let d = |kind: &str, start, end, priority| Detection {
