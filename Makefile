@@ -169,6 +169,7 @@ bench: setup build bench-tools
 ## bench-prof natively with symbols, under callgrind. Needs valgrind; never part of `make test`.
 PROF_TARGET := $(BENCH_TARGET)/prof-native
 bench-profile:
+	@command -v valgrind >/dev/null || { echo "bench-profile needs valgrind (Debian: apt-get install valgrind)"; exit 1; }
 	CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=1 cargo build -q --release \
 	  --manifest-path bench/prof-wasm/Cargo.toml --target-dir $(PROF_TARGET)
 	python3 bench/tools/profile_split.py --bin $(PROF_TARGET)/release/bench-prof
