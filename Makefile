@@ -13,11 +13,11 @@ OPENAI_SDK_VERSION := 3.57.0
 ANTHROPIC_SDK_VERSION := 2.14.0
 WASM_BINDGEN_VERSION := 0.2.130
 WASM_TARGET := wasm32-wasip1
-FILTERS := ai-proxy ai-pii-redact ai-prompt-guard ai-token-ratelimit ai-enrich
+FILTERS := ai-proxy ai-pii-redact ai-prompt-guard ai-token-ratelimit ai-enrich ai-router
 # The bundle links the filters as libraries without their entry points; it is built in its own cargo
 # run, since building it with them would unify their `module` feature back on.
 BUNDLE := ai-gateway
-BUNDLE_SUITES := proxy resilience pii guard ratelimit classification coverage bypass fleet enrich sdk
+BUNDLE_SUITES := proxy resilience pii guard ratelimit classification coverage bypass faults fleet enrich sdk
 WASM_DIR := target/$(WASM_TARGET)/release
 CARGO_BIN := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 WBG_RUNNER := $(CARGO_BIN)/wasm-bindgen-test-runner

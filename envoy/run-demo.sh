@@ -57,6 +57,12 @@ Try:
   # PII: the provider sees <EMAIL_1>, you get your address back
   curl -s localhost:$PORT/v1/chat/completions -H 'content-type: application/json' \\
     -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Mail me at jane.doe@example.com"}]}'
+  # Model "auto": ai-router sends code questions and long prompts to gpt-4o, small talk to gpt-4o-mini
+  # (x-ai-route names the rule, x-ai-target the target ai-proxy picked)
+  curl -si localhost:$PORT/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{"model":"auto","messages":[{"role":"user","content":"Why does this fail?\n\`\`\`\nprint(1/0)\n\`\`\`"}]}' | grep -i x-ai-
+  curl -si localhost:$PORT/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{"model":"auto","messages":[{"role":"user","content":"Hi there!"}]}' | grep -i x-ai-
   # Any API (not only LLM APIs): ai-enrich asks the model for the ticket's intent, entities and fraud risk
   # in parallel and passes them upstream as x-ai-* headers and a signed x-ai-context token (HS256); the
   # echo upstream shows what it received. The same ticket again is answered from the task cache.

@@ -41,6 +41,14 @@ CROSS_FIELD = [
     r"duplicate target name",
     r"is already in this chain",
     r"weights must not all be 0",
+    # ai-proxy: `lowest_cost` needs a price for every target of its model
+    r"lowest_cost needs a price",
+    # ai-router: actions naming upstreams, rules naming intent labels, an intent no rule reads, ranges
+    r"no upstream named",
+    r"is not one of intent.labels",
+    r"no rule reads the intent",
+    r"min must not be above max",
+    r"duplicate (rule|label) name",
     r"duplicate (limit|detector|rule|entity|name|task name)",
     # ai-enrich (shared::llm): sources naming tasks, task outputs read without a source configured, defaults
     # against the output schema, strict structured output (depends on the target's provider)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 FILTERS = HERE.parent
-POLICIES = ["ai-prompt-guard", "ai-token-ratelimit", "ai-pii-redact", "ai-proxy", "ai-enrich"]
+POLICIES = ["ai-prompt-guard", "ai-token-ratelimit", "ai-pii-redact", "ai-proxy", "ai-enrich", "ai-router"]
 OUT = HERE / "ai_gateway.meta.json"
 
 

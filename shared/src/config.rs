@@ -6,6 +6,25 @@
 
 use std::fmt;
 
+/// Whether `s` can be sent as a header value: no control characters (CR and LF would end the header
+/// and start another), DEL included; tabs and non-ASCII text are fine.
+pub fn header_safe(s: &str) -> bool {
+    !s.chars().any(|c| (c.is_control() && c != '\t') || c == '\u{7f}')
+}
+
+/// Refuses a config value that goes into a header (or the request line) but could split it; the
+/// message never repeats the value (it may be a key).
+pub fn check_header_value(field: impl Into<String>, s: &str) -> Result<(), ConfigError> {
+    if header_safe(s) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            "must not contain control characters (CR, LF, …): it is sent in a header",
+        ))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// JSON path of the offending field; empty for the document as a whole.

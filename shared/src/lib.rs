@@ -6,10 +6,10 @@
 //! requests are chat requests, every text the model reads), external calls and callout mode
 //! ([`callout`], [`breaker`]), the model calls the gateway makes for its own purposes ([`llm`]: governed
 //! tasks with schema-checked JSON answers), a JSON Schema subset ([`schema`]), incremental SSE, token
-//! accounting, errors, metric naming, the bounded shared-data queue ([`queue`]), the fleet store over
-//! Webdis ([`redis`]), and the small [`host::Host`] seam that policies use. [`wasm`] (feature `host`)
-//! is the only module that calls proxy-wasm: the real host adapter; the generic driver is
-//! [`host::driver`].
+//! accounting, what a body says without a model ([`lang`]: its readable text and language), errors,
+//! metric naming, the bounded shared-data queue ([`queue`]), the fleet store over Webdis ([`redis`]),
+//! and the small [`host::Host`] seam that policies use. [`wasm`] (feature `host`) is the only module
+//! that calls proxy-wasm: the real host adapter; the generic driver is [`host::driver`].
 //!
 //! Foundations written in-crate (no dependency) and checked against published test vectors:
 //! - [`crypto`]: SHA-256, HMAC-SHA256, CRC-32, base64/hex, and AWS SigV4 request signing;
@@ -28,6 +28,7 @@ pub mod framing;
 pub mod host;
 pub mod injection;
 pub mod jwt;
+pub mod lang;
 pub mod llm;
 pub mod metrics;
 pub mod pii;

@@ -223,6 +223,150 @@ pub fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &str) {
     out.push(b'\n');
 }
 
+/// One event as a [`Relay`] releases it: the raw bytes up to and including the blank line that ends it
+/// (as the upstream sent them), and the event they hold (none for comments and extra blank lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub raw: Vec<u8>,
+    pub event: Option<SseEvent>,
+}
+
+impl Segment {
+    /// Appends the segment as it came when its bytes are UTF-8; otherwise the event written again from
+    /// its decoding (each bad sequence a U+FFFD), so a client never gets bytes that are not UTF-8.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        if std::str::from_utf8(&self.raw).is_ok() {
+            out.extend_from_slice(&self.raw);
+        } else if let Some(ev) = &self.event {
+            write_event(out, ev.event.as_deref(), &ev.data);
+        }
+    }
+}
+
+/// Relays a stream event by event, as its bytes were sent: a chunk's complete events are released,
+/// a partial one is held until its blank line arrives. A caller that judges each event can so stop
+/// before any byte of a bad one reaches the client, without rewriting the good ones. The bytes held are
+/// bounded by [`MAX_EVENT_BYTES`]: a longer event ends the relay ([`Relay::overflowed`]).
+#[derive(Debug)]
+pub struct Relay {
+    held: Vec<u8>,
+    /// Scan state at the end of `held`: nothing yet on the current line; the last byte was `\r`.
+    line_empty: bool,
+    after_cr: bool,
+    /// Bytes of `held` already scanned.
+    scanned: usize,
+    parser: SseParser,
+    overflowed: bool,
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Relay::new()
+    }
+}
+
+impl Relay {
+    pub fn new() -> Relay {
+        Relay {
+            held: Vec::new(),
+            line_empty: true,
+            after_cr: false,
+            scanned: 0,
+            parser: SseParser::new(),
+            overflowed: false,
+        }
+    }
+
+    /// Consumes a chunk; returns the events it completed, in order.
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<Segment> {
+        if self.overflowed {
+            return Vec::new();
+        }
+        self.held.extend_from_slice(chunk);
+        let mut ends = Vec::new();
+        for (i, &b) in self.held.iter().enumerate().skip(self.scanned) {
+            if std::mem::take(&mut self.after_cr) && b == b'\n' {
+                continue;
+            }
+            if b == b'\r' || b == b'\n' {
+                if self.line_empty {
+                    ends.push(i + 1);
+                }
+                self.line_empty = true;
+                self.after_cr = b == b'\r';
+            } else {
+                self.line_empty = false;
+            }
+        }
+        self.scanned = self.held.len();
+        let mut out = Vec::with_capacity(ends.len());
+        let mut start = 0;
+        for end in ends {
+            let raw = self.held.get(start..end).unwrap_or_default();
+            let mut events = self.parser.feed(raw);
+            out.push(Segment {
+                raw: raw.to_vec(),
+                event: events.pop(),
+            });
+            start = end;
+        }
+        self.held.drain(..start);
+        self.scanned = self.held.len();
+        if self.held.len() > MAX_EVENT_BYTES {
+            self.held = Vec::new();
+            self.scanned = 0;
+            self.overflowed = true;
+        }
+        out
+    }
+
+    /// Ends the stream: the bytes still held, with the event they complete if any (an event whose
+    /// lines all ended but that lacks its blank line; see [`SseParser::finish`]).
+    pub fn finish(&mut self) -> Option<Segment> {
+        let raw = std::mem::take(&mut self.held);
+        self.scanned = 0;
+        if self.overflowed {
+            return None;
+        }
+        let mut events = self.parser.feed(&raw);
+        events.extend(self.parser.finish());
+        (!raw.is_empty()).then(|| Segment {
+            raw,
+            event: events.pop(),
+        })
+    }
+
+    /// An event outgrew [`MAX_EVENT_BYTES`]: nothing more is relayed.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Bytes held for an event not yet complete.
+    pub fn held_len(&self) -> usize {
+        self.held.len()
+    }
+}
+
+/// Ends `out` with a blank line if the relayed bytes did not (a stream's last event may lack it), so an
+/// event of ours stands alone.
+pub fn close_event(out: &mut Vec<u8>) {
+    let closed =
+        out.is_empty() || out.ends_with(b"\n\n") || out.ends_with(b"\r\r") || out.ends_with(b"\n\r\n");
+    if closed {
+        return;
+    }
+    if out.ends_with(b"\n") {
+        out.push(b'\n');
+    } else {
+        out.extend_from_slice(b"\n\n");
+    }
+}
+
+/// Whether an event's data is one JSON value (checked without building it).
+pub fn is_json(data: &str) -> bool {
+    serde_json::from_str::<serde::de::IgnoredAny>(data).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,6 +577,79 @@ mod tests {
             let expect_data = data.replace("\r\n", "\n").replace('\r', "\n");
             assert_eq!(parsed.len(), 1);
             assert_eq!(parsed[0].data, expect_data);
+        }
+    }
+
+    /// The relay releases exactly the bytes it got, in order, each event with its own raw bytes and
+    /// the event the parser reads from the whole stream, however the stream is cut.
+    #[test]
+    fn relay_releases_raw_events_for_any_cut() {
+        let inputs: [&[u8]; 4] = [
+            b"data: {\"a\":1}\n\nevent: x\ndata: 2\n\n: comment\n\ndata: [DONE]\n\n",
+            b"data: a\r\n\r\ndata: b\r\rdata: c\r\n\r\ndata: tail\n",
+            b"\n\ndata: x\n\n\n\ndata: y",
+            b"data: caf\xc3\xa9\n\ndata: \xff\n\n",
+        ];
+        for input in inputs {
+            let whole = parse_whole(input);
+            for cut in 0..=input.len() {
+                let mut relay = Relay::new();
+                let mut segs = relay.feed(&input[..cut]);
+                segs.extend(relay.feed(&input[cut..]));
+                segs.extend(relay.finish());
+                let raw: Vec<u8> = segs.iter().flat_map(|s| s.raw.clone()).collect();
+                assert_eq!(raw, input, "cut at {cut}");
+                let events: Vec<SseEvent> = segs.into_iter().filter_map(|s| s.event).collect();
+                assert_eq!(events, whole, "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn relay_holds_partial_events_and_bounds_them() {
+        let mut relay = Relay::new();
+        let segs = relay.feed(b"data: {\"a\":1}\n\ndata: {\"b\"");
+        assert_eq!(segs.len(), 1);
+        assert_eq!(segs[0].raw, b"data: {\"a\":1}\n\n");
+        assert_eq!(relay.held_len(), 10);
+        let segs = relay.feed(b":2}\n\n");
+        assert_eq!(segs[0].raw, b"data: {\"b\":2}\n\n");
+        assert_eq!(segs[0].event.as_ref().unwrap().data, "{\"b\":2}");
+
+        let mut relay = Relay::new();
+        let big = vec![b'x'; MAX_EVENT_BYTES + 1];
+        assert!(relay.feed(b"data: ").is_empty());
+        assert!(relay.feed(&big).is_empty());
+        assert!(relay.overflowed());
+        assert!(relay.feed(b"\n\ndata: y\n\n").is_empty());
+        assert_eq!(relay.finish(), None);
+    }
+
+    #[test]
+    fn segments_written_as_utf8() {
+        let mut relay = Relay::new();
+        let segs = relay.feed(b"data: caf\xc3\xa9\n\nevent: x\ndata: r\xffply\n\n: c\xff\n\n");
+        let mut out = Vec::new();
+        for s in &segs {
+            s.write_to(&mut out);
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "data: caf\u{e9}\n\nevent: x\ndata: r\u{fffd}ply\n\n"
+        );
+    }
+
+    #[test]
+    fn json_check() {
+        for (data, want) in [
+            ("{\"a\":[1,2]}", true),
+            (" 3 ", true),
+            ("[DONE]", false),
+            ("<html>", false),
+            ("{\"a\":", false),
+            ("", false),
+        ] {
+            assert_eq!(is_json(data), want, "{data}");
         }
     }
 }

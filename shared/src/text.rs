@@ -178,6 +178,25 @@ pub fn truncate_chars(s: &str, max: usize) -> &str {
     }
 }
 
+/// `message` as one log line: CR, LF and every other control character escaped (`\r`, `\n`,
+/// `\u{1b}`), so text a client sent (a model name, a path) cannot end a log line and forge the next.
+pub fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
+    if !message.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(message);
+    }
+    let mut out = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        match c {
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,5 +247,17 @@ mod tests {
         for (s, max, want) in cases {
             assert_eq!(truncate_chars(s, max), want, "{s} {max}");
         }
+    }
+
+    #[test]
+    fn log_lines_stay_one_line() {
+        for (input, want) in [
+            ("plain text, ünï", "plain text, ünï"),
+            ("gpt\r\nx-evil: 1", "gpt\\r\\nx-evil: 1"),
+            ("a\tb\u{1b}[31m\u{85}", "a\\tb\\u{1b}[31m\\u{85}"),
+        ] {
+            assert_eq!(one_line(input), want);
+        }
+        assert!(matches!(one_line("ok"), std::borrow::Cow::Borrowed(_)));
     }
 }

@@ -119,6 +119,72 @@ pub struct Envoy {
     pub admin_port: u16,
     dir: PathBuf,
     child: Child,
+    /// The secrets its filters were configured with ([`secrets_of`]); no log line may carry one.
+    secrets: Vec<String>,
+}
+
+/// Shortest configured value taken for a secret: shorter ones (test placeholders like `"k"`) would
+/// match ordinary log text.
+const MIN_SECRET: usize = 8;
+
+/// The secrets in `opts`' filter configs: every `{"value": "..."}` secret source, every
+/// `{"env": "NAME"}` one resolved through `opts.env`, and `hash_key` / `secret` / `password` strings
+/// (at least [`MIN_SECRET`] bytes each).
+pub fn secrets_of(opts: &EnvoyOptions) -> Vec<String> {
+    fn walk(v: &Value, env: &[(String, String)], out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                let only = |k: &str| map.len() == 1 && map.contains_key(k);
+                if let (true, Some(Value::String(s))) = (only("value"), map.get("value")) {
+                    out.push(s.clone());
+                }
+                if let (true, Some(Value::String(name))) = (only("env"), map.get("env")) {
+                    out.extend(env.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()));
+                }
+                for (k, v) in map {
+                    match v {
+                        Value::String(s) if ["hash_key", "secret", "password"].contains(&k.as_str()) => {
+                            out.push(s.clone())
+                        }
+                        _ => walk(v, env, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, env, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for f in &opts.filters {
+        walk(&f.config, &opts.env, &mut out);
+    }
+    out.retain(|s| s.len() >= MIN_SECRET);
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The lines of `logs` that carry one of `secrets`, each with the secret's first four characters.
+pub fn leaked_lines(logs: &str, secrets: &[&str]) -> Vec<String> {
+    logs.lines()
+        .filter_map(|line| {
+            let s = secrets.iter().find(|s| !s.is_empty() && line.contains(**s))?;
+            Some(format!("{}…: {line}", s.chars().take(4).collect::<String>()))
+        })
+        .collect()
+}
+
+/// Panics if Envoy's log carries one of the secrets it was configured with or one of `extra` (e.g. a
+/// key only the test knows). Dropping an [`Envoy`] does the first check too, for every test.
+pub fn assert_no_secrets(envoy: &Envoy, extra: &[&str]) {
+    let mut all: Vec<&str> = envoy.secrets.iter().map(String::as_str).collect();
+    all.extend_from_slice(extra);
+    let leaked = leaked_lines(&envoy.logs(), &all);
+    assert!(
+        leaked.is_empty(),
+        "secrets in envoy's log:\n{}",
+        leaked.join("\n")
+    );
 }
 
 /// A YAML/JSON double-quoted scalar.
@@ -126,7 +192,7 @@ fn q(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
-const STATS_TAGS: [&str; 24] = [
+const STATS_TAGS: [&str; 26] = [
     "provider",
     "target",
     "model",
@@ -151,6 +217,8 @@ const STATS_TAGS: [&str; 24] = [
     "stage",
     "task",
     "param",
+    "balancer",
+    "reason",
 ];
 const CLUSTERS: [&str; 3] = ["mock_openai", "mock_anthropic", "mock_azure"];
 
@@ -373,11 +441,12 @@ pub fn config_refused(filter: &str, field: &str) -> String {
 }
 
 /// The policy modules the bundle links (the names are the chain's `policy` values).
-const BUNDLED: [&str; 5] = [
+const BUNDLED: [&str; 6] = [
     "ai-prompt-guard",
     "ai-token-ratelimit",
     "ai-pii-redact",
     "ai-enrich",
+    "ai-router",
     "ai-proxy",
 ];
 
@@ -411,8 +480,11 @@ impl Envoy {
     /// log and prints readably through `.unwrap()` (its `Debug` is its message).
     pub fn start(opts: EnvoyOptions) -> Result<Envoy, StartError> {
         let concurrency = opts.concurrency;
+        let secrets = secrets_of(&opts);
         let opts = if bundle_mode() { bundled(opts) } else { opts };
-        Envoy::start_config(|admin_path| render_config(&opts, admin_path), concurrency)
+        let mut envoy = Envoy::start_config(|admin_path| render_config(&opts, admin_path), concurrency)?;
+        envoy.secrets = secrets;
+        Ok(envoy)
     }
 
     /// Starts Envoy with a config of the caller's (e.g. a shipped file with its ports changed): `config`
@@ -458,6 +530,7 @@ impl Envoy {
             admin_port: 0,
             dir,
             child,
+            secrets: Vec::new(),
         };
         match envoy.wait_ready() {
             Ok(()) => Ok(envoy),
@@ -639,6 +712,14 @@ impl Drop for Envoy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !thread::panicking() {
+            let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+            let leaked = leaked_lines(&self.logs(), &secrets);
+            if !leaked.is_empty() {
+                let dir = self.dir.display();
+                panic!("secrets in envoy's log ({dir} kept):\n{}", leaked.join("\n"));
+            }
+        }
         if thread::panicking() || std::env::var_os("E2E_KEEP").is_some() {
             let logs = self.logs();
             let lines: Vec<&str> = logs.lines().collect();
@@ -707,6 +788,44 @@ mod tests {
         let router = y.find("envoy.filters.http.router").unwrap();
         assert!(y.find("name: \"none\"").unwrap() < router);
         assert!(!y.contains('\t'));
+    }
+
+    #[test]
+    fn secrets_are_found_in_configs_and_lines() {
+        let opts = EnvoyOptions {
+            filters: vec![
+                Filter::new(
+                    "p",
+                    "/x.wasm",
+                    json!({"targets": [{"auth": {"value": "sk-live-123456"}}, {"auth": {"env": "KEY"}}],
+                           "header": {"name": "x", "value": "not-a-secret-source"}, "short": {"value": "k"}}),
+                ),
+                Filter::new(
+                    "q",
+                    "/y.wasm",
+                    json!({"hash_key": "hmac-key-abcdef", "chain": [{"secret": "jwt-secret-99"}]}),
+                ),
+            ],
+            env: vec![
+                ("KEY".into(), "env-key-987654".into()),
+                ("OTHER".into(), "unused-value-1".into()),
+            ],
+            ..EnvoyOptions::default()
+        };
+        assert_eq!(
+            secrets_of(&opts),
+            [
+                "env-key-987654",
+                "hmac-key-abcdef",
+                "jwt-secret-99",
+                "sk-live-123456"
+            ]
+        );
+        let logs = "ok line\nauthorization: Bearer sk-live-123456\nfine";
+        assert_eq!(
+            leaked_lines(logs, &["sk-live-123456", "absent-secret"]),
+            ["sk-l…: authorization: Bearer sk-live-123456"]
+        );
     }
 
     #[test]

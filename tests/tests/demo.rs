@@ -211,3 +211,61 @@ fn the_support_api_is_enriched() {
         "{stats}"
     );
 }
+
+/// The demo's model `auto`: ai-router sends code questions and long prompts to gpt-4o (the Azure mock)
+/// and small talk to gpt-4o-mini (the OpenAI mock); ai-proxy then routes the model it set.
+#[test]
+fn model_auto_routes_code_and_long_prompts_apart_from_small_talk() {
+    let demo = Demo::start();
+    let long = "Please summarise the following notes about the quarterly planning meeting. ".repeat(60);
+    let cases = [
+        (
+            "Hi, how are you today?",
+            "small-talk",
+            "openai-mini",
+            "gpt-4o-mini",
+        ),
+        (
+            "Why does this fail?\n```python\nprint(1/0)\n```",
+            "code",
+            "azure-4o",
+            "gpt-4o",
+        ),
+        (
+            "def add(a, b):\n    return a - b\nwhat is wrong here?",
+            "code",
+            "azure-4o",
+            "gpt-4o",
+        ),
+        (long.as_str(), "long", "azure-4o", "gpt-4o"),
+        (
+            "Thanks, that was helpful!",
+            "small-talk",
+            "openai-mini",
+            "gpt-4o-mini",
+        ),
+    ];
+    for (i, (text, rule, target, model)) in cases.iter().enumerate() {
+        let consumer = format!("router-demo-{i}");
+        let r = demo.chat(
+            json!({"model": "auto", "messages": user(text)}),
+            &[("x-consumer-id", consumer.as_str())],
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-ai-route"), Some(*rule), "{text}");
+        assert_eq!(r.header("x-ai-target"), Some(*target), "{text}");
+        assert_eq!(r.header("x-ai-model"), Some(*model), "{text}");
+    }
+    // A model named by the client is left alone.
+    let r = demo.chat(
+        json!({"model": "claude-3-5-haiku", "messages": user("def f(): pass\nx = f();")}),
+        &[],
+    );
+    assert_eq!((r.status, r.header("x-ai-route")), (200, Some("default")));
+    assert_eq!(r.header("x-ai-target"), Some("claude-haiku"));
+    let stats = demo.envoy.stats_prometheus();
+    assert!(
+        stats.contains(r#"ai_router_decisions_total{mode="enforce",rule="code"} 2"#),
+        "{stats}"
+    );
+}

@@ -793,3 +793,24 @@ fn bundle_chain_matches_separate_modules() {
         .run(request.clone(), upstream);
     assert!(String::from_utf8_lossy(&kong.body).contains("\"usage\""));
 }
+
+/// A request body with a `content-encoding` is never read as if it were the prompt: on both hosts
+/// every body-reading policy of the chain answers 415 `unsupported_encoding` before the upstream.
+#[test]
+fn an_encoded_request_body_is_refused_on_both_hosts() {
+    for kind in [HostKind::Envoy, HostKind::Kong] {
+        let mut rt = Runtime::new(kind, vec![ratelimit(), guard(), pii(), proxy()]);
+        let ex = rt.run(
+            chat("gpt", "hi", false).header("content-encoding", "gzip"),
+            |_| panic!("reached the upstream"),
+        );
+        assert_eq!(
+            ex.status,
+            Some(415),
+            "{kind:?}: {}",
+            String::from_utf8_lossy(&ex.body)
+        );
+        assert_eq!(ex.json()["error"]["code"], "unsupported_encoding", "{kind:?}");
+        assert!(ex.upstream.is_none());
+    }
+}

@@ -9,7 +9,8 @@
 //! last chunk. The contrast test shows the same filter does end a stream cleanly when the upstream
 //! closes it properly without its terminator, i.e. when Envoy does give it the end. Callout mode
 //! (`fallback`/`resilience`) is the answer for such models: `resilience.rs`
-//! `a_stream_cut_midway_ends_cleanly_for_the_client`.
+//! `a_stream_cut_midway_ends_cleanly_for_the_client`. A JSON answer is read whole before its headers
+//! leave, so a cut one is a clean 502 (last test).
 
 use e2e::envoy::{Envoy, EnvoyOptions, Filter};
 use e2e::http::{read_body, read_head};
@@ -133,14 +134,16 @@ fn a_stream_closed_cleanly_without_its_terminator_is_ended_by_the_filter() {
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
 }
 
-/// A JSON answer the provider cuts after its headers, on a forwarded OpenAI model (passed through
-/// as it streams): the client gets the 200 and a body shorter than its `content-length`.
+/// A JSON answer the provider cuts after its headers, on a forwarded OpenAI model: ai-proxy reads a
+/// JSON answer whole before its headers leave (to judge it), so Envoy still holds them when the
+/// upstream drops, and the client gets a 502 OpenAI error (the `UPE` mapper) instead of a truncated 200.
 #[test]
-fn a_forwarded_openai_json_answer_cut_after_its_headers_is_truncated() {
+fn a_forwarded_openai_json_answer_cut_after_its_headers_is_an_openai_502() {
     let (_mock, envoy) = start();
     let body = json!({"model": "gpt", "messages": [{"role": "user", "content": "hi"}]});
     let r = envoy.chat(&body, &[("x-mock-fault", r#"{"cut_after": 10}"#)]);
-    assert_eq!(r.status, 200);
-    assert!(!r.complete, "{}", r.text());
-    assert!(r.body.len() <= 10, "{}", r.text());
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.complete, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.json()["error"]["code"], "upstream_unavailable", "{}", r.text());
 }

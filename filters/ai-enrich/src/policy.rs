@@ -259,6 +259,13 @@ impl Policy for Enrich {
         Step::ReadBody
     }
 
+    fn on_request_encoded(&mut self, host: &mut dyn Host, _encoding: &str) -> Option<LocalReply> {
+        // As for a body too large: enrichment does not refuse what it cannot read.
+        self.result = Some("encoded");
+        host.log(LogLevel::Info, "ai-enrich: content-encoded body: not enriched");
+        None
+    }
+
     fn on_request_too_large(&mut self, host: &mut dyn Host, limit: usize) -> Option<LocalReply> {
         // Enrichment adds context; it does not refuse an upload it cannot read.
         self.result = Some("too-large");

@@ -33,6 +33,8 @@ enum Name {
     Pii,
     #[serde(rename = "ai-enrich")]
     Enrich,
+    #[serde(rename = "ai-router")]
+    Router,
     #[serde(rename = "ai-proxy")]
     Proxy,
 }
@@ -43,6 +45,7 @@ enum Entry {
     RateLimit(Rc<ai_token_ratelimit::config::Config>),
     Pii(Rc<ai_pii_redact::config::Config>),
     Enrich(Rc<ai_enrich::config::Config>),
+    Router(Rc<ai_router::config::Config>),
     Proxy(Rc<ai_proxy::config::Config>),
 }
 
@@ -86,6 +89,7 @@ impl Bundle {
                 Name::RateLimit => Entry::RateLimit(load(i, &e.config, env)?),
                 Name::Pii => Entry::Pii(load(i, &e.config, env)?),
                 Name::Enrich => Entry::Enrich(load(i, &e.config, env)?),
+                Name::Router => Entry::Router(load(i, &e.config, env)?),
                 Name::Proxy => Entry::Proxy(load(i, &e.config, env)?),
             });
         }
@@ -105,6 +109,7 @@ impl Bundle {
                     Entry::RateLimit(c) => policy(c, seed),
                     Entry::Pii(c) => policy(c, seed),
                     Entry::Enrich(c) => policy(c, seed),
+                    Entry::Router(c) => policy(c, seed),
                     Entry::Proxy(c) => policy(c, seed),
                 }
             })
@@ -122,6 +127,7 @@ impl Bundle {
                 Entry::RateLimit(c) => ai_token_ratelimit::config::Config::background(c),
                 Entry::Pii(c) => ai_pii_redact::config::Config::background(c),
                 Entry::Enrich(c) => ai_enrich::config::Config::background(c),
+                Entry::Router(c) => ai_router::config::Config::background(c),
                 Entry::Proxy(c) => ai_proxy::config::Config::background(c),
             })
             .collect();

@@ -333,6 +333,12 @@ impl Config {
         };
         let count_header = raw.count_header.unwrap_or_else(|| "x-pii-redacted".into());
         non_empty("count_header", &count_header)?;
+        if !count_header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            return Err(ConfigError::new("count_header", "must be a header name"));
+        }
         let max_body = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
         if !(1..=MAX_MAX_BODY).contains(&max_body) {
             return Err(ConfigError::new("max_body_bytes", "must be 1 to 104857600"));

@@ -300,6 +300,20 @@ impl Policy for PiiRedact {
         Some(self.reject(host, shared::host::too_large(limit)))
     }
 
+    fn on_request_encoded(&mut self, host: &mut dyn Host, encoding: &str) -> Option<LocalReply> {
+        // An encoded body cannot be scanned: refused like one too large; shadow mode only reports it.
+        self.stage = Stage::Idle;
+        self.outcome = "encoded";
+        if !self.enforce() {
+            host.log(
+                LogLevel::Info,
+                "ai-pii-redact: mode=shadow content-encoded body passed unscanned",
+            );
+            return None;
+        }
+        Some(self.reject(host, shared::host::encoded_body(encoding)))
+    }
+
     fn on_request_body(&mut self, host: &mut dyn Host, body: &mut Body) -> Step {
         let Stage::AwaitingBody(api) = self.stage else {
             return Step::Continue;

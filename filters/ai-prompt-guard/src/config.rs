@@ -594,6 +594,7 @@ impl Classifier {
             .map(|a| a.resolve(&format!("{at}.auth"), env))
             .transpose()?
         {
+            shared::config::check_header_value(format!("{at}.auth"), &key)?;
             headers.insert("authorization".to_string(), format!("Bearer {key}"));
         }
         let service = Service::compile(

@@ -555,6 +555,21 @@ impl Policy for Guard {
 
     /// In shadow mode a body over the limit is reported and let through unread (it is never buffered
     /// past the limit).
+    fn on_request_encoded(&mut self, host: &mut dyn Host, encoding: &str) -> Option<LocalReply> {
+        self.stage = Stage::Idle;
+        let mode = self.config.validation.mode;
+        let finding = Finding::new(
+            Check::Validation,
+            "content_encoding",
+            shared::host::encoded_body(encoding),
+        );
+        let reply = self.flag(host, mode, finding);
+        if reply.is_none() {
+            self.result = Some(Verdict::Shadowed);
+        }
+        reply
+    }
+
     fn on_request_too_large(&mut self, host: &mut dyn Host, limit: usize) -> Option<LocalReply> {
         self.stage = Stage::Idle;
         let mode = self.config.validation.mode;

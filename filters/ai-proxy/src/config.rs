@@ -4,10 +4,11 @@
 //! The same rules are written as a draft-4 schema in `ai_proxy.meta.json` for Kong; the fixtures in
 //! `fixtures/` are checked against both.
 
+use crate::balancer;
 use serde::Deserialize;
 use shared::breaker::sync::SharedBreakers;
 use shared::callout::attempts::{Candidate, RawResilience, Resilience};
-use shared::config::{check_prices, parse_json, ConfigError, Price};
+use shared::config::{check_prices, parse_json, ConfigError, Duration, Price};
 use shared::host::HttpCall;
 use shared::provider::{target, Api, OnUnsupported};
 use std::collections::{BTreeMap, HashMap};
@@ -27,6 +28,68 @@ struct RawConfig {
     prices: HashMap<String, Price>,
     #[serde(default)]
     resilience: Option<RawResilience>,
+    #[serde(default)]
+    balancing: Option<RawBalancing>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBalancing {
+    #[serde(default)]
+    explore_percent: Option<u32>,
+    #[serde(default)]
+    half_life: Option<Duration>,
+    #[serde(default)]
+    probe_after: Option<Duration>,
+}
+
+/// The statistics balancers' knobs (top-level `balancing`), see [`balancer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Balancing {
+    /// `lowest_latency`: the share of requests sent to a random other target, 0–50 %.
+    pub explore_percent: u32,
+    /// How fast the latency averages forget: the old value weighs half as much after this long.
+    pub half_life_ms: u64,
+    /// `lowest_latency`: a target with no sample for this long gets one probe request.
+    pub probe_after_ms: u64,
+}
+
+impl Default for Balancing {
+    fn default() -> Self {
+        Balancing {
+            explore_percent: 5,
+            half_life_ms: 10_000,
+            probe_after_ms: 30_000,
+        }
+    }
+}
+
+const BALANCING_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+
+impl RawBalancing {
+    fn compile(self) -> Result<Balancing, ConfigError> {
+        let d = Balancing::default();
+        let explore_percent = self.explore_percent.unwrap_or(d.explore_percent);
+        if explore_percent > 50 {
+            return Err(ConfigError::new("balancing.explore_percent", "must be 0 to 50"));
+        }
+        let ms = |v: Option<Duration>, default: u64, f: &str| {
+            let v = v.map_or(default, Duration::as_ms);
+            if BALANCING_MS.contains(&v) {
+                Ok(v)
+            } else {
+                Err(ConfigError::new(
+                    format!("balancing.{f}"),
+                    "must be 100 ms to 1 hour",
+                ))
+            }
+        };
+        Ok(Balancing {
+            explore_percent,
+            half_life_ms: ms(self.half_life, d.half_life_ms, "half_life")?,
+            probe_after_ms: ms(self.probe_after, d.probe_after_ms, "probe_after")?,
+        })
+    }
 }
 
 /// A target: the shared target shape (`shared::provider::target`: provider, model, endpoint, auth and
@@ -50,6 +113,8 @@ struct RawModel {
     fallback: Vec<RawFallback>,
     #[serde(default)]
     drop_unsupported_params: bool,
+    #[serde(default)]
+    balancer: balancer::Kind,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +149,8 @@ pub struct Target {
     pub target: target::Target,
     pub price: Option<Price>,
     pub resilience: Resilience,
+    /// Some model balances over it by its statistics: its requests are counted in shared data.
+    pub tracked: bool,
 }
 
 impl std::ops::Deref for Target {
@@ -131,10 +198,12 @@ pub struct Route {
     pub weight: u64,
 }
 
-/// A client-facing model: the weighted first choice, then the fallback chain.
+/// A client-facing model: the first choice (by its balancer), then the fallback chain.
 #[derive(Debug, Clone)]
 pub struct Model {
     pub routes: Vec<Route>,
+    /// How the first choice is made among `routes`.
+    pub balancer: balancer::Kind,
     /// Targets tried in order after the first choice fails (indexes into [`Config::targets`]).
     pub fallback: Vec<usize>,
     /// The filter makes the upstream calls itself (retries, fallback, breaker), answering when done;
@@ -156,6 +225,7 @@ pub struct Config {
     /// Targets whose breaker is shared with the fleet (`breaker.store: redis`), by store, synced by
     /// the timer.
     pub shared_breakers: Vec<SharedBreakers>,
+    pub balancing: Balancing,
 }
 
 pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
@@ -204,6 +274,7 @@ impl Config {
                 name: t.name,
                 price: raw.prices.get(compiled.model()).copied(),
                 target: compiled,
+                tracked: false,
             });
         }
         let shared_breakers =
@@ -242,6 +313,27 @@ impl Config {
             if routes.iter().all(|r| r.weight == 0) {
                 return Err(ConfigError::new(at, "weights must not all be 0"));
             }
+            if m.balancer == balancer::Kind::LowestCost {
+                for r in &routes {
+                    if let Some(t) = targets.get(r.target).filter(|t| t.price.is_none()) {
+                        return Err(ConfigError::new(
+                            format!("models.{name}.balancer"),
+                            format!(
+                                "lowest_cost needs a price for target `{}`: add its model `{}` to prices",
+                                t.name,
+                                t.model()
+                            ),
+                        ));
+                    }
+                }
+            }
+            if m.balancer.uses_stats() {
+                for r in &routes {
+                    if let Some(t) = targets.get_mut(r.target) {
+                        t.tracked = true;
+                    }
+                }
+            }
             let mut fallback = Vec::with_capacity(m.fallback.len());
             for (j, f) in m.fallback.into_iter().enumerate() {
                 let field = format!("models.{name}.fallback[{j}].target");
@@ -265,6 +357,7 @@ impl Config {
                 name,
                 Model {
                     routes,
+                    balancer: m.balancer,
                     fallback,
                     callout,
                     on_unsupported: if m.drop_unsupported_params {
@@ -298,6 +391,7 @@ impl Config {
             max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
             route_header: route_header.to_ascii_lowercase(),
             shared_breakers,
+            balancing: raw.balancing.unwrap_or_default().compile()?,
         })
     }
 }
@@ -363,6 +457,91 @@ mod tests {
         );
         assert_eq!(c.max_body_bytes, 1024 * 1024);
         assert_eq!(c.route_header, "x-ai-cluster");
+    }
+
+    #[test]
+    fn balancers_and_their_knobs() {
+        let c = Config::parse(BASE.as_bytes(), &env).unwrap();
+        assert_eq!(c.models["m"].balancer, balancer::Kind::Weighted);
+        assert_eq!(c.balancing, Balancing::default());
+        assert!(c.targets.iter().all(|t| !t.tracked));
+        let json = BASE
+            .replacen(
+                r#"{"targets": [{"target":"a","weight":9},{"target":"b"}]}"#,
+                r#"{"targets": [{"target":"a","weight":9},{"target":"b"}], "balancer": "least_busy"}"#,
+                1,
+            )
+            .replacen(
+                r#""prices""#,
+                r#""balancing": {"explore_percent": 0, "half_life": "2s", "probe_after": 500}, "prices""#,
+                1,
+            );
+        let c = Config::parse(json.as_bytes(), &env).unwrap();
+        assert_eq!(c.models["m"].balancer, balancer::Kind::LeastBusy);
+        assert_eq!(
+            c.balancing,
+            Balancing {
+                explore_percent: 0,
+                half_life_ms: 2_000,
+                probe_after_ms: 500
+            }
+        );
+        // The statistics are kept for the targets some statistics balancer reads.
+        let tracked: Vec<bool> = c.targets.iter().map(|t| t.tracked).collect();
+        assert_eq!(tracked, vec![true, true, false]);
+        let cases = [
+            (
+                r#""balancer": "least_busy""#,
+                r#""balancer": "lowest_cost""#,
+                "models.m.balancer",
+                "target `b`",
+            ),
+            (
+                r#""balancer": "least_busy""#,
+                r#""balancer": "fastest""#,
+                "",
+                "unknown variant",
+            ),
+            (
+                r#""explore_percent": 0"#,
+                r#""explore_percent": 51"#,
+                "balancing.explore_percent",
+                "0 to 50",
+            ),
+            (
+                r#""half_life": "2s""#,
+                r#""half_life": 99"#,
+                "balancing.half_life",
+                "100 ms",
+            ),
+            (
+                r#""probe_after": 500"#,
+                r#""probe_after": "2h""#,
+                "",
+                "milliseconds",
+            ),
+            (
+                r#""probe_after": 500"#,
+                r#""probe_after": 3600001"#,
+                "balancing.probe_after",
+                "1 hour",
+            ),
+            (
+                r#""explore_percent": 0"#,
+                r#""explore": 0"#,
+                "",
+                "unknown field `explore`",
+            ),
+        ];
+        for (from, to, field, message) in cases {
+            let bad = json.replacen(from, to, 1);
+            assert_ne!(bad, json, "{from}");
+            let err = Config::parse(bad.as_bytes(), &env).unwrap_err();
+            assert!(err.to_string().contains(message), "{err}");
+            if !field.is_empty() {
+                assert_eq!(err.field, field, "{err}");
+            }
+        }
     }
 
     #[test]

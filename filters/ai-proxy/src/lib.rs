@@ -4,6 +4,7 @@
 //! translation are `shared::provider`, callout mode `shared::callout::attempts`, and the shared driver
 //! turns the policy's answers into host calls.
 
+pub mod balancer;
 pub mod config;
 pub mod proxy;
 

@@ -9,8 +9,10 @@
 //!   calls the targets itself ([`Attempts`]), judges each whole answer through the same [`Reply`], and
 //!   answers the client.
 
+use crate::balancer::{self, Kind, Reason, Sample};
 use crate::config::{Config, Model, Target};
 use serde_json::{json, Value};
+use shared::breaker::Circuit;
 use shared::callout::attempts::{Attempts, Exhausted, Next};
 use shared::callout::{self, Failure};
 use shared::chat::{Class, Routes};
@@ -21,6 +23,7 @@ use shared::host::{
 use shared::metrics;
 use shared::provider::{client_error, Api, ChatRequest, Dialect, Exchange, Reply, CREDENTIAL_HEADERS};
 use shared::rand::{stable_hash, Rng};
+use shared::ratelimit::estimate::{estimate, CompletionPolicy};
 use shared::usage::Usage;
 use std::rc::Rc;
 
@@ -32,6 +35,8 @@ static SERVED: std::sync::LazyLock<Routes> =
 const MODELS_PATH: &str = "/v1/models";
 /// The answer header naming the parameters a target could not take and the model let drop.
 pub const DROPPED_HEADER: &str = "x-ai-dropped-params";
+/// The answer header saying why its target was chosen (the balancer's reason, or `fallback`).
+pub const REASON_HEADER: &str = "x-ai-target-reason";
 /// Request headers of Anthropic's API: passed to Anthropic targets (the target's own
 /// `anthropic-version` replaces the client's), removed for the others, which do not speak it.
 const ANTHROPIC_HEADERS: [&str; 2] = ["anthropic-version", "anthropic-beta"];
@@ -55,12 +60,25 @@ enum Stage {
     Calling(Box<Calling>),
 }
 
+/// The balancer's first choice for a request.
+#[derive(Debug, Clone, Copy)]
+struct Choice {
+    target: usize,
+    reason: Reason,
+    /// The request is counted in flight on the target (its statistics are kept): it must be ended.
+    counted: bool,
+}
+
 /// What the end-of-request metrics and log need, whichever way the request went.
 struct Account {
     start_ms: u64,
     api: Api,
     /// The target that answered (or was last tried).
     target: usize,
+    /// The balancer's first choice, and why.
+    picked: usize,
+    balancer: Kind,
+    reason: Reason,
     client_model: String,
     status: u16,
     usage: Option<Usage>,
@@ -72,6 +90,10 @@ struct Forwarded {
     exchange: Exchange,
     /// Set once the response headers have come.
     reply: Option<Reply>,
+    /// Counted in flight on the target: ended, with the answer's timings, when the request is over.
+    counted: bool,
+    /// When the first byte of the answer came (the response headers; for a stream, its first chunk).
+    first_byte_ms: Option<u64>,
 }
 
 struct Calling {
@@ -84,6 +106,9 @@ struct Calling {
     client_credentials: Vec<(String, String)>,
     /// The client's `anthropic-beta`, for Anthropic targets.
     anthropic_beta: Option<String>,
+    /// The target a call is counted in flight on (tracked targets only), and when the call left.
+    in_flight: Option<usize>,
+    call_start_ms: u64,
 }
 
 impl AiProxy {
@@ -122,20 +147,116 @@ impl AiProxy {
 
     /// Weighted choice among the model's targets; with a sticky header, the same value always
     /// lands on the same target (as long as the weights do not change).
-    fn pick(&mut self, model: &str, sticky: Option<String>) -> Option<usize> {
-        let routes = &self.config.models.get(model)?.routes;
+    fn weighted(&mut self, model: &Model, sticky: Option<String>) -> Option<(usize, Reason)> {
+        let routes = &model.routes;
         let total: u64 = routes.iter().map(|r| r.weight).sum();
+        let reason = if sticky.is_some() {
+            Reason::Sticky
+        } else {
+            Reason::Weighted
+        };
         let mut point = match sticky {
             Some(v) => stable_hash(v.as_bytes()) % total.max(1),
             None => self.rng.below(total),
         };
         for r in routes {
             if point < r.weight {
-                return Some(r.target);
+                return Some((r.target, reason));
             }
             point -= r.weight;
         }
-        routes.last().map(|r| r.target)
+        routes.last().map(|r| (r.target, reason))
+    }
+
+    /// `priority`: the first target (of weight > 0) whose breaker is not open; the first when all are.
+    fn priority(&self, host: &dyn Host, model: &Model) -> Option<(usize, Reason)> {
+        let now = host.now_ms();
+        let mut live = model.routes.iter().filter(|r| r.weight > 0);
+        let first = live.clone().next()?.target;
+        let healthy = live.find(|r| {
+            let Some(t) = self.config.targets.get(r.target) else {
+                return false;
+            };
+            t.resilience.breaker.is_none()
+                || Circuit {
+                    filter: NAME,
+                    target: &t.name,
+                }
+                .open_until(host, now)
+                .is_none()
+        });
+        Some(match healthy {
+            Some(r) if r.target == first => (first, Reason::Primary),
+            Some(r) => (r.target, Reason::Failover),
+            None => (first, Reason::Primary),
+        })
+    }
+
+    /// The model's first choice, by its balancer, counted in flight on a tracked target.
+    fn pick(
+        &mut self,
+        host: &mut dyn Host,
+        model: &Model,
+        sticky: Option<String>,
+        stream: bool,
+        tokens: Option<Usage>,
+    ) -> Option<Choice> {
+        let config = Rc::clone(&self.config);
+        let (target, reason, counted) = match model.balancer {
+            Kind::Weighted => {
+                let (t, r) = self.weighted(model, sticky)?;
+                (t, r, false)
+            }
+            Kind::Priority => {
+                let (t, r) = self.priority(host, model)?;
+                (t, r, false)
+            }
+            kind => {
+                let targets: Vec<(usize, &str, f64)> = model
+                    .routes
+                    .iter()
+                    .filter(|r| r.weight > 0)
+                    .filter_map(|r| {
+                        let t = config.targets.get(r.target)?;
+                        let cost = match (tokens, t.price) {
+                            (Some(u), Some(p)) => {
+                                u.prompt_tokens as f64 * p.prompt_per_million
+                                    + u.completion_tokens as f64 * p.completion_per_million
+                            }
+                            _ => 0.0,
+                        };
+                        Some((r.target, t.name.as_str(), cost))
+                    })
+                    .collect();
+                let (p, counted) =
+                    balancer::pick(host, kind, &targets, &config.balancing, stream, &mut self.rng)?;
+                (p.target, p.reason, counted)
+            }
+        };
+        let counted = counted
+            || (!model.balancer.uses_stats()
+                && config
+                    .targets
+                    .get(target)
+                    .is_some_and(|t| t.tracked && balancer::begin(host, &t.name)));
+        if let Some(t) = config.targets.get(target) {
+            host.counter_add(
+                &metrics::name(
+                    "ai_proxy_balancer_picks_total",
+                    &[
+                        ("target", t.name.as_str()),
+                        ("balancer", model.balancer.as_str()),
+                        ("reason", reason.as_str()),
+                    ],
+                ),
+                1,
+            );
+        }
+        Some(Choice {
+            target,
+            reason,
+            counted,
+        })
     }
 
     fn models_list(&self, now_s: u64) -> LocalReply {
@@ -155,10 +276,10 @@ impl AiProxy {
     /// Parses the request of `api` and picks its model and first target.
     fn choose(
         &mut self,
-        host: &dyn Host,
+        host: &mut dyn Host,
         api: Api,
         body: &mut Body,
-    ) -> Result<(ChatRequest, usize, bool), ApiError> {
+    ) -> Result<(ChatRequest, Choice, bool), ApiError> {
         let value = shared::chat::json(body)?;
         let req = ChatRequest::parse(api, value.clone())?;
         let sticky = self
@@ -166,7 +287,18 @@ impl AiProxy {
             .sticky_header
             .as_deref()
             .and_then(|h| host.request_header(h));
-        let Some(index) = self.pick(&req.model, sticky) else {
+        let config = Rc::clone(&self.config);
+        let model = config.models.get(&req.model);
+        // `lowest_cost` prices the request: the shared prompt estimate, the asked maximum or 256.
+        let tokens = model.filter(|m| m.balancer == Kind::LowestCost).map(|_| {
+            let policy = CompletionPolicy {
+                default_tokens: 256,
+                cap_tokens: u64::MAX,
+            };
+            estimate(body, Some(api), policy).usage()
+        });
+        let choice = model.and_then(|m| self.pick(host, m, sticky, req.stream, tokens));
+        let Some(choice) = choice else {
             let known: Vec<&str> = self.config.models.keys().map(String::as_str).collect();
             return Err(ApiError::invalid_request(
                 "model_not_found",
@@ -177,12 +309,8 @@ impl AiProxy {
                 ),
             ));
         };
-        let callout = self
-            .config
-            .models
-            .get(&req.model)
-            .is_some_and(|m: &Model| m.callout);
-        Ok((req, index, callout))
+        let callout = model.is_some_and(|m: &Model| m.callout);
+        Ok((req, choice, callout))
     }
 
     /// Forward mode: rewrite the request for the target and let the proxy send it.
@@ -190,14 +318,21 @@ impl AiProxy {
         &mut self,
         host: &mut dyn Host,
         req: ChatRequest,
-        index: usize,
+        choice: Choice,
         start_ms: u64,
         body: &mut Body,
     ) -> Step {
         let config = Rc::clone(&self.config);
         let door = req.door();
+        let index = choice.target;
         let Some(target) = config.targets.get(index) else {
             return Step::Reply(internal_error(door));
+        };
+        // Refused before it left: no longer in flight, and nothing learnt about the target.
+        let release = |host: &mut dyn Host| {
+            if choice.counted {
+                balancer::end(host, &target.name, None, config.balancing.half_life_ms);
+            }
         };
         let on_unsupported = config
             .models
@@ -208,12 +343,14 @@ impl AiProxy {
             match Exchange::prepare_with(&req, target.provider.as_ref(), on_unsupported) {
                 Ok(prepared) => prepared,
                 Err(err) => {
+                    release(host);
                     self.stage = Stage::Idle;
                     return Step::Reply(self.reject(host, err, door));
                 }
             };
         if let Err(e) = set_upstream_headers(host, target, &config.route_header, req.api, req.stream) {
             // Never forward to the route's default upstream: the request may carry the target's key.
+            release(host);
             self.stage = Stage::Idle;
             let err = ApiError::upstream(
                 502,
@@ -222,12 +359,14 @@ impl AiProxy {
             );
             return Step::Reply(self.reject(host, err, door));
         }
-        let mut account = Account::new(start_ms, index, &req);
+        let mut account = Account::new(start_ms, choice, &req, self.balancer_of(&req.model));
         account.dropped = exchange.dropped.clone();
         self.stage = Stage::Forwarded(Box::new(Forwarded {
             account,
             exchange,
             reply: None,
+            counted: choice.counted,
+            first_byte_ms: None,
         }));
         body.replace(upstream);
         Step::Continue
@@ -235,26 +374,46 @@ impl AiProxy {
 
     /// Callout mode: set up the chain (the weighted first choice, then the model's fallback) and
     /// make the first call.
-    fn start_attempts(&mut self, host: &mut dyn Host, req: ChatRequest, first: usize, start_ms: u64) -> Step {
-        let fallback = self
-            .config
-            .models
-            .get(&req.model)
-            .map(|m| m.fallback.clone())
-            .unwrap_or_default();
-        let mut chain = vec![first];
-        chain.extend(fallback.into_iter().filter(|t| *t != first));
+    fn start_attempts(
+        &mut self,
+        host: &mut dyn Host,
+        req: ChatRequest,
+        choice: Choice,
+        start_ms: u64,
+    ) -> Step {
+        let config = Rc::clone(&self.config);
+        let model = config.models.get(&req.model);
+        let first = choice.target;
+        // `priority` tries the targets in their order (open breakers are skipped); the others start
+        // with their pick. The fallback chain follows.
+        let mut chain = match model {
+            Some(m) if m.balancer == Kind::Priority => m
+                .routes
+                .iter()
+                .filter(|r| r.weight > 0)
+                .map(|r| r.target)
+                .collect(),
+            _ => vec![first],
+        };
+        for t in model.map(|m| m.fallback.as_slice()).unwrap_or_default() {
+            if !chain.contains(t) {
+                chain.push(*t);
+            }
+        }
         let client_credentials = CREDENTIAL_HEADERS
             .iter()
             .filter_map(|h| host.request_header(h).map(|v| (h.to_string(), v)))
             .collect();
+        let balancer = self.balancer_of(&req.model);
         self.stage = Stage::Calling(Box::new(Calling {
-            account: Account::new(start_ms, first, &req),
+            account: Account::new(start_ms, choice, &req, balancer),
             req,
             attempts: Attempts::new(NAME, chain),
             exchange: None,
             client_credentials,
             anthropic_beta: host.request_header("anthropic-beta"),
+            in_flight: choice.counted.then_some(first),
+            call_start_ms: start_ms,
         }));
         self.next_call(host)
     }
@@ -272,6 +431,8 @@ impl AiProxy {
             exchange,
             client_credentials,
             anthropic_beta,
+            in_flight,
+            call_start_ms,
         } = &mut **calling;
         let door = req.door();
         let on_unsupported = config
@@ -305,9 +466,24 @@ impl AiProxy {
                 Ok(target.call(body, req.api, req.stream, client_credentials, &extra))
             },
         );
+        let half_life = config.balancing.half_life_ms;
+        // The call in flight is counted on its target: a pick the chain passed over is released.
+        if let Some(t) = in_flight.take_if(|t| !matches!(&next, Next::Call { upstream, .. } if upstream == t))
+        {
+            if let Some(target) = config.targets.get(t) {
+                balancer::end(host, &target.name, None, half_life);
+            }
+        }
         let exhausted = match next {
             Next::Call { upstream, call } => {
                 account.target = upstream;
+                *call_start_ms = host.now_ms();
+                if in_flight.is_none() {
+                    let tracked = config.targets.get(upstream).filter(|t| t.tracked);
+                    if tracked.is_some_and(|t| balancer::begin(host, &t.name)) {
+                        *in_flight = Some(upstream);
+                    }
+                }
                 return Step::call(call);
             }
             Next::Exhausted(e) => e,
@@ -357,18 +533,57 @@ impl AiProxy {
     }
 }
 
+impl AiProxy {
+    fn balancer_of(&self, model: &str) -> Kind {
+        self.config
+            .models
+            .get(model)
+            .map(|m| m.balancer)
+            .unwrap_or_default()
+    }
+}
+
 impl Account {
-    fn new(start_ms: u64, target: usize, req: &ChatRequest) -> Account {
+    /// Why `target` answers: the balancer's reason when it is its pick, else `fallback`.
+    fn reason_for(&self, target: usize) -> Reason {
+        if target == self.picked {
+            self.reason
+        } else {
+            Reason::Fallback
+        }
+    }
+
+    fn new(start_ms: u64, choice: Choice, req: &ChatRequest, balancer: Kind) -> Account {
         Account {
             start_ms,
             api: req.api,
-            target,
+            target: choice.target,
+            picked: choice.target,
+            balancer,
+            reason: choice.reason,
             client_model: req.model.clone(),
             status: 0,
             usage: None,
             dropped: Vec::new(),
         }
     }
+}
+
+/// What a forwarded answer says about its target's speed: its latency and time to first byte, a
+/// failure for the target's sake (5xx, 429) counted as one; nothing for a client error or a request
+/// that never got an answer.
+fn forward_sample(account: &Account, first_byte_ms: Option<u64>, now_ms: u64) -> Option<Sample> {
+    let status = account.status;
+    if status == 0 || ((400..500).contains(&status) && status != 408 && status != 429) {
+        return None;
+    }
+    let latency = now_ms.saturating_sub(account.start_ms);
+    let ttft = first_byte_ms.map_or(latency, |t| t.saturating_sub(account.start_ms));
+    Some(Sample::answer(
+        latency,
+        ttft,
+        status >= 500 || status == 429 || status == 408,
+    ))
 }
 
 /// One of the gateway's errors as a reply in the door's shape.
@@ -545,6 +760,16 @@ impl Policy for AiProxy {
         };
         let response = responses.into_iter().next().unwrap_or_default();
         let result = judge(target, &exchange, &response, host.now_ms() / 1000);
+        if calling.in_flight.take().is_some() {
+            // A client error says nothing about the target's speed.
+            let took = host.now_ms().saturating_sub(calling.call_start_ms);
+            let sample = match &result {
+                Ok(_) => Some(Sample::answer(took, took, false)),
+                Err(f) if f.is_target_fault() => Some(Sample::answer(took, took, true)),
+                Err(_) => None,
+            };
+            balancer::end(host, &target.name, sample, config.balancing.half_life_ms);
+        }
         let first = calling
             .attempts
             .first()
@@ -563,6 +788,10 @@ impl Policy for AiProxy {
             ("content-type".to_string(), exchange.content_type().to_string()),
             ("x-ai-provider".to_string(), target.provider.name().to_string()),
             ("x-ai-target".to_string(), target.name.clone()),
+            (
+                REASON_HEADER.to_string(),
+                calling.account.reason_for(upstream).as_str().to_string(),
+            ),
             ("x-ai-model".to_string(), target.model().to_string()),
             ("x-ai-attempts".to_string(), calling.attempts.count().to_string()),
         ];
@@ -593,9 +822,11 @@ impl Policy for AiProxy {
             return ResponseMode::PassThrough;
         };
         f.account.status = status_of(host);
+        f.first_byte_ms = Some(host.now_ms());
         for (name, value) in [
             ("x-ai-provider", target.provider.name()),
             ("x-ai-target", target.name.as_str()),
+            (REASON_HEADER, f.account.reason.as_str()),
             ("x-ai-model", target.model()),
         ] {
             let _logged = host.set_response_header(name, Some(value));
@@ -604,18 +835,33 @@ impl Policy for AiProxy {
             let _logged = host.set_response_header(DROPPED_HEADER, Some(&dropped));
         }
         let provider = target.provider.as_ref();
-        let stream = host
-            .response_header("content-type")
-            .is_some_and(|c| provider.framing().matches(&c));
-        let reply = Reply::new(
+        // A stream only when the client asked for one and the provider answered one: an answer of the
+        // other kind is read as JSON, and judged so.
+        let stream = f.exchange.stream
+            && host
+                .response_header("content-type")
+                .is_some_and(|c| provider.framing().matches(&c));
+        let mut reply = Reply::new(
             provider,
             &f.exchange,
             f.account.status,
             stream,
             host.now_ms() / 1000,
         );
+        // A stream's first byte is its first chunk, not its headers.
+        if stream {
+            f.first_byte_ms = None;
+        }
+        let encoding = host
+            .response_header("content-encoding")
+            .filter(|e| !e.trim().eq_ignore_ascii_case("identity"));
+        if let Some(encoding) = &encoding {
+            reply.encoded(encoding);
+        }
         let mode = if reply.needs_whole_body() {
             let _logged = host.set_response_header("content-type", Some("application/json"));
+            // The body is rewritten (or checked and kept, which it is only when not encoded).
+            let _logged = host.set_response_header("content-encoding", None);
             ResponseMode::Whole
         } else {
             ResponseMode::Stream
@@ -624,10 +870,13 @@ impl Policy for AiProxy {
         mode
     }
 
-    fn on_response_chunk(&mut self, _host: &mut dyn Host, chunk: &[u8], end: bool) -> Option<Vec<u8>> {
+    fn on_response_chunk(&mut self, host: &mut dyn Host, chunk: &[u8], end: bool) -> Option<Vec<u8>> {
         let Stage::Forwarded(f) = &mut self.stage else {
             return None;
         };
+        if f.first_byte_ms.is_none() && (!chunk.is_empty() || end) {
+            f.first_byte_ms = Some(host.now_ms());
+        }
         let reply = f.reply.as_mut()?;
         let out = reply.chunk(chunk, end);
         if end {
@@ -666,10 +915,36 @@ impl Policy for AiProxy {
         }
     }
 
+    fn on_response_too_large(&mut self, host: &mut dyn Host, limit: usize) {
+        if let Stage::Forwarded(f) = &mut self.stage {
+            host.log(
+                LogLevel::Warn,
+                &format!("ai-proxy: the provider's answer is larger than {limit} bytes"),
+            );
+            f.account.status = 502;
+        }
+    }
+
     fn on_done(&mut self, host: &mut dyn Host) {
-        let account = match &self.stage {
-            Stage::Forwarded(f) => &f.account,
-            Stage::Calling(c) => &c.account,
+        let now = host.now_ms();
+        let half_life = self.config.balancing.half_life_ms;
+        let account = match &mut self.stage {
+            Stage::Forwarded(f) => {
+                if std::mem::take(&mut f.counted) {
+                    let sample = forward_sample(&f.account, f.first_byte_ms, now);
+                    if let Some(t) = self.config.targets.get(f.account.target) {
+                        balancer::end(host, &t.name, sample, half_life);
+                    }
+                }
+                &f.account
+            }
+            Stage::Calling(c) => {
+                // Abandoned with a call out: no longer in flight, nothing learnt.
+                if let Some(t) = c.in_flight.take().and_then(|t| self.config.targets.get(t)) {
+                    balancer::end(host, &t.name, None, half_life);
+                }
+                &c.account
+            }
             Stage::Idle | Stage::AwaitingBody { .. } => return,
         };
         let Some(target) = self.config.targets.get(account.target) else {
@@ -732,11 +1007,13 @@ impl Policy for AiProxy {
         host.log(
             LogLevel::Info,
             &format!(
-                "ai-proxy: provider={} target={} model={} client_model={} api={} status={} latency_ms={} {tokens} cost_usd={cost}{dropped}",
+                "ai-proxy: provider={} target={} model={} client_model={} balancer={} reason={} api={} status={} latency_ms={} {tokens} cost_usd={cost}{dropped}",
                 target.provider.name(),
                 target.name,
                 target.model(),
                 account.client_model,
+                account.balancer.as_str(),
+                account.reason_for(account.target).as_str(),
                 account.api.as_str(),
                 account.status,
                 latency,

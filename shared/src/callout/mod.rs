@@ -169,7 +169,12 @@ pub struct Service {
 /// `host:port` with a port in 1..=65535.
 pub fn valid_host(s: &str) -> bool {
     match s.rsplit_once(':') {
-        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        Some((host, port)) => {
+            !host.is_empty()
+                // It becomes `:authority`: visible ASCII only, no path.
+                && host.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b'@')
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
         None => false,
     }
 }
@@ -198,6 +203,12 @@ impl Service {
         if !raw.path.starts_with('/') {
             return Err(ConfigError::new(at("path"), "must start with /"));
         }
+        if !raw.path.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::new(
+                at("path"),
+                "must be a path of visible ASCII characters (percent-encode the rest)",
+            ));
+        }
         let mut headers = Vec::with_capacity(raw.headers.len());
         for (name, value) in raw.headers {
             let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
@@ -207,6 +218,7 @@ impl Service {
                     "is not a valid header name",
                 ));
             }
+            crate::config::check_header_value(at(&format!("headers.{name}")), &value)?;
             headers.push((name.to_ascii_lowercase(), value));
         }
         let timeout_ms = raw.timeout.map_or(timeouts.default_ms, Duration::as_ms);
@@ -516,6 +528,21 @@ mod tests {
                 json!({"upstream": {"cluster": "c", "host": "h:1"}, "path": "/", "headers": {"a b": "x"}}),
                 NAMES,
                 "svc.headers.a b",
+            ),
+            (
+                json!({"upstream": {"cluster": "c", "host": "h:1"}, "path": "/", "headers": {"x-key": "k\r\nx-evil: 1"}}),
+                NAMES,
+                "svc.headers.x-key",
+            ),
+            (
+                json!({"upstream": {"cluster": "c", "host": "h:1"}, "path": "/x y"}),
+                NAMES,
+                "svc.path",
+            ),
+            (
+                json!({"upstream": {"cluster": "c", "host": "h\r\nx: y:1"}, "path": "/"}),
+                NAMES,
+                "svc.upstream.host",
             ),
         ];
         for (v, names, field) in cases {

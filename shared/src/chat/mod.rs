@@ -7,6 +7,7 @@
 //!   shape ([`openai`], [`anthropic`]; a new provider's shape is one more module);
 //! - [`edit`]: writing rewritten texts back, JSON inside strings kept valid;
 //! - [`estimate`]: the prompt-token estimate, over the walker's texts;
+//! - [`features`]: what a request asks for beyond text (images, tools, structured output);
 //! - [`validate`]: the shape checks, with the JSON path of the first problem.
 //!
 //! Pure: no proxy-wasm, tested natively and on wasm32.
@@ -14,12 +15,14 @@
 mod anthropic;
 pub mod edit;
 pub mod estimate;
+pub mod features;
 mod openai;
 pub mod path;
 pub mod validate;
 pub mod walk;
 
 pub use edit::Edit;
+pub use features::{features, Features};
 pub use path::{classify, normalize, Api, Class, RouteError, Routes};
 pub use walk::{texts, Kind, Text};
 

@@ -240,6 +240,18 @@ impl Policy for Chain {
         out
     }
 
+    fn on_request_encoded(&mut self, host: &mut dyn Host, encoding: &str) -> Option<LocalReply> {
+        self.policies
+            .iter_mut()
+            .find_map(|p| p.on_request_encoded(host, encoding))
+    }
+
+    fn on_response_too_large(&mut self, host: &mut dyn Host, limit: usize) {
+        for p in &mut self.policies {
+            p.on_response_too_large(host, limit);
+        }
+    }
+
     fn on_done(&mut self, host: &mut dyn Host) {
         for p in &mut self.policies {
             p.on_done(host);

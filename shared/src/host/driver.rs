@@ -10,8 +10,12 @@
 //! - "has a body": Kong's `end_of_stream` is always false in headers, so it is read from the headers;
 //! - `content-length`: removed from the request on Envoy when the body may change size (Kong
 //!   recomputes it), and from the response on both hosts when the response body may change;
-//! - whole responses: Envoy buffers them (headers paused, so the status can still change); Kong ignores
-//!   a Pause there, so the driver keeps its own copy and empties each chunk but the last;
+//! - whole responses: Envoy buffers them (headers paused, so the status can still change) up to
+//!   [`MAX_HELD_RESPONSE`], past which the client gets a 502 `response_too_large` and the rest is
+//!   dropped; Kong ignores a Pause there, so the driver keeps its own copy and empties each chunk but
+//!   the last;
+//! - request bodies with a `content-encoding` are never read: the policy says what to answer
+//!   ([`super::Policy::on_request_encoded`], by default 415 `unsupported_encoding`);
 //! - the last response chunk is never written empty (ngx_wasm_module then drops it and its end marker,
 //!   and a chunked response never ends), and writes that change nothing are skipped;
 //! - a callout started from the headers holds a request body until it answers;
@@ -42,6 +46,11 @@ pub const HOST_KIND_KEY: &str = "ai-gateway:host-kind";
 
 /// Bound on our own copy of a whole response on hosts that do not buffer it for us.
 pub const MAX_COLLECTED_RESPONSE: usize = 16 * 1024 * 1024;
+
+/// Bound on a whole response Envoy buffers for us: under Envoy's default connection buffer limit
+/// (1 MiB), so that a larger answer gets our 502 `response_too_large` in the door's shape rather than
+/// Envoy's plain-text 500 (`response_payload_too_large`).
+pub const MAX_HELD_RESPONSE: usize = 960 * 1024;
 
 /// Detects the host kind on the first request of this VM and keeps it.
 pub fn detect_kind<A: Abi>(abi: &mut A) -> HostKind {
@@ -130,6 +139,9 @@ enum Response {
     WholeBuffered,
     /// Kong: we keep our own copy and empty each chunk but the last.
     WholeCollected(Vec<u8>),
+    /// Envoy: the held response outgrew [`MAX_HELD_RESPONSE`]; its error has been sent, the rest of
+    /// the upstream's body is dropped.
+    Discarding,
 }
 
 /// One request: its policy and where the request stands.
@@ -275,6 +287,16 @@ impl<P: Policy> Driver<P> {
             let mut body = Body::new(Vec::new());
             let step = self.policy.on_request_body(abi, &mut body);
             return self.apply_body_step(abi, step, body, 0, ctx);
+        }
+        let encoding = abi
+            .request_header("content-encoding")
+            .filter(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"));
+        if let Some(encoding) = encoding {
+            // Read as it is, an encoded body is not what the upstream decodes: never checked raw.
+            return match self.policy.on_request_encoded(abi, &encoding) {
+                Some(reply) => self.reply(abi, reply),
+                None => self.proceed(abi, ctx),
+            };
         }
         let body_ended = matches!(&self.stage, Stage::Calling(c) if c.body_ended);
         self.stage = Stage::ReadingBody;
@@ -489,7 +511,7 @@ impl<P: Policy> Driver<P> {
             ResponseMode::Whole => Response::WholeCollected(Vec::new()),
         };
         match self.response {
-            Response::PassThrough => Action::Continue,
+            Response::PassThrough | Response::Discarding => Action::Continue,
             // Envoy: hold the headers so the status and length can follow the rewritten body.
             Response::WholeBuffered => Action::Pause,
             // The body may change: a length sent now would truncate it (nginx sends the headers first).
@@ -520,14 +542,38 @@ impl<P: Policy> Driver<P> {
         }
     }
 
-    pub fn on_response_body<A: Abi>(
-        &mut self,
-        abi: &mut A,
-        _body_size: usize,
-        end_of_stream: bool,
-    ) -> Action {
+    pub fn on_response_body<A: Abi>(&mut self, abi: &mut A, body_size: usize, end_of_stream: bool) -> Action {
         match &mut self.response {
             Response::PassThrough => Action::Continue,
+            Response::Discarding => {
+                let _logged = abi.set_buffer(Buffer::ResponseBody, 0, body_size, b"");
+                Action::Continue
+            }
+            Response::WholeBuffered if !end_of_stream && body_size > MAX_HELD_RESPONSE => {
+                self.policy.on_response_too_large(abi, MAX_HELD_RESPONSE);
+                let err = ApiError::upstream(
+                    502,
+                    "response_too_large",
+                    format!(
+                        "the upstream's answer is larger than the {} KiB the gateway holds to read it",
+                        MAX_HELD_RESPONSE / 1024
+                    ),
+                );
+                let body = self.door.api_error(&err);
+                for (name, value) in [
+                    (":status", Some("502".to_string())),
+                    ("content-type", Some("application/json".to_string())),
+                    ("content-encoding", None),
+                    ("content-length", Some(body.len().to_string())),
+                ] {
+                    let _logged = abi.set_response_header(name, value.as_deref());
+                }
+                if let Err(s) = abi.set_buffer(Buffer::ResponseBody, 0, body_size, &body) {
+                    report(abi, "set_buffer", "response body", s);
+                }
+                self.response = Response::Discarding;
+                Action::Continue
+            }
             Response::Stream => {
                 let chunk = abi.buffer(Buffer::ResponseBody, 0, WHOLE).unwrap_or_default();
                 if let Some(out) = self.policy.on_response_chunk(abi, &chunk, end_of_stream) {

@@ -281,6 +281,25 @@ impl WholeResponse {
 }
 
 /// The 413 every policy answers for a body over its limit.
+/// The 415 for a request body in a content encoding (`gzip`, …) the gateway does not decode: read as it
+/// is it would not be the JSON the provider decodes, so a policy could check one prompt and the model
+/// read another.
+pub fn encoded_body(encoding: &str) -> ApiError {
+    let shown: String = encoding
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(32)
+        .collect();
+    ApiError::new(
+        415,
+        "invalid_request_error",
+        "unsupported_encoding",
+        format!(
+            "request bodies with content-encoding `{shown}` are not read by the gateway; send the body unencoded"
+        ),
+    )
+}
+
 pub fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         413,
@@ -304,6 +323,12 @@ pub trait Policy {
     fn on_request_too_large(&mut self, _host: &mut dyn Host, limit: usize) -> Option<LocalReply> {
         Some(too_large(limit).into())
     }
+    /// Called instead of reading the body when it has a `content-encoding` (other than `identity`)
+    /// the gateway does not decode: the reply to send (by default 415 `unsupported_encoding`), or
+    /// `None` to let the request through unread (shadow mode).
+    fn on_request_encoded(&mut self, _host: &mut dyn Host, encoding: &str) -> Option<LocalReply> {
+        Some(encoded_body(encoding).into())
+    }
     /// The answers to the calls of a [`Step::Call`], in the order asked. `body` is the request body
     /// when the calls were made from the body phase, `None` from the headers phase.
     fn on_call_responses(
@@ -324,6 +349,10 @@ pub trait Policy {
     fn on_response_whole(&mut self, _host: &mut dyn Host, body: &[u8]) -> WholeResponse {
         WholeResponse::unchanged(body)
     }
+    /// The response was to be read whole ([`ResponseMode::Whole`]) but outgrew what the driver holds
+    /// (`limit` bytes): the client gets a 502 `response_too_large` instead, and
+    /// [`Policy::on_response_whole`] is not called. For the policy's accounting.
+    fn on_response_too_large(&mut self, _host: &mut dyn Host, _limit: usize) {}
     /// Whether the response to this policy's own local reply goes through its response callbacks (the
     /// chain of the bundle shows it to the policies before the one that replied, as separate filters
     /// would see it). Ordinary policies never see their own replies.

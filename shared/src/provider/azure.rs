@@ -29,9 +29,26 @@ impl Config {
             Some(_) => return Err(ConfigError::new(at("deployment"), "deployment must not be empty")),
             None => return Err(ConfigError::new(at("deployment"), "deployment is required")),
         };
+        // Both go into the path: one segment and one query value, nothing that could end or split it.
+        let plain = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        };
+        if !plain(&deployment) {
+            return Err(ConfigError::new(
+                at("deployment"),
+                "must be a deployment name (A-Z a-z 0-9 - _ .)",
+            ));
+        }
         let version = self.api_version.unwrap_or_else(|| DEFAULT_API_VERSION.into());
         if version.trim().is_empty() {
             return Err(ConfigError::new(at("api_version"), "must not be empty"));
+        }
+        if !plain(&version) {
+            return Err(ConfigError::new(
+                at("api_version"),
+                "must be a version such as 2024-10-21 (A-Z a-z 0-9 - _ .)",
+            ));
         }
         if model.is_some_and(|m| m.trim().is_empty()) {
             return Err(ConfigError::new(at("model"), "model must not be empty"));

@@ -6,10 +6,10 @@
 //! back as a tool, the parameters dropped. A target that speaks the door's dialect gets the body as it
 //! is (with its model); any other gets it decoded by the door's dialect into [`super::neutral`] and
 //! rendered by its [`super::Translator`]. [`Reply`] then reads the provider's answer: forward mode feeds
-//! it chunk by chunk as the proxy relays it ([`Reply::chunk`], or [`Reply::whole`] for bodies that must
-//! be rewritten at once), callout mode hands it over whole ([`Reply::whole`]), which also judges it: an
-//! answer that cannot be read, or a stream without its end, is an error there, so the request can
-//! still go elsewhere.
+//! a stream chunk by chunk as the proxy relays it ([`Reply::chunk`]: whole events only, each checked to
+//! be JSON) and reads a JSON answer whole before its status leaves ([`Reply::whole`], which judges it: a
+//! 2xx that is not an answer of its API becomes a 502); callout mode hands every answer over whole,
+//! where a stream without its end is an error too, so the request can still go elsewhere.
 
 use serde_json::{Map, Value};
 
@@ -268,12 +268,15 @@ enum Reading {
     Anthropic(anthropic::AnthropicStream),
     /// A stream in another dialect than the door's, translated event by event.
     Translated(Box<TranslatedStream>),
-    /// JSON in the door's dialect, passed through; a bounded copy is kept to read its usage.
+    /// JSON in the door's dialect: judged whole and passed as it is; embeddings lists pass as they
+    /// come, a bounded copy kept to read their usage.
     Json(Vec<u8>),
     /// JSON in another dialect: translated whole.
     TranslatedJson,
     /// An error answer (any status outside 2xx): made a door error whole.
     Error { status: u16 },
+    /// A 2xx answer in a content encoding (named) the gateway cannot read.
+    Encoded(String),
 }
 
 type OpenAiObserved = openai::OpenAiStream;
@@ -315,9 +318,24 @@ impl Reply {
     }
 
     /// The body must be read whole and rewritten at once ([`Reply::whole`]); otherwise it is read as
-    /// it comes ([`Reply::chunk`]).
+    /// it comes ([`Reply::chunk`]). A JSON answer passed through is read whole too, so one that is not
+    /// an answer of its API becomes a 502 before its status leaves (checked, not re-serialised);
+    /// embeddings lists, which can be large, pass as they come.
     pub fn needs_whole_body(&self) -> bool {
-        matches!(self.reading, Reading::TranslatedJson | Reading::Error { .. })
+        match self.reading {
+            Reading::TranslatedJson | Reading::Error { .. } | Reading::Encoded(_) => true,
+            Reading::Json(_) => self.api != Api::Embeddings,
+            Reading::OpenAi(_) | Reading::Anthropic(_) | Reading::Translated(_) => false,
+        }
+    }
+
+    /// The provider encoded its 2xx answer (`content-encoding` other than `identity`, though the
+    /// gateway asks for none): the gateway cannot read it, so the client gets a 502
+    /// `bad_upstream_response` rather than bytes it may not be able to read either.
+    pub fn encoded(&mut self, encoding: &str) {
+        if !matches!(self.reading, Reading::Error { .. }) {
+            self.reading = Reading::Encoded(encoding.to_string());
+        }
     }
 
     /// One chunk of an answer read as it comes: replacement bytes, or `None` to pass it unchanged.
@@ -343,14 +361,14 @@ impl Reply {
                 append(out, tail)
             }
             Reading::Anthropic(s) => {
-                s.feed(chunk);
+                let out = s.feed(chunk);
                 if !end {
-                    return None;
+                    return out;
                 }
                 self.complete = s.is_done();
                 let tail = s.finish();
                 self.usage = s.usage();
-                append(None, tail)
+                append(out, tail)
             }
             Reading::Translated(s) => {
                 let mut out = s.feed(chunk);
@@ -372,7 +390,7 @@ impl Reply {
                 }
                 None
             }
-            Reading::TranslatedJson | Reading::Error { .. } => None,
+            Reading::TranslatedJson | Reading::Error { .. } | Reading::Encoded(_) => None,
         }
     }
 
@@ -383,6 +401,9 @@ impl Reply {
         let bad = |message: &str| ApiError::upstream(502, "bad_upstream_response", message);
         match &self.reading {
             Reading::Error { status } => Ok(client_error(Dialect::of(self.api), provider, *status, body)),
+            Reading::Encoded(encoding) => Err(bad(&format!(
+                "the provider's answer is {encoding}-encoded; the gateway reads only unencoded answers"
+            ))),
             Reading::TranslatedJson => {
                 let c = provider.translator().response(body, self.expect)?;
                 self.usage = Some(c.usage);

@@ -16,7 +16,7 @@
 
 use super::{Api, Provider, ProviderConfig};
 use crate::callout::valid_host;
-use crate::config::{ConfigError, SecretSource};
+use crate::config::{check_header_value, ConfigError, SecretSource};
 use crate::host::{HttpCall, Upstream};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -80,6 +80,9 @@ impl RawTarget {
         at: &dyn Fn(&str) -> String,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Target, ConfigError> {
+        if let Some(m) = &self.model {
+            check_header_value(at("model"), m)?;
+        }
         let provider = self.provider.compile(self.model, at)?;
         if self.endpoint.cluster.trim().is_empty() {
             return Err(ConfigError::new(
@@ -92,6 +95,20 @@ impl RawTarget {
                 at("endpoint.host"),
                 "must be host:port, e.g. api.openai.com:443",
             ));
+        }
+        for (field, path) in [
+            ("endpoint.path", &self.endpoint.path),
+            ("endpoint.embeddings_path", &self.endpoint.embeddings_path),
+        ] {
+            if path
+                .as_ref()
+                .is_some_and(|p| !p.bytes().all(|b| b.is_ascii_graphic()))
+            {
+                return Err(ConfigError::new(
+                    at(field),
+                    "must be a path of visible ASCII characters (percent-encode the rest)",
+                ));
+            }
         }
         let path_override = match self.endpoint.path {
             Some(p) if p.starts_with('/') => Some(p),
@@ -118,6 +135,9 @@ impl RawTarget {
             Some(s) => Some(s.resolve(&at("auth"), env)?),
             None => None,
         };
+        if let Some(key) = &api_key {
+            check_header_value(at("auth"), key)?;
+        }
         Ok(Target {
             provider,
             cluster: self.endpoint.cluster,
@@ -214,6 +234,54 @@ mod tests {
             .compile(&|f| format!("t.{f}"), &env)
             .map_err(|e| e.to_string())?;
         Ok((e.name, t))
+    }
+
+    /// A value with CR/LF (or another control character) that would reach a header or the request
+    /// line is refused, naming the field and never repeating the value.
+    #[test]
+    fn values_that_could_split_a_header_are_refused() {
+        let base = || {
+            json!({"name": "a", "provider": "openai", "model": "m",
+                   "endpoint": {"cluster": "c", "host": "h:443", "path": "/v1/chat"}, "auth": {"value": "sk-ok"}})
+        };
+        let cases: [(&str, serde_json::Value, &str); 9] = [
+            ("/model", json!("gpt\r\nx-evil: 1"), "t.model"),
+            ("/auth/value", json!("sk-secret\r\nx-evil: 1"), "t.auth"),
+            ("/endpoint/host", json!("h\r\nx: y:443"), "t.endpoint.host"),
+            ("/endpoint/host", json!("h/x:443"), "t.endpoint.host"),
+            ("/endpoint/path", json!("/v1 x"), "t.endpoint.path"),
+            ("/endpoint/path", json!("/v1\n"), "t.endpoint.path"),
+            ("/model", json!("m\u{7f}"), "t.model"),
+            ("/auth/value", json!("k\u{0}"), "t.auth"),
+            ("/model", json!("m\u{85}"), "t.model"),
+        ];
+        for (pointer, value, field) in cases {
+            let mut v = base();
+            *v.pointer_mut(pointer).unwrap() = value.clone();
+            let err = compile(v).unwrap_err();
+            assert!(err.starts_with(field), "{pointer}={value}: {err}");
+            assert!(!err.contains("secret"), "the value is not repeated: {err}");
+        }
+        let azure = |d: &str, v: &str| {
+            json!({"name": "a", "provider": "azure", "deployment": d, "api_version": v,
+                   "endpoint": {"cluster": "c", "host": "h:443"}})
+        };
+        for (d, v, field) in [
+            ("gpt-4o/../x", "2024-10-21", "t.deployment"),
+            ("gpt\r\n", "2024-10-21", "t.deployment"),
+            ("gpt-4o", "2024&x=1", "t.api_version"),
+        ] {
+            let err = compile(azure(d, v)).unwrap_err();
+            assert!(err.starts_with(field), "{d} {v}: {err}");
+        }
+        assert!(compile(azure("gpt-4o_mini.2", "2024-05-01-preview")).is_ok());
+        let mut v = base();
+        v["provider"] = json!("anthropic");
+        v["anthropic_version"] = json!("2023-06-01\r\nx: y");
+        assert!(compile(v).unwrap_err().starts_with("t.anthropic_version"));
+        let mut tab = base();
+        tab["model"] = json!("a\tb ünïcode");
+        assert!(compile(tab).is_ok(), "tabs and text are fine");
     }
 
     #[test]

@@ -419,6 +419,8 @@ impl Abi for ProxyAbi {
             LogLevel::Warn => 3,
             LogLevel::Error => 4,
         };
+        // Messages carry what clients sent (models, paths): one line each, whatever they hold.
+        let message = crate::text::one_line(message);
         // SAFETY: a borrowed str for the duration of the call. A log line that cannot be written has
         // nowhere else to go.
         let _unlogged = unsafe { proxy_log(level, message.as_ptr(), message.len()) };

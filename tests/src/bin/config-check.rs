@@ -22,6 +22,7 @@ fn check(filter: &str, json: &[u8]) -> Result<(), ConfigError> {
         "ai-token-ratelimit" => parse::<ai_token_ratelimit::config::Config>(json),
         "ai-gateway" => parse::<ai_gateway::config::Bundle>(json),
         "ai-enrich" => parse::<ai_enrich::config::Config>(json),
+        "ai-router" => parse::<ai_router::config::Config>(json),
         other => Err(ConfigError::new("filter", format!("unknown filter {other}"))),
     }
 }

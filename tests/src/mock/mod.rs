@@ -31,15 +31,27 @@
 //! | `x-mock-reasoning: N` | OpenAI `completion_tokens_details.reasoning_tokens` = N (part of the completion; adds the details objects too) |
 //! | `x-mock-fault: {...}` | a fault for this request (takes precedence over queued rules, does not consume them) |
 //!
-//! A fault is `{"delay_ms", "status", "malformed", "cut_after", "drip_ms", "reset", "reply"}` (any
-//! combination): wait, answer with that status (≥ 300: an error in the provider's shape; 429 adds
-//! `retry-after: 1`), cut the JSON (or the second SSE event) in half, send only the first n bytes (or
-//! SSE events) then close, sleep between SSE events; `reset: true` closes the connection after the wait
-//! without a byte of answer (a reset before headers); `reply` answers this text as `x-mock-reply` would
-//! (for calls whose headers a test does not control, such as the gateway's own model calls: `"reply":
-//! "not json"` makes an invalid structured answer). A queued rule is `{"path_prefix", "model", "times"
-//! (default 1, 0 = forever), "fault"}`; the first matching rule applies (Azure matches the deployment as
-//! model).
+//! A fault is an object of these fields, in any combination (the fault matrix,
+//! `tests/tests/faults.rs`, is built on them):
+//!
+//! | field | effect |
+//! |---|---|
+//! | `delay_ms` | wait this long before answering |
+//! | `status` | answer with this status (≥ 300: an error in the provider's shape; 429 adds `retry-after: 1`) |
+//! | `malformed` | cut the JSON answer (or the second SSE event's JSON) in half |
+//! | `not_json` | the JSON answer is an HTML page (still `application/json`); in a stream, the second event's data (its `event:` name kept) |
+//! | `body` | this text instead of the answer's body (JSON answers), e.g. valid JSON that is not an answer |
+//! | `cut_after` | send only the first n body bytes (or SSE events), then close without the end |
+//! | `drip_ms` | sleep between SSE events; a JSON answer is sent in four pieces with this sleep between |
+//! | `reset` | close the connection after the wait without a byte of answer (a reset before headers) |
+//! | `reply` | answer this text as `x-mock-reply` would (for calls whose headers a test does not control, such as the gateway's own model calls: `"reply": "not json"` makes an invalid structured answer) |
+//! | `pad` | append about this many bytes to the reply text, as words of 64 KiB (an oversized answer; a stream carries one word per event) |
+//! | `invalid_utf8` | the first `reply` in the answer's bytes (JSON or the event that carries it) gets a byte that is not UTF-8 (`r\xffply`) |
+//! | `content_type` | this `content-type` instead of the answer's own (`application/json`, `text/event-stream`) |
+//! | `gzip` | the body is gzip-encoded, with `content-encoding: gzip` (though the gateway asks for none) |
+//!
+//! A queued rule is `{"path_prefix", "model", "times" (default 1, 0 = forever), "fault"}`; the first
+//! matching rule applies (Azure matches the deployment as model).
 //!
 //! # Answers
 //!
@@ -457,10 +469,7 @@ fn handle_api(
             (Err(e), _) | (Ok(_), Some(e)) => return error(w, &e),
             (Ok(v), None) => v,
         };
-        let mut text = value.to_string().into_bytes();
-        if fault.malformed {
-            text.truncate(text.len() / 2);
-        }
+        let text = fault.json_body(value.to_string().into_bytes());
         return write_body(
             w,
             status,
@@ -478,25 +487,21 @@ fn handle_api(
     if let Some(e) = injected {
         return error(w, &e);
     }
-    let forced = fault.reply.as_deref().or_else(|| req.header("x-mock-reply"));
+    let padded = fault.padded_reply();
+    let forced = padded
+        .as_deref()
+        .or(fault.reply.as_deref())
+        .or_else(|| req.header("x-mock-reply"));
     let ans = match engine::answer(&chat, req, forced) {
         Ok(a) => a,
         Err(e) => return error(w, &e),
     };
     let n = shared.next_id.fetch_add(1, Ordering::SeqCst) + 1;
     if ans.stream {
-        let mut events = wire.chat_events(n, &ans);
-        if fault.malformed {
-            if let Some(ev) = events.get_mut(1) {
-                *ev = truncate_event(ev);
-            }
-        }
+        let events = fault.events(wire.chat_events(n, &ans));
         write_stream(w, status, &provider_header, &events, &fault, keep)
     } else {
-        let mut text = wire.chat_json(n, &ans).to_string().into_bytes();
-        if fault.malformed {
-            text.truncate(text.len() / 2);
-        }
+        let text = fault.json_body(wire.chat_json(n, &ans).to_string().into_bytes());
         write_body(
             w,
             status,
@@ -549,43 +554,14 @@ fn handle_echo(
     write_body(w, status, "application/json", &headers, &text, &fault, keep)
 }
 
-/// `%XX` and `+` decoded (query strings).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b, hex) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The query as an object: each key its decoded value, or an array of them when it repeats.
 fn query_json(req: &Request) -> Value {
     let mut out = Map::new();
     let Some((_, query)) = req.target.split_once('?') else {
         return Value::Object(out);
     };
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (percent_decode(k), Value::String(percent_decode(v)));
+    for (k, v) in shared::llm::inputs::form_pairs(query) {
+        let v = Value::String(v);
         match out.get_mut(&k) {
             Some(Value::Array(values)) => values.push(v),
             Some(first) => *first = Value::Array(vec![first.take(), v]),
@@ -678,6 +654,18 @@ struct Fault {
     reset: bool,
     /// The reply text, as `x-mock-reply` forces it.
     reply: Option<String>,
+    /// The body is not JSON (an HTML page), or a stream's second event is not.
+    not_json: bool,
+    /// The body, verbatim, instead of the answer (JSON answers).
+    body: Option<String>,
+    /// Bytes of padding words appended to the reply text.
+    pad: u64,
+    /// A byte that is not UTF-8 in the answer.
+    invalid_utf8: bool,
+    /// The answer's `content-type`, replaced.
+    content_type: Option<String>,
+    /// The body gzip-encoded.
+    gzip: bool,
 }
 
 /// Closes the connection without a byte of answer (the request was read).
@@ -697,6 +685,15 @@ impl Fault {
                 val.as_u64()
                     .ok_or_else(|| format!("fault.{key} must be a non-negative integer"))
             };
+            let boolean = || {
+                val.as_bool()
+                    .ok_or_else(|| format!("fault.{key} must be a boolean"))
+            };
+            let string = || {
+                val.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("fault.{key} must be a string"))
+            };
             match key.as_str() {
                 "delay_ms" => fault.delay_ms = int()?,
                 "drip_ms" => fault.drip_ms = int()?,
@@ -708,28 +705,114 @@ impl Fault {
                     }
                     fault.status = Some(status as u16);
                 }
-                "malformed" => {
-                    fault.malformed = val
-                        .as_bool()
-                        .ok_or_else(|| "fault.malformed must be a boolean".to_string())?
-                }
-                "reset" => {
-                    fault.reset = val
-                        .as_bool()
-                        .ok_or_else(|| "fault.reset must be a boolean".to_string())?
-                }
-                "reply" => {
-                    fault.reply = Some(
-                        val.as_str()
-                            .ok_or_else(|| "fault.reply must be a string".to_string())?
-                            .to_string(),
-                    )
-                }
+                "malformed" => fault.malformed = boolean()?,
+                "reset" => fault.reset = boolean()?,
+                "reply" => fault.reply = Some(string()?),
+                "body" => fault.body = Some(string()?),
+                "content_type" => fault.content_type = Some(string()?),
+                "pad" => fault.pad = int()?.min(MAX_PAD),
+                "not_json" => fault.not_json = boolean()?,
+                "invalid_utf8" => fault.invalid_utf8 = boolean()?,
+                "gzip" => fault.gzip = boolean()?,
                 other => return Err(format!("unknown fault field {other:?}")),
             }
         }
         Ok(fault)
     }
+}
+
+/// The most padding a fault may ask for (64 MiB).
+const MAX_PAD: u64 = 64 * 1024 * 1024;
+/// The length of one padding word.
+const PAD_WORD: usize = 64 * 1024;
+/// What `not_json` answers.
+const NOT_JSON: &str = "<html><body><h1>502 Bad Gateway</h1></body></html>";
+
+impl Fault {
+    /// The reply text `pad` asks for: a short sentence, then words of [`PAD_WORD`] bytes.
+    fn padded_reply(&self) -> Option<String> {
+        if self.pad == 0 {
+            return None;
+        }
+        let pad = usize::try_from(self.pad).unwrap_or(usize::MAX);
+        let mut text = String::from("padded answer");
+        while text.len() < pad {
+            text.push(' ');
+            text.extend(std::iter::repeat_n('x', PAD_WORD));
+        }
+        Some(text)
+    }
+
+    /// A JSON answer's body with the body faults applied.
+    fn json_body(&self, mut text: Vec<u8>) -> Vec<u8> {
+        if let Some(body) = &self.body {
+            text = body.clone().into_bytes();
+        }
+        if self.not_json {
+            text = NOT_JSON.as_bytes().to_vec();
+        }
+        if self.malformed {
+            text.truncate(text.len() / 2);
+        }
+        if self.invalid_utf8 {
+            corrupt_utf8(&mut text);
+        }
+        text
+    }
+
+    /// A stream's events with the event faults applied.
+    fn events(&self, events: Vec<String>) -> Vec<Vec<u8>> {
+        let mut events: Vec<Vec<u8>> = events.into_iter().map(String::into_bytes).collect();
+        if let Some(ev) = events.get_mut(1) {
+            if self.malformed {
+                *ev = truncate_event(&String::from_utf8_lossy(ev)).into_bytes();
+            }
+            if self.not_json {
+                // The event keeps its name (Anthropic's), only its data is not JSON.
+                let text = String::from_utf8_lossy(ev).into_owned();
+                let name = text.lines().find(|l| l.starts_with("event:"));
+                let name = name.map(|l| format!("{l}\n")).unwrap_or_default();
+                *ev = format!("{name}data: {NOT_JSON}\n\n").into_bytes();
+            }
+        }
+        if self.invalid_utf8 {
+            events.iter_mut().any(|ev| corrupt_utf8(ev));
+        }
+        events
+    }
+}
+
+/// Replaces the second byte of the first `reply` in `bytes` with 0xFF (never valid in UTF-8); returns
+/// whether there was one.
+fn corrupt_utf8(bytes: &mut [u8]) -> bool {
+    let Some(at) = bytes.windows(5).position(|w| w == b"reply") else {
+        return false;
+    };
+    if let Some(b) = bytes.get_mut(at + 1) {
+        *b = 0xFF;
+    }
+    true
+}
+
+/// `data` as a gzip member (RFC 1952) of stored deflate blocks (RFC 1951 §3.2.4): valid gzip that any
+/// decoder reads, without a compressor.
+pub fn gzip_stored(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let mut blocks = data.chunks(0xffff).peekable();
+    if blocks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(block) = blocks.next() {
+        let last = u8::from(blocks.peek().is_none());
+        let len = u16::try_from(block.len()).unwrap_or(u16::MAX);
+        out.push(last);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    out.extend_from_slice(&shared::crypto::crc32(data).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -884,7 +967,8 @@ fn write_simple(w: &mut TcpStream, status: u16, msg: &str, keep: bool) -> io::Re
 }
 
 /// A Content-Length answer; with `cut_after: n` only the first n body bytes are sent and the connection
-/// is closed.
+/// is closed. `content_type` and `gzip` faults change the head and body; `drip_ms` sends the body in
+/// four pieces with that sleep between.
 fn write_body(
     w: &mut TcpStream,
     status: u16,
@@ -894,8 +978,19 @@ fn write_body(
     fault: &Fault,
     keep: bool,
 ) -> io::Result<Next> {
+    let gzipped;
+    let body = if fault.gzip {
+        gzipped = gzip_stored(body);
+        gzipped.as_slice()
+    } else {
+        body
+    };
+    let content_type = fault.content_type.as_deref().unwrap_or(content_type);
     let mut all = vec![("content-type", content_type.to_string())];
     all.extend_from_slice(headers);
+    if fault.gzip {
+        all.push(("content-encoding", "gzip".to_string()));
+    }
     all.push(("content-length", body.len().to_string()));
     let mut out = head_text(status, &all, keep || fault.cut_after.is_some()).into_bytes();
     out.extend_from_slice(b"\r\n");
@@ -908,6 +1003,19 @@ fn write_body(
             let _ = w.shutdown(Shutdown::Both);
             Ok(Next::Close)
         }
+        None if fault.drip_ms > 0 => {
+            w.write_all(&out)?;
+            w.flush()?;
+            let piece = body.len().div_ceil(4).max(1);
+            for (i, part) in body.chunks(piece).enumerate() {
+                if i > 0 {
+                    thread::sleep(Duration::from_millis(fault.drip_ms));
+                }
+                w.write_all(part)?;
+                w.flush()?;
+            }
+            Ok(Next::KeepAlive)
+        }
         None => {
             out.extend_from_slice(body);
             w.write_all(&out)?;
@@ -918,25 +1026,37 @@ fn write_body(
 }
 
 /// An SSE answer, each event written and flushed as its own HTTP chunk. `drip_ms` sleeps between
-/// events; `cut_after: n` sends n events and closes the connection without the terminating chunk.
+/// events; `cut_after: n` sends n events and closes the connection without the terminating chunk;
+/// `gzip` sends the events gzip-encoded as one chunk; `content_type` replaces `text/event-stream`.
 fn write_stream(
     w: &mut TcpStream,
     status: u16,
     headers: &[(&str, String)],
-    events: &[String],
+    events: &[Vec<u8>],
     fault: &Fault,
     keep: bool,
 ) -> io::Result<Next> {
+    let content_type = fault.content_type.as_deref().unwrap_or("text/event-stream");
     let mut all = vec![
-        ("content-type", "text/event-stream".to_string()),
+        ("content-type", content_type.to_string()),
         ("cache-control", "no-cache".to_string()),
     ];
     all.extend_from_slice(headers);
+    if fault.gzip {
+        all.push(("content-encoding", "gzip".to_string()));
+    }
     all.push(("transfer-encoding", "chunked".to_string()));
     let mut head = head_text(status, &all, keep || fault.cut_after.is_some()).into_bytes();
     head.extend_from_slice(b"\r\n");
     w.write_all(&head)?;
     w.flush()?;
+    let gzipped;
+    let events: &[Vec<u8>] = if fault.gzip {
+        gzipped = vec![gzip_stored(&events.concat())];
+        &gzipped
+    } else {
+        events
+    };
     for (i, event) in events.iter().enumerate() {
         if fault.cut_after.is_some_and(|n| i as u64 >= n) {
             break;
@@ -945,7 +1065,7 @@ fn write_stream(
             thread::sleep(Duration::from_millis(fault.drip_ms));
         }
         let mut chunk = format!("{:x}\r\n", event.len()).into_bytes();
-        chunk.extend_from_slice(event.as_bytes());
+        chunk.extend_from_slice(event);
         chunk.extend_from_slice(b"\r\n");
         w.write_all(&chunk)?;
         w.flush()?;
@@ -979,6 +1099,7 @@ mod tests {
                 drip_ms: 1,
                 reset: true,
                 reply: Some("x".into()),
+                ..Fault::default()
             }
         );
         assert!(Fault::parse(&json!({"reset": 1})).is_err());
@@ -986,6 +1107,70 @@ mod tests {
         assert!(Fault::parse(&json!({"status": 42})).is_err());
         assert!(FaultRule::parse(&json!({"times": 1})).is_err());
         assert!(FaultRule::parse(&json!({"fault": {}, "extra": 1})).is_err());
+    }
+
+    #[test]
+    fn new_faults_parse_and_shape_answers() {
+        let f = Fault::parse(
+            &json!({"not_json": true, "invalid_utf8": true, "gzip": true, "pad": 70000,
+            "content_type": "text/plain", "body": "{}"}),
+        )
+        .unwrap();
+        assert!(f.not_json && f.invalid_utf8 && f.gzip);
+        assert_eq!(f.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(f.body.as_deref(), Some("{}"));
+        let padded = f.padded_reply().unwrap();
+        assert!(padded.len() >= 70000 && padded.split(' ').all(|w| w.len() <= PAD_WORD));
+        assert!(Fault::parse(&json!({"gzip": "yes"})).is_err());
+
+        let bad = Fault {
+            invalid_utf8: true,
+            ..Fault::default()
+        };
+        let out = bad.json_body(br#"{"content":"mock reply to: hi"}"#.to_vec());
+        assert!(std::str::from_utf8(&out).is_err());
+        let events = bad.events(vec!["data: {}\n\n".into(), "data: {\"c\":\"reply\"}\n\n".into()]);
+        assert!(std::str::from_utf8(&events[0]).is_ok());
+        assert!(std::str::from_utf8(&events[1]).is_err());
+        let html = Fault {
+            not_json: true,
+            ..Fault::default()
+        };
+        assert_eq!(html.json_body(b"{}".to_vec()), NOT_JSON.as_bytes());
+        assert_eq!(
+            html.events(vec!["a".into(), "b".into()])[1],
+            format!("data: {NOT_JSON}\n\n").into_bytes()
+        );
+    }
+
+    /// Reads a gzip member of stored blocks back (what `gzip_stored` writes), checking its CRC.
+    fn gunzip_stored(gz: &[u8]) -> Vec<u8> {
+        assert_eq!(&gz[..3], &[0x1f, 0x8b, 8]);
+        let mut at = 10;
+        let mut out = Vec::new();
+        loop {
+            let last = gz[at] & 1;
+            assert_eq!(gz[at] & 6, 0, "stored block");
+            let len = u16::from_le_bytes([gz[at + 1], gz[at + 2]]) as usize;
+            let nlen = u16::from_le_bytes([gz[at + 3], gz[at + 4]]);
+            assert_eq!(!(len as u16), nlen);
+            out.extend_from_slice(&gz[at + 5..at + 5 + len]);
+            at += 5 + len;
+            if last == 1 {
+                break;
+            }
+        }
+        let crc = u32::from_le_bytes(gz[at..at + 4].try_into().unwrap());
+        assert_eq!(crc, shared::crypto::crc32(&out));
+        assert_eq!(gz.len(), at + 8);
+        out
+    }
+
+    #[test]
+    fn gzip_members_read_back() {
+        for data in [Vec::new(), b"hello".to_vec(), vec![7u8; 200_000]] {
+            assert_eq!(gunzip_stored(&gzip_stored(&data)), data);
+        }
     }
 
     #[test]

@@ -12,12 +12,13 @@ use shared::wasm::Filter;
 use std::path::PathBuf;
 use std::rc::Rc;
 
-const FILTERS: [&str; 5] = [
+const FILTERS: [&str; 6] = [
     "ai-proxy",
     "ai-pii-redact",
     "ai-prompt-guard",
     "ai-token-ratelimit",
     "ai-enrich",
+    "ai-router",
 ];
 
 /// Every variable set, to a value long enough for an HS256 key (ai-enrich's token needs 32 bytes).
@@ -58,6 +59,7 @@ fn check(filter: &str, json: &[u8]) -> Result<(), String> {
         "ai-prompt-guard" => parse_and_serve::<ai_prompt_guard::config::Config>(json),
         "ai-token-ratelimit" => parse_and_serve::<ai_token_ratelimit::config::Config>(json),
         "ai-enrich" => parse_and_serve::<ai_enrich::config::Config>(json),
+        "ai-router" => parse_and_serve::<ai_router::config::Config>(json),
         other => Err(format!("unknown filter {other}")),
     }
 }
@@ -197,6 +199,7 @@ fn every_valid_fixture_is_accepted() {
             "ai-pii-redact" => ai_pii_redact::config::Config::configure(text.as_bytes(), &env).is_ok(),
             "ai-prompt-guard" => ai_prompt_guard::config::Config::configure(text.as_bytes(), &env).is_ok(),
             "ai-enrich" => ai_enrich::config::Config::configure(text.as_bytes(), &env).is_ok(),
+            "ai-router" => ai_router::config::Config::configure(text.as_bytes(), &env).is_ok(),
             _ => ai_token_ratelimit::config::Config::configure(text.as_bytes(), &env).is_ok(),
         };
         assert!(ok, "{filter}: {text}");

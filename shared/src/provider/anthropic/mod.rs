@@ -49,6 +49,9 @@ impl Config {
         model: Option<String>,
         at: &dyn Fn(&str) -> String,
     ) -> Result<Anthropic, ConfigError> {
+        if let Some(v) = &self.anthropic_version {
+            crate::config::check_header_value(at("anthropic_version"), v)?;
+        }
         let default_max_tokens = self.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
         if default_max_tokens == 0 {
             return Err(ConfigError::new(at("default_max_tokens"), "must be at least 1"));

@@ -14,7 +14,7 @@ use super::{usage_json, StreamUsage};
 use crate::api::anthropic_error;
 use crate::provider::neutral::{self, Event, Finish};
 use crate::provider::{Expect, Frame, StreamDecoder};
-use crate::sse::{write_event, SseEvent, SseParser};
+use crate::sse::{close_event, is_json, write_event, Relay, Segment};
 use crate::usage::Usage;
 
 /// What a content block of the answer carries.
@@ -391,15 +391,19 @@ fn incomplete_error() -> String {
     )
 }
 
-/// Watches an Anthropic stream that passes as it is (Anthropic's door in front of an Anthropic target)
-/// for its usage and its end; a stream cut before `message_stop` gets an `error` event so the client
-/// sees a clean end.
+/// Relays an Anthropic stream that passes as it is (Anthropic's door in front of an Anthropic target),
+/// event by event as the provider sent it, watching it for its usage and its end; a stream cut before
+/// `message_stop` gets an `error` event so the client sees a clean end. Each event's data is checked to
+/// be JSON before any of its bytes leave: one that is not ends the client's stream with an `error`
+/// event (`bad_upstream_response`), and nothing after it is relayed.
 #[derive(Debug, Default)]
 pub struct AnthropicStream {
-    parser: SseParser,
+    relay: Relay,
     usage: StreamUsage,
     done: bool,
     errored: bool,
+    /// An event was not JSON (or outgrew the relay's bound): the client's stream was ended there.
+    bad: bool,
 }
 
 impl AnthropicStream {
@@ -407,21 +411,62 @@ impl AnthropicStream {
         AnthropicStream::default()
     }
 
-    /// Watches a chunk (which passes unchanged).
-    pub fn feed(&mut self, chunk: &[u8]) {
-        let events = self.parser.feed(chunk);
-        self.observe(&events);
+    /// Consumes a chunk: `None` to pass it unchanged (whole, good events), or the bytes to send
+    /// instead (a partial event held back, or the error that ends the stream).
+    pub fn feed(&mut self, chunk: &[u8]) -> Option<Vec<u8>> {
+        if self.bad {
+            return Some(Vec::new());
+        }
+        let mut out = Vec::with_capacity(chunk.len());
+        for seg in self.relay.feed(chunk) {
+            self.segment(seg, &mut out);
+            if self.bad {
+                return Some(out);
+            }
+        }
+        if self.relay.overflowed() {
+            self.fail(&mut out);
+        }
+        (out != chunk).then_some(out)
     }
 
-    fn observe(&mut self, events: &[SseEvent]) {
-        for ev in events {
-            self.usage.observe(ev);
-            let name = match ev.event.as_deref() {
-                Some(n) => n.to_string(),
-                None => serde_json::from_str::<Value>(&ev.data)
-                    .ok()
-                    .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_string))
-                    .unwrap_or_default(),
+    fn fail(&mut self, out: &mut Vec<u8>) {
+        self.bad = true;
+        let e = anthropic_error(
+            502,
+            "invalid stream event from the provider",
+            "api_error",
+            None,
+            "bad_upstream_response",
+        );
+        write_event(out, Some("error"), &e);
+    }
+
+    fn segment(&mut self, seg: Segment, out: &mut Vec<u8>) {
+        let Some(ev) = &seg.event else {
+            seg.write_to(out);
+            return;
+        };
+        if !ev.data.trim().is_empty() {
+            let needs_value = match ev.event.as_deref() {
+                Some(name) => name == "message_start" || name == "message_delta",
+                None => true,
+            };
+            let name = if needs_value {
+                let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+                    return self.fail(out);
+                };
+                self.usage.observe_json(&v);
+                ev.event.clone().unwrap_or_else(|| {
+                    v.get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                })
+            } else if is_json(&ev.data) {
+                ev.event.clone().unwrap_or_default()
+            } else {
+                return self.fail(out);
             };
             match name.as_str() {
                 "message_stop" => self.done = true,
@@ -429,19 +474,26 @@ impl AnthropicStream {
                 _ => {}
             }
         }
+        seg.write_to(out);
     }
 
     /// Ends the stream: the bytes to add, an `error` event when it ended before `message_stop`.
     pub fn finish(&mut self) -> Vec<u8> {
-        let had_pending = self.parser.pending_len() > 0;
-        let events = self.parser.finish();
-        self.observe(&events);
         let mut out = Vec::new();
-        if self.done || self.errored {
+        if self.bad {
             return out;
         }
-        if had_pending {
-            out.extend_from_slice(b"\n\n");
+        if let Some(seg) = self.relay.finish() {
+            if seg.event.is_some() {
+                self.segment(seg, &mut out);
+                if self.bad {
+                    return out;
+                }
+                close_event(&mut out);
+            }
+        }
+        if self.done || self.errored {
+            return out;
         }
         write_event(&mut out, Some("error"), &incomplete_error());
         out
@@ -451,9 +503,9 @@ impl AnthropicStream {
         self.usage.usage()
     }
 
-    /// Whether `message_stop` has been seen: the provider ended the stream itself.
+    /// Whether `message_stop` has been seen (every event JSON): the provider ended the stream itself.
     pub fn is_done(&self) -> bool {
-        self.done
+        self.done && !self.bad
     }
 }
 
@@ -462,6 +514,7 @@ mod tests {
     use super::*;
     use crate::provider::anthropic::Anthropic;
     use crate::provider::TranslatedStream;
+    use crate::sse::SseParser;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -712,15 +765,48 @@ mod tests {
     #[test]
     fn passthrough_watch() {
         let mut s = AnthropicStream::new();
+        let mut out = Vec::new();
         for piece in STREAM.as_bytes().chunks(5) {
-            s.feed(piece);
+            out.extend(s.feed(piece).unwrap_or_else(|| piece.to_vec()));
         }
         assert!(s.is_done());
         assert!(s.finish().is_empty());
+        assert_eq!(out, STREAM.as_bytes(), "relayed as sent");
         assert_eq!(s.usage().map(|u| u.total()), Some(50));
         let mut failed = AnthropicStream::new();
-        failed.feed(STREAM_ERROR.as_bytes());
+        assert_eq!(failed.feed(STREAM_ERROR.as_bytes()), None);
         assert!(!failed.is_done());
         assert!(failed.finish().is_empty(), "the upstream error already ended it");
+    }
+
+    #[test]
+    fn passthrough_ends_at_an_event_that_is_not_json() {
+        let first = STREAM.find("\n\n").unwrap() + 2;
+        let input = format!(
+            "{}event: content_block_delta\ndata: <html>oops</html>\n\n{}",
+            &STREAM[..first],
+            &STREAM[first..]
+        );
+        for cut in 0..=input.len() {
+            let mut s = AnthropicStream::new();
+            let mut out = Vec::new();
+            for c in [&input.as_bytes()[..cut], &input.as_bytes()[cut..]] {
+                out.extend(s.feed(c).unwrap_or_else(|| c.to_vec()));
+            }
+            out.extend(s.finish());
+            let text = String::from_utf8(out).unwrap();
+            let (head, tail) = text.split_at(first);
+            assert_eq!(head, &STREAM[..first], "cut={cut}");
+            assert!(
+                tail.starts_with("event: error\ndata: {\"type\":\"error\""),
+                "cut={cut}: {tail}"
+            );
+            assert!(
+                tail.contains("bad_upstream_response") && !tail.contains("oops"),
+                "{tail}"
+            );
+            assert_eq!(tail.matches("\n\n").count(), 1, "one event: {tail}");
+            assert!(!s.is_done());
+        }
     }
 }

@@ -14,7 +14,7 @@ use super::{usage, usage_json};
 use crate::error::error_json;
 use crate::provider::neutral::{self, Event, Finish};
 use crate::provider::{Frame, StreamDecoder};
-use crate::sse::{write_event, SseEvent, SseParser};
+use crate::sse::{close_event, is_json, write_event, Relay, Segment};
 use crate::usage::Usage;
 
 /// The error event and terminator that end a stream which cannot go on.
@@ -248,46 +248,75 @@ fn may_carry_usage(data: &str) -> bool {
     })
 }
 
-/// Observes an OpenAI SSE response for usage and completion, and optionally removes the usage chunk the
-/// gateway asked for on the client's behalf.
+/// Relays an OpenAI SSE response as the provider sent it, event by event, watching it for usage and
+/// completion; optionally removes the usage chunk the gateway asked for on the client's behalf. Each
+/// event's data is checked to be JSON (`[DONE]` aside) before any of its bytes leave: a provider that
+/// sends something else mid-stream ends the client's stream with an error event
+/// (`bad_upstream_response`) and `[DONE]`, and nothing after it is relayed. An event whose bytes are not
+/// UTF-8 is written again from its decoding ([`Segment::write_to`]).
 #[derive(Debug)]
 pub struct OpenAiStream {
-    parser: SseParser,
+    relay: Relay,
     strip: bool,
     usage: Option<Usage>,
     done: bool,
     errored: bool,
+    /// An event was not JSON (or outgrew the relay's bound): the client's stream was ended there.
+    bad: bool,
 }
+
+/// The message of the error event that ends a stream whose provider sent an event that is not JSON.
+pub const BAD_EVENT_MESSAGE: &str = "invalid stream chunk from the provider";
 
 impl OpenAiStream {
     pub fn new(strip_usage_chunk: bool) -> Self {
         Self {
-            parser: SseParser::new(),
+            relay: Relay::new(),
             strip: strip_usage_chunk,
             usage: None,
             done: false,
             errored: false,
+            bad: false,
         }
     }
 
-    /// Consumes a body chunk. `None` means forward the chunk unchanged (always so without stripping);
-    /// otherwise the bytes of the events completed so far, rewritten, with any partial event held back.
+    /// Consumes a body chunk. `None` means forward the chunk unchanged (the usual case: whole, good
+    /// events); otherwise the bytes to send instead: the events completed so far, a partial event held
+    /// back, the usage chunk stripped, or the error that ends the stream.
     pub fn feed(&mut self, chunk: &[u8]) -> Option<Vec<u8>> {
-        let events = self.parser.feed(chunk);
-        self.handle(events)
+        if self.bad {
+            return Some(Vec::new());
+        }
+        let mut out = Vec::with_capacity(chunk.len());
+        for seg in self.relay.feed(chunk) {
+            self.segment(seg, &mut out);
+            if self.bad {
+                return Some(out);
+            }
+        }
+        if self.relay.overflowed() {
+            self.fail(&mut out);
+        }
+        (out != chunk).then_some(out)
     }
 
     /// Ends the stream: returns what is still to be sent, and if `data: [DONE]` never came, an error event
-    /// and `[DONE]` so the client sees a well-formed end instead of a silent truncation.
+    /// and `[DONE]` so the client sees a well-formed end instead of a silent truncation. A partial
+    /// event left at the end (its line cut short) is dropped.
     pub fn finish(&mut self) -> Vec<u8> {
-        let had_pending = self.parser.pending_len() > 0;
-        let events = self.parser.finish();
-        let mut out = match self.handle(events) {
-            Some(bytes) => bytes,
-            // Passed-through bytes may end inside an event; terminate it so ours stands alone.
-            None if had_pending => b"\n\n".to_vec(),
-            None => Vec::new(),
-        };
+        let mut out = Vec::new();
+        if self.bad {
+            return out;
+        }
+        if let Some(seg) = self.relay.finish() {
+            if seg.event.is_some() {
+                self.segment(seg, &mut out);
+                if self.bad {
+                    return out;
+                }
+                close_event(&mut out);
+            }
+        }
         if !self.done {
             self.done = true;
             if self.errored {
@@ -309,52 +338,60 @@ impl OpenAiStream {
         self.usage
     }
 
-    /// Whether `data: [DONE]` has been seen.
+    /// Whether the provider ended the stream itself (`data: [DONE]` seen, every event JSON).
     pub fn is_done(&self) -> bool {
-        self.done
+        self.done && !self.bad
     }
 
-    fn handle(&mut self, events: Vec<SseEvent>) -> Option<Vec<u8>> {
-        let mut out = self.strip.then(Vec::new);
-        for ev in events {
-            let data = ev.data.as_str();
-            if data.trim() == "[DONE]" {
-                self.done = true;
-            } else if data.contains("\"error\"") {
-                if let Ok(v) = serde_json::from_str::<Value>(data) {
-                    self.errored |= v.get("error").is_some_and(|e| !e.is_null());
-                }
-            }
-            let mut rewritten = None;
-            if may_carry_usage(data) {
-                if let Ok(mut chunk) = serde_json::from_str::<Value>(data) {
-                    if let Some(u) = usage(&chunk) {
-                        self.usage = Some(u);
-                        if chunk
-                            .get("choices")
-                            .and_then(Value::as_array)
-                            .is_some_and(Vec::is_empty)
-                        {
-                            continue;
-                        }
-                        if let Some(obj) = chunk.as_object_mut() {
-                            obj.remove("usage");
-                        }
-                        rewritten = Some(chunk.to_string());
+    fn fail(&mut self, out: &mut Vec<u8>) {
+        self.bad = true;
+        write_stream_error(out, BAD_EVENT_MESSAGE, "upstream_error", "bad_upstream_response");
+    }
+
+    /// One relayed event: its bytes as they came, rewritten without the usage, or the stream's end.
+    fn segment(&mut self, seg: Segment, out: &mut Vec<u8>) {
+        let Some(ev) = &seg.event else {
+            seg.write_to(out);
+            return;
+        };
+        let data = ev.data.as_str();
+        let trimmed = data.trim();
+        if trimmed == "[DONE]" {
+            self.done = true;
+        } else if trimmed.is_empty() {
+        } else if data.contains("\"error\"") || may_carry_usage(data) {
+            let Ok(mut chunk) = serde_json::from_str::<Value>(data) else {
+                return self.fail(out);
+            };
+            self.errored |= chunk.get("error").is_some_and(|e| !e.is_null());
+            if let Some(u) = usage(&chunk) {
+                self.usage = Some(u);
+                if self.strip {
+                    if chunk
+                        .get("choices")
+                        .and_then(Value::as_array)
+                        .is_some_and(Vec::is_empty)
+                    {
+                        return;
                     }
+                    if let Some(obj) = chunk.as_object_mut() {
+                        obj.remove("usage");
+                    }
+                    write_event(out, ev.event.as_deref(), &chunk.to_string());
+                    return;
                 }
             }
-            if let Some(out) = out.as_mut() {
-                write_event(out, ev.event.as_deref(), rewritten.as_deref().unwrap_or(data));
-            }
+        } else if !is_json(data) {
+            return self.fail(out);
         }
-        out
+        seg.write_to(out);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sse::{SseEvent, SseParser};
     use serde_json::json;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -469,17 +506,15 @@ mod tests {
             assert_eq!(usage, None);
         }
 
-        // Cut inside an event: stripping holds the partial event back, passing through must close it.
+        // Cut inside an event: the partial event is held back and dropped, never sent half.
         let mid = STREAM.find("\"Hello\"").unwrap();
-        let (out, _) = run(true, &[&STREAM.as_bytes()[..mid]]);
-        let got = events(&out);
-        assert_eq!(got.len(), 3);
-        assert!(got[1].data.contains("stream_incomplete"));
-        let (out, _) = run(false, &[&STREAM.as_bytes()[..mid]]);
-        let got = events(&out);
-        assert_eq!(got.len(), 4, "{got:?}");
-        assert!(got[2].data.contains("stream_incomplete"));
-        assert_eq!(got[3].data, "[DONE]");
+        for strip in [false, true] {
+            let (out, _) = run(strip, &[&STREAM.as_bytes()[..mid]]);
+            let got = events(&out);
+            assert_eq!(got.len(), 3, "{got:?}");
+            assert!(got[1].data.contains("stream_incomplete"));
+            assert_eq!(got[2].data, "[DONE]");
+        }
 
         // An upstream error event already told the client; only [DONE] is added.
         let errored = "data: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\",\"code\":null}}\n\n";
@@ -490,10 +525,44 @@ mod tests {
         );
 
         // Complete stream whose last event lacks the blank line: nothing but the terminator is added.
-        let (out, _) = run(false, &[b"data: [DONE]\n"]);
-        assert_eq!(out, b"data: [DONE]\n\n\n");
-        let (out, _) = run(true, &[b"data: [DONE]\n"]);
-        assert_eq!(out, b"data: [DONE]\n\n");
+        for strip in [false, true] {
+            let (out, _) = run(strip, &[b"data: [DONE]\n"]);
+            assert_eq!(out, b"data: [DONE]\n\n");
+            // A last line cut short is dropped: the end never came.
+            let (out, _) = run(strip, &[b"data: [DONE]"]);
+            assert!(String::from_utf8(out).unwrap().starts_with("data: {\"error\""));
+        }
+    }
+
+    /// An event that is not JSON ends the client's stream before any of its bytes: an error event and
+    /// `[DONE]`, nothing after; the events before it pass as they came.
+    #[test]
+    fn an_event_that_is_not_json_ends_the_stream() {
+        let first = STREAM.find("\n\n").unwrap() + 2;
+        let bad = "data: <html><body>502 Bad Gateway</body></html>\n\n";
+        let input = format!("{}{bad}{}", &STREAM[..first], &STREAM[first..]);
+        let want = format!(
+            "{}data: {{\"error\":{{\"message\":\"{BAD_EVENT_MESSAGE}\",\"type\":\"upstream_error\",\"code\":\"bad_upstream_response\"}}}}\n\ndata: [DONE]\n\n",
+            &STREAM[..first]
+        );
+        for strip in [false, true] {
+            for cut in 0..=input.len() {
+                let mut s = OpenAiStream::new(strip);
+                let mut out = Vec::new();
+                for c in [&input.as_bytes()[..cut], &input.as_bytes()[cut..]] {
+                    match s.feed(c) {
+                        Some(bytes) => out.extend(bytes),
+                        None => out.extend_from_slice(c),
+                    }
+                }
+                out.extend(s.finish());
+                assert_eq!(String::from_utf8(out).unwrap(), want, "strip={strip} cut={cut}");
+                assert!(!s.is_done(), "a bad stream is not complete");
+            }
+        }
+        // A cut JSON chunk (`malformed`) is caught the same way.
+        let (out, _) = run(false, &[b"data: {\"id\":\"c\",\"cho\n\ndata: [DONE]\n\n"]);
+        assert!(String::from_utf8(out).unwrap().starts_with("data: {\"error\""));
     }
 
     #[test]
