@@ -28,7 +28,7 @@ PROPTEST_CASES ?= 2048
 export PROPTEST_CASES
 FUZZ_CASES ?= 40960
 
-.PHONY: run test build setup toolchain venv services wasm-bindgen lint fmt unit wasm-test e2e meta validate bench bench-tools fuzz soak clean guard-gate guard-data train-guard
+.PHONY: run test build setup toolchain venv services wasm-bindgen lint fmt unit wasm-test e2e meta validate bench bench-profile bench-tools fuzz soak clean guard-gate guard-data train-guard
 
 ## The demo: mock providers + Envoy with every filter on 127.0.0.1 (ports: PORT, ADMIN_PORT, MOCK_PORT).
 run: setup build
@@ -164,6 +164,15 @@ bench: setup build bench-tools
 	  --target-dir $(BENCH_TARGET)
 	cargo build -q --release -p e2e --bin bench --bin bench-upstream --bin bench-native
 	$(BENCH_TARGET)/release/bench
+
+## Where each arm's time goes, in instructions per request (bench/README.md, "Where the time goes"):
+## bench-prof natively with symbols, under callgrind. Needs valgrind; never part of `make test`.
+PROF_TARGET := $(BENCH_TARGET)/prof-native
+bench-profile:
+	@command -v valgrind >/dev/null || { echo "bench-profile needs valgrind (Debian: apt-get install valgrind)"; exit 1; }
+	CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=1 cargo build -q --release \
+	  --manifest-path bench/prof-wasm/Cargo.toml --target-dir $(PROF_TARGET)
+	python3 bench/tools/profile_split.py --bin $(PROF_TARGET)/release/bench-prof
 
 ## wrk (load) and binaryen's wasm-opt (size measurement only) from Debian bookworm, pinned.
 WRK_DEB := 4.1.0-3+b2

@@ -66,12 +66,14 @@ pub fn read(api: Option<Api>, body: &Value) -> Result<Chat, Invalid> {
             text: text.join("\n"),
         });
     }
-    for (i, role) in checked.roles.iter().enumerate() {
-        let text: Vec<&str> = texts
-            .iter()
-            .filter(|t| t.message == Some(i) && message_text(t.kind))
-            .map(|t| &*t.text)
-            .collect();
+    // Each message's texts in one pass over the walk (in body order), not one pass per message.
+    let mut parts: Vec<Vec<&str>> = vec![Vec::new(); checked.roles.len()];
+    for t in texts.iter().filter(|t| message_text(t.kind)) {
+        if let Some(list) = t.message.and_then(|i| parts.get_mut(i)) {
+            list.push(&t.text);
+        }
+    }
+    for (i, (role, text)) in checked.roles.iter().zip(parts).enumerate() {
         messages.push(Message {
             role: role.to_string(),
             path: format!("$.messages[{i}]"),

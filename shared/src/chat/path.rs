@@ -122,6 +122,11 @@ impl Route {
 
     fn matches(&self, normal: &str) -> bool {
         let segs: Vec<&str> = segments(normal).collect();
+        self.matches_segments(&segs)
+    }
+
+    /// [`Route::matches`] on the segments of a normal-form path.
+    fn matches_segments(&self, segs: &[&str]) -> bool {
         let want = self.segments.len();
         want > 0
             && segs.len() >= want
@@ -231,8 +236,13 @@ impl Routes {
     /// does not act on (`…/chat/completions` for a filter acting on `…/completions` only) is not taken
     /// by the shorter one.
     fn route_of(&self, normal: &str) -> Option<&Route> {
-        let builtin = BUILTIN.iter().find(|r| r.matches(normal));
-        let own = self.routes.iter().find(|r| r.matches(normal))?;
+        let segs: Vec<&str> = segments(normal).collect();
+        self.route_of_segments(&segs)
+    }
+
+    fn route_of_segments(&self, segs: &[&str]) -> Option<&Route> {
+        let builtin = BUILTIN.iter().find(|r| r.matches_segments(segs));
+        let own = self.routes.iter().find(|r| r.matches_segments(segs))?;
         match builtin {
             Some(b) if b.segments.len() > own.segments.len() && b.api != own.api => None,
             _ => Some(own),
@@ -244,6 +254,18 @@ impl Routes {
         if !method.eq_ignore_ascii_case("POST") {
             return Class::Other;
         }
+        if let Some(segs) = plain_segments(path) {
+            // Both readings of a plain path are its segments: one lookup, no allocation but the list.
+            return match self.route_of_segments(&segs) {
+                Some(r) => Class::Chat(r.api),
+                None => Class::Other,
+            };
+        }
+        self.classify_read(path)
+    }
+
+    /// [`Routes::classify`] by the two readings, for every path (the plain-path shortcut's reference).
+    fn classify_read(&self, path: &str) -> Class {
         let strict = self.route_of(&normalize(path));
         let lenient = self.route_of(&lenient(path));
         match (strict, lenient) {
@@ -276,6 +298,19 @@ pub fn ambiguous_path(path: &str) -> ApiError {
              (an encoded `/` or `\\`, a `;` parameter or a trailing dot); send the plain path, e.g. /v1/chat/completions"
         ),
     )
+}
+
+/// The segments of a path that both readings leave as they are: it starts with `/` and, up to its
+/// query or fragment, holds only lower-case letters, digits, `-`, `_`, `~` and `/` (no escape, dot,
+/// backslash, `;`, colon or upper case). Its normal form and its lenient reading are both these
+/// segments with the empty ones dropped. `None` for any other path.
+fn plain_segments(path: &str) -> Option<Vec<&str>> {
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    let p = path.get(..end)?;
+    let plain = p.starts_with('/')
+        && p.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'~' | b'/'));
+    plain.then(|| segments(p).collect())
 }
 
 fn segments(normal: &str) -> impl Iterator<Item = &str> {
@@ -540,5 +575,54 @@ mod tests {
         );
         assert_eq!(classify("POST", "/v1/embeddings"), Chat(Some(Embeddings)));
         assert!(ambiguous_path("/x").body().starts_with(br#"{"error""#));
+    }
+
+    /// The plain-path shortcut answers what the two readings answer, for every route set.
+    #[test]
+    fn plain_paths_classify_as_both_readings_do() {
+        let sets = [
+            Routes::default(),
+            Routes::apis(&Api::ALL),
+            Routes::from_paths(&["/v1/completions".into(), "/custom/chat".into()]).unwrap(),
+        ];
+        let segs = [
+            "",
+            "v1",
+            "chat",
+            "completions",
+            "messages",
+            "embeddings",
+            "custom",
+            "openai",
+            "x-y_z~",
+        ];
+        let mut paths = vec!["/".to_string(), "//".to_string()];
+        for a in segs {
+            for b in segs {
+                for c in segs {
+                    for tail in ["", "/", "?stream=true", "#f", "/?a=b/../c"] {
+                        paths.push(format!("/{a}/{b}/{c}{tail}"));
+                        paths.push(format!("/{a}/{b}{tail}"));
+                    }
+                }
+            }
+        }
+        for routes in &sets {
+            for p in &paths {
+                assert!(plain_segments(p).is_some(), "{p}");
+                assert_eq!(routes.classify("POST", p), routes.classify_read(p), "{p}");
+            }
+        }
+        for not_plain in [
+            "/v1/chat/completions.",
+            "/V1/chat/completions",
+            "/v1/chat%2fcompletions",
+            "v1/chat",
+            "/a;b",
+            "/a\\b",
+            "http://h/v1/chat/completions",
+        ] {
+            assert!(plain_segments(not_plain).is_none(), "{not_plain}");
+        }
     }
 }

@@ -154,8 +154,13 @@ impl<'a> At<'a> {
     }
 
     pub fn key(&self, key: &str) -> At<'a> {
+        let token = escape_token(key);
+        let mut pointer = String::with_capacity(self.pointer.len() + 1 + token.len());
+        pointer.push_str(&self.pointer);
+        pointer.push('/');
+        pointer.push_str(&token);
         At {
-            pointer: format!("{}/{}", self.pointer, escape_token(key)),
+            pointer,
             message: self.message,
             role: self.role,
         }
@@ -163,7 +168,7 @@ impl<'a> At<'a> {
 
     pub fn index(&self, i: usize) -> At<'a> {
         At {
-            pointer: format!("{}/{i}", self.pointer),
+            pointer: child_index(&self.pointer, i),
             message: self.message,
             role: self.role,
         }
@@ -171,7 +176,7 @@ impl<'a> At<'a> {
 
     pub fn message(&self, i: usize, role: Option<&'a str>) -> At<'a> {
         At {
-            pointer: format!("{}/{i}", self.pointer),
+            pointer: child_index(&self.pointer, i),
             message: Some(i),
             role,
         }
@@ -180,6 +185,30 @@ impl<'a> At<'a> {
     pub fn with_role(&self, role: Option<&'a str>) -> At<'a> {
         At { role, ..self.clone() }
     }
+}
+
+/// `pointer` followed by `/` and the decimal index (what `format!("{pointer}/{i}")` gives, without the
+/// formatting machinery: the walker builds one per message and part).
+fn child_index(pointer: &str, i: usize) -> String {
+    let mut digits = [0u8; 20];
+    let mut n = i;
+    let mut k = digits.len();
+    loop {
+        k -= 1;
+        if let Some(d) = digits.get_mut(k) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || k == 0 {
+            break;
+        }
+    }
+    let digits = std::str::from_utf8(digits.get(k..).unwrap_or_default()).unwrap_or_default();
+    let mut out = String::with_capacity(pointer.len() + 1 + digits.len());
+    out.push_str(pointer);
+    out.push('/');
+    out.push_str(digits);
+    out
 }
 
 /// Collects the texts the shape modules find.
@@ -232,7 +261,12 @@ impl<'a> Walker<'a> {
 
     /// The string field `key` of `obj`.
     pub fn field(&mut self, kind: Kind, at: &At<'a>, obj: &'a Value, key: &str) {
-        self.string(kind, &at.key(key), obj.get(key));
+        // The pointer is built only for a text that is there.
+        if let Some(v @ Value::String(s)) = obj.get(key) {
+            if !s.is_empty() {
+                self.string(kind, &at.key(key), Some(v));
+            }
+        }
     }
 
     /// Every string value inside `v`, at any depth (not object keys): a tool call's input.
@@ -345,6 +379,14 @@ pub(crate) mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn index_pointers_are_decimal() {
+        for i in [0, 7, 9, 10, 99, 100, 12345, usize::MAX] {
+            assert_eq!(child_index("/messages", i), format!("/messages/{i}"));
+        }
+        assert_eq!(child_index("", 3), "/3");
     }
 
     #[test]

@@ -184,7 +184,7 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
             Check::None,
             80,
             Canon::Lower,
-            Gate::Always,
+            Gate::At,
         )],
         Builtin::Phone => vec![
             // North American: +1 (555) 123-4567, 555.123.4567, 1-555-123-4567, 5551234567 (with context).
@@ -210,7 +210,11 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 Check::Phone,
                 41,
                 Canon::Digits,
-                Gate::Always,
+                Gate::Prefix {
+                    lits: &["+"],
+                    nocase: false,
+                    run: Some(phone_byte),
+                },
             ),
         ],
         Builtin::Card => vec![(
@@ -257,14 +261,22 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 Check::None,
                 92,
                 Canon::AsIs,
-                Gate::Always,
+                Gate::Prefix {
+                    lits: &["sk-ant-"],
+                    nocase: false,
+                    run: Some(token_byte),
+                },
             ),
             (
                 r"(?-u)\bsk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_\-]{20,}",
                 Check::None,
                 91,
                 Canon::AsIs,
-                Gate::Always,
+                Gate::Prefix {
+                    lits: &["sk-"],
+                    nocase: false,
+                    run: Some(token_byte),
+                },
             ),
             // AWS access key ids, and a secret access key next to its name.
             (
@@ -272,14 +284,24 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Always,
+                Gate::Prefix {
+                    lits: &[
+                        "AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA",
+                    ],
+                    nocase: false,
+                    run: Some(token_byte),
+                },
             ),
             (
                 r#"(?i-u)aws_?secret_?(?:access_?)?key["']?\s*[:=]\s*["']?(?P<value>[A-Za-z0-9/+]{40})"#,
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Always,
+                Gate::Prefix {
+                    lits: &["aws"],
+                    nocase: true,
+                    run: Some(assignment_byte),
+                },
             ),
             // Google API keys.
             (
@@ -287,7 +309,11 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Always,
+                Gate::Prefix {
+                    lits: &["AIza"],
+                    nocase: false,
+                    run: Some(token_byte),
+                },
             ),
             // GitHub tokens (classic and fine-grained).
             (
@@ -295,14 +321,22 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Always,
+                Gate::Prefix {
+                    lits: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_"],
+                    nocase: false,
+                    run: Some(token_byte),
+                },
             ),
             (
                 r"(?-u)\bgithub_pat_[A-Za-z0-9_]{22,255}",
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Always,
+                Gate::Prefix {
+                    lits: &["github_pat_"],
+                    nocase: false,
+                    run: Some(token_byte),
+                },
             ),
             // Slack tokens and webhooks.
             (
@@ -310,21 +344,33 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Always,
+                Gate::Prefix {
+                    lits: &["xox"],
+                    nocase: false,
+                    run: Some(token_byte),
+                },
             ),
             (
                 r"(?-u)\bxapp-[0-9]-[A-Za-z0-9\-]{10,}",
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Always,
+                Gate::Prefix {
+                    lits: &["xapp-"],
+                    nocase: false,
+                    run: Some(token_byte),
+                },
             ),
             (
                 r"(?-u)https://hooks\.slack\.com/services/[A-Za-z0-9/_\-]{20,}",
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Always,
+                Gate::Prefix {
+                    lits: &["https://hooks.slack.com/services/"],
+                    nocase: false,
+                    run: Some(url_byte),
+                },
             ),
             // Stripe secret and restricted keys.
             (
@@ -332,7 +378,11 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Always,
+                Gate::Prefix {
+                    lits: &["sk_live_", "sk_test_", "rk_live_", "rk_test_"],
+                    nocase: false,
+                    run: Some(token_byte),
+                },
             ),
             // JSON Web Tokens.
             (
@@ -340,7 +390,11 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Always,
+                Gate::Prefix {
+                    lits: &["eyJ"],
+                    nocase: false,
+                    run: Some(jwt_byte),
+                },
             ),
             // PEM private key blocks, whole.
             (
@@ -348,7 +402,11 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 Check::None,
                 95,
                 Canon::AsIs,
-                Gate::Always,
+                Gate::Prefix {
+                    lits: &["-----BEGIN"],
+                    nocase: false,
+                    run: None,
+                },
             ),
             // Credentials assigned to a telling name: password=..., api_key: ..., Bearer ...
             (
@@ -363,7 +421,11 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 Check::None,
                 89,
                 Canon::AsIs,
-                Gate::Always,
+                Gate::Prefix {
+                    lits: &["bearer"],
+                    nocase: true,
+                    run: Some(bearer_byte),
+                },
             ),
         ],
     }
@@ -389,6 +451,98 @@ enum Gate {
     Ipv6,
     /// A `:` or `=` somewhere at or after the start.
     ColonOrEquals,
+    /// An `@` at most 64 bytes after the start (an e-mail's local part is at most 64 characters, none
+    /// of them `@`).
+    At,
+    /// The match starts with one of `lits` (ASCII case ignored with `nocase`), and every byte of it
+    /// satisfies `run`: a match starting in a run of such bytes ends in that run, so a search from a
+    /// literal may stop where the run ends. `run: None` for a pattern that can span anything.
+    Prefix {
+        lits: &'static [&'static str],
+        nocase: bool,
+        run: Option<fn(u8) -> bool>,
+    },
+}
+
+/// Bytes of an international phone number as its pattern reads them.
+fn phone_byte(b: u8) -> bool {
+    b.is_ascii_digit() || matches!(b, b'+' | b' ' | b'.' | b'-' | b'(' | b')')
+}
+
+/// Bytes of API keys and tokens: `[A-Za-z0-9_-]`.
+fn token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-')
+}
+
+/// Bytes of a JWT: a token's and the dots between its parts.
+fn jwt_byte(b: u8) -> bool {
+    token_byte(b) || b == b'.'
+}
+
+/// Bytes of the Slack webhook URL.
+fn url_byte(b: u8) -> bool {
+    token_byte(b) || matches!(b, b'.' | b'/' | b':')
+}
+
+/// Bytes of a secret assigned to its name (`aws_secret_access_key = "..."`): the name, quotes, white
+/// space, `:`/`=` and the value's `/` and `+`.
+fn assignment_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || regex_space(b)
+        || matches!(b, b'_' | b'"' | b'\'' | b':' | b'=' | b'/' | b'+')
+}
+
+/// Bytes of `Bearer <token>`: letters, white space and the token's `._~+/-=`.
+fn bearer_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || regex_space(b) || matches!(b, b'.' | b'_' | b'~' | b'+' | b'/' | b'-' | b'=')
+}
+
+/// ASCII `\s` as the regex crate reads it: `[\t\n\v\f\r ]` (Rust's `is_ascii_whitespace` leaves out `\v`).
+fn regex_space(b: u8) -> bool {
+    matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ')
+}
+
+/// How common a byte is in chat text, for picking what [`find_literal`] scans for: 0 for anything
+/// but a lower-case letter, else the letter's place from the rarest.
+fn commonness(b: u8) -> usize {
+    const RAREST_FIRST: &[u8] = b"zqxjkvbpygfwmucldrhsnioate";
+    RAREST_FIRST.iter().position(|&c| c == b).map_or(0, |i| i + 1)
+}
+
+/// The first position at or after `from` where one of `lits` starts (ASCII case ignored with
+/// `nocase`). Scans for one byte all the literals have at the same offset, the rarest such byte in
+/// chat text (`-` of `sk-`, `_` of `ghp_`), then checks the literals there.
+fn find_literal(b: &[u8], from: usize, lits: &[&str], nocase: bool) -> Option<usize> {
+    let fold = |c: u8| if nocase { c.to_ascii_lowercase() } else { c };
+    let shortest = lits.iter().map(|l| l.len()).min()?;
+    let (off, anchor) = (0..shortest)
+        .filter_map(|k| {
+            let a = fold(*lits.first()?.as_bytes().get(k)?);
+            lits.iter()
+                .all(|l| l.as_bytes().get(k).is_some_and(|&c| fold(c) == a))
+                .then_some((k, a))
+        })
+        .min_by_key(|&(_, a)| commonness(a))?;
+    let letter = nocase && anchor.is_ascii_alphabetic();
+    let hit = |start: usize| {
+        lits.iter().any(|l| {
+            b.get(start..start + l.len())
+                .is_some_and(|w| w.iter().zip(l.as_bytes()).all(|(x, y)| fold(*x) == fold(*y)))
+        })
+    };
+    let mut i = from;
+    loop {
+        let at = if letter {
+            find_byte(b, i + off, |c| (c | 0x20) == anchor)?
+        } else {
+            find_byte(b, i + off, |c| c == anchor)?
+        };
+        let start = at - off;
+        if hit(start) {
+            return Some(start);
+        }
+        i = start + 1;
+    }
 }
 
 fn is_digit(b: u8) -> bool {
@@ -523,6 +677,25 @@ impl Gate {
                     i = colon + 1;
                 }
             }
+            Gate::At => {
+                let at = find_byte(b, pos, |c| c == b'@')?;
+                Some((at.saturating_sub(64).max(pos), b.len()))
+            }
+            Gate::Prefix { lits, nocase, run } => {
+                let at = find_literal(b, pos, lits, nocase)?;
+                match run {
+                    Some(run) => {
+                        let end = b
+                            .get(at..)
+                            .unwrap_or_default()
+                            .iter()
+                            .position(|&c| !run(c))
+                            .map_or(b.len(), |n| at + n);
+                        Some(window(b, at, end))
+                    }
+                    None => Some((at, b.len())),
+                }
+            }
             Gate::ColonOrEquals => {
                 // `contains` on bytes is a memchr.
                 let rest = b.get(pos..)?;
@@ -601,10 +774,10 @@ const NOT_WINDOW: usize = 14;
 /// for a phone cue nearby, minus 0.5 for a "not a phone" cue with no phone cue; kept at 0.5 or more.
 fn phone_score(text: &str, start: usize, strict: bool) -> f32 {
     let from = floor_char(text, start.saturating_sub(CUE_WINDOW));
-    let before = text.get(from..start).unwrap_or_default().to_lowercase();
+    let before = lower(text.get(from..start).unwrap_or_default());
     let cue = has_cue(&before, PHONE_CUES);
     let near = floor_char(text, start.saturating_sub(NOT_WINDOW));
-    let right_before = text.get(near..start).unwrap_or_default().to_lowercase();
+    let right_before = lower(text.get(near..start).unwrap_or_default());
     let not = has_cue(&right_before, NOT_PHONE_CUES);
     let mut score = if strict { 0.6 } else { 0.3 };
     if cue {
@@ -621,7 +794,7 @@ fn phone_score(text: &str, start: usize, strict: bool) -> f32 {
 /// upper-cased, folded, lower-cased.
 fn has_cue(text: &str, cues: &[&str]) -> bool {
     let at_word = |hay: &str, w: &str| {
-        hay.match_indices(w).any(|(i, _)| {
+        occurrences(hay, w).any(|i| {
             hay.get(..i)
                 .and_then(|b| b.chars().next_back())
                 .is_none_or(|c| !c.is_alphanumeric())
@@ -635,6 +808,40 @@ fn has_cue(text: &str, cues: &[&str]) -> bool {
                 (Some(t), false) => at_word(t, &skeleton(w)),
                 _ => false,
             }
+    })
+}
+
+/// `str::to_lowercase`, without its Unicode tables for ASCII text (the same result there).
+fn lower(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.is_ascii() {
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(s.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(s)
+        }
+    } else {
+        std::borrow::Cow::Owned(s.to_lowercase())
+    }
+}
+
+/// The starts of the non-overlapping occurrences of `needle` in `hay`, left to right: what
+/// `str::match_indices` yields, by a plain scan (the haystacks here are a few dozen bytes, where
+/// building a substring searcher per needle costs more than the search). A UTF-8 needle can only
+/// match at a character boundary, so byte positions are the same.
+fn occurrences<'h>(hay: &'h str, needle: &'h str) -> impl Iterator<Item = usize> + 'h {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let first = *n.first()?;
+        while i + n.len() <= h.len() {
+            let at = i;
+            if h.get(at) == Some(&first) && h.get(at..at + n.len()) == Some(n) {
+                i = at + n.len();
+                return Some(at);
+            }
+            i += 1;
+        }
+        None
     })
 }
 
@@ -979,6 +1186,106 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
+    /// Every gate is a necessary condition only: with every detector ungated (the regex alone from
+    /// every position) the same values come out, on texts built to sit at the gates' edges.
+    #[test]
+    fn gates_never_change_what_is_found() {
+        let gated = Engine::new(&EngineSpec::builtins()).unwrap();
+        let mut ungated = Engine::new(&EngineSpec::builtins()).unwrap();
+        for d in &mut ungated.detectors {
+            d.gate = Gate::Always;
+        }
+        let pieces = [
+            "a@b.io",
+            "x@y.com+bob@z.com",
+            "a@b+c@d.com",
+            "@",
+            "jane.doe@example.com",
+            "AKIAIOSFODNN7EXAMPLE",
+            "AKIA",
+            "sk-",
+            "sk-proj-abcdefghijklmnopqrstuvwx",
+            "sk-ant-api03-abcdefghijklmnopqrstuvwxyz",
+            "desk-top",
+            "ghp_",
+            "ghp_0123456789abcdefghijklmnopqrstuvwxyzAB",
+            "github_pat_0123456789abcdefghijklm",
+            "xoxb-1234567890-abc",
+            "xapp-1-ABCDEFGHIJKL",
+            "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXXXXXX",
+            "sk_live_0123456789abcdefgh",
+            "rk_test_",
+            "eyJhbGciOi.eyJzdWIiOi.sig",
+            "eyJ",
+            "AIzaSyA-0123456789abcdefghijklmnopqrstu",
+            "aws_secret_access_key = \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"",
+            "AWS_SECRET_KEY:\x0b'abc'",
+            "Bearer abcdefghijklmnop1234",
+            "bearer\x0bshort",
+            "BEARER  abcdefghijklmnopqrstuv==",
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----",
+            "-----BEGIN",
+            "+44 20 7183 8750",
+            "+1 (415) 555-0134",
+            "+",
+            "++33612345678",
+            "call +49 (30) 1234-5678)",
+            " ",
+            "_",
+            "-",
+            ".",
+            "\n",
+            "é",
+            "x",
+            "1234",
+        ];
+        let mut seed = 0x2545_f491_u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..3000 {
+            let mut text = String::new();
+            for _ in 0..1 + next(6) {
+                text.push_str(pieces[next(pieces.len())]);
+                if next(3) == 0 {
+                    text.push_str(pieces[next(pieces.len())]);
+                } else {
+                    text.push(' ');
+                }
+            }
+            assert_eq!(gated.detect(&text), ungated.detect(&text), "{text:?}");
+        }
+        for text in pieces {
+            assert_eq!(gated.detect(text), ungated.detect(text), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn cue_scan_is_match_indices() {
+        let hays = [
+            "",
+            "sms",
+            "smsmsms",
+            "call me, cell: tel.",
+            "téléphone téléphone",
+            "aaaa",
+            "电话 电话电话",
+        ];
+        let needles = ["sms", "s", "tel", "téléphone", "aa", "电话", "x"];
+        for h in hays {
+            for n in needles {
+                let want: Vec<usize> = h.match_indices(n).map(|(i, _)| i).collect();
+                assert_eq!(occurrences(h, n).collect::<Vec<_>>(), want, "{h:?} {n:?}");
+            }
+            assert_eq!(lower(h), h.to_lowercase());
+        }
+        assert_eq!(lower("Call ME"), "call me");
+        assert_eq!(lower("TÉL"), "TÉL".to_lowercase());
+    }
+
     fn found(engine: &Engine, text: &str) -> Vec<(String, String)> {
         engine
             .detect(text)
@@ -1143,6 +1450,28 @@ mod tests {
             ..Default::default()
         };
         assert!(Engine::new(&empty).is_err());
+    }
+
+    /// User patterns keep Unicode `\d`, `\w`, `\s`, `\b` and `(?i)`: the regex crate's `unicode-perl`
+    /// and `unicode-case` tables are built into the modules. (`\p{..}` classes are not; that they refuse
+    /// the config is checked in `tests/wasm.rs`, as native test builds get every table through proptest.)
+    #[test]
+    fn user_patterns_keep_perl_classes_and_case_folding() {
+        let spec = |p: &str| EngineSpec {
+            regexes: vec![("x".into(), p.into())],
+            ..Default::default()
+        };
+        let cases: &[(&str, &str, &str)] = &[
+            (r"ID-\d{3}", "id ID-٣٤٥ and ID-12", "ID-٣٤٥"),
+            (r"\bÄrger\w+\b", "viel Ärgernis heute", "Ärgernis"),
+            (r"(?i)müller", "Herr MÜLLER kommt", "MÜLLER"),
+            (r"a\sb", "a\u{3000}b", "a\u{3000}b"),
+            (r"(?i)éclair", "un ÉCLAIR", "ÉCLAIR"),
+        ];
+        for (pattern, text, want) in cases {
+            let e = Engine::new(&spec(pattern)).unwrap();
+            assert_eq!(found(&e, text), vec![("x".into(), (*want).into())], "{pattern}");
+        }
     }
 
     #[test]

@@ -15,8 +15,10 @@
 
 use crate::host::abi::{Abi, Buffer, Map, Status};
 use crate::host::{HostKind, LogLevel};
+use crate::rand::Fnv1a;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::ptr::{null, null_mut};
 
 #[link(wasm_import_module = "env")]
@@ -107,7 +109,8 @@ extern "C" {
 
 thread_local! {
     static HOST_KIND: Cell<Option<HostKind>> = const { Cell::new(None) };
-    static METRIC_IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+    /// Metric ids by name (FNV: a name is hashed on every increment, and SipHash costs more than the rest).
+    static METRIC_IDS: RefCell<HashMap<String, u32, BuildHasherDefault<Fnv1a>>> = RefCell::new(HashMap::default());
     static FILTER_NAME: Cell<&'static str> = const { Cell::new("") };
 }
 

@@ -259,8 +259,21 @@ fn read_arms(root: &Path, path: &Path) -> Res<ArmsFile> {
     })
 }
 
-fn options(filters: &[BenchFilter], env: &[(String, String)], upstream: u16, workers: u32) -> EnvoyOptions {
-    EnvoyOptions {
+/// How an arm's filters are loaded: each its own module, or all in the bundle (`ai-gateway`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Packing {
+    Separate,
+    Bundle,
+}
+
+fn options(
+    filters: &[BenchFilter],
+    env: &[(String, String)],
+    upstream: u16,
+    workers: u32,
+    packing: Packing,
+) -> EnvoyOptions {
+    let opts = EnvoyOptions {
         filters: filters
             .iter()
             .map(|f| Filter::new(&f.name, e2e::wasm_path(&f.stem), f.config.clone()))
@@ -269,6 +282,22 @@ fn options(filters: &[BenchFilter], env: &[(String, String)], upstream: u16, wor
         concurrency: workers,
         env: env.to_vec(),
         ..EnvoyOptions::default()
+    };
+    match packing {
+        Packing::Separate => opts,
+        // The e2e suites' own packing: one ai-gateway filter whose chain holds the same configs.
+        Packing::Bundle => e2e::envoy::bundled(opts),
+    }
+}
+
+/// The bundle module as a bench filter (for its size and state).
+fn bundle_module() -> BenchFilter {
+    BenchFilter {
+        name: "ai-gateway (bundle)".into(),
+        stem: "ai_gateway".into(),
+        config: Value::Null,
+        draft: false,
+        calibration: false,
     }
 }
 
@@ -409,10 +438,11 @@ impl Cell {
 
 type Cells = BTreeMap<(Mode, usize, usize), Cell>;
 
-/// One measured configuration: a label, its filters and its running Envoy.
+/// One measured configuration: a label, its filters, how they are packed and its running Envoy.
 struct Arm {
     label: String,
     filters: Vec<BenchFilter>,
+    packing: Packing,
     envoy: BenchEnvoy,
 }
 
@@ -435,6 +465,8 @@ struct Report {
     measured_secs: u64,
     filters: Vec<BenchFilter>,
     memory: Vec<MemoryRow>,
+    /// Per (arm, workload): the first warm-up run right after the arm's Envoy started (1 s, max mode).
+    cold: BTreeMap<(usize, usize), Run>,
     native: String,
     notes: Vec<String>,
 }
@@ -464,13 +496,14 @@ fn make_workloads(s: &Settings) -> Res<Vec<Workload>> {
 }
 
 /// Starts an arm's Envoy and checks it serves every workload.
-fn start_arm(s: &Settings, label: &str, filters: &[BenchFilter], ctx: &Ctx) -> Res<Arm> {
-    let opts = options(filters, &ctx.env, ctx.upstream, 1);
+fn start_arm(s: &Settings, label: &str, filters: &[BenchFilter], packing: Packing, ctx: &Ctx) -> Res<Arm> {
+    let opts = options(filters, &ctx.env, ctx.upstream, 1, packing);
     let envoy = BenchEnvoy::start(s, label, &opts, false)?;
     preflight(&envoy, &ctx.workloads)?;
     Ok(Arm {
         label: label.to_string(),
         filters: filters.to_vec(),
+        packing,
         envoy,
     })
 }
@@ -508,7 +541,7 @@ fn start_arms(s: &Settings, arms: &ArmsFile, ctx: &Ctx, notes: &mut Vec<String>)
         } else {
             f.name.clone()
         };
-        match start_arm(s, &label, std::slice::from_ref(f), ctx) {
+        match start_arm(s, &label, std::slice::from_ref(f), Packing::Separate, ctx) {
             Ok(arm) => {
                 if !f.calibration {
                     working.push(f.clone());
@@ -518,15 +551,36 @@ fn start_arms(s: &Settings, arms: &ArmsFile, ctx: &Ctx, notes: &mut Vec<String>)
             Err(why) => skip(f, why),
         }
     }
+    let names: Vec<&str> = working.iter().map(|f| f.name.as_str()).collect();
+    let mut combined = |label: String, packing: Packing, out: &mut Vec<Arm>| match start_arm(
+        s, &label, &working, packing, ctx,
+    ) {
+        Ok(arm) => out.push(arm),
+        Err(why) => {
+            let note = format!("skipped `{label}`: {why}");
+            eprintln!("bench: {note}");
+            notes.push(note.lines().next().unwrap_or_default().to_string());
+        }
+    };
     if arms.chain && working.len() >= 2 {
-        let names: Vec<&str> = working.iter().map(|f| f.name.as_str()).collect();
-        let label = format!("chain: {}", names.join(" → "));
-        match start_arm(s, &label, &working, ctx) {
-            Ok(arm) => out.push(arm),
+        combined(
+            format!("chain: {}", names.join(" → ")),
+            Packing::Separate,
+            &mut out,
+        );
+    }
+    // The same policies in one module: one VM, one body read, one parse.
+    if arms.chain && !working.is_empty() {
+        match wasm_state(&bundle_module()) {
+            Ok(_) => combined(
+                format!("bundle: {}", names.join(" → ")),
+                Packing::Bundle,
+                &mut out,
+            ),
             Err(why) => {
-                let note = format!("skipped the chain: {why}");
+                let note = format!("skipped the bundle: {why}");
                 eprintln!("bench: {note}");
-                notes.push(note.lines().next().unwrap_or_default().to_string());
+                notes.push(note);
             }
         }
     }
@@ -566,19 +620,28 @@ fn measure(s: &Settings, bare: &BenchEnvoy, arms: &[Arm], workloads: &[Workload]
     Ok(cells)
 }
 
-/// Envoy's memory, bare and with `chain`, for 1 and 2 workers, after a second of each workload.
-fn measure_memory(s: &Settings, chain: &[BenchFilter], ctx: &Ctx) -> Res<Vec<MemoryRow>> {
+/// Envoy's memory, bare, with `chain` as separate modules and, when `bundle`, as the bundle, for 1 and
+/// 2 workers, after a second of each workload.
+fn measure_memory(s: &Settings, chain: &[BenchFilter], bundle: bool, ctx: &Ctx) -> Res<Vec<MemoryRow>> {
     let mut rows = Vec::new();
     let names: Vec<&str> = chain.iter().map(|f| f.name.as_str()).collect();
-    let mut configs: Vec<&[BenchFilter]> = vec![&[]];
+    let mut configs: Vec<(&[BenchFilter], Packing)> = vec![(&[], Packing::Separate)];
     if !chain.is_empty() {
-        configs.push(chain);
+        configs.push((chain, Packing::Separate));
+        if bundle {
+            configs.push((chain, Packing::Bundle));
+        }
     }
     for workers in [1u32, 2] {
-        for filters in configs.iter().copied() {
+        for (filters, packing) in configs.iter().copied() {
             let bare = filters.is_empty();
-            let opts = options(filters, &ctx.env, ctx.upstream, workers);
-            let envoy = BenchEnvoy::start(s, if bare { "mem-bare" } else { "mem-chain" }, &opts, bare)?;
+            let opts = options(filters, &ctx.env, ctx.upstream, workers, packing);
+            let slug = match (bare, packing) {
+                (true, _) => "mem-bare",
+                (false, Packing::Separate) => "mem-chain",
+                (false, Packing::Bundle) => "mem-bundle",
+            };
+            let envoy = BenchEnvoy::start(s, slug, &opts, bare)?;
             let traffic = if s.quick {
                 &ctx.workloads[..1]
             } else {
@@ -589,10 +652,10 @@ fn measure_memory(s: &Settings, chain: &[BenchFilter], ctx: &Ctx) -> Res<Vec<Mem
             }
             let stats = envoy.memory_stats();
             rows.push(MemoryRow {
-                label: if bare {
-                    "bare".to_string()
-                } else {
-                    names.join(" → ")
+                label: match (bare, packing) {
+                    (true, _) => "bare".to_string(),
+                    (false, Packing::Separate) => format!("{} (separate modules)", names.join(" → ")),
+                    (false, Packing::Bundle) => format!("{} (bundle)", names.join(" → ")),
                 },
                 workers,
                 rss: envoy.rss_kib().unwrap_or(0) * 1024,
@@ -646,7 +709,12 @@ fn run(s: &Settings) -> Res<Report> {
         workloads,
     };
 
-    let bare = BenchEnvoy::start(s, "bare", &options(&[], &ctx.env, upstream, 1), true)?;
+    let bare = BenchEnvoy::start(
+        s,
+        "bare",
+        &options(&[], &ctx.env, upstream, 1, Packing::Separate),
+        true,
+    )?;
     preflight(&bare, &ctx.workloads).map_err(|e| format!("bare Envoy does not serve the bench: {e}"))?;
     let mut notes = Vec::new();
     let arms = start_arms(s, &arms_file, &ctx, &mut notes);
@@ -663,9 +731,19 @@ fn run(s: &Settings) -> Res<Report> {
             .filter(|w| w.body_len < 2048 || w.body_len > 60_000)
             .collect()
     };
-    for envoy in std::iter::once(&bare).chain(arms.iter().map(|a| &a.envoy)) {
+    // The first second of each is kept: what V8 costs before every hot function is compiled (Envoy
+    // gives V8 `--no-liftoff`: each function is compiled by the optimising tier on its first call).
+    let mut cold = BTreeMap::new();
+    for (ai, envoy) in std::iter::once(&bare)
+        .chain(arms.iter().map(|a| &a.envoy))
+        .enumerate()
+    {
         for w in &warm {
-            wrk(s, envoy.port, w, Mode::Max, 1)?;
+            let run = wrk(s, envoy.port, w, Mode::Max, 1)?;
+            if let Some(wi) = ctx.workloads.iter().position(|x| x.label == w.label) {
+                // Arm index: 0 is bare, then the arms in order.
+                cold.insert((ai, wi), run);
+            }
         }
     }
 
@@ -680,9 +758,10 @@ fn run(s: &Settings) -> Res<Report> {
         .max_by_key(|a| a.filters.len())
         .map(|a| a.filters.clone())
         .unwrap_or_default();
+    let bundle = arms.iter().any(|a| a.packing == Packing::Bundle);
     drop(arms);
     drop(bare);
-    let memory = measure_memory(s, &chain, &ctx)?;
+    let memory = measure_memory(s, &chain, bundle, &ctx)?;
     Ok(Report {
         date: command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         machine,
@@ -694,8 +773,10 @@ fn run(s: &Settings) -> Res<Report> {
             .calibration
             .into_iter()
             .chain(arms_file.filters)
+            .chain(std::iter::once(bundle_module()))
             .collect(),
         memory,
+        cold,
         native: run_native(s.quick),
         notes,
     })
