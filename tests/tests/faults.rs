@@ -1,12 +1,14 @@
 //! The fault matrix, in one real Envoy: each provider ai-proxy serves (OpenAI, Azure OpenAI, an
-//! OpenAI-compatible server and Anthropic at the OpenAI door, Anthropic at its own door) × a JSON and a
-//! streamed request × each way a provider misbehaves (the mock's faults). Every case must end, within
-//! its timeout, in what the table says: a well-formed answer, an error in the door's shape with its
-//! status and code, a stream that ends in an error event (and `data: [DONE]` at the OpenAI door), or —
-//! the one host limit, a forwarded stream cut after its first byte — a reset of the client's stream,
-//! asserted as what it is (README, Reliability). Nothing the client gets is not UTF-8, no VM panics,
-//! and ai-proxy's request counter counts each request once. Gemini and Bedrock are not served yet, so
-//! they are not in the table.
+//! OpenAI-compatible server, Anthropic, Gemini on AI Studio, Vertex AI and Bedrock at the OpenAI door,
+//! Anthropic at its own door) × a JSON and a streamed request × each way a provider misbehaves (the
+//! mock's faults). Every case must end, within its timeout, in what the table says: a well-formed
+//! answer, an error in the door's shape with its status and code, a stream that ends in an error event
+//! (and `data: [DONE]` at the OpenAI door), or — the one host limit, a forwarded stream cut after its
+//! first byte — a reset of the client's stream, asserted as what it is (README, Reliability). Nothing
+//! the client gets is not UTF-8, no VM panics, and ai-proxy's request counter counts each request
+//! once. Gemini, Vertex AI and Bedrock answers are translated (Bedrock's stream from its binary event
+//! stream), so their rows test the translation's ends too; where a fault means something else in
+//! Bedrock's framing, [`want_for`] says what.
 //!
 //! The models are forwarded (no `fallback`, no `resilience`): callout mode judges whole answers and is
 //! covered by `resilience.rs`.
@@ -44,7 +46,7 @@ struct Row {
     target: &'static str,
 }
 
-const ROWS: [Row; 5] = [
+const ROWS: [Row; 8] = [
     Row {
         provider: "openai",
         door: Door::OpenAi,
@@ -75,15 +77,36 @@ const ROWS: [Row; 5] = [
         model: "m-anthropic-door",
         target: "an-door",
     },
+    Row {
+        provider: "gemini",
+        door: Door::OpenAi,
+        model: "m-gemini",
+        target: "gem",
+    },
+    Row {
+        provider: "vertex_ai",
+        door: Door::OpenAi,
+        model: "m-vertex",
+        target: "vertex",
+    },
+    Row {
+        provider: "bedrock",
+        door: Door::OpenAi,
+        model: "m-bedrock",
+        target: "br",
+    },
 ];
 
 /// The provider keys configured, which no log line may carry.
-const KEYS: [&str; 5] = [
+const KEYS: [&str; 8] = [
     "sk-oa-3f9a7c",
     "az-key-81d2e4",
     "compat-key-5b6c0d",
     "sk-ant-9e8f7a",
     "sk-ant-door-1c2b3a",
+    "AIza-gem-4d7e2f",
+    "ya29.vertex-6a1b9c",
+    "bedrock-key-2e5f8a",
 ];
 
 fn config(mock_port: u16) -> Value {
@@ -94,6 +117,16 @@ fn config(mock_port: u16) -> Value {
         let (cluster, model_field) = match (row.provider, row.door) {
             ("azure", _) => ("mock_azure", json!({"deployment": "gpt-4o"})),
             ("anthropic", _) => ("mock_anthropic", json!({"model": "claude-3-5-haiku-20241022"})),
+            ("gemini", _) => ("mock_openai", json!({"model": "gemini-2.0-flash"})),
+            ("vertex_ai", _) => (
+                "mock_openai",
+                json!({"model": "gemini-2.5-pro", "project": "acme-ai", "location": "us-central1"}),
+            ),
+            // An API key (bearer), not SigV4: the key is then one `KEYS` checks the log for.
+            ("bedrock", _) => (
+                "mock_openai",
+                json!({"model": "anthropic.claude-3-5-haiku-20241022-v1:0", "region": "us-east-1"}),
+            ),
             _ => ("mock_openai", json!({"model": "gpt-4o-mini"})),
         };
         for (name, cluster, model) in [
@@ -235,12 +268,23 @@ fn cases() -> Vec<Case> {
 }
 
 /// What a case must end in for a row: the table's, but for the one reply that keeps the OpenAI shape
-/// at Anthropic's door.
+/// at Anthropic's door, and Bedrock's binary stream, whose frames are read strictly.
+///
+/// Bedrock's stream (`application/vnd.amazon.eventstream`, each message with a length prelude and
+/// CRCs) gives two faults another meaning: "non-JSON chunk" puts an HTML page where the second
+/// message should be, so its prelude reads as an impossible length (a corrupt frame, not a JSON
+/// event with bad data: the table's error event all the same); and "invalid UTF-8" is a bad byte in a
+/// well-framed message (the mock recomputes its CRC), whose payload the gateway refuses as not UTF-8
+/// JSON (`shared::provider::message_frame`), as it refuses any JSON answer with one, rather than
+/// relaying U+FFFD as it does for SSE: an error event `bad_upstream_response`, then `[DONE]`.
 fn want_for(row: &Row, case: &Case, stream: bool) -> Want {
     let want = if stream { &case.stream } else { &case.json };
     match want {
         Want::Error(status, code) if row.door == Door::Anthropic && case.name == "cut midway" => {
             Want::OpenAiError(*status, code)
+        }
+        Want::Answer if row.provider == "bedrock" && stream && case.name == "invalid UTF-8" => {
+            Want::StreamError("bad_upstream_response")
         }
         w => w.clone(),
     }

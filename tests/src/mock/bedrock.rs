@@ -471,6 +471,16 @@ impl Wire for Bedrock {
         f
     }
 
+    /// The message CRC (the last 4 bytes, over all before them) recomputed; the prelude's is unchanged,
+    /// as the lengths are.
+    fn reseal_frame(&self, f: &mut [u8]) {
+        let Some(body) = f.len().checked_sub(4) else {
+            return;
+        };
+        let (head, tail) = f.split_at_mut(body);
+        tail.copy_from_slice(&shared::crypto::crc32(head).to_be_bytes());
+    }
+
     fn embeddings(&self, req: &Request, body: Option<&Value>) -> Result<Value, ApiError> {
         check_auth(req)?;
         let Some(body) = body.and_then(Value::as_object) else {
@@ -525,6 +535,21 @@ impl Wire for Bedrock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resealed_frame_decodes_with_its_changed_byte() {
+        let mut f = frame("contentBlockDelta", &json!({"delta": {"text": "reply"}}));
+        let at = f.windows(5).position(|w| w == b"reply").unwrap() + 1;
+        f[at] = 0xFF;
+        assert!(shared::framing::eventstream::decode_message(&f).is_err());
+        let wire = Bedrock {
+            model: "m".into(),
+            method: "converse-stream".into(),
+        };
+        wire.reseal_frame(&mut f);
+        let m = shared::framing::eventstream::decode_message(&f).unwrap();
+        assert!(m.payload.windows(2).any(|w| w == b"r\xff"), "{:?}", m.payload);
+    }
 
     #[test]
     fn routes_and_decodes_the_model_id() {

@@ -377,6 +377,10 @@ pub(crate) trait Wire {
     fn malformed_frame(&self, frame: &[u8]) -> Vec<u8> {
         truncate_event(&String::from_utf8_lossy(frame)).into_bytes()
     }
+    /// Makes an event whose bytes were changed (the `invalid_utf8` fault) well-framed again: SSE events
+    /// need nothing; binary framings recompute their checksums, so the fault stays a bad byte in a
+    /// valid event rather than a corrupt frame.
+    fn reseal_frame(&self, _frame: &mut [u8]) {}
     /// Checks auth and the body of an embeddings request and answers it, for formats that have them.
     fn embeddings(&self, _req: &Request, _body: Option<&Value>) -> Result<Value, ApiError> {
         Err(ApiError::new(404, "mock: no embeddings in this format"))
@@ -527,7 +531,7 @@ fn handle_api(
     let n = shared.next_id.fetch_add(1, Ordering::SeqCst) + 1;
     if ans.stream {
         let frames = wire.chat_frames(n, &ans);
-        let events = fault.frames(frames, |ev| wire.malformed_frame(ev));
+        let events = fault.frames(frames, |ev| wire.malformed_frame(ev), |ev| wire.reseal_frame(ev));
         write_stream(
             w,
             status,
@@ -800,14 +804,23 @@ impl Fault {
     /// A stream's events with the event faults applied.
     #[cfg(test)]
     fn events(&self, events: Vec<String>) -> Vec<Vec<u8>> {
-        self.frames(events.into_iter().map(String::into_bytes).collect(), |ev| {
-            truncate_event(&String::from_utf8_lossy(ev)).into_bytes()
-        })
+        self.frames(
+            events.into_iter().map(String::into_bytes).collect(),
+            |ev| truncate_event(&String::from_utf8_lossy(ev)).into_bytes(),
+            |_| {},
+        )
     }
 
     /// [`Fault::events`] for events of any framing: `malformed` makes the second one invalid with
-    /// `malform` (SSE: its JSON cut in half; Bedrock's event stream: a CRC that no longer matches).
-    fn frames(&self, mut events: Vec<Vec<u8>>, malform: impl Fn(&[u8]) -> Vec<u8>) -> Vec<Vec<u8>> {
+    /// `malform` (SSE: its JSON cut in half; Bedrock's event stream: a CRC that no longer matches);
+    /// `invalid_utf8` corrupts the first event that carries a `reply`, then `reseal`s it (Bedrock: its
+    /// CRC recomputed).
+    fn frames(
+        &self,
+        mut events: Vec<Vec<u8>>,
+        malform: impl Fn(&[u8]) -> Vec<u8>,
+        reseal: impl Fn(&mut [u8]),
+    ) -> Vec<Vec<u8>> {
         if let Some(ev) = events.get_mut(1) {
             if self.malformed {
                 *ev = malform(ev);
@@ -821,7 +834,12 @@ impl Fault {
             }
         }
         if self.invalid_utf8 {
-            events.iter_mut().any(|ev| corrupt_utf8(ev));
+            for ev in &mut events {
+                if corrupt_utf8(ev) {
+                    reseal(ev);
+                    break;
+                }
+            }
         }
         events
     }
