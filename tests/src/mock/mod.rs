@@ -43,14 +43,14 @@
 //! | `delay_ms` | wait this long before answering |
 //! | `status` | answer with this status (≥ 300: an error in the provider's shape; 429 adds `retry-after: 1`) |
 //! | `malformed` | cut the JSON answer (or the second SSE event's JSON) in half |
-//! | `not_json` | the JSON answer is an HTML page (still `application/json`); in a stream, the second event's data (its `event:` name kept) |
+//! | `not_json` | the JSON answer is an HTML page (still `application/json`); in a stream, the second event's data (its `event:` name kept; in Bedrock's binary stream, that text replaces the second message) |
 //! | `body` | this text instead of the answer's body (JSON answers), e.g. valid JSON that is not an answer |
 //! | `cut_after` | send only the first n body bytes (or SSE events), then close without the end |
 //! | `drip_ms` | sleep between SSE events; a JSON answer is sent in four pieces with this sleep between |
 //! | `reset` | close the connection after the wait without a byte of answer (a reset before headers) |
 //! | `reply` | answer this text as `x-mock-reply` would (for calls whose headers a test does not control, such as the gateway's own model calls: `"reply": "not json"` makes an invalid structured answer) |
 //! | `pad` | append about this many bytes to the reply text, as words of 64 KiB (an oversized answer; a stream carries one word per event) |
-//! | `invalid_utf8` | the first `reply` in the answer's bytes (JSON or the event that carries it) gets a byte that is not UTF-8 (`r\xffply`) |
+//! | `invalid_utf8` | the first `reply` in the answer's bytes (JSON or the event that carries it) gets a byte that is not UTF-8 (`r\xffply`; a Bedrock message's CRC is recomputed, so it stays well-framed) |
 //! | `content_type` | this `content-type` instead of the answer's own (`application/json`, `text/event-stream`) |
 //! | `gzip` | the body is gzip-encoded, with `content-encoding: gzip` (though the gateway asks for none) |
 //!
