@@ -402,6 +402,12 @@ impl Abi for ProxyAbi {
 
     fn counter_add(&mut self, name: &str, delta: u64) -> Result<(), Status> {
         let id = self.metric(0, name)?;
+        if delta == 0 {
+            // Envoy refuses an increment that is not positive (`BadArgument`); the counter is
+            // defined now, at 0, which is all an add of 0 means (e.g. a stream that ended before any
+            // completion token was counted).
+            return Ok(());
+        }
         // SAFETY: no pointers.
         check(unsafe { proxy_increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX)) })
     }
