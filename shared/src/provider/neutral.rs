@@ -51,6 +51,27 @@ pub enum Arguments<'a> {
     Json(&'a Value),
 }
 
+impl Arguments<'_> {
+    /// The arguments as the JSON object every provider but OpenAI wants (empty text is `{}`);
+    /// anything else is a 400 naming where the call is (`at`) and its `id`.
+    pub fn object(&self, at: &str, id: &str) -> Result<Value, ApiError> {
+        let bad = || {
+            invalid_messages(format!(
+                "{at}: the arguments of tool call `{id}` are not a JSON object"
+            ))
+        };
+        match self {
+            Arguments::Json(v) if v.is_object() => Ok((*v).clone()),
+            Arguments::Json(_) => Err(bad()),
+            Arguments::Text(t) if t.trim().is_empty() => Ok(Value::Object(Default::default())),
+            Arguments::Text(t) => match serde_json::from_str::<Value>(t) {
+                Ok(v @ Value::Object(_)) => Ok(v),
+                _ => Err(bad()),
+            },
+        }
+    }
+}
+
 /// One piece of a message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Part<'a> {

@@ -12,8 +12,8 @@ use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
 use crate::provider::neutral::{
-    self, effort_budget, invalid_messages, invalid_parameter, Arguments, Format, Image, Part, Reasoning,
-    Role, ToolChoice, Unsupported,
+    self, effort_budget, invalid_messages, invalid_parameter, Format, Image, Part, Reasoning, Role,
+    ToolChoice, Unsupported,
 };
 use crate::provider::{Expect, Rendered};
 
@@ -41,23 +41,6 @@ fn image_block(image: &Image<'_>) -> Value {
     }
 }
 
-fn tool_input(arguments: &Arguments<'_>, at: &str, id: &str) -> Result<Value, ApiError> {
-    let bad = || {
-        invalid_messages(format!(
-            "{at}: the arguments of tool call `{id}` are not a JSON object"
-        ))
-    };
-    match arguments {
-        Arguments::Json(v) if v.is_object() => Ok((*v).clone()),
-        Arguments::Json(_) => Err(bad()),
-        Arguments::Text(t) if t.trim().is_empty() => Ok(json!({})),
-        Arguments::Text(t) => match serde_json::from_str::<Value>(t) {
-            Ok(v @ Value::Object(_)) => Ok(v),
-            _ => Err(bad()),
-        },
-    }
-}
-
 /// One neutral part as an Anthropic block; `None` for an empty text (Anthropic refuses those).
 fn block(part: &Part<'_>, role: Role, at: &str) -> Result<Option<Value>, ApiError> {
     Ok(Some(match (part, role) {
@@ -73,7 +56,7 @@ fn block(part: &Part<'_>, role: Role, at: &str) -> Result<Option<Value>, ApiErro
             },
             Role::Assistant,
         ) => with_cache(
-            json!({"type": "tool_use", "id": id, "name": name, "input": tool_input(arguments, at, id)?}),
+            json!({"type": "tool_use", "id": id, "name": name, "input": arguments.object(at, id)?}),
             *cache,
         ),
         (

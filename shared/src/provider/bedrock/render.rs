@@ -14,8 +14,8 @@ use serde_json::{json, Map, Value};
 use super::LABEL;
 use crate::error::ApiError;
 use crate::provider::neutral::{
-    self, invalid_messages, invalid_parameter, unsupported_content, Arguments, Format, Image, Part, Role,
-    ToolChoice, Unsupported,
+    self, invalid_messages, invalid_parameter, unsupported_content, Format, Image, Part, Role, ToolChoice,
+    Unsupported,
 };
 use crate::provider::{Expect, Rendered};
 
@@ -52,23 +52,6 @@ fn image(image: &Image<'_>, at: &str) -> Result<Value, ApiError> {
     }
 }
 
-fn tool_input(arguments: &Arguments<'_>, at: &str, id: &str) -> Result<Value, ApiError> {
-    let bad = || {
-        invalid_messages(format!(
-            "{at}: the arguments of tool call `{id}` are not a JSON object"
-        ))
-    };
-    match arguments {
-        Arguments::Json(v) if v.is_object() => Ok((*v).clone()),
-        Arguments::Json(_) => Err(bad()),
-        Arguments::Text(t) if t.trim().is_empty() => Ok(json!({})),
-        Arguments::Text(t) => match serde_json::from_str::<Value>(t) {
-            Ok(v @ Value::Object(_)) => Ok(v),
-            _ => Err(bad()),
-        },
-    }
-}
-
 fn blocks(m: &neutral::Message<'_>) -> Result<Vec<Value>, ApiError> {
     let at = format!("messages[{}]", m.index);
     let mut out = Vec::with_capacity(m.parts.len());
@@ -92,7 +75,9 @@ fn blocks(m: &neutral::Message<'_>) -> Result<Vec<Value>, ApiError> {
                 },
                 Role::Assistant,
             ) => {
-                out.push(json!({"toolUse": {"toolUseId": id, "name": name, "input": tool_input(arguments, &at, id)?}}));
+                out.push(
+                    json!({"toolUse": {"toolUseId": id, "name": name, "input": arguments.object(&at, id)?}}),
+                );
                 cache_point(*cache, &mut out);
             }
             (

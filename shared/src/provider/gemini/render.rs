@@ -17,8 +17,8 @@ use serde_json::{json, Map, Value};
 use super::{sanitize, split_call_id, LABEL};
 use crate::error::ApiError;
 use crate::provider::neutral::{
-    self, effort_budget, invalid_messages, invalid_parameter, unsupported_content, Arguments, Format, Image,
-    Part, Reasoning, Role, ToolChoice, Unsupported,
+    self, effort_budget, invalid_messages, invalid_parameter, unsupported_content, Format, Image, Part,
+    Reasoning, Role, ToolChoice, Unsupported,
 };
 use crate::provider::{Expect, Rendered};
 
@@ -50,23 +50,6 @@ fn image_part(image: &Image<'_>, at: &str) -> Result<Value, ApiError> {
             json!({"fileData": {"mimeType": mime, "fileUri": url}})
         }
     })
-}
-
-fn call_args(arguments: &Arguments<'_>, at: &str, id: &str) -> Result<Value, ApiError> {
-    let bad = || {
-        invalid_messages(format!(
-            "{at}: the arguments of tool call `{id}` are not a JSON object"
-        ))
-    };
-    match arguments {
-        Arguments::Json(v) if v.is_object() => Ok((*v).clone()),
-        Arguments::Json(_) => Err(bad()),
-        Arguments::Text(t) if t.trim().is_empty() => Ok(json!({})),
-        Arguments::Text(t) => match serde_json::from_str::<Value>(t) {
-            Ok(v @ Value::Object(_)) => Ok(v),
-            _ => Err(bad()),
-        },
-    }
 }
 
 /// The name of the function an earlier assistant turn called with `id`.
@@ -123,8 +106,7 @@ fn parts(req: &neutral::Request<'_>, m: &neutral::Message<'_>) -> Result<Vec<Val
                 },
                 Role::Assistant,
             ) => {
-                let mut part =
-                    json!({"functionCall": {"name": name, "args": call_args(arguments, &at, id)?}});
+                let mut part = json!({"functionCall": {"name": name, "args": arguments.object(&at, id)?}});
                 if let (Some(sig), Some(o)) = (split_call_id(id).1, part.as_object_mut()) {
                     o.insert("thoughtSignature".into(), Value::from(sig));
                 }
