@@ -354,6 +354,10 @@ fn is_json(r: &Response) -> bool {
 }
 
 /// Judges an answer: its outcome and, when answered, the usage the client saw.
+/// How many models `envoy/demo.yaml`'s ai-proxy serves (`GET /v1/models`; `tests/tests/demo.rs` checks
+/// the same number).
+const DEMO_MODELS: usize = 6;
+
 pub fn judge(req: &Request, r: &Response) -> (Outcome, Option<Usage>) {
     let unexpected = |why: &str| {
         let body: String = String::from_utf8_lossy(&r.body).chars().take(300).collect();
@@ -380,10 +384,10 @@ pub fn judge(req: &Request, r: &Response) -> (Outcome, Option<Usage>) {
             let n = serde_json::from_slice::<Value>(&r.body)
                 .ok()
                 .and_then(|v| v.get("data").and_then(Value::as_array).map(Vec::len));
-            if r.status == 200 && n == Some(4) {
+            if r.status == 200 && n == Some(DEMO_MODELS) {
                 (Outcome::Answered, None)
             } else {
-                unexpected("not the list of 4 models")
+                unexpected("not the list of the demo's models")
             }
         }
         Kind::Injection => {
