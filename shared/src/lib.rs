@@ -23,6 +23,7 @@ pub mod callout;
 pub mod chat;
 pub mod config;
 pub mod crypto;
+pub mod decision;
 pub mod error;
 pub mod framing;
 pub mod host;

@@ -6,6 +6,7 @@ use crate::config::{Config, Mode};
 use crate::local;
 use crate::output::{ascii_json, context_token, header_value};
 use serde_json::{Map, Value};
+use shared::decision;
 use shared::error::ApiError;
 use shared::host::{Body, CallResponse, Host, LocalReply, LogLevel, Policy, Step};
 use shared::llm::{Inputs, Run, Source};
@@ -117,6 +118,28 @@ impl Enrich {
             _ => "partial",
         };
         self.result = Some(result);
+        // The outputs' names only: their values may carry what the model read from the body.
+        let names: Vec<&str> = outputs.headers.iter().map(|(n, _)| n.as_str()).collect();
+        let risk = outputs
+            .headers
+            .iter()
+            .find(|(n, _)| n == "x-ai-risk-score")
+            .and_then(|(_, v)| v.parse::<f64>().ok());
+        decision::publish(
+            host,
+            "enrich",
+            &[
+                ("result", Value::from(result)),
+                ("outputs", Value::from(names)),
+                ("risk_score", risk.map_or(Value::Null, Value::from)),
+                (
+                    "denied",
+                    denied
+                        .as_ref()
+                        .map_or(Value::Null, |(n, _)| Value::from(n.as_str())),
+                ),
+            ],
+        );
         for name in &outputs.dropped {
             host.counter_add(
                 &metrics::name(

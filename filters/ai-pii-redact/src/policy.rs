@@ -5,8 +5,10 @@
 use crate::body::{request_segments, rewrite_json_response, Segment, SseRewriter};
 use crate::config::{Config, FailureMode, Mode};
 use crate::ner;
+use serde_json::json;
 use shared::callout::{Callout, Failure, Judged};
 use shared::chat::{self, Api, Class, Edit};
+use shared::decision;
 use shared::error::ApiError;
 use shared::host::{
     Body, CallResponse, Host, LocalReply, LogLevel, Policy, ResponseMode, Step, WholeResponse,
@@ -106,6 +108,7 @@ impl PiiRedact {
             kinds.join(", ")
         );
         self.outcome = "blocked";
+        self.publish(host);
         if !self.enforce() {
             return None;
         }
@@ -183,6 +186,7 @@ impl PiiRedact {
         self.stage = Stage::Forwarded(Response::None);
         let all: Vec<&Detection> = p.detections.iter().flatten().collect();
         if all.is_empty() {
+            self.publish(host);
             return Step::Continue;
         }
         if let Some(reply) = self.block(host, &all) {
@@ -219,7 +223,42 @@ impl PiiRedact {
                 chat::edit::apply(v, edits);
             }
         }
+        self.publish(host);
         Step::Continue
+    }
+
+    /// Publishes the request-side decision for the audit log (`shared::decision`): the outcome, the
+    /// mode, the values found per type and the actions taken, never the values.
+    fn publish(&self, host: &mut dyn Host) {
+        let mut types: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut actions: Vec<&str> = Vec::new();
+        for ((dir, kind, action), n) in self.session.counts() {
+            if *dir != Direction::Request || self.config.rules.action(kind) == Action::Block {
+                continue;
+            }
+            *types.entry(kind.as_str()).or_default() += n;
+            if !actions.contains(&action.as_str()) {
+                actions.push(action.as_str());
+            }
+        }
+        for (kind, n) in &self.blocked {
+            *types.entry(kind.as_str()).or_default() += n;
+            if !actions.contains(&"block") {
+                actions.push("block");
+            }
+        }
+        let total: u64 = types.values().sum();
+        decision::publish(
+            host,
+            "pii",
+            &[
+                ("outcome", json!(self.outcome)),
+                ("mode", json!(self.config.mode.as_str())),
+                ("total", json!(total)),
+                ("actions", json!(actions)),
+                ("types", json!(types)),
+            ],
+        );
     }
 
     fn scrub(&mut self) -> (Scrub<'_>, Option<&mut Response>) {

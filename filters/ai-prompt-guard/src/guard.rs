@@ -13,6 +13,7 @@ use crate::detect::{self, Local};
 use serde_json::Value;
 use shared::callout::{Callout, Failure, Judged};
 use shared::chat::{Api, Class};
+use shared::decision;
 use shared::error::ApiError;
 use shared::host::{Body, CallResponse, Host, LocalReply, LogLevel, Policy, ResponseMode, Step};
 use shared::injection::Scores;
@@ -91,6 +92,12 @@ pub struct Guard {
     /// Value of the verdict header, once scored.
     header: Option<String>,
     result: Option<Verdict>,
+    /// For the published decision: the check and rule (or family) that fired last, the injection
+    /// family and score, and the stage that decided (`validation`, `local`, `judge`, `classifier`).
+    fired: Option<(&'static str, String)>,
+    family: Option<&'static str>,
+    score: Option<f32>,
+    decided_by: &'static str,
 }
 
 const METRIC_PREFIX: &str = "ai_prompt_guard";
@@ -106,6 +113,10 @@ impl Guard {
             stage: Stage::Idle,
             header: None,
             result: None,
+            fired: None,
+            family: None,
+            score: None,
+            decided_by: "validation",
         }
     }
 
@@ -117,6 +128,7 @@ impl Guard {
             Mode::Shadow => ("shadow_total", "would block (shadow)"),
         };
         host.counter_add(&metric(what, &[("check", check), ("rule", &f.rule)]), 1);
+        self.fired = Some((check, f.rule.clone()));
         host.log(
             LogLevel::Info,
             &format!(
@@ -129,11 +141,13 @@ impl Guard {
                 if self.result != Some(Verdict::Blocked) {
                     self.result = Some(Verdict::Shadowed);
                 }
+                self.publish(host);
                 None
             }
             Mode::Enforce => {
                 self.result = Some(Verdict::Blocked);
                 self.stage = Stage::Idle;
+                self.publish(host);
                 let mut reply: LocalReply = f.error.into();
                 if let Some(h) = &self.header {
                     reply.headers.push((self.config.header.clone(), h.clone()));
@@ -253,6 +267,9 @@ impl Guard {
                 }
             }
             local = merged.score;
+            self.score = Some(local);
+            self.family = Some(if local > 0.0 { merged.family() } else { "none" });
+            self.decided_by = "local";
             self.set_header(host, header_value(&merged));
             host.histogram_record(&metric("injection_score", &[]), (local * 100.0).round() as u64);
             for (family, s) in merged.rules.iter() {
@@ -303,7 +320,7 @@ impl Guard {
         if config.classifier.is_some() && !texts.is_empty() {
             return self.call_remote(host, false, &texts, local);
         }
-        self.pass()
+        self.pass(host)
     }
 
     /// Asks the remote classifier (the top-level one, or the cascade's judge) about `texts`,
@@ -311,7 +328,7 @@ impl Guard {
     fn call_remote(&mut self, host: &mut dyn Host, judge: bool, texts: &[&str], local: f32) -> Step {
         let config = Rc::clone(&self.config);
         let Some(cl) = remote(&config, judge) else {
-            return self.pass();
+            return self.pass(host);
         };
         let joined = texts.join("\n");
         let prompt = truncate_chars(&joined, cl.max_prompt_chars);
@@ -334,12 +351,43 @@ impl Guard {
         step
     }
 
-    fn pass(&mut self) -> Step {
+    fn pass(&mut self, host: &mut dyn Host) -> Step {
         self.stage = Stage::Idle;
         if self.result.is_none() {
             self.result = Some(Verdict::Passed);
         }
+        self.publish(host);
         Step::Continue
+    }
+
+    /// Publishes the verdict for the audit log (`shared::decision`): allow, block or log (shadowed),
+    /// the check and rule or family that fired, the score and the stage that decided.
+    fn publish(&self, host: &mut dyn Host) {
+        let verdict = match self.result {
+            Some(Verdict::Passed) | None => "allow",
+            Some(Verdict::Shadowed) => "log",
+            Some(Verdict::Blocked) => "block",
+        };
+        let (check, rule) = match &self.fired {
+            Some((c, r)) => (Value::from(*c), Value::from(r.as_str())),
+            None => (Value::Null, Value::Null),
+        };
+        let family = self.family.map_or(Value::Null, Value::from);
+        let score = self.score.map_or(Value::Null, |s| {
+            Value::from((f64::from(s) * 100.0).round() / 100.0)
+        });
+        decision::publish(
+            host,
+            "guard",
+            &[
+                ("verdict", Value::from(verdict)),
+                ("check", check),
+                ("rule", rule),
+                ("family", family),
+                ("score", score),
+                ("stage", Value::from(self.decided_by)),
+            ],
+        );
     }
 
     fn set_header(&mut self, host: &mut dyn Host, value: String) {
@@ -351,11 +399,13 @@ impl Guard {
     fn decide_remote(&mut self, host: &mut dyn Host, judge: bool, remote_score: f32, local: f32) -> Step {
         let config = Rc::clone(&self.config);
         let Some(cl) = remote(&config, judge) else {
-            return self.pass();
+            return self.pass(host);
         };
         let remote = remote_score;
         let label = if judge { "judge" } else { "classifier" };
         let combined = combine(cl.combine, local, remote);
+        self.score = Some(combined);
+        self.decided_by = label;
         let value = match &self.header {
             Some(h) => format!("{h}; {label}={remote:.2}; combined={combined:.2}"),
             None => format!("{label}={remote:.2}; combined={combined:.2}"),
@@ -372,7 +422,7 @@ impl Guard {
                 return Step::Reply(reply);
             }
         }
-        self.pass()
+        self.pass(host)
     }
 }
 
@@ -643,7 +693,7 @@ impl Policy for Guard {
         let config = Rc::clone(&self.config);
         let judge = pending.judge;
         let Some(cl) = remote(&config, judge) else {
-            return self.pass();
+            return self.pass(host);
         };
         let score = match pending.callout.judge(response) {
             Judged::Answer(r) => read_score(
@@ -680,7 +730,7 @@ impl Policy for Guard {
                                 failed.why
                             ),
                         );
-                        self.pass()
+                        self.pass(host)
                     }
                     FailureMode::Deny => {
                         host.log(
@@ -701,7 +751,7 @@ impl Policy for Guard {
                         let finding = Finding::new(Check::Classifier, "unavailable", err);
                         match self.flag(host, cl.mode, finding) {
                             Some(reply) => Step::Reply(reply),
-                            None => self.pass(),
+                            None => self.pass(host),
                         }
                     }
                 }

@@ -16,6 +16,7 @@ use shared::breaker::Circuit;
 use shared::callout::attempts::{Attempts, Exhausted, Next};
 use shared::callout::{self, Failure};
 use shared::chat::{Class, Routes};
+use shared::decision;
 use shared::error::ApiError;
 use shared::host::{
     Body, CallResponse, Host, LocalReply, LogLevel, Policy, ResponseMode, Route, Step, WholeResponse,
@@ -681,6 +682,35 @@ fn internal_error(door: Dialect) -> LocalReply {
     )
 }
 
+/// Publishes the request's routing and accounting for the audit log (`shared::decision`): provider,
+/// target, client and upstream model, the balancer's reason, and once the answer's usage is known (the
+/// end of its body) tokens by kind and cost. Published from the response phases, not from `on_done`: a
+/// filter before this one (the audit log) reads it in its own `on_log`, which Envoy runs first.
+fn publish(host: &mut dyn Host, target: &Target, account: &Account) {
+    let u = account.usage;
+    let tokens = |f: fn(&Usage) -> u64| u.as_ref().map_or(Value::Null, |u| f(u).into());
+    let cost = u
+        .and_then(|u| target.price.map(|p| p.cost_micro_usd(u)))
+        .map_or(Value::Null, |c| Value::from(c as f64 / 1e6));
+    decision::publish(
+        host,
+        "proxy",
+        &[
+            ("provider", Value::from(target.provider.name())),
+            ("target", Value::from(target.name.as_str())),
+            ("model", Value::from(account.client_model.as_str())),
+            ("upstream_model", Value::from(target.model())),
+            ("reason", Value::from(account.reason_for(account.target).as_str())),
+            ("status", Value::from(account.status)),
+            ("prompt_tokens", tokens(|u| u.prompt_tokens)),
+            ("completion_tokens", tokens(|u| u.completion_tokens)),
+            ("cached_tokens", tokens(|u| u.cached_tokens)),
+            ("reasoning_tokens", tokens(|u| u.reasoning_tokens)),
+            ("cost_usd", cost),
+        ],
+    );
+}
+
 fn status_of(host: &dyn Host) -> u16 {
     host.response_header(":status")
         .and_then(|s| s.parse().ok())
@@ -785,6 +815,7 @@ impl Policy for AiProxy {
         };
         calling.account.status = 200;
         calling.account.usage = usage;
+        publish(host, target, &calling.account);
         let mut headers = vec![
             ("content-type".to_string(), exchange.content_type().to_string()),
             ("x-ai-provider".to_string(), target.provider.name().to_string()),
@@ -835,6 +866,7 @@ impl Policy for AiProxy {
         if let Some(dropped) = f.exchange.dropped_header() {
             let _logged = host.set_response_header(DROPPED_HEADER, Some(&dropped));
         }
+        publish(host, target, &f.account);
         let provider = target.provider.as_ref();
         // A stream only when the client asked for one and the provider answered one: an answer of the
         // other kind is read as JSON, and judged so.
@@ -886,6 +918,9 @@ impl Policy for AiProxy {
         let out = reply.chunk(chunk, end);
         if end {
             f.account.usage = reply.usage();
+            if let Some(target) = self.config.targets.get(f.account.target) {
+                publish(host, target, &f.account);
+            }
         }
         out
     }
@@ -901,6 +936,7 @@ impl Policy for AiProxy {
         match reply.whole(target.provider.as_ref(), body) {
             Ok(out) => {
                 f.account.usage = reply.usage();
+                publish(host, target, &f.account);
                 WholeResponse {
                     body: out,
                     status: None,
@@ -912,6 +948,7 @@ impl Policy for AiProxy {
                     &format!("ai-proxy: bad upstream response: {}", err.message),
                 );
                 f.account.status = err.status;
+                publish(host, target, &f.account);
                 WholeResponse {
                     body: f.exchange.error_body(&err),
                     status: Some(err.status),

@@ -10,6 +10,7 @@ use crate::rules::{chat_texts_of, evaluate, Eval, Facts, Intent, Said, Target};
 use serde_json::Value;
 use shared::chat::{Api, Class};
 use shared::config::Mode;
+use shared::decision;
 use shared::error::ApiError;
 use shared::host::{Body, CallResponse, Host, LocalReply, LogLevel, Policy, ResponseMode, Route, Step};
 use shared::llm::{Inputs, Run, Source};
@@ -252,6 +253,16 @@ impl Router {
                 facts.model.as_deref().unwrap_or("-"),
                 host.request_header("x-request-id").as_deref().unwrap_or("-"),
             ),
+        );
+        decision::publish(
+            host,
+            "router",
+            &[
+                ("rule", Value::from(name)),
+                ("target", Value::from(target.as_str())),
+                ("intent", Value::from(intent_label(intent))),
+                ("mode", Value::from(mode)),
+            ],
         );
         if config.mode == Mode::Shadow {
             return Step::Continue;

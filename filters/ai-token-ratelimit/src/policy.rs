@@ -8,6 +8,7 @@ use crate::config::{Config, Count, FailureMode, Limit, Mode, Per, Rule, StoreFai
 use serde_json::Value;
 use shared::callout::{Callout, Judged};
 use shared::chat::{self, Api, Class};
+use shared::decision;
 use shared::error::ApiError;
 use shared::host::{Body, CallResponse, Host, LocalReply, LogLevel, Policy, ResponseMode, Step};
 use shared::metrics;
@@ -229,6 +230,15 @@ fn metric(what: &str, labels: &[(&str, &str)]) -> String {
     metrics::name(&format!("ai_token_ratelimit_{what}"), labels)
 }
 
+/// What a limit's key is made of, as published.
+fn per_name(per: Per) -> &'static str {
+    match per {
+        Per::Consumer => "consumer",
+        Per::Model => "model",
+        Per::ConsumerModel => "consumer_model",
+    }
+}
+
 impl TokenRateLimit {
     pub fn new(config: Rc<Config>) -> Self {
         TokenRateLimit {
@@ -407,6 +417,43 @@ impl TokenRateLimit {
         out
     }
 
+    /// Publishes the admission decision for the audit log (`shared::decision`), once a request phase
+    /// has decided: `admitted` / `shadow_refused` with the remaining tokens of the tightest limit, the
+    /// failures (`store_error`, `ambiguous_path`); a 429 publishes itself in [`Self::refuse`].
+    fn publish(&self, host: &mut dyn Host) {
+        match &self.stage {
+            Stage::Admitted(a) => {
+                let now = host.now_ms();
+                let tokens = self.quota(&a.held, now, Count::is_tokens);
+                let per = a
+                    .held
+                    .first()
+                    .and_then(|h| self.limit(h.limit))
+                    .map(|l| per_name(l.per));
+                let decision = if a.shadow_refused.is_some() {
+                    "shadow_refused"
+                } else {
+                    "admitted"
+                };
+                decision::publish(
+                    host,
+                    "ratelimit",
+                    &[
+                        ("decision", Value::from(decision)),
+                        ("remaining", tokens.map_or(Value::Null, |q| q.remaining.into())),
+                        ("limit", tokens.map_or(Value::Null, |q| q.limit.into())),
+                        ("key", per.map_or(Value::Null, Value::from)),
+                        ("by", Value::from(a.by)),
+                    ],
+                );
+            }
+            Stage::Refused { decision, .. } if *decision != "refused" => {
+                decision::publish(host, "ratelimit", &[("decision", Value::from(*decision))]);
+            }
+            _ => {}
+        }
+    }
+
     /// The 429 for a reservation `refused` that does not fit; `held` are the ones already released.
     fn refuse(
         &mut self,
@@ -438,6 +485,17 @@ impl TokenRateLimit {
             )
         };
         host.counter_add(&metric("refused_total", &[("limit", name)]), 1);
+        decision::publish(
+            host,
+            "ratelimit",
+            &[
+                ("decision", Value::from("refused")),
+                ("limit_name", Value::from(name)),
+                ("remaining", Value::from(effective.saturating_sub(used))),
+                ("limit", Value::from(effective)),
+                ("key", Value::from(per_name(limit.per))),
+            ],
+        );
         let mut reply: LocalReply =
             ApiError::new(429, "rate_limit_exceeded", "rate_limit_exceeded", message).into();
         reply
@@ -808,57 +866,9 @@ fn queue(host: &mut dyn Host, d: &Delta, op: &str) {
     }
 }
 
-impl Policy for TokenRateLimit {
-    fn request_body_limit(&self) -> usize {
-        self.config.max_body_bytes
-    }
-
-    fn on_request_headers(&mut self, host: &mut dyn Host, has_body: bool) -> Step {
-        let method = host.request_header(":method").unwrap_or_default();
-        let path = host.request_header(":path").unwrap_or_default();
-        let class = self.config.routes.classify(&method, &path);
-        if class == Class::Other {
-            return Step::Continue;
-        }
-        let consumer =
-            resolve_first(&self.config.consumer, host).unwrap_or_else(|| self.config.anonymous.clone());
-        let api = match class {
-            Class::Chat(api) => api,
-            // In shadow mode an ambiguous path is counted as the API it may be; enforced, it is refused
-            // (never skipped: the next filter may read it as a chat request).
-            Class::Ambiguous(api) if self.config.mode == Mode::Shadow => api,
-            Class::Ambiguous(_) | Class::Other => {
-                self.stage = Stage::Refused {
-                    consumer,
-                    decision: "ambiguous_path",
-                };
-                return Step::Reply(chat::path::ambiguous_path(&path).into());
-            }
-        };
-        if !has_body {
-            return Step::Continue;
-        }
-        let tier = self.tier(host, &consumer);
-        // The answer's usage must be readable: no compressed bodies (ai-proxy does the same upstream).
-        let _logged = host.set_request_header("accept-encoding", None);
-        self.stage = Stage::AwaitingBody { consumer, tier, api };
-        Step::ReadBody
-    }
-
-    fn on_request_body(&mut self, host: &mut dyn Host, body: &mut Body) -> Step {
-        let Stage::AwaitingBody { consumer, tier, api } = std::mem::replace(&mut self.stage, Stage::Idle)
-        else {
-            return Step::Continue;
-        };
-        self.admit(host, consumer, tier, api, body)
-    }
-
-    fn on_call_responses(
-        &mut self,
-        host: &mut dyn Host,
-        responses: Vec<CallResponse>,
-        _body: Option<&mut Body>,
-    ) -> Step {
+impl TokenRateLimit {
+    /// Redis's answer to the reservation.
+    fn reserved(&mut self, host: &mut dyn Host, responses: Vec<CallResponse>) -> Step {
         let Stage::Reserving { plan, mut callout } = std::mem::replace(&mut self.stage, Stage::Idle) else {
             return Step::Continue;
         };
@@ -896,6 +906,66 @@ impl Policy for TokenRateLimit {
         let meanwhile = format!("failure_mode {} applies", redis.failure_mode.as_str());
         Self::health().record(host, false, &failure.to_string(), &meanwhile);
         self.fallback(host, redis.failure_mode, *plan)
+    }
+}
+
+impl Policy for TokenRateLimit {
+    fn request_body_limit(&self) -> usize {
+        self.config.max_body_bytes
+    }
+
+    fn on_request_headers(&mut self, host: &mut dyn Host, has_body: bool) -> Step {
+        let method = host.request_header(":method").unwrap_or_default();
+        let path = host.request_header(":path").unwrap_or_default();
+        let class = self.config.routes.classify(&method, &path);
+        if class == Class::Other {
+            return Step::Continue;
+        }
+        let consumer =
+            resolve_first(&self.config.consumer, host).unwrap_or_else(|| self.config.anonymous.clone());
+        let api = match class {
+            Class::Chat(api) => api,
+            // In shadow mode an ambiguous path is counted as the API it may be; enforced, it is refused
+            // (never skipped: the next filter may read it as a chat request).
+            Class::Ambiguous(api) if self.config.mode == Mode::Shadow => api,
+            Class::Ambiguous(_) | Class::Other => {
+                self.stage = Stage::Refused {
+                    consumer,
+                    decision: "ambiguous_path",
+                };
+                self.publish(host);
+                return Step::Reply(chat::path::ambiguous_path(&path).into());
+            }
+        };
+        if !has_body {
+            return Step::Continue;
+        }
+        let tier = self.tier(host, &consumer);
+        // The answer's usage must be readable: no compressed bodies (ai-proxy does the same upstream).
+        let _logged = host.set_request_header("accept-encoding", None);
+        self.stage = Stage::AwaitingBody { consumer, tier, api };
+        Step::ReadBody
+    }
+
+    fn on_request_body(&mut self, host: &mut dyn Host, body: &mut Body) -> Step {
+        let Stage::AwaitingBody { consumer, tier, api } = std::mem::replace(&mut self.stage, Stage::Idle)
+        else {
+            return Step::Continue;
+        };
+        let step = self.admit(host, consumer, tier, api, body);
+        self.publish(host);
+        step
+    }
+
+    fn on_call_responses(
+        &mut self,
+        host: &mut dyn Host,
+        responses: Vec<CallResponse>,
+        _body: Option<&mut Body>,
+    ) -> Step {
+        let step = self.reserved(host, responses);
+        self.publish(host);
+        step
     }
 
     fn on_response_headers(&mut self, host: &mut dyn Host) -> ResponseMode {

@@ -111,6 +111,7 @@ pub trait Abi {
     fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status>;
     fn counter_add(&mut self, name: &str, delta: u64) -> Result<(), Status>;
     fn histogram_record(&mut self, name: &str, value: u64) -> Result<(), Status>;
+    fn gauge_set(&mut self, name: &str, value: u64) -> Result<(), Status>;
     fn log(&self, level: LogLevel, message: &str);
     fn set_tick_period_ms(&mut self, ms: u32) -> Result<(), Status>;
 }
@@ -225,6 +226,12 @@ impl<A: Abi> Host for A {
     fn histogram_record(&mut self, name: &str, value: u64) {
         if let Err(s) = Abi::histogram_record(self, name, value) {
             log_read_failure(self, "histogram_record", name, s);
+        }
+    }
+
+    fn gauge_set(&mut self, name: &str, value: u64) {
+        if let Err(s) = Abi::gauge_set(self, name, value) {
+            log_read_failure(self, "gauge_set", name, s);
         }
     }
 

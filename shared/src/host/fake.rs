@@ -10,7 +10,8 @@
 //! dropped with its end marker (the response never ends); refused `set_property` writes; a failed callout
 //! answered with no headers and no body, and `:dispatch_status` on every callout answer; `\n` appended to
 //! local replies; a shared-data write without a CAS token refused on an existing key; response callbacks
-//! in request order. Envoy mode: body chunks with a Pause buffering them, a whole body handed to the next
+//! in request order; a property with no namespace refused (a filter's own per-request properties are
+//! `wasmx.<name>` there: modelled from ngx_wasm_module's docs, not seen on a real Kong). Envoy mode: body chunks with a Pause buffering them, a whole body handed to the next
 //! filter once a filter stops buffering, headers held while a filter pauses the response, response
 //! callbacks in reverse order, and a shared-data write without a token overwriting.
 
@@ -58,6 +59,7 @@ pub struct FakeHost {
     pub logs: RefCell<Vec<(LogLevel, String)>>,
     pub counters: HashMap<String, u64>,
     pub histograms: HashMap<String, Vec<u64>>,
+    pub gauges: HashMap<String, u64>,
     /// Shared data: value and CAS token.
     pub shared: HashMap<String, (Vec<u8>, u32)>,
     next_version: u32,
@@ -98,6 +100,7 @@ impl FakeHost {
             logs: Default::default(),
             counters: HashMap::new(),
             histograms: HashMap::new(),
+            gauges: HashMap::new(),
             shared: HashMap::new(),
             next_version: 0,
             request_body: Vec::new(),
@@ -310,7 +313,13 @@ impl Abi for FakeHost {
     }
     fn set_property(&mut self, path: &[&str], value: &[u8]) -> Result<(), Status> {
         let dotted = path.join(".");
-        if self.refused_properties.contains(&dotted) || (self.kind == HostKind::Kong && !self.in_request) {
+        // ngx_wasm_module has no free-form properties: a filter's own per-request ones live under its
+        // host namespace (`wasmx.<name>`), next to `ngx.*` and `kong.*`.
+        let unscoped = self.kind == HostKind::Kong && path.len() < 2;
+        if self.refused_properties.contains(&dotted)
+            || unscoped
+            || (self.kind == HostKind::Kong && !self.in_request)
+        {
             return Err(Status::InternalFailure);
         }
         self.properties
@@ -345,6 +354,10 @@ impl Abi for FakeHost {
     }
     fn histogram_record(&mut self, name: &str, value: u64) -> Result<(), Status> {
         self.histograms.entry(name.to_string()).or_default().push(value);
+        Ok(())
+    }
+    fn gauge_set(&mut self, name: &str, value: u64) -> Result<(), Status> {
+        self.gauges.insert(name.to_string(), value);
         Ok(())
     }
     fn log(&self, level: LogLevel, message: &str) {

@@ -65,6 +65,8 @@ pub trait Host {
     fn log(&self, level: LogLevel, message: &str);
     fn counter_add(&mut self, name: &str, delta: u64);
     fn histogram_record(&mut self, name: &str, value: u64);
+    /// Sets a gauge (a value that goes up and down, e.g. a queue's depth).
+    fn gauge_set(&mut self, name: &str, value: u64);
     /// Reads a shared-data value and its CAS token. Shared data is visible to every worker's VM.
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
     /// Writes a shared-data value if the CAS token still matches; `None` writes only if the key does

@@ -418,6 +418,12 @@ impl Abi for ProxyAbi {
         check(unsafe { proxy_record_metric(id, value) })
     }
 
+    fn gauge_set(&mut self, name: &str, value: u64) -> Result<(), Status> {
+        let id = self.metric(1, name)?;
+        // SAFETY: no pointers.
+        check(unsafe { proxy_record_metric(id, value) })
+    }
+
     fn log(&self, level: LogLevel, message: &str) {
         let level = match level {
             LogLevel::Debug => 1,

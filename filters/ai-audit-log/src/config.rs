@@ -1,0 +1,499 @@
+//! ai-audit-log configuration: raw serde types, compiled into a checked [`Config`] at load. Every error
+//! names the field (`sinks[0].table: ...`, `routes[1].capture: ...`); the same rules are written as a
+//! draft-4 schema in `ai_audit_log.meta.json` for Kong.
+
+use crate::sink::Format;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use shared::callout::valid_host;
+use shared::config::{check_header_value, parse_json, ConfigError, Duration};
+use shared::host::Upstream;
+use shared::queue::Overflow;
+
+/// What of a request's payload its record keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capture {
+    /// No payload information at all.
+    None,
+    /// Body sizes only.
+    Metadata,
+    /// Sizes and the first `bytes` bytes of each body, redacted.
+    Excerpt { bytes: usize },
+    /// Sizes and the whole bodies, redacted, up to `bytes` each.
+    Full { bytes: usize },
+}
+
+impl Capture {
+    /// How many body bytes to keep (0: none).
+    pub fn keep(self) -> usize {
+        match self {
+            Capture::None | Capture::Metadata => 0,
+            Capture::Excerpt { bytes } | Capture::Full { bytes } => bytes,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capture::None => "none",
+            Capture::Metadata => "metadata",
+            Capture::Excerpt { .. } => "excerpt",
+            Capture::Full { .. } => "full",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub name: String,
+    /// Path prefix this route matches (`None`: every path).
+    pub prefix: Option<String>,
+    pub capture: Capture,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sink {
+    pub name: String,
+    pub upstream: Upstream,
+    /// Base path; the format's path and query are appended.
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub format: Format,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub routes: Vec<Route>,
+    /// The consumer: the first of these request headers present.
+    pub consumer_headers: Vec<String>,
+    pub sinks: Vec<Sink>,
+    pub queue_capacity: u64,
+    pub overflow: Overflow,
+    pub batch_max: usize,
+    pub flush_interval_ms: u64,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    pub max_body_bytes: usize,
+}
+
+pub const DEFAULT_EXCERPT: usize = 512;
+pub const DEFAULT_FULL: usize = 16 * 1024;
+pub const MAX_KEEP: usize = 256 * 1024;
+pub const MAX_CAPACITY: u64 = 100_000;
+pub const MAX_BATCH: u64 = 10_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    #[serde(default)]
+    default_capture: Option<RawCapture>,
+    #[serde(default)]
+    consumer_headers: Option<Vec<String>>,
+    sinks: Vec<Map<String, Value>>,
+    #[serde(default)]
+    queue: RawQueue,
+    #[serde(default)]
+    batch: RawBatch,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
+    max_body_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: String,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    capture: Option<RawCapture>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapture {
+    mode: CaptureMode,
+    #[serde(default)]
+    bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum CaptureMode {
+    None,
+    Metadata,
+    Excerpt,
+    Full,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    #[serde(default)]
+    capacity: Option<u64>,
+    #[serde(default)]
+    overflow: Overflow,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    #[serde(default)]
+    max_records: Option<u64>,
+    #[serde(default)]
+    interval: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    #[serde(default)]
+    initial: Option<Duration>,
+    #[serde(default)]
+    max: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSinkBase {
+    name: String,
+    upstream: Upstream,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    timeout: Option<Duration>,
+}
+
+/// The keys of a sink that are not its format's.
+const SINK_KEYS: &[&str] = &["name", "upstream", "path", "headers", "timeout"];
+
+fn capture(field: &str, raw: Option<RawCapture>, default: Capture) -> Result<Capture, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    let bytes = |d: usize| -> Result<usize, ConfigError> {
+        let n = raw.bytes.map_or(d as u64, |b| b);
+        if n == 0 || n > MAX_KEEP as u64 {
+            return Err(ConfigError::new(
+                format!("{field}.bytes"),
+                format!("must be 1..={MAX_KEEP}"),
+            ));
+        }
+        usize::try_from(n).map_err(|_| ConfigError::new(format!("{field}.bytes"), "too large"))
+    };
+    match raw.mode {
+        CaptureMode::None | CaptureMode::Metadata if raw.bytes.is_some() => Err(ConfigError::new(
+            format!("{field}.bytes"),
+            "only for mode excerpt or full",
+        )),
+        CaptureMode::None => Ok(Capture::None),
+        CaptureMode::Metadata => Ok(Capture::Metadata),
+        CaptureMode::Excerpt => Ok(Capture::Excerpt {
+            bytes: bytes(DEFAULT_EXCERPT)?,
+        }),
+        CaptureMode::Full => Ok(Capture::Full {
+            bytes: bytes(DEFAULT_FULL)?,
+        }),
+    }
+}
+
+fn name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn table_ok(s: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !p.as_bytes().first().is_some_and(u8::is_ascii_digit)
+    };
+    match s.split_once('.') {
+        Some((db, t)) => part(db) && part(t),
+        None => part(s),
+    }
+}
+
+fn sink(i: usize, mut raw: Map<String, Value>) -> Result<Sink, ConfigError> {
+    let at = |f: &str| format!("sinks[{i}].{f}");
+    let mut base = Map::new();
+    for key in SINK_KEYS {
+        if let Some(v) = raw.remove(*key) {
+            base.insert((*key).to_string(), v);
+        }
+    }
+    let base: RawSinkBase = serde_json::from_value(Value::Object(base))
+        .map_err(|e| ConfigError::new(format!("sinks[{i}]"), e.to_string()))?;
+    // serde lets a unit variant of an internally tagged enum take any other field: refuse them here.
+    let extra = raw.keys().find(|k| *k != "format").cloned();
+    let format: Format = serde_json::from_value(Value::Object(raw))
+        .map_err(|e| ConfigError::new(at("format"), e.to_string()))?;
+    if let (Format::Webhook, Some(k)) = (&format, extra) {
+        return Err(ConfigError::new(at(&k), "unknown field for format webhook"));
+    }
+    if !name_ok(&base.name) {
+        return Err(ConfigError::new(at("name"), "must be 1-64 of A-Z a-z 0-9 - _ ."));
+    }
+    if base.upstream.cluster.trim().is_empty() {
+        return Err(ConfigError::new(at("upstream.cluster"), "must not be empty"));
+    }
+    if !valid_host(&base.upstream.host) {
+        return Err(ConfigError::new(at("upstream.host"), "must be host:port"));
+    }
+    let path = base.path.unwrap_or_else(|| "/".to_string());
+    if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::new(
+            at("path"),
+            "must start with / and be visible ASCII",
+        ));
+    }
+    if let Format::Clickhouse { table } = &format {
+        if !table_ok(table) {
+            return Err(ConfigError::new(
+                at("table"),
+                "must be `table` or `db.table` of A-Z a-z 0-9 _",
+            ));
+        }
+    }
+    let mut headers = Vec::new();
+    for (k, v) in base.headers {
+        let name = k.to_ascii_lowercase();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(ConfigError::new(at(&format!("headers.{k}")), "not a header name"));
+        }
+        check_header_value(at(&format!("headers.{k}")), &v)?;
+        headers.push((name, v));
+    }
+    let timeout_ms = base.timeout.map_or(5000, Duration::as_ms);
+    if !(1..=60_000).contains(&timeout_ms) {
+        return Err(ConfigError::new(at("timeout"), "must be 1ms..60s"));
+    }
+    Ok(Sink {
+        name: base.name,
+        upstream: base.upstream,
+        path,
+        headers,
+        format,
+        timeout_ms,
+    })
+}
+
+impl Config {
+    pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
+        let raw: RawConfig = parse_json(json)?;
+        let default_capture = capture("default_capture", raw.default_capture, Capture::Metadata)?;
+        let mut routes = Vec::new();
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            let at = |f: &str| format!("routes[{i}].{f}");
+            if !name_ok(&r.name) {
+                return Err(ConfigError::new(at("name"), "must be 1-64 of A-Z a-z 0-9 - _ ."));
+            }
+            if routes.iter().any(|x: &Route| x.name == r.name) {
+                return Err(ConfigError::new(at("name"), "duplicate route name"));
+            }
+            if let Some(p) = &r.prefix {
+                if !p.starts_with('/') {
+                    return Err(ConfigError::new(at("prefix"), "must start with /"));
+                }
+            }
+            routes.push(Route {
+                name: r.name,
+                prefix: r.prefix,
+                capture: capture(&at("capture"), r.capture, default_capture)?,
+            });
+        }
+        routes.push(Route {
+            name: "default".into(),
+            prefix: None,
+            capture: default_capture,
+        });
+        let consumer_headers = raw
+            .consumer_headers
+            .unwrap_or_else(|| vec!["x-consumer-id".to_string()])
+            .into_iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect::<Vec<_>>();
+        for (i, h) in consumer_headers.iter().enumerate() {
+            if h.is_empty()
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError::new(
+                    format!("consumer_headers[{i}]"),
+                    "not a header name",
+                ));
+            }
+        }
+        if raw.sinks.is_empty() {
+            return Err(ConfigError::new("sinks", "at least one sink is required"));
+        }
+        let mut sinks = Vec::new();
+        for (i, s) in raw.sinks.into_iter().enumerate() {
+            let s = sink(i, s)?;
+            if sinks.iter().any(|x: &Sink| x.name == s.name) {
+                return Err(ConfigError::new(
+                    format!("sinks[{i}].name"),
+                    "duplicate sink name",
+                ));
+            }
+            sinks.push(s);
+        }
+        let queue_capacity = raw.queue.capacity.unwrap_or(10_000);
+        if !(1..=MAX_CAPACITY).contains(&queue_capacity) {
+            return Err(ConfigError::new(
+                "queue.capacity",
+                format!("must be 1..={MAX_CAPACITY}"),
+            ));
+        }
+        let batch_max = raw.batch.max_records.unwrap_or(500);
+        if !(1..=MAX_BATCH).contains(&batch_max) {
+            return Err(ConfigError::new(
+                "batch.max_records",
+                format!("must be 1..={MAX_BATCH}"),
+            ));
+        }
+        let flush_interval_ms = raw.batch.interval.map_or(1000, Duration::as_ms);
+        if !(10..=60_000).contains(&flush_interval_ms) {
+            return Err(ConfigError::new("batch.interval", "must be 10ms..60s"));
+        }
+        let retry_initial_ms = raw.retry.initial.map_or(1000, Duration::as_ms);
+        let retry_max_ms = raw.retry.max.map_or(30_000, Duration::as_ms);
+        if !(1..=600_000).contains(&retry_initial_ms) {
+            return Err(ConfigError::new("retry.initial", "must be 1ms..10m"));
+        }
+        if retry_max_ms < retry_initial_ms || retry_max_ms > 600_000 {
+            return Err(ConfigError::new("retry.max", "must be retry.initial..10m"));
+        }
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(1 << 20);
+        if !(1..=(64 << 20)).contains(&max_body_bytes) {
+            return Err(ConfigError::new("max_body_bytes", "must be 1..=67108864"));
+        }
+        Ok(Config {
+            routes,
+            consumer_headers,
+            sinks,
+            queue_capacity,
+            overflow: raw.queue.overflow,
+            batch_max: usize::try_from(batch_max).unwrap_or(500),
+            flush_interval_ms,
+            retry_initial_ms,
+            retry_max_ms,
+            max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(1 << 20),
+        })
+    }
+
+    /// The route of a path: the first whose prefix matches, else `default`.
+    pub fn route(&self, path: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.prefix.as_deref().is_none_or(|p| path.starts_with(p)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SINK: &str = r#"{"name":"ch","upstream":{"cluster":"clickhouse","host":"127.0.0.1:8123"},"format":"clickhouse","table":"default.ai_audit"}"#;
+
+    #[test]
+    fn parses_a_full_config() {
+        let json = format!(
+            r#"{{"routes":[{{"name":"chat","prefix":"/v1/","capture":{{"mode":"excerpt","bytes":100}}}},
+                 {{"name":"tickets","prefix":"/support/","capture":{{"mode":"full"}}}}],
+               "default_capture":{{"mode":"none"}},
+               "sinks":[{SINK},{{"name":"hook","upstream":{{"cluster":"h","host":"h:80"}},"path":"/in","format":"webhook","headers":{{"Authorization":"Bearer x"}}}}],
+               "queue":{{"capacity":50,"overflow":"drop_newest"}},"batch":{{"max_records":10,"interval":"200ms"}},
+               "retry":{{"initial":"100ms","max":"2s"}}}}"#
+        );
+        let c = Config::parse(json.as_bytes()).unwrap();
+        assert_eq!(
+            c.route("/v1/chat/completions").unwrap().capture,
+            Capture::Excerpt { bytes: 100 }
+        );
+        assert_eq!(
+            c.route("/support/tickets").unwrap().capture,
+            Capture::Full { bytes: DEFAULT_FULL }
+        );
+        assert_eq!(c.route("/health").unwrap().name, "default");
+        assert_eq!(c.route("/health").unwrap().capture, Capture::None);
+        assert_eq!(
+            c.sinks[1].headers,
+            vec![("authorization".to_string(), "Bearer x".to_string())]
+        );
+        assert_eq!(c.sinks[1].format, Format::Webhook);
+        assert_eq!((c.queue_capacity, c.overflow), (50, Overflow::DropNewest));
+        assert_eq!((c.batch_max, c.flush_interval_ms), (10, 200));
+        assert_eq!((c.retry_initial_ms, c.retry_max_ms), (100, 2000));
+        assert_eq!(c.consumer_headers, vec!["x-consumer-id"]);
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{"sinks":[]}"#, "sinks"),
+            (
+                r#"{"sinks":[{"name":"a","upstream":{"cluster":"c","host":"h:1"},"format":"kafka"}]}"#,
+                "sinks[0].format",
+            ),
+            (
+                r#"{"sinks":[{"name":"a","upstream":{"cluster":"c","host":"h:1"},"format":"clickhouse","table":"x;drop"}]}"#,
+                "sinks[0].table",
+            ),
+            (
+                r#"{"sinks":[{"name":"a","upstream":{"cluster":"c","host":"h:1"},"format":"webhook","tabel":"x"}]}"#,
+                "sinks[0].tabel",
+            ),
+            (
+                r#"{"sinks":[{"name":"a","upstream":{"cluster":"c","host":"nohost"},"format":"webhook"}]}"#,
+                "sinks[0].upstream.host",
+            ),
+            (
+                &format!(r#"{{"sinks":[{SINK}],"queue":{{"capacity":0}}}}"#),
+                "queue.capacity",
+            ),
+            (
+                &format!(r#"{{"sinks":[{SINK}],"queue":{{"overflow":"drop_all"}}}}"#),
+                "",
+            ),
+            (
+                &format!(r#"{{"sinks":[{SINK}],"batch":{{"max_records":0}}}}"#),
+                "batch.max_records",
+            ),
+            (
+                &format!(r#"{{"sinks":[{SINK}],"retry":{{"initial":"2s","max":"1s"}}}}"#),
+                "retry.max",
+            ),
+            (
+                &format!(
+                    r#"{{"sinks":[{SINK}],"routes":[{{"name":"a","capture":{{"mode":"excerpt","bytes":0}}}}]}}"#
+                ),
+                "routes[0].capture.bytes",
+            ),
+            (
+                &format!(
+                    r#"{{"sinks":[{SINK}],"routes":[{{"name":"a","capture":{{"mode":"metadata","bytes":5}}}}]}}"#
+                ),
+                "routes[0].capture.bytes",
+            ),
+            (
+                &format!(r#"{{"sinks":[{SINK}],"routes":[{{"name":"a","prefix":"v1"}}]}}"#),
+                "routes[0].prefix",
+            ),
+            (&format!(r#"{{"sinks":[{SINK}],"colour":"red"}}"#), ""),
+            (&format!(r#"{{"sinks":[{SINK},{SINK}]}}"#), "sinks[1].name"),
+        ];
+        for (json, field) in cases {
+            let err = Config::parse(json.as_bytes()).unwrap_err();
+            assert_eq!(err.field, *field, "{json}: {err}");
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! The root timer's work ([`shared::host::Background`]): ship the queued records to every sink, at
+//! least once.
+//!
+//! Each tick renews this worker's lease on the queue (one drainer across the gateway's VMs), then peeks
+//! a batch and POSTs it, encoded per sink, to every sink that has not acknowledged it yet. The batch is
+//! committed (removed from the queue) only once every sink acknowledged it; a sink that failed gets the
+//! same batch again after a backoff that doubles from `retry.initial` to `retry.max`, and a sink that
+//! rejects it for good (a 4xx) has it logged and counted as rejected, so one poison batch cannot block
+//! the queue. Records carry their `id`, so a sink can deduplicate what arrives twice (ClickHouse's
+//! `ReplacingMergeTree ORDER BY id` with `SELECT … FINAL`).
+//!
+//! A slot that a push reserved but never wrote (its write failed) would hold the queue: after
+//! [`LOST_SLOT_MS`] at the same head it is skipped and counted as dropped (`reason=lost`).
+
+use crate::config::{Config, Sink};
+use crate::policy::{metric, NAME, QUEUE};
+use crate::sink::{acknowledge, encode, Ack};
+use serde_json::Value;
+use shared::host::{Background, CallResponse, Host, HttpCall, LogLevel};
+use shared::queue::Queue;
+use std::rc::Rc;
+
+/// How long a reserved slot may stay unwritten before it is skipped.
+pub const LOST_SLOT_MS: u64 = 10_000;
+
+/// The batch being delivered: queue positions `head..upto`, and which sinks acknowledged it.
+#[derive(Debug)]
+struct Batch {
+    head: u64,
+    upto: u64,
+    records: Vec<Value>,
+    acked: Vec<bool>,
+}
+
+pub struct Drain {
+    config: Rc<Config>,
+    owner: u64,
+    batch: Option<Batch>,
+    /// The round of calls in flight (tags carry it, so a late answer of an earlier round is ignored).
+    round: u64,
+    waiting: usize,
+    sent_ms: u64,
+    failed: bool,
+    backoff_ms: u64,
+    next_try_ms: u64,
+    stuck: Option<(u64, u64)>,
+}
+
+impl Drain {
+    pub fn new(config: Rc<Config>, owner: u64) -> Drain {
+        Drain {
+            config,
+            owner,
+            batch: None,
+            round: 0,
+            waiting: 0,
+            sent_ms: 0,
+            failed: false,
+            backoff_ms: 0,
+            next_try_ms: 0,
+            stuck: None,
+        }
+    }
+
+    fn queue(&self) -> Queue<'static> {
+        Queue::new(QUEUE, self.config.queue_capacity, self.config.overflow)
+    }
+
+    fn longest_timeout(&self) -> u64 {
+        self.config
+            .sinks
+            .iter()
+            .map(|s| s.timeout_ms)
+            .max()
+            .unwrap_or(5000)
+    }
+
+    fn call(sink: &Sink, records: &[Value]) -> HttpCall {
+        let enc = encode(&sink.format, records);
+        let mut headers = vec![("content-type".to_string(), enc.content_type.to_string())];
+        headers.extend(sink.headers.iter().cloned());
+        HttpCall {
+            upstream: sink.upstream.clone(),
+            method: "POST".into(),
+            path: format!("{}{}", sink.path, enc.path),
+            headers,
+            body: enc.body,
+            timeout_ms: sink.timeout_ms,
+        }
+    }
+
+    /// Removes a fully acknowledged batch from the queue.
+    fn commit(&mut self, host: &mut dyn Host) {
+        let Some(b) = &self.batch else {
+            return;
+        };
+        if !b.acked.iter().all(|a| *a) {
+            return;
+        }
+        match self.queue().commit(host, b.upto) {
+            Ok(()) => {
+                self.batch = None;
+                self.backoff_ms = 0;
+                self.next_try_ms = 0;
+            }
+            Err(e) => host.log(
+                LogLevel::Warn,
+                &format!("{NAME}: delivered batch not removed from the queue yet: {e}"),
+            ),
+        }
+    }
+
+    /// Skips a slot reserved but never written, once it has held the head for [`LOST_SLOT_MS`].
+    fn skip_lost_slot(&mut self, host: &mut dyn Host, head: u64, now: u64) {
+        let queue = self.queue();
+        if queue.meta(host).is_empty() {
+            self.stuck = None;
+            return;
+        }
+        match self.stuck {
+            Some((h, since)) if h == head => {
+                if now.saturating_sub(since) >= LOST_SLOT_MS && queue.commit(host, head + 1).is_ok() {
+                    self.stuck = None;
+                    host.counter_add(&metric("dropped_total", &[("reason", "lost")]), 1);
+                    host.log(
+                        LogLevel::Warn,
+                        &format!("{NAME}: queued record {head} was never written; skipped"),
+                    );
+                }
+            }
+            _ => self.stuck = Some((head, now)),
+        }
+    }
+
+    fn answered(&mut self, host: &mut dyn Host, i: usize, response: CallResponse) {
+        let Some(sink) = self.config.sinks.get(i) else {
+            return;
+        };
+        let n = self.batch.as_ref().map_or(0, |b| b.records.len()) as u64;
+        let ack = match response.status {
+            Some(status) => acknowledge(&sink.format, status, &response.body),
+            None => Ack::Retry("no answer (timeout or connection failure)".into()),
+        };
+        let label = [("sink", sink.name.as_str())];
+        let delivered = match ack {
+            Ack::Delivered => {
+                host.counter_add(&metric("delivered_total", &label), n);
+                true
+            }
+            Ack::Rejected(why) => {
+                host.counter_add(&metric("rejected_total", &label), n);
+                host.log(
+                    LogLevel::Error,
+                    &format!(
+                        "{NAME}: sink {} rejected a batch of {n} records for good ({why}); they are dropped",
+                        sink.name
+                    ),
+                );
+                true
+            }
+            Ack::Retry(why) => {
+                host.counter_add(&metric("retries_total", &label), 1);
+                host.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "{NAME}: sink {} did not take a batch of {n} records ({why}); retrying",
+                        sink.name
+                    ),
+                );
+                false
+            }
+        };
+        if let Some(b) = self.batch.as_mut() {
+            if let Some(a) = b.acked.get_mut(i) {
+                *a = *a || delivered;
+            }
+        }
+        self.failed |= !delivered;
+    }
+}
+
+impl Background for Drain {
+    fn period_ms(&self) -> u64 {
+        self.config.flush_interval_ms
+    }
+
+    fn on_tick(&mut self, host: &mut dyn Host) -> Vec<(u64, HttpCall)> {
+        let now = host.now_ms();
+        let queue = self.queue();
+        let ttl = self
+            .longest_timeout()
+            .saturating_add(self.config.flush_interval_ms.saturating_mul(3));
+        if !queue.lease(host, self.owner, now, ttl) {
+            return Vec::new();
+        }
+        let meta = queue.meta(host);
+        host.gauge_set(&metric("queue_depth", &[]), meta.len());
+        if self.waiting > 0 && now.saturating_sub(self.sent_ms) < self.longest_timeout().saturating_add(1000)
+        {
+            return Vec::new();
+        }
+        // Answers that never came are given up on (a later one is ignored by its round).
+        self.waiting = 0;
+        self.commit(host);
+        if now < self.next_try_ms {
+            return Vec::new();
+        }
+        let (head, items) = queue.peek(host, self.config.batch_max);
+        if self.batch.as_ref().is_some_and(|b| b.head != head) {
+            // Overflow dropped some of the batch meanwhile: start again from the queue's head.
+            self.batch = None;
+        }
+        if items.is_empty() {
+            self.batch = None;
+            self.skip_lost_slot(host, head, now);
+            return Vec::new();
+        }
+        self.stuck = None;
+        let sinks = self.config.sinks.len();
+        let batch = self.batch.get_or_insert_with(|| {
+            let records: Vec<Value> = items
+                .iter()
+                .map(|b| serde_json::from_slice(b).unwrap_or(Value::Null))
+                .collect();
+            Batch {
+                head,
+                upto: head + items.len() as u64,
+                records,
+                acked: vec![false; sinks],
+            }
+        });
+        // Unreadable items (none are written so) are left out of the shipment, not out of the count.
+        let records: Vec<Value> = batch.records.iter().filter(|r| r.is_object()).cloned().collect();
+        self.round = self.round.wrapping_add(1);
+        let mut calls = Vec::new();
+        for (i, sink) in self.config.sinks.iter().enumerate() {
+            if batch.acked.get(i).copied().unwrap_or(true) {
+                continue;
+            }
+            calls.push(((self.round << 8) | i as u64, Self::call(sink, &records)));
+        }
+        self.waiting = calls.len();
+        self.sent_ms = now;
+        self.failed = false;
+        calls
+    }
+
+    fn on_call_response(&mut self, host: &mut dyn Host, tag: u64, response: CallResponse) {
+        if tag >> 8 != self.round || self.waiting == 0 {
+            return;
+        }
+        self.waiting -= 1;
+        self.answered(host, (tag & 0xff) as usize, response);
+        if self.waiting > 0 {
+            return;
+        }
+        if self.failed {
+            let c = &self.config;
+            self.backoff_ms = if self.backoff_ms == 0 {
+                c.retry_initial_ms
+            } else {
+                self.backoff_ms.saturating_mul(2).min(c.retry_max_ms)
+            };
+            self.next_try_ms = host.now_ms().saturating_add(self.backoff_ms);
+        } else {
+            self.commit(host);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::host::{FakeHost, HostKind};
+
+    fn config(sinks: &str, extra: &str) -> Rc<Config> {
+        let json = format!(
+            r#"{{"sinks":[{sinks}],"batch":{{"max_records":3}},"retry":{{"initial":"100ms","max":"400ms"}}{extra}}}"#
+        );
+        Rc::new(Config::parse(json.as_bytes()).unwrap())
+    }
+
+    const CH: &str = r#"{"name":"ch","upstream":{"cluster":"c","host":"127.0.0.1:8123"},"format":"clickhouse","table":"t"}"#;
+    const HOOK: &str =
+        r#"{"name":"hook","upstream":{"cluster":"h","host":"127.0.0.1:9"},"path":"/in","format":"webhook"}"#;
+
+    fn push(h: &mut FakeHost, c: &Config, n: usize) {
+        let q = Queue::new(QUEUE, c.queue_capacity, c.overflow);
+        for i in 0..n {
+            q.push(
+                h,
+                serde_json::json!({"id": format!("r{i}")}).to_string().as_bytes(),
+            )
+            .unwrap();
+        }
+    }
+
+    fn answer(status: Option<u16>) -> CallResponse {
+        CallResponse {
+            status,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ships_batches_and_commits_only_when_every_sink_acknowledged() {
+        let c = config(&format!("{CH},{HOOK}"), "");
+        let mut h = FakeHost::new(HostKind::Envoy);
+        push(&mut h, &c, 4);
+        let mut d = Drain::new(Rc::clone(&c), 1);
+        let calls = d.on_tick(&mut h);
+        assert_eq!(calls.len(), 2);
+        assert!(
+            calls[0].1.path.starts_with("/?query=INSERT%20INTO%20t"),
+            "{}",
+            calls[0].1.path
+        );
+        assert_eq!(calls[1].1.path, "/in");
+        assert_eq!(String::from_utf8_lossy(&calls[0].1.body).lines().count(), 3);
+        // The webhook fails: nothing is committed; the next try goes to the webhook only.
+        d.on_call_response(&mut h, calls[0].0, answer(Some(200)));
+        d.on_call_response(&mut h, calls[1].0, answer(Some(503)));
+        let q = Queue::new(QUEUE, c.queue_capacity, c.overflow);
+        assert_eq!(q.meta(&h).len(), 4);
+        assert!(d.on_tick(&mut h).is_empty(), "backing off");
+        h.now_ms += 100;
+        let again = d.on_tick(&mut h);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].1.path, "/in");
+        d.on_call_response(&mut h, again[0].0, answer(Some(204)));
+        assert_eq!(q.meta(&h).len(), 1, "the batch of 3 is committed");
+        assert_eq!(h.counters["ai_audit_delivered_total_sink=ch"], 3);
+        assert_eq!(h.counters["ai_audit_delivered_total_sink=hook"], 3);
+        assert_eq!(h.counters["ai_audit_retries_total_sink=hook"], 1);
+        let last = d.on_tick(&mut h);
+        assert_eq!(last.len(), 2);
+        assert_eq!(h.gauges["ai_audit_queue_depth"], 1);
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_bound_and_resets() {
+        let c = config(CH, "");
+        let mut h = FakeHost::new(HostKind::Kong);
+        push(&mut h, &c, 1);
+        let mut d = Drain::new(Rc::clone(&c), 1);
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            let calls = d.on_tick(&mut h);
+            assert_eq!(calls.len(), 1);
+            d.on_call_response(&mut h, calls[0].0, answer(None));
+            waits.push(d.next_try_ms - h.now_ms);
+            h.now_ms = d.next_try_ms;
+        }
+        assert_eq!(waits, vec![100, 200, 400, 400, 400]);
+        let calls = d.on_tick(&mut h);
+        d.on_call_response(&mut h, calls[0].0, answer(Some(200)));
+        assert_eq!((d.backoff_ms, d.next_try_ms), (0, 0));
+        assert!(Queue::new(QUEUE, c.queue_capacity, c.overflow)
+            .meta(&h)
+            .is_empty());
+    }
+
+    #[test]
+    fn a_rejected_batch_is_logged_counted_and_committed() {
+        let c = config(CH, "");
+        let mut h = FakeHost::new(HostKind::Envoy);
+        push(&mut h, &c, 2);
+        let mut d = Drain::new(Rc::clone(&c), 1);
+        let calls = d.on_tick(&mut h);
+        d.on_call_response(
+            &mut h,
+            calls[0].0,
+            CallResponse {
+                status: Some(400),
+                body: b"Code: 26, Cannot parse JSON".to_vec(),
+                ..Default::default()
+            },
+        );
+        assert!(Queue::new(QUEUE, c.queue_capacity, c.overflow)
+            .meta(&h)
+            .is_empty());
+        assert_eq!(h.counters["ai_audit_rejected_total_sink=ch"], 2);
+        assert!(h.logged(LogLevel::Error, "rejected a batch of 2 records"));
+    }
+
+    #[test]
+    fn one_drainer_at_a_time_and_late_answers_are_ignored() {
+        let c = config(CH, "");
+        let mut h = FakeHost::new(HostKind::Envoy);
+        push(&mut h, &c, 1);
+        let (mut a, mut b) = (Drain::new(Rc::clone(&c), 1), Drain::new(Rc::clone(&c), 2));
+        let calls = a.on_tick(&mut h);
+        assert_eq!(calls.len(), 1);
+        assert!(b.on_tick(&mut h).is_empty(), "the lease is held");
+        // No answer within the timeout: the batch is sent again, and the first answer is stale.
+        h.now_ms += 6001;
+        let again = a.on_tick(&mut h);
+        assert_eq!(again.len(), 1);
+        a.on_call_response(&mut h, calls[0].0, answer(Some(200)));
+        assert_eq!(Queue::new(QUEUE, c.queue_capacity, c.overflow).meta(&h).len(), 1);
+        a.on_call_response(&mut h, again[0].0, answer(Some(200)));
+        assert!(Queue::new(QUEUE, c.queue_capacity, c.overflow)
+            .meta(&h)
+            .is_empty());
+    }
+}
