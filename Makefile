@@ -13,7 +13,7 @@ OPENAI_SDK_VERSION := 3.57.0
 ANTHROPIC_SDK_VERSION := 2.14.0
 WASM_BINDGEN_VERSION := 0.2.130
 WASM_TARGET := wasm32-wasip1
-FILTERS := ai-proxy ai-pii-redact ai-prompt-guard ai-token-ratelimit ai-enrich ai-router
+FILTERS := ai-proxy ai-pii-redact ai-prompt-guard ai-token-ratelimit ai-enrich ai-router ai-audit-log
 # The bundle links the filters as libraries without their entry points; it is built in its own cargo
 # run, since building it with them would unify their `module` feature back on.
 BUNDLE := ai-gateway

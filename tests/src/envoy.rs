@@ -192,7 +192,9 @@ fn q(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
-const STATS_TAGS: [&str; 26] = [
+const STATS_TAGS: [&str; 28] = [
+    "sink",
+    "policy",
     "provider",
     "target",
     "model",

@@ -437,6 +437,13 @@ mod tests {
     }
 
     #[test]
+    fn fixtures_agree_with_schema() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let seen = shared::config::check_fixtures(&dir, |b| Config::parse(b).map(drop)).unwrap();
+        assert!(seen >= 10, "too few fixtures: {seen}");
+    }
+
+    #[test]
     fn refusals_name_the_field() {
         let cases: &[(&str, &str)] = &[
             (r#"{"sinks":[]}"#, "sinks"),

@@ -6,6 +6,7 @@
 
 use crate::config::Capture;
 use serde_json::{json, Map, Value};
+use shared::llm::inputs::percent_decode;
 use shared::pii::redact_for_log;
 use shared::time::DateTime;
 
@@ -90,7 +91,8 @@ pub fn build(f: &Facts, capture: Capture, decisions: &Map<String, Value>) -> Val
         "consumer": f.consumer,
         "route": f.route,
         "method": f.method,
-        "path": redact_for_log(&f.path),
+        // Decoded first: `jane%40example.com` in a query is an email too.
+        "path": redact_for_log(&percent_decode(&f.path)),
         "status": f.status,
         "latency_ms": f.end_ms.saturating_sub(f.start_ms),
         "provider": text(proxy("provider")),
@@ -163,7 +165,7 @@ mod tests {
             consumer: "team-a".into(),
             route: "chat".into(),
             method: "POST".into(),
-            path: "/v1/chat/completions?user=jane.doe@example.com".into(),
+            path: "/v1/chat/completions?user=jane.doe%40example.com".into(),
             status: 200,
             request_head: br#"{"messages":[{"role":"user","content":"Mail jane.doe@example.com or call +1 415 555 0100"}]}"#.to_vec(),
             request_bytes: 93,
@@ -225,7 +227,7 @@ mod tests {
             assert_eq!(req.is_empty(), most == 0, "{capture:?}");
             assert_eq!(r["request_bytes"] != 0, sizes, "{capture:?}");
             let all = r.to_string();
-            for raw in ["jane.doe@example.com", "415 555 0100"] {
+            for raw in ["jane.doe@example.com", "jane.doe%40example.com", "415 555 0100"] {
                 assert!(!all.contains(raw), "{capture:?}: {all}");
             }
         }
@@ -249,6 +251,14 @@ mod tests {
             );
         }
         assert_eq!(excerpt("héllo".as_bytes(), 2), "h", "cut on a character boundary");
+    }
+
+    #[test]
+    fn the_shipped_ddl_has_every_column_in_order() {
+        let ddl = include_str!("../clickhouse.sql");
+        let body = ddl.split_once("\n(\n").unwrap().1.split_once("\n)\n").unwrap().0;
+        let names: Vec<&str> = body.lines().filter_map(|l| l.split_whitespace().next()).collect();
+        assert_eq!(names, COLUMNS);
     }
 
     #[test]
