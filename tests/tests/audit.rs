@@ -1,19 +1,25 @@
 //! ai-audit-log in real Envoy (two workers) with a real ClickHouse (`e2e::clickhouse`), the audit
-//! filter first in the demo chain (audit, guard, rate limit, PII, proxy), its ClickHouse sink the table
-//! of `filters/ai-audit-log/clickhouse.sql`.
+//! filter first, its ClickHouse sink the table of `filters/ai-audit-log/clickhouse.sql`. The first test
+//! runs the demo chain (audit, guard, rate limit, PII, proxy); the delivery tests the audit log in
+//! front of ai-proxy alone.
 //!
 //! - N requests (emails and phone numbers in the prompts, some with the client's own `x-request-id`), a
 //!   guard-blocked one and a non-LLM one give exactly N+2 records (`FINAL`), each with the id the client
-//!   got, every policy's decision, token counts and cost, and no raw PII in any column.
+//!   got, every policy's decision, token counts and cost, a summary from the mock's task model
+//!   (`shared::llm`, structured output, made per batch before shipping), and no raw PII in any column.
 //! - ClickHouse killed for several seconds under load, then restarted: every record arrives, none twice
 //!   after `FINAL`, and the retries are counted.
 //! - A queue of 5 while ClickHouse is down: the drop metric equals the records that never arrive.
+//!
+//! At most two tests run at once (each an Envoy with five modules on two workers): on a busy machine,
+//! more starting together miss the harness's start timeout.
 
 use e2e::clickhouse::ClickHouse;
 use e2e::envoy::{Envoy, EnvoyOptions, Filter};
 use e2e::mock::MockServer;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use std::sync::{Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -37,7 +43,15 @@ fn audit_config(ch_port: u16, queue: Value) -> Value {
     })
 }
 
-fn chain(mock_port: u16, ch_port: u16, queue: Value) -> EnvoyOptions {
+/// The audit log in front of ai-proxy only: what delivery needs, and quick to start.
+fn small_chain(mock_port: u16, ch_port: u16, queue: Value) -> EnvoyOptions {
+    let mut opts = chain_with(mock_port, audit_config(ch_port, queue), ch_port);
+    opts.filters
+        .retain(|f| f.name == "ai-audit-log" || f.name == "ai-proxy");
+    opts
+}
+
+fn chain_with(mock_port: u16, audit: Value, ch_port: u16) -> EnvoyOptions {
     let host = format!("127.0.0.1:{mock_port}");
     let proxy = json!({
         "targets": [{"name": "openai-mini", "provider": "openai", "model": "gpt-4o-mini",
@@ -51,11 +65,7 @@ fn chain(mock_port: u16, ch_port: u16, queue: Value) -> EnvoyOptions {
         "limits": [{"name": "tpm", "per": "consumer", "window": "minute", "count": "total_tokens", "limit": 1000000}]
     });
     let mut opts = EnvoyOptions::new(mock_port)
-        .filter(Filter::new(
-            "ai-audit-log",
-            e2e::wasm_path("ai_audit_log"),
-            audit_config(ch_port, queue),
-        ))
+        .filter(Filter::new("ai-audit-log", e2e::wasm_path("ai_audit_log"), audit))
         .filter(Filter::new(
             "ai-prompt-guard",
             e2e::wasm_path("ai_prompt_guard"),
@@ -120,15 +130,43 @@ fn chat(envoy: &Envoy, i: usize, id: Option<&str>) -> e2e::http::Response {
     envoy.chat(&body, &headers)
 }
 
+/// Two tests at a time (see the module doc): the number running, and a wake-up for the waiting.
+static RUNNING: (Mutex<u32>, Condvar) = (Mutex::new(0), Condvar::new());
+
+struct Turn;
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut n = RUNNING.0.lock().unwrap_or_else(|p| p.into_inner());
+        *n -= 1;
+        RUNNING.1.notify_one();
+    }
+}
+
+fn turn() -> Turn {
+    let mut n = RUNNING.0.lock().unwrap_or_else(|p| p.into_inner());
+    while *n >= 2 {
+        n = RUNNING.1.wait(n).unwrap_or_else(|p| p.into_inner());
+    }
+    *n += 1;
+    Turn
+}
+
 fn stat(envoy: &Envoy, name: &str) -> u64 {
     envoy.stat(&format!("wasmcustom.{name}")).unwrap_or(0)
 }
 
 #[test]
 fn every_request_is_recorded_once_with_every_decision_and_no_raw_pii() {
+    let _turn = turn();
     let ch = clickhouse();
     let mock = MockServer::start(0).unwrap();
-    let envoy = Envoy::start(chain(mock.port(), ch.http_port(), json!({}))).unwrap();
+    let mut audit = audit_config(ch.http_port(), json!({}));
+    audit["targets"] = json!([{"name": "mini", "provider": "openai", "model": "gpt-4o-mini",
+        "endpoint": {"cluster": "mock_openai", "host": format!("127.0.0.1:{}", mock.port())},
+        "auth": {"value": "sk-summary-test"}}]);
+    audit["summary"] = json!({"target": "mini", "of": "request", "routes": ["chat"], "timeout": "2s"});
+    let envoy = Envoy::start(chain_with(mock.port(), audit, ch.http_port())).unwrap();
     let n = 16;
     let mut ids = BTreeSet::new();
     for i in 0..n {
@@ -210,6 +248,8 @@ fn every_request_is_recorded_once_with_every_decision_and_no_raw_pii() {
         }
         assert_eq!(d["pii"]["types"]["email"], 1, "{d}");
         assert!(d["ratelimit"]["remaining"].as_u64().is_some(), "{d}");
+        // The mock's structured output is the first words of the prompt it was given.
+        assert!(r["summary"].as_str().unwrap().starts_with("Request:"), "{r}");
     }
     let b = rows.iter().find(|r| r["id"] == "blocked-1").unwrap();
     assert_eq!(
@@ -228,6 +268,19 @@ fn every_request_is_recorded_once_with_every_decision_and_no_raw_pii() {
     assert!(o["path"].as_str().unwrap().starts_with("/orders/17"), "{o}");
     assert_eq!(o["decisions"], "{}", "no policy decided on it: {o}");
     assert_eq!(stat(&envoy, "ai_audit_records_total"), total);
+    // Every record of the chat route is summarised, the blocked one too; not the other route's.
+    assert_eq!(stat(&envoy, "ai_audit_summaries_total_result=ok"), n as u64 + 1);
+    assert_eq!(
+        stat(&envoy, "ai_audit_log_task_calls_total_task=summary_outcome=ok"),
+        n as u64 + 1
+    );
+    assert_eq!(o["summary"], "", "{o}");
+    let task_calls = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.to_string().contains("one sentence of intent"))
+        .count();
+    assert_eq!(task_calls, n + 1, "one summary call per chat record");
     assert_eq!(stat(&envoy, "ai_audit_delivered_total_sink=clickhouse"), total);
     // The decisions never left the gateway: not upstream, not to the client.
     for req in mock.requests() {
@@ -237,9 +290,10 @@ fn every_request_is_recorded_once_with_every_decision_and_no_raw_pii() {
 
 #[test]
 fn a_clickhouse_outage_under_load_loses_nothing_and_duplicates_nothing() {
+    let _turn = turn();
     let mut ch = clickhouse();
     let mock = MockServer::start(0).unwrap();
-    let envoy = Envoy::start(chain(mock.port(), ch.http_port(), json!({}))).unwrap();
+    let envoy = Envoy::start(small_chain(mock.port(), ch.http_port(), json!({}))).unwrap();
     let mut sent = 0u64;
     let start = Instant::now();
     let mut stopped = false;
@@ -278,11 +332,12 @@ fn a_clickhouse_outage_under_load_loses_nothing_and_duplicates_nothing() {
 
 #[test]
 fn an_overflowing_queue_counts_every_record_it_drops() {
+    let _turn = turn();
     let mut ch = clickhouse();
     ch.stop();
     let mock = MockServer::start(0).unwrap();
     let queue = json!({"capacity": 5, "overflow": "drop_oldest"});
-    let envoy = Envoy::start(chain(mock.port(), ch.http_port(), queue)).unwrap();
+    let envoy = Envoy::start(small_chain(mock.port(), ch.http_port(), queue)).unwrap();
     let sent = 12u64;
     for i in 0..sent as usize {
         assert_eq!(chat(&envoy, i, Some(&format!("r{i:02}"))).status, 200);

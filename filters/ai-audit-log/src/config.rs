@@ -6,9 +6,11 @@ use crate::sink::Format;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use shared::callout::valid_host;
-use shared::config::{check_header_value, parse_json, ConfigError, Duration};
+use shared::config::{check_header_value, check_prices, parse_json, ConfigError, Duration, Price};
 use shared::host::Upstream;
+use shared::llm::{self, Spec, Tasks};
 use shared::queue::Overflow;
+use std::collections::HashMap;
 
 /// What of a request's payload its record keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +63,35 @@ pub struct Sink {
     pub timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Which excerpts a summary reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Of {
+    Request,
+    Response,
+    #[default]
+    Both,
+}
+
+/// The summary task (`shared::llm`), run by the drainer over each batch before it is shipped.
+#[derive(Debug)]
+pub struct Summary {
+    pub tasks: Tasks,
+    pub of: Of,
+    /// Only records of these routes (`None`: every record with an excerpt).
+    pub routes: Option<Vec<String>>,
+}
+
+/// The summary task's name (metric label `task=summary`) and the variables its prompt reads.
+pub const SUMMARY_TASK: &str = "summary";
+pub const REQUEST_VAR: &str = "audit.request";
+pub const RESPONSE_VAR: &str = "audit.response";
+pub const DEFAULT_SUMMARY_PROMPT: &str =
+    "Condense this API exchange into one sentence of intent for an audit log \
+(who wants what done, with the key identifiers), e.g. \"User updated invoice #INV-1001 status to 'paid'\". \
+Do not repeat personal data.";
+
+#[derive(Debug)]
 pub struct Config {
     pub routes: Vec<Route>,
     /// The consumer: the first of these request headers present.
@@ -74,6 +104,7 @@ pub struct Config {
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
     pub max_body_bytes: usize,
+    pub summary: Option<Summary>,
 }
 
 pub const DEFAULT_EXCERPT: usize = 512;
@@ -100,6 +131,69 @@ struct RawConfig {
     retry: RawRetry,
     #[serde(default)]
     max_body_bytes: Option<u64>,
+    #[serde(default)]
+    targets: Vec<llm::RawTarget>,
+    #[serde(default)]
+    prices: HashMap<String, Price>,
+    #[serde(default)]
+    summary: Option<RawSummary>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSummary {
+    target: String,
+    #[serde(default)]
+    of: Of,
+    #[serde(default)]
+    routes: Option<Vec<String>>,
+    #[serde(default)]
+    instructions: Option<String>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    cache_ttl: Option<Duration>,
+    #[serde(default)]
+    tokens_per_minute: Option<u64>,
+    #[serde(default)]
+    max_input_chars: Option<u64>,
+}
+
+/// The summary as a `shared::llm` task config: one sentence, schema-checked, `failure_mode: allow`
+/// (a failed summary leaves the record without one, never drops it).
+fn summary_task(raw: &RawSummary) -> Result<llm::RawTask, ConfigError> {
+    let ms = |d: Option<Duration>, default: u64| d.map_or(default, Duration::as_ms);
+    let system = raw
+        .instructions
+        .clone()
+        .unwrap_or_else(|| DEFAULT_SUMMARY_PROMPT.to_string())
+        // A template opens a reference at `{{`: instructions may not smuggle one in.
+        .replace("{{", "{ {");
+    let prompt = match raw.of {
+        Of::Request => format!("Request: {{{{{REQUEST_VAR}}}}}"),
+        Of::Response => format!("Response: {{{{{RESPONSE_VAR}}}}}"),
+        Of::Both => format!("Request: {{{{{REQUEST_VAR}}}}}\nResponse: {{{{{RESPONSE_VAR}}}}}"),
+    };
+    let mut task = serde_json::json!({
+        "name": SUMMARY_TASK,
+        "target": raw.target,
+        "system": system,
+        "prompt": prompt,
+        "output": {"type": "object", "required": ["summary"], "additionalProperties": false,
+                   "properties": {"summary": {"type": "string", "maxLength": 300}}},
+        "max_tokens": raw.max_tokens.unwrap_or(120),
+        "temperature": 0,
+        "timeout": ms(raw.timeout, 10_000),
+        "cache_ttl": ms(raw.cache_ttl, 3_600_000),
+        "failure_mode": "allow",
+        "max_input_chars": raw.max_input_chars.unwrap_or(4000),
+    });
+    if let (Some(obj), Some(t)) = (task.as_object_mut(), raw.tokens_per_minute) {
+        obj.insert("tokens_per_minute".into(), t.into());
+    }
+    serde_json::from_value(task).map_err(|e| ConfigError::new("summary", e.to_string()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -286,8 +380,9 @@ fn sink(i: usize, mut raw: Map<String, Value>) -> Result<Sink, ConfigError> {
 }
 
 impl Config {
-    pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
+    pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let raw: RawConfig = parse_json(json)?;
+        check_prices(&raw.prices)?;
         let default_capture = capture("default_capture", raw.default_capture, Capture::Metadata)?;
         let mut routes = Vec::new();
         for (i, r) in raw.routes.into_iter().enumerate() {
@@ -376,7 +471,51 @@ impl Config {
         if !(1..=(64 << 20)).contains(&max_body_bytes) {
             return Err(ConfigError::new("max_body_bytes", "must be 1..=67108864"));
         }
+        let summary = match &raw.summary {
+            None if !raw.targets.is_empty() => {
+                return Err(ConfigError::new(
+                    "targets",
+                    "only the summary uses targets (set summary)",
+                ));
+            }
+            None => None,
+            Some(r) => {
+                if let Some((i, name)) = r
+                    .routes
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .find(|(_, n)| !routes.iter().any(|x| &x.name == *n))
+                {
+                    return Err(ConfigError::new(
+                        format!("summary.routes[{i}]"),
+                        format!("no route is named `{name}`"),
+                    ));
+                }
+                let tasks = Tasks::compile(
+                    Spec {
+                        filter: "ai-audit-log",
+                        at: "",
+                        targets: raw.targets,
+                        tasks: vec![summary_task(r)?],
+                        prices: &raw.prices,
+                        vars: &[REQUEST_VAR, RESPONSE_VAR],
+                    },
+                    env,
+                )
+                .map_err(|e| match e.field.strip_prefix("tasks[0]") {
+                    Some(rest) => ConfigError::new(format!("summary{rest}"), e.message),
+                    None => e,
+                })?;
+                Some(Summary {
+                    tasks,
+                    of: r.of,
+                    routes: r.routes.clone(),
+                })
+            }
+        };
         Ok(Config {
+            summary,
             routes,
             consumer_headers,
             sinks,
@@ -414,7 +553,7 @@ mod tests {
                "queue":{{"capacity":50,"overflow":"drop_newest"}},"batch":{{"max_records":10,"interval":"200ms"}},
                "retry":{{"initial":"100ms","max":"2s"}}}}"#
         );
-        let c = Config::parse(json.as_bytes()).unwrap();
+        let c = Config::parse(json.as_bytes(), &|_| None).unwrap();
         assert_eq!(
             c.route("/v1/chat/completions").unwrap().capture,
             Capture::Excerpt { bytes: 100 }
@@ -439,7 +578,7 @@ mod tests {
     #[test]
     fn fixtures_agree_with_schema() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
-        let seen = shared::config::check_fixtures(&dir, |b| Config::parse(b).map(drop)).unwrap();
+        let seen = shared::config::check_fixtures(&dir, |b| Config::parse(b, &|_| None).map(drop)).unwrap();
         assert!(seen >= 10, "too few fixtures: {seen}");
     }
 
@@ -499,7 +638,7 @@ mod tests {
             (&format!(r#"{{"sinks":[{SINK},{SINK}]}}"#), "sinks[1].name"),
         ];
         for (json, field) in cases {
-            let err = Config::parse(json.as_bytes()).unwrap_err();
+            let err = Config::parse(json.as_bytes(), &|_| None).unwrap_err();
             assert_eq!(err.field, *field, "{json}: {err}");
         }
     }

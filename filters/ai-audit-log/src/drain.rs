@@ -12,11 +12,12 @@
 //! A slot that a push reserved but never wrote (its write failed) would hold the queue: after
 //! [`LOST_SLOT_MS`] at the same head it is skipped and counted as dropped (`reason=lost`).
 
-use crate::config::{Config, Sink};
+use crate::config::{Config, Of, Sink, Summary, REQUEST_VAR, RESPONSE_VAR, SUMMARY_TASK};
 use crate::policy::{metric, NAME, QUEUE};
 use crate::sink::{acknowledge, encode, Ack};
 use serde_json::Value;
 use shared::host::{Background, CallResponse, Host, HttpCall, LogLevel};
+use shared::llm::{Inputs, Run, Source};
 use shared::queue::Queue;
 use std::rc::Rc;
 
@@ -30,7 +31,18 @@ struct Batch {
     upto: u64,
     records: Vec<Value>,
     acked: Vec<bool>,
+    /// Summaries are attached (or there are none to make).
+    summarized: bool,
 }
+
+/// Summaries being made for the batch: one task run per record that has something to summarise.
+struct Summaries {
+    runs: Vec<(usize, Run)>,
+    started_ms: u64,
+}
+
+/// Tags of summary calls: this bit, the summary round, the run and the call of its wave.
+const SUMMARY_TAG: u64 = 1 << 63;
 
 pub struct Drain {
     config: Rc<Config>,
@@ -44,6 +56,50 @@ pub struct Drain {
     backoff_ms: u64,
     next_try_ms: u64,
     stuck: Option<(u64, u64)>,
+    summaries: Option<Summaries>,
+    summary_round: u64,
+}
+
+/// The record's text a summary reads, by `of`; `None` when it has none (no excerpt captured).
+fn summary_inputs(summary: &Summary, record: &Value) -> Option<Inputs> {
+    if let Some(routes) = &summary.routes {
+        let route = record.get("route").and_then(Value::as_str)?;
+        if !routes.iter().any(|r| r == route) {
+            return None;
+        }
+    }
+    let text = |k: &str| {
+        record
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (req, resp) = (text("request_excerpt"), text("response_excerpt"));
+    let has = match summary.of {
+        Of::Request => !req.is_empty(),
+        Of::Response => !resp.is_empty(),
+        Of::Both => !req.is_empty() || !resp.is_empty(),
+    };
+    if !has {
+        return None;
+    }
+    let id = record.get("id").and_then(Value::as_str).map(str::to_string);
+    let mut inputs = Inputs::new().with_request_id(id);
+    inputs.set_var(REQUEST_VAR, req);
+    inputs.set_var(RESPONSE_VAR, resp);
+    Some(inputs)
+}
+
+fn longest_summary_ms(summary: &Summary) -> u64 {
+    summary
+        .tasks
+        .tasks()
+        .iter()
+        .map(|t| t.timeout_ms)
+        .max()
+        .unwrap_or(10_000)
+        .saturating_add(1000)
 }
 
 impl Drain {
@@ -59,7 +115,66 @@ impl Drain {
             backoff_ms: 0,
             next_try_ms: 0,
             stuck: None,
+            summaries: None,
+            summary_round: 0,
         }
+    }
+
+    /// Makes the batch's summaries: the calls to send now, or `None` once they are attached (a failed
+    /// or late summary leaves its record's `summary` empty; the record is shipped all the same).
+    fn summarize(&mut self, host: &mut dyn Host, now: u64) -> Option<Vec<(u64, HttpCall)>> {
+        let config = Rc::clone(&self.config);
+        let summary = config.summary.as_ref()?;
+        let batch = self.batch.as_mut()?;
+        if batch.summarized {
+            return None;
+        }
+        if self.summaries.is_none() {
+            let runs: Vec<(usize, Run)> = batch
+                .records
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| Some((i, summary.tasks.run(summary_inputs(summary, r)?))))
+                .collect();
+            self.summary_round = self.summary_round.wrapping_add(1);
+            self.summaries = Some(Summaries {
+                runs,
+                started_ms: now,
+            });
+        }
+        let s = self.summaries.as_mut()?;
+        // Every call has its timeout; past twice the longest, answers that never came are given up.
+        let late = now.saturating_sub(s.started_ms) > longest_summary_ms(summary).saturating_mul(2);
+        let mut calls = Vec::new();
+        if !late {
+            for (j, (_, run)) in s.runs.iter_mut().enumerate() {
+                for (k, call) in run.calls(&summary.tasks, host).into_iter().enumerate() {
+                    let tag =
+                        SUMMARY_TAG | (self.summary_round & 0xff_ffff) << 32 | (j as u64) << 8 | k as u64;
+                    calls.push((tag, call));
+                }
+            }
+            if !calls.is_empty() || s.runs.iter().any(|(_, r)| !r.finished()) {
+                return Some(calls);
+            }
+        }
+        let source = Source::Task(SUMMARY_TASK.to_string(), Some("/summary".to_string()));
+        let mut made = 0u64;
+        for (i, run) in &s.runs {
+            let text = run.value(&summary.tasks, &source);
+            if let (Some(Value::String(t)), Some(Value::Object(r))) = (text, batch.records.get_mut(*i)) {
+                r.insert("summary".into(), Value::String(t));
+                made += 1;
+            }
+        }
+        let missed = s.runs.len() as u64 - made;
+        host.counter_add(&metric("summaries_total", &[("result", "ok")]), made);
+        if missed > 0 {
+            host.counter_add(&metric("summaries_total", &[("result", "failed")]), missed);
+        }
+        batch.summarized = true;
+        self.summaries = None;
+        None
     }
 
     fn queue(&self) -> Queue<'static> {
@@ -209,6 +324,7 @@ impl Background for Drain {
         if self.batch.as_ref().is_some_and(|b| b.head != head) {
             // Overflow dropped some of the batch meanwhile: start again from the queue's head.
             self.batch = None;
+            self.summaries = None;
         }
         if items.is_empty() {
             self.batch = None;
@@ -217,7 +333,7 @@ impl Background for Drain {
         }
         self.stuck = None;
         let sinks = self.config.sinks.len();
-        let batch = self.batch.get_or_insert_with(|| {
+        self.batch.get_or_insert_with(|| {
             let records: Vec<Value> = items
                 .iter()
                 .map(|b| serde_json::from_slice(b).unwrap_or(Value::Null))
@@ -227,8 +343,15 @@ impl Background for Drain {
                 upto: head + items.len() as u64,
                 records,
                 acked: vec![false; sinks],
+                summarized: false,
             }
         });
+        if let Some(calls) = self.summarize(host, now) {
+            return calls;
+        }
+        let Some(batch) = self.batch.as_ref() else {
+            return Vec::new();
+        };
         // Unreadable items (none are written so) are left out of the shipment, not out of the count.
         let records: Vec<Value> = batch.records.iter().filter(|r| r.is_object()).cloned().collect();
         self.round = self.round.wrapping_add(1);
@@ -246,6 +369,20 @@ impl Background for Drain {
     }
 
     fn on_call_response(&mut self, host: &mut dyn Host, tag: u64, response: CallResponse) {
+        if tag & SUMMARY_TAG != 0 {
+            let config = Rc::clone(&self.config);
+            let (Some(summary), Some(s)) = (config.summary.as_ref(), self.summaries.as_mut()) else {
+                return;
+            };
+            if (tag >> 32) & 0xff_ffff != self.summary_round & 0xff_ffff {
+                return;
+            }
+            let (j, k) = (((tag >> 8) & 0xff_ffff) as usize, (tag & 0xff) as usize);
+            if let Some((_, run)) = s.runs.get_mut(j) {
+                run.answer(&summary.tasks, host, k, response);
+            }
+            return;
+        }
         if tag >> 8 != self.round || self.waiting == 0 {
             return;
         }
@@ -277,7 +414,7 @@ mod tests {
         let json = format!(
             r#"{{"sinks":[{sinks}],"batch":{{"max_records":3}},"retry":{{"initial":"100ms","max":"400ms"}}{extra}}}"#
         );
-        Rc::new(Config::parse(json.as_bytes()).unwrap())
+        Rc::new(Config::parse(json.as_bytes(), &|_| None).unwrap())
     }
 
     const CH: &str = r#"{"name":"ch","upstream":{"cluster":"c","host":"127.0.0.1:8123"},"format":"clickhouse","table":"t"}"#;
@@ -335,6 +472,71 @@ mod tests {
         let last = d.on_tick(&mut h);
         assert_eq!(last.len(), 2);
         assert_eq!(h.gauges["ai_audit_queue_depth"], 1);
+    }
+
+    const SUMMARY: &str = r#","targets":[{"name":"mini","provider":"openai","model":"gpt-4o-mini",
+        "endpoint":{"cluster":"openai","host":"127.0.0.1:1"},"auth":{"value":"sk-test"}}],
+        "summary":{"target":"mini","timeout":"1s"}"#;
+
+    fn push_excerpts(h: &mut FakeHost, c: &Config) {
+        let q = Queue::new(QUEUE, c.queue_capacity, c.overflow);
+        for (id, excerpt) in [("a", "{\"invoice\":\"INV-1001\",\"status\":\"paid\"}"), ("b", "")] {
+            let r = serde_json::json!({"id": id, "route": "default", "request_excerpt": excerpt,
+                                        "response_excerpt": "", "summary": ""});
+            q.push(h, r.to_string().as_bytes()).unwrap();
+        }
+    }
+
+    fn shipped(call: &HttpCall) -> Vec<Value> {
+        String::from_utf8_lossy(&call.body)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn summaries_are_made_per_batch_before_shipping_and_a_failure_leaves_them_empty() {
+        for answer_with in [Some(200), None] {
+            let c = config(CH, SUMMARY);
+            let mut h = FakeHost::new(HostKind::Envoy);
+            push_excerpts(&mut h, &c);
+            let mut d = Drain::new(Rc::clone(&c), 1);
+            let calls = d.on_tick(&mut h);
+            assert_eq!(calls.len(), 1, "one summary: record b has no excerpt");
+            assert_ne!(calls[0].0 & SUMMARY_TAG, 0);
+            let prompt = String::from_utf8_lossy(&calls[0].1.body).to_string();
+            assert!(prompt.contains("INV-1001"), "{prompt}");
+            let content = r#"{\"summary\":\"User updated invoice INV-1001 status to paid\"}"#;
+            let body = format!(
+                r#"{{"choices":[{{"index":0,"message":{{"role":"assistant","content":"{content}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":30,"completion_tokens":9}}}}"#
+            );
+            let resp = CallResponse {
+                status: answer_with,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: if answer_with.is_some() {
+                    body.into_bytes()
+                } else {
+                    Vec::new()
+                },
+            };
+            d.on_call_response(&mut h, calls[0].0, resp);
+            let ship = d.on_tick(&mut h);
+            assert_eq!(ship.len(), 1, "{answer_with:?}");
+            let rows = shipped(&ship[0].1);
+            assert_eq!(rows.len(), 2, "a failed summary never drops a record");
+            let want = if answer_with.is_some() {
+                "User updated invoice INV-1001 status to paid"
+            } else {
+                ""
+            };
+            assert_eq!(rows[0]["summary"], want, "{answer_with:?}");
+            assert_eq!(rows[1]["summary"], "");
+            let result = if answer_with.is_some() { "ok" } else { "failed" };
+            assert_eq!(
+                h.counters[&format!("ai_audit_summaries_total_result={result}")],
+                1
+            );
+        }
     }
 
     #[test]

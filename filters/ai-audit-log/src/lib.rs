@@ -19,8 +19,8 @@ impl shared::wasm::Filter for config::Config {
     type Policy = policy::AuditLog;
     const NAME: &'static str = policy::NAME;
 
-    fn configure(json: &[u8], _env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        config::Config::parse(json)
+    fn configure(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        config::Config::parse(json, env)
     }
 
     fn new_policy(config: &Rc<Self>, seed: u64) -> policy::AuditLog {

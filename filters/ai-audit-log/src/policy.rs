@@ -195,7 +195,7 @@ mod tests {
             r#"{{"routes":[{{"name":"chat","prefix":"/v1/","capture":{{"mode":"excerpt","bytes":64}}}}],
                 "sinks":[{{"name":"ch","upstream":{{"cluster":"c","host":"127.0.0.1:8123"}},"format":"clickhouse","table":"t"}}]{extra}}}"#
         );
-        Rc::new(Config::parse(json.as_bytes()).unwrap())
+        Rc::new(Config::parse(json.as_bytes(), &|_| None).unwrap())
     }
 
     fn queued(h: &FakeHost) -> Vec<Value> {
