@@ -391,9 +391,10 @@ fn otlp_value(v: &Value) -> Option<Value> {
     Some(match v {
         Value::Null => return None,
         Value::Bool(b) => json!({ "boolValue": b }),
-        // int64 is a decimal string in OTLP's JSON encoding (the proto3 JSON mapping).
-        Value::Number(n) if n.is_i64() || n.is_u64() => json!({ "intValue": n.to_string() }),
-        Value::Number(n) => json!({ "doubleValue": n }),
+        // int64 is a decimal string in OTLP's JSON encoding (the proto3 JSON mapping); a u64 past
+        // i64::MAX does not fit one and goes as a double.
+        Value::Number(n) if n.is_i64() => json!({ "intValue": n.to_string() }),
+        Value::Number(n) => json!({ "doubleValue": n.as_f64() }),
         Value::String(s) => json!({ "stringValue": s }),
         Value::Array(_) | Value::Object(_) => json!({ "stringValue": v.to_string() }),
     })
@@ -878,7 +879,7 @@ mod tests {
     fn otlp_golden() {
         let records = [
             rec("a1", "2026-12-01T15:25:44.123Z"),
-            json!({"id": "b2", "summary": "User updated invoice #INV-1001 status to 'paid'", "n": -3,
+            json!({"id": "b2", "summary": "User updated invoice #INV-1001 status to 'paid'", "n": -3, "u": u64::MAX,
                    "d": {"k": 1}}),
         ];
         let e = encode(&Format::Otlp { service_name: None }, &records);
@@ -904,7 +905,8 @@ mod tests {
                  "attributes": [
                     {"key": "d", "value": {"stringValue": "{\"k\":1}"}},
                     {"key": "id", "value": {"stringValue": "b2"}},
-                    {"key": "n", "value": {"intValue": "-3"}}]}
+                    {"key": "n", "value": {"intValue": "-3"}},
+                    {"key": "u", "value": {"doubleValue": 18_446_744_073_709_551_615.0}}]}
             ]}]
         }]});
         assert_eq!(got, want);
