@@ -1,7 +1,9 @@
 //! Where audit records go: the wire format of each sink and how to read its answer, as pure functions.
 //!
 //! A record is a flat JSON object with at least `id` (a string, unique per request: what every sink
-//! deduplicates on) and `ts` (RFC 3339 UTC, `2026-12-01T15:25:44.123Z`). [`encode`] turns a batch of
+//! deduplicates on) and `ts` (UTC: RFC 3339 `2026-12-01T15:25:44.123Z` or ClickHouse's `2026-12-01
+//! 15:25:44`), and may carry `ts_ms` (epoch milliseconds, preferred for HEC's and OTLP's times when
+//! present; the audit table's columns are [`CLICKHOUSE_COLUMNS`]). [`encode`] turns a batch of
 //! records into the one HTTP request a sink takes (path and query to append to the service's path,
 //! content type, body); [`acknowledge`] turns the sink's answer into [`Ack::Delivered`] (commit the
 //! batch), [`Ack::Retry`] (send the same batch again later: every format is idempotent on `id`) or
@@ -22,7 +24,7 @@
 //!
 //! ClickHouse notes (checked against Debian's ClickHouse 18.16): the insert carries
 //! `date_time_input_format=best_effort` so `ts` parses from RFC 3339 (18.16 has no `DateTime64`: the
-//! column is `DateTime` and keeps seconds; the milliseconds are dropped) and
+//! column is `DateTime` and keeps seconds; `ts_ms` keeps the milliseconds) and
 //! `input_format_skip_unknown_fields=1` so a record with a column the table lacks still lands (a newer
 //! gateway writing to an older table loses that column, not the record). `JSONEachRow` refuses `null`
 //! and objects in a `String` column, so [`encode`] leaves `null` fields out (the column's default) and
@@ -287,12 +289,13 @@ pub fn clickhouse_ddl(table: &str) -> String {
     )
 }
 
-/// The audit record's columns and their ClickHouse types. `ts` is `DateTime` (seconds) because
-/// ClickHouse 18.16 has no `DateTime64`; on ClickHouse 20.1 or later `DateTime64(3)` keeps the
-/// milliseconds the records carry.
+/// The audit record's columns (ai-audit-log's record) and their ClickHouse types. `ts` is `DateTime`
+/// (seconds) because ClickHouse 18.16 has no `DateTime64` (on 20.1 or later `DateTime64(3)` would do);
+/// `ts_ms` is the same instant in epoch milliseconds.
 pub const CLICKHOUSE_COLUMNS: &[(&str, &str)] = &[
     ("id", "String"),
     ("ts", "DateTime"),
+    ("ts_ms", "UInt64"),
     ("consumer", "String"),
     ("route", "String"),
     ("method", "String"),
@@ -313,14 +316,19 @@ pub const CLICKHOUSE_COLUMNS: &[(&str, &str)] = &[
     ("guard_family", "String"),
     ("pii_total", "UInt64"),
     ("ratelimit_decision", "String"),
+    ("router_rule", "String"),
+    ("capture", "String"),
+    ("request_bytes", "UInt64"),
+    ("response_bytes", "UInt64"),
     ("request_excerpt", "String"),
     ("response_excerpt", "String"),
     ("summary", "String"),
 ];
 
-/// Milliseconds since the epoch of an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (also a
-/// lower-case `t`/`z`, or a space for `T`); `None` for anything else (offsets other than `Z` included).
-pub fn rfc3339_millis(ts: &str) -> Option<u64> {
+/// Milliseconds since the epoch of a UTC time `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (RFC 3339; also a
+/// lower-case `t`/`z` or a space for `T`), or the same without the `Z` (ClickHouse's `DateTime` text,
+/// taken as UTC); `None` for anything else (offsets other than `Z` included).
+pub fn utc_millis(ts: &str) -> Option<u64> {
     let b = ts.as_bytes();
     let sep = |i: usize, c: &[u8]| b.get(i).is_some_and(|x| c.contains(x));
     if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
@@ -349,7 +357,7 @@ pub fn rfc3339_millis(ts: &str) -> Option<u64> {
         }
         None => ("", rest),
     };
-    if (rest.starts_with('.') && fraction.is_empty()) || !(zone == "Z" || zone == "z") {
+    if (rest.starts_with('.') && fraction.is_empty()) || !matches!(zone, "Z" | "z" | "") {
         return None;
     }
     let secs = t.epoch()?;
@@ -365,8 +373,12 @@ pub fn rfc3339_millis(ts: &str) -> Option<u64> {
     secs.checked_mul(1000)?.checked_add(millis)
 }
 
+/// A record's time: its `ts_ms` (epoch milliseconds) if it has one, else its `ts` text.
 fn record_millis(record: &Value) -> Option<u64> {
-    record.get("ts").and_then(Value::as_str).and_then(rfc3339_millis)
+    record
+        .get("ts_ms")
+        .and_then(Value::as_u64)
+        .or_else(|| record.get("ts").and_then(Value::as_str).and_then(utc_millis))
 }
 
 /// One HEC event: `time` in epoch seconds (milliseconds as the fraction) when `ts` parses.
@@ -780,13 +792,16 @@ mod tests {
             ("2026-12-01T24:00:00Z", None),
             ("2026-12-01T15:25:44.Z", None),
             ("2026-12-01T15:25:44.123+01:00", None),
-            ("2026-12-01T15:25:44", None),
+            ("2026-12-01T15:25:44", Some(1_796_138_744_000)),
+            ("2026-12-01 15:25:44", Some(1_796_138_744_000)),
+            ("2026-12-01 15:25:44.5", Some(1_796_138_744_500)),
+            ("2026-12-01 15:25:44Zx", None),
             ("2026-12-01", None),
             ("", None),
             ("2026-12-01T15:25:4xZ", None),
         ];
         for (ts, want) in cases {
-            assert_eq!(rfc3339_millis(ts), *want, "{ts}");
+            assert_eq!(utc_millis(ts), *want, "{ts}");
         }
     }
 
@@ -928,6 +943,26 @@ mod tests {
         assert_eq!(
             got["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]["body"]["stringValue"],
             "only"
+        );
+    }
+
+    #[test]
+    fn ts_ms_wins_over_ts() {
+        let r = json!({"id": "a", "ts": "2026-12-01 15:25:44", "ts_ms": 1_796_138_744_987u64});
+        let hec = encode(
+            &Format::SplunkHec {
+                sourcetype: None,
+                index: None,
+            },
+            std::slice::from_ref(&r),
+        );
+        let line: Value = serde_json::from_slice(&hec.body).unwrap();
+        assert_eq!(line["time"], json!(1_796_138_744.987));
+        let otlp = encode(&Format::Otlp { service_name: None }, &[r]);
+        let body: Value = serde_json::from_slice(&otlp.body).unwrap();
+        assert_eq!(
+            body["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]["timeUnixNano"],
+            "1796138744987000000"
         );
     }
 
