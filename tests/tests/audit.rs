@@ -1,5 +1,5 @@
 //! ai-audit-log in real Envoy (two workers) with a real ClickHouse (`e2e::clickhouse`), the audit
-//! filter first, its ClickHouse sink the table of `filters/ai-audit-log/clickhouse.sql`. The first test
+//! filter first, its ClickHouse sink the table of `shared::sink::clickhouse_ddl`. The first test
 //! runs the demo chain (audit, guard, rate limit, PII, proxy); the delivery tests the audit log in
 //! front of ai-proxy alone.
 //!
@@ -23,7 +23,6 @@ use std::sync::{Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const DDL: &str = include_str!("../../filters/ai-audit-log/clickhouse.sql");
 const EMAILS: [&str; 3] = [
     "jane.doe@example.com",
     "bob.smith@corp.example.org",
@@ -89,7 +88,7 @@ fn chain_with(mock_port: u16, audit: Value, ch_port: u16) -> EnvoyOptions {
 
 fn clickhouse() -> ClickHouse {
     let ch = ClickHouse::start().unwrap();
-    ch.query(DDL.replace("ai_audit", "default.ai_audit").as_str())
+    ch.query(&shared::sink::clickhouse_ddl("default.ai_audit"))
         .unwrap();
     ch
 }

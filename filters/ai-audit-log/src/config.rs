@@ -2,7 +2,6 @@
 //! names the field (`sinks[0].table: ...`, `routes[1].capture: ...`); the same rules are written as a
 //! draft-4 schema in `ai_audit_log.meta.json` for Kong.
 
-use crate::sink::Format;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use shared::callout::valid_host;
@@ -10,6 +9,7 @@ use shared::config::{check_header_value, check_prices, parse_json, ConfigError, 
 use shared::host::Upstream;
 use shared::llm::{self, Spec, Tasks};
 use shared::queue::Overflow;
+use shared::sink::Format;
 use std::collections::HashMap;
 
 /// What of a request's payload its record keeps.
@@ -52,11 +52,12 @@ pub struct Route {
     pub capture: Capture,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sink {
     pub name: String,
     pub upstream: Upstream,
-    /// Base path; the format's path and query are appended.
+    /// Base path (default empty); the format's path and query are appended (`/?query=…` for
+    /// ClickHouse, `/_bulk`, `/services/collector/event`, `/v1/logs`).
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub format: Format,
@@ -303,18 +304,6 @@ fn name_ok(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-fn table_ok(s: &str) -> bool {
-    let part = |p: &str| {
-        !p.is_empty()
-            && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            && !p.as_bytes().first().is_some_and(u8::is_ascii_digit)
-    };
-    match s.split_once('.') {
-        Some((db, t)) => part(db) && part(t),
-        None => part(s),
-    }
-}
-
 fn sink(i: usize, mut raw: Map<String, Value>) -> Result<Sink, ConfigError> {
     let at = |f: &str| format!("sinks[{i}].{f}");
     let mut base = Map::new();
@@ -325,13 +314,11 @@ fn sink(i: usize, mut raw: Map<String, Value>) -> Result<Sink, ConfigError> {
     }
     let base: RawSinkBase = serde_json::from_value(Value::Object(base))
         .map_err(|e| ConfigError::new(format!("sinks[{i}]"), e.to_string()))?;
-    // serde lets a unit variant of an internally tagged enum take any other field: refuse them here.
-    let extra = raw.keys().find(|k| *k != "format").cloned();
     let format: Format = serde_json::from_value(Value::Object(raw))
         .map_err(|e| ConfigError::new(at("format"), e.to_string()))?;
-    if let (Format::Webhook, Some(k)) = (&format, extra) {
-        return Err(ConfigError::new(at(&k), "unknown field for format webhook"));
-    }
+    format
+        .validate()
+        .map_err(|e| ConfigError::new(at(&e.field), e.message))?;
     if !name_ok(&base.name) {
         return Err(ConfigError::new(at("name"), "must be 1-64 of A-Z a-z 0-9 - _ ."));
     }
@@ -341,20 +328,12 @@ fn sink(i: usize, mut raw: Map<String, Value>) -> Result<Sink, ConfigError> {
     if !valid_host(&base.upstream.host) {
         return Err(ConfigError::new(at("upstream.host"), "must be host:port"));
     }
-    let path = base.path.unwrap_or_else(|| "/".to_string());
-    if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
+    let path = base.path.unwrap_or_default();
+    if !(path.is_empty() || path.starts_with('/')) || !path.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ConfigError::new(
             at("path"),
             "must start with / and be visible ASCII",
         ));
-    }
-    if let Format::Clickhouse { table } = &format {
-        if !table_ok(table) {
-            return Err(ConfigError::new(
-                at("table"),
-                "must be `table` or `db.table` of A-Z a-z 0-9 _",
-            ));
-        }
     }
     let mut headers = Vec::new();
     for (k, v) in base.headers {
@@ -596,7 +575,7 @@ mod tests {
             ),
             (
                 r#"{"sinks":[{"name":"a","upstream":{"cluster":"c","host":"h:1"},"format":"webhook","tabel":"x"}]}"#,
-                "sinks[0].tabel",
+                "sinks[0].format",
             ),
             (
                 r#"{"sinks":[{"name":"a","upstream":{"cluster":"c","host":"nohost"},"format":"webhook"}]}"#,

@@ -14,11 +14,11 @@
 
 use crate::config::{Config, Of, Sink, Summary, REQUEST_VAR, RESPONSE_VAR, SUMMARY_TASK};
 use crate::policy::{metric, NAME, QUEUE};
-use crate::sink::{acknowledge, encode, Ack};
 use serde_json::Value;
 use shared::host::{Background, CallResponse, Host, HttpCall, LogLevel};
 use shared::llm::{Inputs, Run, Source};
 use shared::queue::Queue;
+use shared::sink::{acknowledge, encode, Ack};
 use std::rc::Rc;
 
 /// How long a reserved slot may stay unwritten before it is skipped.
@@ -89,6 +89,19 @@ fn summary_inputs(summary: &Summary, record: &Value) -> Option<Inputs> {
     inputs.set_var(REQUEST_VAR, req);
     inputs.set_var(RESPONSE_VAR, resp);
     Some(inputs)
+}
+
+/// The sink's base path and the format's path and query: `""` + `/?query=…`, `/audit` + `/_bulk`, `/in`
+/// + `""`; never empty.
+fn join_path(base: &str, format_path: &str) -> String {
+    let joined = format!("{}{format_path}", base.trim_end_matches('/'));
+    if joined.is_empty() {
+        "/".to_string()
+    } else if joined.starts_with('/') {
+        joined
+    } else {
+        format!("/{joined}")
+    }
 }
 
 fn longest_summary_ms(summary: &Summary) -> u64 {
@@ -197,7 +210,7 @@ impl Drain {
         HttpCall {
             upstream: sink.upstream.clone(),
             method: "POST".into(),
-            path: format!("{}{}", sink.path, enc.path),
+            path: join_path(&sink.path, &enc.path),
             headers,
             body: enc.body,
             timeout_ms: sink.timeout_ms,
@@ -252,10 +265,8 @@ impl Drain {
             return;
         };
         let n = self.batch.as_ref().map_or(0, |b| b.records.len()) as u64;
-        let ack = match response.status {
-            Some(status) => acknowledge(&sink.format, status, &response.body),
-            None => Ack::Retry("no answer (timeout or connection failure)".into()),
-        };
+        // No answer (timeout, connection failure) is status 0 to the sink's reading.
+        let ack = acknowledge(&sink.format, response.status.unwrap_or(0), &response.body);
         let label = [("sink", sink.name.as_str())];
         let delivered = match ack {
             Ack::Delivered => {
@@ -448,7 +459,10 @@ mod tests {
         let calls = d.on_tick(&mut h);
         assert_eq!(calls.len(), 2);
         assert!(
-            calls[0].1.path.starts_with("/?query=INSERT%20INTO%20t"),
+            calls[0]
+                .1
+                .path
+                .starts_with("/?query=INSERT%20INTO%20%60t%60%20FORMAT%20JSONEachRow"),
             "{}",
             calls[0].1.path
         );

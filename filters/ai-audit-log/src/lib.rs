@@ -2,14 +2,13 @@
 //! decided, what it cost — redacted, queued in shared data and shipped to ClickHouse or a webhook.
 //!
 //! Glue only: the config lives in [`config`], the per-request policy in [`policy`], the record in
-//! [`record`], the root timer's delivery in [`drain`], the sink formats in [`sink`]; the policies'
-//! decisions come through `shared::decision`, the queue is `shared::queue`.
+//! [`record`], the root timer's delivery in [`drain`]; the sink formats are `shared::sink`, the
+//! policies' decisions come through `shared::decision`, the queue is `shared::queue`.
 
 pub mod config;
 pub mod drain;
 pub mod policy;
 pub mod record;
-pub mod sink;
 
 use shared::config::ConfigError;
 use shared::host::Background;
