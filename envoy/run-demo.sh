@@ -23,6 +23,26 @@ fi
 sed -e "s/port_value: 10000/port_value: $PORT/" -e "s/port_value: 9901/port_value: $ADMIN_PORT/" \
     -e "s/port_value: 10001/port_value: $MOCK_PORT/" -e "s/127.0.0.1:10001/127.0.0.1:$MOCK_PORT/g" \
     "$src" > target/demo/envoy.yaml
+# Audit records: to the mock's recording sink, or with CLICKHOUSE_URL=http://HOST:PORT (ClickHouse's HTTP
+# interface) to its table `ai_audit`, created here from the DDL in docs/audit.md.
+audit_query="curl -s localhost:$MOCK_PORT/sink/audit/requests"
+if [ -n "${CLICKHOUSE_URL:-}" ] && [ "$src" = envoy/demo.yaml ]; then
+  ch=${CLICKHOUSE_URL#http://}; ch=${ch%%/*}
+  case "$ch" in *:*) ;; *) ch="$ch:8123" ;; esac
+  sed -n '/^```sql$/,/^```$/p' docs/audit.md | sed '1d;$d' | curl -fsS --data-binary @- "http://$ch/" \
+    || { echo "cannot create the audit table at http://$ch/" >&2; exit 1; }
+  sed -i -e 's#"upstream": { "cluster": "mock_openai", "host": "127.0.0.1:'"$MOCK_PORT"'" },#"upstream": { "cluster": "clickhouse", "host": "'"$ch"'" },#' \
+      -e 's#"path": "/sink/audit", "format": "webhook"#"format": "clickhouse", "table": "ai_audit"#' target/demo/envoy.yaml
+  cat >> target/demo/envoy.yaml <<YAML
+  - name: clickhouse
+    type: STRICT_DNS
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: clickhouse
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: ${ch%:*}, port_value: ${ch##*:} } } } }] }]
+YAML
+  audit_query="curl -s 'http://$ch/' --data-binary 'SELECT id, consumer, model, status, guard_verdict, pii_total, cost_usd FROM ai_audit FINAL ORDER BY ts DESC LIMIT 10 FORMAT PrettyCompact'"
+fi
 "$ENVOY_BIN" -c target/demo/envoy.yaml --disable-hot-restart -l warning --component-log-level wasm:info \
   2> >(tee target/demo/envoy.log >&2) & pids+=($!)
 
@@ -69,6 +89,8 @@ Try:
   curl -s localhost:$PORT/support/tickets -H 'content-type: application/json' \
     -d '{"subject":"Charged twice","description":"Acme Payments charged my Zephyr plan twice, a billing error: please refund jane.doe@example.com"}'
   curl -s localhost:$ADMIN_PORT/stats/prometheus | grep ai_enrich_task_calls
+  # Audit: one record per request, redacted, with every policy's decision (shipped every 0.5 s)
+  $audit_query
   # The models served, and the token/cost metrics
   curl -s localhost:$PORT/v1/models
   curl -s localhost:$ADMIN_PORT/stats/prometheus | grep ai_proxy_

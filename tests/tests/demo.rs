@@ -123,6 +123,47 @@ fn pii_is_masked_upstream_and_restored_for_the_client() {
 }
 
 #[test]
+fn every_request_is_audited_to_the_recording_sink_without_its_pii() {
+    let demo = Demo::start();
+    let r = demo.chat(
+        json!({"model": "gpt-4o-mini", "messages": user("Mail me at jane.doe@example.com")}),
+        &[("x-request-id", "demo-audit-1")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-request-id"), Some("demo-audit-1"));
+    // The timer ships every 0.5 s to the mock's recording sink (what `make run` prints to query).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let record = loop {
+        let got = request(demo.mock.port(), "GET", "/sink/audit/requests", &[], b"").unwrap();
+        let records: Vec<Value> = got.json()["requests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(got.json().as_array().into_iter().flatten())
+            .flat_map(|req| {
+                let body = req["body"].as_str().unwrap_or_default().to_string();
+                body.lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if let Some(r) = records.into_iter().find(|r| r["id"] == "demo-audit-1") {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "no audit record shipped");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(
+        (record["status"].as_u64(), record["route"].as_str()),
+        (Some(200), Some("chat"))
+    );
+    assert_eq!(record["guard_verdict"], "allow", "{record}");
+    assert_eq!(record["pii_total"], 1, "{record}");
+    assert_eq!(record["target"], "openai-mini", "{record}");
+    assert!(!record.to_string().contains("jane.doe"), "{record}");
+}
+
+#[test]
 fn an_attack_is_blocked_and_a_normal_question_passes() {
     let demo = Demo::start();
     let attack = demo.chat(
