@@ -61,6 +61,11 @@ CROSS_FIELD = [
     r"pattern does not compile|invalid regex|regex",
     r"is already defined",
     r"must be \[low, high\] with low < high",
+    # ai-audit-log: names unique, the summary's routes and targets, the backoff's bounds in order
+    r"duplicate (route|sink) name",
+    r"no route is named",
+    r"only the summary uses targets",
+    r"must not be below retry.initial",
 ]
 
 # Values of every JSON type and the edges parsers check (empty, blank, negative, fractional, past u32).

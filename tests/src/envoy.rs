@@ -15,8 +15,10 @@ use serde_json::Value;
 
 use crate::http;
 
-/// How long [`Envoy::start`] waits for Envoy to be ready.
-pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long [`Envoy::start`] waits for Envoy to be ready. V8 compiles every module at start: the demo's
+/// seven modules take 15-25 s on a busy 2-core machine (under 10 s on an idle one), so this is generous;
+/// it only delays the report of an Envoy that never starts.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One proxy-wasm HTTP filter.
 #[derive(Debug, Clone, PartialEq)]

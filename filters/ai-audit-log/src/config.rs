@@ -443,8 +443,11 @@ impl Config {
         if !(1..=600_000).contains(&retry_initial_ms) {
             return Err(ConfigError::new("retry.initial", "must be 1ms..10m"));
         }
-        if retry_max_ms < retry_initial_ms || retry_max_ms > 600_000 {
-            return Err(ConfigError::new("retry.max", "must be retry.initial..10m"));
+        if !(1..=600_000).contains(&retry_max_ms) {
+            return Err(ConfigError::new("retry.max", "must be 1ms..10m"));
+        }
+        if retry_max_ms < retry_initial_ms {
+            return Err(ConfigError::new("retry.max", "must not be below retry.initial"));
         }
         let max_body_bytes = raw.max_body_bytes.unwrap_or(1 << 20);
         if !(1..=(64 << 20)).contains(&max_body_bytes) {

@@ -23,6 +23,7 @@ fn check(filter: &str, json: &[u8]) -> Result<(), ConfigError> {
         "ai-gateway" => parse::<ai_gateway::config::Bundle>(json),
         "ai-enrich" => parse::<ai_enrich::config::Config>(json),
         "ai-router" => parse::<ai_router::config::Config>(json),
+        "ai-audit-log" => parse::<ai_audit_log::config::Config>(json),
         other => Err(ConfigError::new("filter", format!("unknown filter {other}"))),
     }
 }
