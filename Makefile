@@ -206,9 +206,11 @@ node:
 	  $$SUDO apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs='$(NODEJS_DEB)' npm=$(NPM_DEB); \
 	fi
-	@node -e 'const [a, b] = process.versions.node.split(".").map(Number); \
-	  if (a < 18 || a === 18 && b < 14) { console.error("Portkey needs Node.js >= 18.14, not " + process.version); process.exit(1) }'
-	@echo "node $$(node --version), npm $$(npm --version)"
+	@v=$$(node -p process.versions.node); \
+	if [ "$$(printf '%s\n' 18.14.1 "$$v" | sort -V | head -1)" != 18.14.1 ]; then \
+	  echo "Portkey's gateway needs Node.js >= 18.14.1, not $$v"; exit 1; \
+	fi; \
+	echo "node $$v, npm $$(npm --version)"
 
 # Portkey's only install script is `patch-package`, with no patches in the published package: skipped.
 $(PEERS_NODE_STAMP): $(PEERS)/package.json $(PEERS)/package-lock.json | node

@@ -438,7 +438,17 @@ pub(crate) fn run(s: &Settings) -> Res<PeersReport> {
                 .unwrap_or(0)
                 .to_string(),
         ),
-        ("memory".into(), proc_field("/proc/meminfo", "MemTotal")),
+        (
+            "memory".into(),
+            // `MemTotal:  24684084 kB`
+            proc_field("/proc/meminfo", "MemTotal")
+                .trim_end_matches(" kB")
+                .parse::<f64>()
+                .map_or_else(
+                    |_| "unknown".into(),
+                    |kb| format!("{:.1} GiB", kb / (1024.0 * 1024.0)),
+                ),
+        ),
         (
             "system".into(),
             format!("{}, {}", os_name(), command_line("uname", &["-sr"])),

@@ -381,7 +381,9 @@ pub(crate) fn render_peers(s: &Settings, rep: &peers::PeersReport) -> String {
          events), each arm run between two bare Envoy runs. Requests/s at **max** load ({} connections, \
          no pause), ÷ the mean of the two bare runs around it; latency at **paced** load ({} connections, \
          each pausing {} ms after every response: service time, not queueing); p99 at max load is \
-         mostly queueing. {} s per run, {} s measured in all.{}\n",
+         mostly queueing. {} s per run, {} s measured in all. wrk counts the requests that finish within a run: \
+         a gateway that finishes few (under 100/s) gets a coarse rate, and its latency percentiles leave \
+         out the requests still open at the end.{}\n",
         s.max_conns,
         s.paced_conns,
         s.paced_delay_ms,
@@ -430,12 +432,16 @@ pub(crate) fn render_peers(s: &Settings, rep: &peers::PeersReport) -> String {
             } else {
                 String::new()
             };
+            // A slow peer finishes few requests in a run: its rate gets a decimal, its ratio three.
+            let (rps, ratio) = if m.arm.rps < 100.0 {
+                (format!("{:.1}", m.arm.rps), format!("{:.3}", m.ratio()))
+            } else {
+                (format!("{:.0}", m.arm.rps), format!("{:.2}", m.ratio()))
+            };
             let _ = writeln!(
                 r,
-                "| {} | {label}{warn} | {:.0} | {:.2} | {} | {} | {} | {:.0} |",
+                "| {} | {label}{warn} | {rps} | {ratio} | {} | {} | {} | {:.0} |",
                 w.label,
-                m.arm.rps,
-                m.ratio(),
                 p.map_or_else(dash, |p| n(p.arm.p50)),
                 p.map_or_else(dash, |p| n(p.arm.p99)),
                 p.map_or_else(dash, |p| format!("{:+.0}", p.added_p50())),
