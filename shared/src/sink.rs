@@ -236,8 +236,9 @@ fn lines(values: impl Iterator<Item = Value>) -> Vec<u8> {
     out
 }
 
-/// `table` as ClickHouse SQL: each part back-quoted (the config check allows only `[A-Za-z0-9_]`).
-fn quoted_table(table: &str) -> String {
+/// `table` as ClickHouse SQL: each part back-quoted (trusted: [`Format::validate`] allows only
+/// `[A-Za-z0-9_]` parts).
+pub fn clickhouse_table(table: &str) -> String {
     table
         .split('.')
         .map(|p| format!("`{p}`"))
@@ -247,7 +248,7 @@ fn quoted_table(table: &str) -> String {
 
 /// `/?query=INSERT%20INTO%20…%20FORMAT%20JSONEachRow` plus the input settings the records need.
 pub fn clickhouse_path(table: &str) -> String {
-    let query = format!("INSERT INTO {} FORMAT JSONEachRow", quoted_table(table));
+    let query = format!("INSERT INTO {} FORMAT JSONEachRow", clickhouse_table(table));
     format!(
         "/?query={}&date_time_input_format=best_effort&input_format_skip_unknown_fields=1",
         uri_encode(&query, true)
@@ -285,7 +286,7 @@ pub fn clickhouse_ddl(table: &str) -> String {
         .join(",\n");
     format!(
         "CREATE TABLE IF NOT EXISTS {} (\n{columns}\n) ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(ts)\nORDER BY id",
-        quoted_table(table)
+        clickhouse_table(table)
     )
 }
 
