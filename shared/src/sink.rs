@@ -663,6 +663,8 @@ fn otlp_ack(body: &[u8]) -> Ack {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn rec(id: &str, ts: &str) -> Value {
         json!({"id": id, "ts": ts, "method": "POST", "path": "/v1/chat/completions", "status": 200,
