@@ -12,7 +12,7 @@
 //!
 //! | format | request | delivered when |
 //! |---|---|---|
-//! | `clickhouse` | `POST /?query=INSERT INTO <table> FORMAT JSONEachRow&…`, one object per line | 200 |
+//! | `clickhouse` | `POST /?query=INSERT INTO <table> FORMAT JSONEachRow&…`, one object per line | 2xx |
 //! | `webhook` | `POST` JSON lines (`application/x-ndjson`) | 2xx |
 //! | `splunk_hec` | `POST /services/collector/event`, one `{"time","event",…}` per line | 2xx and `"code":0` |
 //! | `elasticsearch` | `POST /_bulk`, `{"index":{"_index","_id"}}` + record pairs | 2xx and `"errors":false` |

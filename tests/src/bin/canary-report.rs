@@ -206,3 +206,69 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Host, port and credentials, or the error's text.
+    type Want = Result<(&'static str, u16, Option<(&'static str, &'static str)>), &'static str>;
+
+    #[test]
+    fn urls() {
+        let cases: &[(&str, Want)] = &[
+            ("http://127.0.0.1:8124", Ok(("127.0.0.1", 8124, None))),
+            ("http://ch.internal", Ok(("ch.internal", 8123, None))),
+            ("http://ch:9000/", Ok(("ch", 9000, None))),
+            (
+                "http://reader:s3cret@ch:8123",
+                Ok(("ch", 8123, Some(("reader", "s3cret")))),
+            ),
+            ("http://reader@ch", Ok(("ch", 8123, Some(("reader", ""))))),
+            ("https://ch:8443", Err("expected http://")),
+            ("http://ch:port", Err("bad port")),
+            ("http://:8123", Err("no host")),
+        ];
+        for (url, want) in cases {
+            match (parse_url(url), want) {
+                (Ok(e), Ok((host, port, user))) => {
+                    assert_eq!((e.host.as_str(), e.port), (*host, *port), "{url}");
+                    assert_eq!(
+                        e.user.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+                        *user,
+                        "{url}"
+                    );
+                }
+                (Err(got), Err(want)) => assert!(got.contains(want), "{url}: {got}"),
+                (got, want) => panic!("{url}: got {:?}, want {want:?}", got.map(|e| e.host)),
+            }
+        }
+    }
+
+    #[test]
+    fn arguments() {
+        let args = |s: &str| parse_args(s.split_whitespace().map(String::from));
+        let a =
+            args("--from http://h:1 --a x --b y --since 6h --alpha 0.01 --min-samples 50 --json").unwrap();
+        assert_eq!(
+            (a.a.as_str(), a.b.as_str(), a.table.as_str()),
+            ("x", "y", DEFAULT_TABLE)
+        );
+        assert_eq!(
+            (a.opts.alpha, a.opts.min_samples, a.json, a.since.as_deref()),
+            (0.01, 50, true, Some("6h"))
+        );
+        for (bad, why) in [
+            ("--a x --b y", "--from is required"),
+            ("--from http://h --b y", "--a is required"),
+            ("--from http://h --a x --b y --table a.b.c", "--table"),
+            ("--from http://h --a x --b y --alpha 2", "--alpha"),
+            ("--from http://h --a x --b y --min-samples 1", "--min-samples"),
+            ("--from http://h --a x --b", "--b needs a value"),
+            ("--from http://h --a x --b y --what", "unknown argument"),
+        ] {
+            let err = args(bad).err().unwrap_or_default();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+}
