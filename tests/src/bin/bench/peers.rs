@@ -481,3 +481,28 @@ pub(crate) fn run(s: &Settings) -> Res<PeersReport> {
         notes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_tree_counts_its_children() {
+        let me = std::process::id();
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let parent = parents().get(&child.id()).copied();
+        let own = vm_rss_kib(me).unwrap();
+        let kid = vm_rss_kib(child.id()).unwrap();
+        let tree = tree_rss_kib(me).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(parent, Some(me));
+        assert!(kid > 0);
+        // Our own RSS may move a little between the reads: the child's must be in the sum.
+        assert!(
+            tree >= own + kid - own / 20,
+            "tree {tree} kB, own {own} kB, child {kid} kB"
+        );
+        assert_eq!(tree_rss_kib(u32::MAX), None);
+    }
+}
