@@ -268,4 +268,4 @@ services:
 
 clean:
 	cargo clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(PEERS_VENV) $(PEERS)/node_modules
