@@ -15,8 +15,11 @@ WASM_BINDGEN_VERSION := 0.2.130
 WASM_TARGET := wasm32-wasip1
 FILTERS := ai-proxy ai-pii-redact ai-prompt-guard ai-token-ratelimit ai-enrich ai-router
 # The bundle links the filters as libraries without their entry points; it is built in its own cargo
-# run, since building it with them would unify their `module` feature back on.
+# run, since building it with them would unify their `module` feature back on, and into its own target
+# dir: in a shared one the two runs overwrite each other's cdylibs (a cdylib's file name carries no
+# feature hash), so every `make build` rebuilt every filter. Its .wasm is then copied beside theirs.
 BUNDLE := ai-gateway
+BUNDLE_TARGET := target/bundle
 BUNDLE_SUITES := proxy resilience pii guard ratelimit classification coverage bypass faults fleet enrich sdk
 WASM_DIR := target/$(WASM_TARGET)/release
 CARGO_BIN := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
@@ -69,7 +72,8 @@ wasm-bindgen:
 ## Release .wasm of every filter.
 build: toolchain
 	cargo build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS))
-	cargo build --release --target $(WASM_TARGET) -p $(BUNDLE)
+	cargo build --release --target $(WASM_TARGET) -p $(BUNDLE) --target-dir $(BUNDLE_TARGET)
+	cp $(BUNDLE_TARGET)/$(WASM_TARGET)/release/$(subst -,_,$(BUNDLE)).wasm $(WASM_DIR)/
 	@# Kong reads <name>.meta.json beside <name>.wasm: the release folder is a ready wasm_filters_path.
 	@for f in $(FILTERS) $(BUNDLE); do \
 	  n=$${f//-/_}; ls -l $(WASM_DIR)/$$n.wasm; \
