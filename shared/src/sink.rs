@@ -12,7 +12,7 @@
 //!
 //! | format | request | delivered when |
 //! |---|---|---|
-//! | `clickhouse` | `POST /?query=INSERT INTO <table> FORMAT JSONEachRow&…`, one object per line | 200 |
+//! | `clickhouse` | `POST /?query=INSERT INTO <table> FORMAT JSONEachRow&…`, one object per line | 2xx |
 //! | `webhook` | `POST` JSON lines (`application/x-ndjson`) | 2xx |
 //! | `splunk_hec` | `POST /services/collector/event`, one `{"time","event",…}` per line | 2xx and `"code":0` |
 //! | `elasticsearch` | `POST /_bulk`, `{"index":{"_index","_id"}}` + record pairs | 2xx and `"errors":false` |
@@ -236,8 +236,9 @@ fn lines(values: impl Iterator<Item = Value>) -> Vec<u8> {
     out
 }
 
-/// `table` as ClickHouse SQL: each part back-quoted (the config check allows only `[A-Za-z0-9_]`).
-fn quoted_table(table: &str) -> String {
+/// `table` as ClickHouse SQL: each part back-quoted (trusted: [`Format::validate`] allows only
+/// `[A-Za-z0-9_]` parts).
+pub fn clickhouse_table(table: &str) -> String {
     table
         .split('.')
         .map(|p| format!("`{p}`"))
@@ -247,7 +248,7 @@ fn quoted_table(table: &str) -> String {
 
 /// `/?query=INSERT%20INTO%20…%20FORMAT%20JSONEachRow` plus the input settings the records need.
 pub fn clickhouse_path(table: &str) -> String {
-    let query = format!("INSERT INTO {} FORMAT JSONEachRow", quoted_table(table));
+    let query = format!("INSERT INTO {} FORMAT JSONEachRow", clickhouse_table(table));
     format!(
         "/?query={}&date_time_input_format=best_effort&input_format_skip_unknown_fields=1",
         uri_encode(&query, true)
@@ -285,7 +286,7 @@ pub fn clickhouse_ddl(table: &str) -> String {
         .join(",\n");
     format!(
         "CREATE TABLE IF NOT EXISTS {} (\n{columns}\n) ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(ts)\nORDER BY id",
-        quoted_table(table)
+        clickhouse_table(table)
     )
 }
 
@@ -662,6 +663,8 @@ fn otlp_ack(body: &[u8]) -> Ack {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn rec(id: &str, ts: &str) -> Value {
         json!({"id": id, "ts": ts, "method": "POST", "path": "/v1/chat/completions", "status": 200,
@@ -1077,5 +1080,143 @@ mod tests {
             panic!()
         };
         assert!(r.len() < REASON_BYTES + 40, "{}", r.len());
+    }
+}
+
+/// Property tests (native only; `make fuzz` runs them longer): every format carries every record of any
+/// batch, [`acknowledge`] reads any answer without panicking, and times round-trip.
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod proptests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(128);
+        ProptestConfig {
+            cases,
+            ..ProptestConfig::default()
+        }
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            // Two decimals: serde_json's default parser reads these back exactly (longer ones may be off
+            // by an ulp, a parser matter, not the encoders').
+            (-100_000_000i64..100_000_000).prop_map(|c| Value::from(c as f64 / 100.0)),
+            ".{0,12}".prop_map(Value::from),
+            (".{0,4}", any::<i32>()).prop_map(|(k, v)| json!({ k: v })),
+            proptest::collection::vec(any::<u8>(), 0..3).prop_map(|v| json!(v)),
+        ]
+    }
+
+    fn record() -> impl Strategy<Value = Value> {
+        (
+            ".{0,10}",
+            0u64..253_402_300_799_000,
+            proptest::collection::btree_map("[a-z_]{1,8}", value(), 0..6),
+        )
+            .prop_map(|(id, ms, extra)| {
+                let mut r: Map<String, Value> = extra.into_iter().collect();
+                r.insert("id".into(), Value::String(id));
+                r.insert("ts_ms".into(), Value::from(ms));
+                Value::Object(r)
+            })
+    }
+
+    fn lines(e: &Encoded) -> Vec<Value> {
+        let text = String::from_utf8(e.body.clone()).unwrap();
+        assert!(text.is_empty() || text.ends_with('\n'));
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn every_format_carries_every_record(records in proptest::collection::vec(record(), 0..8)) {
+            let n = records.len();
+            prop_assert_eq!(lines(&encode(&Format::Webhook, &records)), records.clone());
+
+            let ch = lines(&encode(&Format::Clickhouse { table: "t".into() }, &records));
+            prop_assert_eq!(ch.len(), n);
+            for (row, r) in ch.iter().zip(&records) {
+                prop_assert_eq!(&row["id"], &r["id"]);
+                let fields = row.as_object().unwrap();
+                prop_assert!(fields.values().all(|v| !v.is_null() && !v.is_object() && !v.is_array()));
+                let kept = r.as_object().unwrap().values().filter(|v| !v.is_null()).count();
+                prop_assert_eq!(fields.len(), kept);
+            }
+
+            let hec = lines(&encode(&Format::SplunkHec { sourcetype: None, index: Some("i".into()) }, &records));
+            prop_assert_eq!(hec.len(), n);
+            for (line, r) in hec.iter().zip(&records) {
+                prop_assert_eq!(&line["event"], r);
+                let ms = r["ts_ms"].as_u64().unwrap();
+                prop_assert!((line["time"].as_f64().unwrap() - ms as f64 / 1000.0).abs() < 1e-3);
+            }
+
+            let es = lines(&encode(&Format::Elasticsearch { index: "i".into() }, &records));
+            prop_assert_eq!(es.len(), 2 * n);
+            for (pair, r) in es.chunks(2).zip(&records) {
+                prop_assert_eq!(&pair[0]["index"]["_id"], &r["id"]);
+                prop_assert_eq!(&pair[1], r);
+            }
+
+            let otlp: Value = serde_json::from_slice(&encode(&Format::Otlp { service_name: None }, &records).body).unwrap();
+            let logs = otlp["resourceLogs"][0]["scopeLogs"][0]["logRecords"].as_array().unwrap();
+            prop_assert_eq!(logs.len(), n);
+            for (log, r) in logs.iter().zip(&records) {
+                let nanos: u128 = log["timeUnixNano"].as_str().unwrap().parse().unwrap();
+                prop_assert_eq!(nanos, u128::from(r["ts_ms"].as_u64().unwrap()) * 1_000_000);
+                let id = log["attributes"].as_array().unwrap().iter().find(|a| a["key"] == "id").unwrap();
+                prop_assert_eq!(&id["value"]["stringValue"], &r["id"]);
+            }
+        }
+
+        #[test]
+        fn any_answer_is_read(status in any::<u16>(), body in proptest::collection::vec(any::<u8>(), 0..64)) {
+            for format in [
+                Format::Clickhouse { table: "t".into() },
+                Format::Webhook,
+                Format::SplunkHec { sourcetype: None, index: None },
+                Format::Elasticsearch { index: "i".into() },
+                Format::Otlp { service_name: None },
+            ] {
+                let ack = acknowledge(&format, status, &body);
+                match status {
+                    0 | 408 | 429 => prop_assert!(matches!(ack, Ack::Retry(_))),
+                    300..=499 => prop_assert!(matches!(ack, Ack::Rejected(_))),
+                    200..=299 if format == Format::Webhook => prop_assert_eq!(ack, Ack::Delivered),
+                    500..=599 if format != (Format::Clickhouse { table: "t".into() }) => {
+                        prop_assert!(matches!(ack, Ack::Retry(_)))
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        #[test]
+        fn times_round_trip(ms in 0u64..253_402_300_799_999) {
+            let t = DateTime::from_epoch(ms / 1000).unwrap();
+            let text = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                t.year, t.month, t.day, t.hour, t.minute, t.second, ms % 1000
+            );
+            prop_assert_eq!(utc_millis(&text), Some(ms));
+        }
     }
 }
