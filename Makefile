@@ -66,10 +66,12 @@ wasm-bindgen:
 	  cargo install -q wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); \
 	fi
 
-## Release .wasm of every filter.
+## Release .wasm of every filter, one cargo run each: cargo unifies a dependency's features over the
+## packages of one run, and ai-prompt-guard's `regex` features (all of `perf`) would reach every module.
 build: toolchain
-	cargo build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS))
-	cargo build --release --target $(WASM_TARGET) -p $(BUNDLE)
+	@for f in $(FILTERS) $(BUNDLE); do \
+	  cargo build --release --target $(WASM_TARGET) -p $$f || exit 1; \
+	done
 	@# Kong reads <name>.meta.json beside <name>.wasm: the release folder is a ready wasm_filters_path.
 	@for f in $(FILTERS) $(BUNDLE); do \
 	  n=$${f//-/_}; ls -l $(WASM_DIR)/$$n.wasm; \
