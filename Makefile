@@ -15,8 +15,11 @@ WASM_BINDGEN_VERSION := 0.2.130
 WASM_TARGET := wasm32-wasip1
 FILTERS := ai-proxy ai-pii-redact ai-prompt-guard ai-token-ratelimit ai-enrich ai-router
 # The bundle links the filters as libraries without their entry points; it is built in its own cargo
-# run, since building it with them would unify their `module` feature back on.
+# run, since building it with them would unify their `module` feature back on, and into its own target
+# dir: in a shared one the two runs overwrite each other's cdylibs (a cdylib's file name carries no
+# feature hash), so every `make build` rebuilt every filter. Its .wasm is then copied beside theirs.
 BUNDLE := ai-gateway
+BUNDLE_TARGET := target/bundle
 BUNDLE_SUITES := proxy resilience pii guard ratelimit classification coverage bypass faults fleet enrich sdk
 WASM_DIR := target/$(WASM_TARGET)/release
 CARGO_BIN := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
@@ -28,7 +31,7 @@ PROPTEST_CASES ?= 2048
 export PROPTEST_CASES
 FUZZ_CASES ?= 40960
 
-.PHONY: run test build setup toolchain venv services wasm-bindgen lint fmt unit wasm-test e2e meta validate bench bench-profile bench-tools fuzz soak clean guard-gate guard-data train-guard
+.PHONY: run test build setup toolchain venv services wasm-bindgen lint fmt unit wasm-test e2e meta validate bench bench-profile bench-tools bench-peers peers node fuzz soak clean guard-gate guard-data train-guard
 
 ## The demo: mock providers + Envoy with every filter on 127.0.0.1 (ports: PORT, ADMIN_PORT, MOCK_PORT).
 run: setup build
@@ -68,10 +71,13 @@ wasm-bindgen:
 
 ## Release .wasm of every filter, one cargo run each: cargo unifies a dependency's features over the
 ## packages of one run, and ai-prompt-guard's `regex` features (all of `perf`) would reach every module.
+## The bundle in its own target dir (its policy crates are built without their module entry points).
 build: toolchain
-	@for f in $(FILTERS) $(BUNDLE); do \
+	@for f in $(FILTERS); do \
 	  cargo build --release --target $(WASM_TARGET) -p $$f || exit 1; \
 	done
+	cargo build --release --target $(WASM_TARGET) -p $(BUNDLE) --target-dir $(BUNDLE_TARGET)
+	cp $(BUNDLE_TARGET)/$(WASM_TARGET)/release/$(subst -,_,$(BUNDLE)).wasm $(WASM_DIR)/
 	@# Kong reads <name>.meta.json beside <name>.wasm: the release folder is a ready wasm_filters_path.
 	@for f in $(FILTERS) $(BUNDLE); do \
 	  n=$${f//-/_}; ls -l $(WASM_DIR)/$$n.wasm; \
@@ -176,6 +182,49 @@ bench-profile:
 	  --manifest-path bench/prof-wasm/Cargo.toml --target-dir $(PROF_TARGET)
 	python3 bench/tools/profile_split.py --bin $(PROF_TARGET)/release/bench-prof
 
+## Other gateways against bare Envoy, ai-proxy alone and the bundle chain, in one run (issue 16; see
+## bench/README.md, "Compared with peers"): writes bench/results-peers.md. Optional, never part of
+## `make test`. Installs the peers, pinned, under bench/peers/ (git-ignored): LiteLLM's proxy from PyPI
+## (bench/peers/requirements.txt: every package pinned) and Portkey's gateway from npm
+## (bench/peers/package.json + package-lock.json), with Node.js from Debian when the machine has none.
+PEERS := bench/peers
+LITELLM_VERSION := 1.106.12
+PEERS_VENV := $(PEERS)/.venv
+PEERS_VENV_STAMP := $(PEERS_VENV)/.installed-litellm$(LITELLM_VERSION)
+PEERS_NODE_STAMP := $(PEERS)/node_modules/.installed
+# Debian bookworm's Node.js (security revisions replace each other: any deb12u revision) and npm.
+NODEJS_DEB := 18.20.4+dfsg-1~deb12u*
+NPM_DEB := 9.2.0~ds1-1
+bench-peers: setup build bench-tools peers
+	cargo build -q --release -p e2e --bin bench --bin bench-upstream
+	$(BENCH_TARGET)/release/bench --peers
+
+peers: $(PEERS_VENV_STAMP) $(PEERS_NODE_STAMP)
+
+$(PEERS_VENV_STAMP): $(PEERS)/requirements.txt
+	python3 -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --disable-pip-version-check -q -r $(PEERS)/requirements.txt
+	$(PEERS_VENV)/bin/pip show litellm | grep -x 'Version: $(LITELLM_VERSION)'
+	rm -f $(PEERS_VENV)/.installed-*
+	touch $@
+
+node:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs='$(NODEJS_DEB)' npm=$(NPM_DEB); \
+	fi
+	@v=$$(node -p process.versions.node); \
+	if [ "$$(printf '%s\n' 18.14.1 "$$v" | sort -V | head -1)" != 18.14.1 ]; then \
+	  echo "Portkey's gateway needs Node.js >= 18.14.1, not $$v"; exit 1; \
+	fi; \
+	echo "node $$v, npm $$(npm --version)"
+
+# Portkey's only install script is `patch-package`, with no patches in the published package: skipped.
+$(PEERS_NODE_STAMP): $(PEERS)/package.json $(PEERS)/package-lock.json | node
+	cd $(PEERS) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
+
 ## wrk (load) and binaryen's wasm-opt (size measurement only) from Debian bookworm, pinned.
 WRK_DEB := 4.1.0-3+b2
 BINARYEN_DEB := 108-1
@@ -227,4 +276,4 @@ services:
 
 clean:
 	cargo clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(PEERS_VENV) $(PEERS)/node_modules

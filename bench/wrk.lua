@@ -3,6 +3,7 @@
 --   BENCH_STREAM    "1": ask the bench upstream for an SSE stream (header x-bench-stream)
 --   BENCH_DELAY_MS  > 0: each connection waits this long after a response before its next request,
 --                   so a few connections give a steady, modest request rate (the paced runs)
+--   BENCH_HEADERS   more headers, one `name: value` a line (a peer gateway's routing and key, `make bench-peers`)
 -- done() prints one `BENCH_RESULT key=value ...` line (latencies in microseconds) for the driver.
 
 local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
@@ -16,6 +17,15 @@ wrk.headers["x-consumer-id"] = "bench"
 wrk.headers["x-ai-cluster"] = "mock_openai"
 if os.getenv("BENCH_STREAM") == "1" then
   wrk.headers["x-bench-stream"] = "1"
+end
+-- An extra header replaces the bench's own of the same name (a peer's own API key as Authorization).
+for name, value in (os.getenv("BENCH_HEADERS") or ""):gmatch("([^:\n]+):%s*([^\n]*)") do
+  for k in pairs(wrk.headers) do
+    if k:lower() == name:lower() then
+      wrk.headers[k] = nil
+    end
+  end
+  wrk.headers[name] = value
 end
 
 local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0") or 0

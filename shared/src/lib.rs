@@ -7,7 +7,7 @@
 //! ([`callout`], [`breaker`]), the model calls the gateway makes for its own purposes ([`llm`]: governed
 //! tasks with schema-checked JSON answers), a JSON Schema subset ([`schema`]), incremental SSE, token
 //! accounting, what a body says without a model ([`lang`]: its readable text and language), errors,
-//! metric naming, the bounded shared-data queue ([`queue`]), the fleet store over Webdis ([`redis`]),
+//! metric naming, the bounded shared-data queue ([`queue`]), the audit sinks' wire formats ([`sink`]), the fleet store over Webdis ([`redis`]),
 //! and the small [`host::Host`] seam that policies use. [`wasm`] (feature `host`) is the only module
 //! that calls proxy-wasm: the real host adapter; the generic driver is [`host::driver`].
 //!
@@ -38,6 +38,7 @@ pub mod rand;
 pub mod ratelimit;
 pub mod redis;
 pub mod schema;
+pub mod sink;
 pub mod sse;
 pub mod text;
 pub mod time;

@@ -6,12 +6,14 @@
 //! - [`http`]: a minimal HTTP/1.1 client (one request per connection, decodes chunked bodies).
 //! - [`envoy`]: launches a real Envoy with a generated config (wasm filters + router + mock clusters).
 //! - [`redis`]: a real Redis and Webdis (Redis over HTTP) on free ports, with a small client over webdis.
+//! - [`canary`]: the statistics and verdict of `canary-report` (two arms of audit records compared).
 //! - [`clickhouse`]: a real ClickHouse server on free ports, with query/insert/select helpers.
 //! - [`sdk`]: runs Python snippets with the official OpenAI and Anthropic SDKs from the project venv.
 //! - [`service`]: what those launchers share (fresh directories, free ports, readiness, kill on drop).
 
 use std::path::PathBuf;
 
+pub mod canary;
 pub mod classifier;
 pub mod clickhouse;
 pub mod envoy;

@@ -1,10 +1,15 @@
-//! `bench-upstream [--port N]`: the benchmark's upstream, a fixed-response HTTP/1.1 server on
-//! 127.0.0.1:N (0 = any free port; the chosen port is printed as `listening on 127.0.0.1:PORT`).
+//! `bench-upstream [--port N] [--stream-from-body]`: the benchmark's upstream, a fixed-response HTTP/1.1
+//! server on 127.0.0.1:N (0 = any free port; the chosen port is printed as `listening on 127.0.0.1:PORT`).
 //!
 //! It answers every request, whatever its path, with a canned OpenAI `chat.completion` JSON, or with a
 //! canned SSE stream (`text/event-stream`, chunked, one HTTP chunk and one write per event, like a real
 //! provider) when the request has `x-bench-stream: 1` or its path contains `stream`. The request body
 //! is read and thrown away (content-length or chunked: ai-proxy makes Envoy send it chunked).
+//!
+//! `--stream-from-body` (`make bench-peers`): the body is kept and a request whose JSON says
+//! `"stream": true` is answered with the stream too, since other gateways (LiteLLM, Portkey) forward
+//! the body but not the client's `x-bench-stream` header. Off by default, so `make bench` does not pay
+//! for the scan.
 //!
 //! Why not the mock provider: it parses every body as JSON, counts words and records requests, which
 //! costs more per request than the gateway under test and would hide its overhead. Why not a second
@@ -109,13 +114,36 @@ fn read_head(reader: &mut BufReader<TcpStream>, line: &mut String) -> io::Result
     }
 }
 
-/// Reads and discards the request body.
-fn skip_body(reader: &mut BufReader<TcpStream>, head: &Head, line: &mut String) -> io::Result<()> {
+/// Whether a JSON request body asks for a stream: a `"stream"` key whose value is `true`. The key
+/// cannot match inside a string value (a quote there is escaped), and `"stream_options"` is another key.
+fn asks_for_stream(body: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return false;
+    };
+    text.match_indices("\"stream\"").any(|(at, key)| {
+        let rest = text.get(at + key.len()..).unwrap_or_default().trim_start();
+        rest.strip_prefix(':')
+            .is_some_and(|v| v.trim_start().starts_with("true"))
+    })
+}
+
+/// Reads the request body into `body` when given (cleared first), else discards it.
+fn read_body(
+    reader: &mut BufReader<TcpStream>,
+    head: &Head,
+    line: &mut String,
+    mut body: Option<&mut Vec<u8>>,
+) -> io::Result<()> {
+    if let Some(b) = body.as_deref_mut() {
+        b.clear();
+    }
+    // Copies `n` bytes to the body or to nowhere; the count copied.
+    let mut copy = |reader: &mut BufReader<TcpStream>, n: u64| match body.as_deref_mut() {
+        Some(b) => io::copy(&mut reader.by_ref().take(n), b),
+        None => io::copy(&mut reader.by_ref().take(n), &mut io::sink()),
+    };
     if !head.chunked {
-        let n = io::copy(
-            &mut reader.by_ref().take(head.content_length as u64),
-            &mut io::sink(),
-        )?;
+        let n = copy(reader, head.content_length as u64)?;
         if n as usize != head.content_length {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
@@ -136,21 +164,26 @@ fn skip_body(reader: &mut BufReader<TcpStream>, head: &Head, line: &mut String) 
                 }
             }
         }
-        let n = io::copy(&mut reader.by_ref().take(size as u64 + 2), &mut io::sink())?;
-        if n as usize != size + 2 {
+        let n = copy(reader, size as u64)?;
+        if n as usize != size {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
+        // The chunk's closing CRLF.
+        let mut crlf = [0u8; 2];
+        reader.read_exact(&mut crlf)?;
     }
 }
 
-fn serve(stream: TcpStream, canned: &Canned) -> io::Result<()> {
+fn serve(stream: TcpStream, canned: &Canned, stream_from_body: bool) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut line = String::new();
+    let mut body = Vec::new();
     while let Some(head) = read_head(&mut reader, &mut line)? {
-        skip_body(&mut reader, &head, &mut line)?;
-        if head.stream {
+        let keep = stream_from_body && !head.stream;
+        read_body(&mut reader, &head, &mut line, keep.then_some(&mut body))?;
+        if head.stream || keep && asks_for_stream(&body) {
             writer.write_all(&canned.stream_head)?;
             for chunk in &canned.stream_chunks {
                 writer.write_all(chunk)?;
@@ -165,9 +198,12 @@ fn serve(stream: TcpStream, canned: &Canned) -> io::Result<()> {
     Ok(())
 }
 
-fn port_from_args() -> Result<u16, String> {
-    let usage = "usage: bench-upstream [--port N]   (0 = any free port, the default)";
+/// The port (0 = any free one) and whether to read `"stream": true` from bodies.
+fn args() -> Result<(u16, bool), String> {
+    let usage =
+        "usage: bench-upstream [--port N] [--stream-from-body]   (port 0 = any free port, the default)";
     let mut port = 0;
+    let mut stream_from_body = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -175,15 +211,16 @@ fn port_from_args() -> Result<u16, String> {
                 let v = args.next().ok_or_else(|| usage.to_string())?;
                 port = v.parse().map_err(|_| format!("invalid port {v:?}\n{usage}"))?;
             }
+            "--stream-from-body" => stream_from_body = true,
             _ => return Err(format!("unknown argument {arg:?}\n{usage}")),
         }
     }
-    Ok(port)
+    Ok((port, stream_from_body))
 }
 
 fn main() -> ExitCode {
-    let port = match port_from_args() {
-        Ok(p) => p,
+    let (port, stream_from_body) = match args() {
+        Ok(a) => a,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
@@ -205,8 +242,38 @@ fn main() -> ExitCode {
         let canned = Arc::clone(&canned);
         // A connection error only ends that connection (Envoy closing its pool at exit, for instance).
         thread::spawn(move || {
-            let _ = serve(stream, &canned);
+            let _ = serve(stream, &canned, stream_from_body);
         });
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::asks_for_stream;
+
+    #[test]
+    fn stream_is_read_from_the_body() {
+        let cases: &[(&str, bool)] = &[
+            (r#"{"model":"m","stream":true,"messages":[]}"#, true),
+            // Python's json.dumps spacing (LiteLLM's OpenAI client), and a newline.
+            (r#"{"model": "m", "stream": true}"#, true),
+            ("{\"stream\"\n :\t true}", true),
+            (r#"{"stream":false,"messages":[]}"#, false),
+            (r#"{"messages":[]}"#, false),
+            (r#"{"stream_options":{"include_usage":true}}"#, false),
+            // Inside a string value the quotes are escaped: not the key.
+            (r#"{"messages":[{"content":"say \"stream\": true"}]}"#, false),
+            // A later real key still counts after a look-alike in a value.
+            (
+                r#"{"messages":[{"content":"\"stream\": true"}],"stream":true}"#,
+                true,
+            ),
+            ("", false),
+        ];
+        for (body, want) in cases {
+            assert_eq!(asks_for_stream(body.as_bytes()), *want, "{body}");
+        }
+        assert!(!asks_for_stream(&[0xff, 0xfe]));
+    }
 }

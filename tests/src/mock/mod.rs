@@ -17,11 +17,13 @@
 //! | `POST /model/{id}/converse`, `/model/{id}/converse-stream`, `/model/{id}/invoke` | AWS Bedrock Converse (JSON; the stream in the binary `application/vnd.amazon.eventstream` framing with real CRCs) and InvokeModel embeddings (Titan `amazon.titan-embed-*`, Cohere `cohere.embed-*`); `authorization: Bearer <key>`, or a SigV4 `authorization` of the right shape with `x-amz-date` and an `x-amz-content-sha256` equal to the body's hash (`bedrock.rs`) |
 //! | any method `/echo`, `/echo/...` | 200 `{"method", "path", "query": {k: v or [v, ...]}, "headers": {...}, "body": <JSON, else text>}` |
 //! | `GET /_mock/requests` | the records, oldest first: `{"method", "path" (with query), "headers", "body" (text), "json"}` |
-//! | `DELETE /_mock/requests` | clears records and faults |
+//! | `DELETE /_mock/requests` | clears records, faults and sinks |
 //! | `POST /_mock/faults`, `DELETE /_mock/faults` | queues a fault rule / clears them |
 //! | `GET /_mock/health` | `{"ok": true}` |
+//! | `POST /sink/<name>/…`, `GET /sink/<name>/requests`, `POST /sink/<name>/fail?count=N&status=S` | recording audit sinks of every `shared::sink` format, answered in the format's success shape, made to fail N times (`sink.rs`) |
 //!
-//! Every request but `/_mock/*` is recorded as sent, and every one but `/_mock/*` takes faults.
+//! Every request but `/_mock/*` and `/sink/*` is recorded as sent, and takes faults; a sink keeps its
+//! own records.
 //!
 //! # Request headers
 //!
@@ -105,6 +107,7 @@ mod engine;
 mod gemini;
 mod openai;
 mod schema;
+mod sink;
 
 pub use bedrock::{MOCK_ACCESS_KEY_ID, MOCK_SECRET};
 pub use engine::{
@@ -131,6 +134,7 @@ struct Shared {
     next_id: AtomicU64,
     next_conn: AtomicU64,
     conns: Mutex<HashMap<u64, TcpStream>>,
+    sinks: Mutex<sink::Sinks>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -167,10 +171,16 @@ impl MockServer {
         lock(&self.shared.records).clone()
     }
 
-    /// Clears records and faults (the same as `DELETE /_mock/requests`).
+    /// Clears records, faults and sinks (the same as `DELETE /_mock/requests`).
     pub fn clear(&self) {
         lock(&self.shared.records).clear();
         lock(&self.shared.faults).clear();
+        lock(&self.shared.sinks).clear();
+    }
+
+    /// What sink `name` received, oldest first (the same as `GET /sink/<name>/requests`).
+    pub fn sink_requests(&self, name: &str) -> Vec<Value> {
+        sink::requests(&self.shared, name)
     }
 
     /// Queues a fault rule (the same as `POST /_mock/faults`), e.g.
@@ -435,6 +445,9 @@ fn handle(shared: &Shared, req: &Request, w: &mut TcpStream, keep: bool) -> io::
     if path.starts_with("/_mock/") {
         return handle_control(shared, req, w, keep);
     }
+    if sink::is_sink(path) {
+        return sink::handle(shared, req, w, keep);
+    }
     let json: Option<Value> = serde_json::from_slice(&req.body).ok();
     record(shared, req, json.as_ref());
     let Some(endpoint) = route(path) else {
@@ -653,6 +666,7 @@ fn handle_control(shared: &Shared, req: &Request, w: &mut TcpStream, keep: bool)
         ("DELETE", "/_mock/requests") => {
             lock(&shared.records).clear();
             lock(&shared.faults).clear();
+            lock(&shared.sinks).clear();
             write_json(w, 200, &[], &json!({"cleared": true}), keep)?;
         }
         ("POST", "/_mock/faults") => {

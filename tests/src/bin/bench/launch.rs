@@ -61,7 +61,7 @@ impl BenchEnvoy {
             format!(
                 "envoy did not start: {e}\n    log ({}):\n{}",
                 envoy.dir.join("envoy.log").display(),
-                envoy.log_tail(12)
+                log_tail(&envoy.dir.join("envoy.log"), 12)
             )
         })?;
         Ok(envoy)
@@ -110,21 +110,9 @@ impl BenchEnvoy {
         Ok(resp.status == 200)
     }
 
-    fn log_tail(&self, n: usize) -> String {
-        let log = fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(n)..]
-            .iter()
-            .map(|l| format!("      {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
     /// Resident memory of the Envoy process (kB from /proc).
     pub(crate) fn rss_kib(&self) -> Option<u64> {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.child.0.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        vm_rss_kib(self.child.0.id())
     }
 
     /// Server memory gauges from the admin `/stats` (`server.memory_allocated`, ...).
@@ -141,6 +129,24 @@ impl BenchEnvoy {
             })
             .collect()
     }
+}
+
+/// The last `n` lines of a log file, indented for an error message.
+pub(crate) fn log_tail(path: &Path, n: usize) -> String {
+    let log = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| format!("      {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `VmRSS` of one process (kB, from /proc).
+pub(crate) fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The harness's config for `opts` without the access log, and for the bare arm with a static route.

@@ -18,16 +18,22 @@
 //! a pinned `wasm-opt`, measured only: the build is unchanged), and the native engine throughput from
 //! `bench-native`. Writes `bench/results.md` and prints it.
 //!
+//! `bench --peers` (`make bench-peers`) is the comparison with other gateways instead (`peers.rs`): bare
+//! Envoy, ai-proxy alone and the bundle chain against LiteLLM's proxy and Portkey's gateway, on the same
+//! upstream, workloads, load and interleaving; writes `bench/results-peers.md`.
+//!
 //! Environment: `BENCH_QUICK=1` (about a minute), `BENCH_SECONDS` (per run, default 2), `BENCH_ARMS`
-//! (default `bench/arms.json`), `BENCH_OUT` (default `bench/results.md`), `BENCH_WASM_LOG` (Envoy's
-//! `wasm` log level, default `info` as in the demo: ai-proxy's per-request log line is part of its
-//! cost), `WRK`, `WASM_OPT`, `ENVOY_BIN`.
+//! (default `bench/arms.json`), `BENCH_OUT` (default `bench/results.md`, `bench/results-peers.md` with
+//! `--peers`), `BENCH_WASM_LOG` (Envoy's `wasm` log level, default `info` as in the demo: ai-proxy's
+//! per-request log line is part of its cost), `WRK`, `WASM_OPT`, `ENVOY_BIN`; for `--peers`,
+//! `BENCH_LITELLM`, `BENCH_PORTKEY` and `NODE` (see `peers.rs`).
 //!
 //! Envoy is launched here rather than with `e2e::envoy::Envoy::start` because the bench needs its own
 //! config variants: the same `render_config` output, minus the per-request access log (it would add the
 //! same cost to every arm and blur the ratios), and for the bare arm a static route.
 
 mod launch;
+mod peers;
 mod report;
 #[allow(dead_code)]
 mod workload;
@@ -45,7 +51,7 @@ use e2e::envoy::{render_config, EnvoyOptions, Filter};
 use serde_json::Value;
 
 use launch::{BenchEnvoy, Guard};
-use report::render;
+use report::{render, render_peers};
 
 type Res<T> = Result<T, String>;
 
@@ -66,6 +72,8 @@ enum Mode {
 
 struct Settings {
     quick: bool,
+    /// `--peers`: the comparison with other gateways (`peers.rs`).
+    peers: bool,
     seconds: u32,
     paced_conns: u32,
     paced_delay_ms: u32,
@@ -111,18 +119,20 @@ fn request_headers(stream: bool) -> Vec<(&'static str, &'static str)> {
     h
 }
 
+/// Headers an arm needs besides the bench's own (`request_headers`): none for Envoy, the routing
+/// headers of a peer gateway.
+type Extra = [(String, String)];
+
 /// One request of each workload must answer 200 with the canned answer, or the arm measures nothing.
-fn preflight(envoy: &BenchEnvoy, workloads: &[Workload]) -> Res<()> {
+fn preflight(port: u16, extra: &Extra, workloads: &[Workload]) -> Res<()> {
     for w in workloads {
         let body = fs::read(&w.body).map_err(|e| e.to_string())?;
-        let resp = e2e::http::request(
-            envoy.port,
-            "POST",
-            "/v1/chat/completions",
-            &request_headers(w.stream),
-            &body,
-        )
-        .map_err(|e| format!("{}: request failed: {e}", w.label))?;
+        // An extra header replaces the bench's own of that name, as in bench/wrk.lua.
+        let mut headers = request_headers(w.stream);
+        headers.retain(|(k, _)| !extra.iter().any(|(e, _)| e.eq_ignore_ascii_case(k)));
+        headers.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let resp = e2e::http::request(port, "POST", "/v1/chat/completions", &headers, &body)
+            .map_err(|e| format!("{}: request failed: {e}", w.label))?;
         let text = resp.text();
         let marker = if w.stream { "[DONE]" } else { "\"chat.completion\"" };
         if resp.status != 200 || !text.contains(marker) {
@@ -136,7 +146,7 @@ fn preflight(envoy: &BenchEnvoy, workloads: &[Workload]) -> Res<()> {
     Ok(())
 }
 
-fn wrk(s: &Settings, port: u16, w: &Workload, mode: Mode, seconds: u32) -> Res<Run> {
+fn wrk(s: &Settings, port: u16, extra: &Extra, w: &Workload, mode: Mode, seconds: u32) -> Res<Run> {
     let (conns, delay) = match mode {
         Mode::Paced => (s.paced_conns, s.paced_delay_ms),
         Mode::Max => (s.max_conns, 0),
@@ -155,6 +165,13 @@ fn wrk(s: &Settings, port: u16, w: &Workload, mode: Mode, seconds: u32) -> Res<R
         .env("BENCH_BODY", &w.body)
         .env("BENCH_STREAM", if w.stream { "1" } else { "0" })
         .env("BENCH_DELAY_MS", delay.to_string())
+        .env(
+            "BENCH_HEADERS",
+            extra
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\n"))
+                .collect::<String>(),
+        )
         .output()
         .map_err(|e| format!("cannot run {}: {e}", s.wrk))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -314,9 +331,12 @@ fn sibling_exe(name: &str) -> Res<PathBuf> {
     }
 }
 
-fn start_upstream() -> Res<(Guard, u16)> {
+/// `stream_from_body`: the upstream also streams when the body says `"stream": true` (the peers'
+/// comparison: other gateways do not forward `x-bench-stream`).
+fn start_upstream(stream_from_body: bool) -> Res<(Guard, u16)> {
     let mut child = Command::new(sibling_exe("bench-upstream")?)
         .args(["--port", "0"])
+        .args(stream_from_body.then_some("--stream-from-body"))
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("bench-upstream: {e}"))?;
@@ -427,8 +447,11 @@ impl Cell {
     fn added_p50(&self) -> f64 {
         self.arm.p50 - self.bare_p50()
     }
+    fn bare_p99(&self) -> f64 {
+        mean(self.before.p99, self.after.p99)
+    }
     fn added_p99(&self) -> f64 {
-        self.arm.p99 - mean(self.before.p99, self.after.p99)
+        self.arm.p99 - self.bare_p99()
     }
     /// How far apart the two bare runs are, in percent of their mean (throughput).
     fn noise_rps(&self) -> f64 {
@@ -438,12 +461,40 @@ impl Cell {
 
 type Cells = BTreeMap<(Mode, usize, usize), Cell>;
 
-/// One measured configuration: a label, its filters, how they are packed and its running Envoy.
+/// What an arm measures: an Envoy the bench started, or another gateway (`bench --peers`).
+enum Server {
+    Envoy(BenchEnvoy),
+    Peer(peers::Peer),
+}
+
+impl Server {
+    fn port(&self) -> u16 {
+        match self {
+            Server::Envoy(e) => e.port,
+            Server::Peer(p) => p.port,
+        }
+    }
+    fn extra(&self) -> &Extra {
+        match self {
+            Server::Envoy(_) => &[],
+            Server::Peer(p) => &p.headers,
+        }
+    }
+    /// Resident memory (kB): Envoy's process, or the peer's process and its children.
+    fn rss_kib(&self) -> Option<u64> {
+        match self {
+            Server::Envoy(e) => e.rss_kib(),
+            Server::Peer(p) => p.rss_kib(),
+        }
+    }
+}
+
+/// One measured configuration: a label, its filters, how they are packed and its running server.
 struct Arm {
     label: String,
     filters: Vec<BenchFilter>,
     packing: Packing,
-    envoy: BenchEnvoy,
+    server: Server,
 }
 
 /// Envoy's memory for one config and worker count (bytes).
@@ -476,8 +527,9 @@ fn make_workloads(s: &Settings) -> Res<Vec<Workload>> {
     let mut workloads = Vec::new();
     for &(size, label) in sizes {
         for stream in [false, true] {
-            // The quick run keeps the three that bound the others: small JSON, small SSE, large JSON.
-            if s.quick && (size == 8 * 1024 || size == 64 * 1024 && stream) {
+            // The quick run and the peers' keep the three that bound the others: small JSON, small SSE,
+            // large JSON.
+            if (s.quick || s.peers) && (size == 8 * 1024 || size == 64 * 1024 && stream) {
                 continue;
             }
             let body = workload::chat_request(size, stream);
@@ -499,12 +551,12 @@ fn make_workloads(s: &Settings) -> Res<Vec<Workload>> {
 fn start_arm(s: &Settings, label: &str, filters: &[BenchFilter], packing: Packing, ctx: &Ctx) -> Res<Arm> {
     let opts = options(filters, &ctx.env, ctx.upstream, 1, packing);
     let envoy = BenchEnvoy::start(s, label, &opts, false)?;
-    preflight(&envoy, &ctx.workloads)?;
+    preflight(envoy.port, &[], &ctx.workloads)?;
     Ok(Arm {
         label: label.to_string(),
         filters: filters.to_vec(),
         packing,
-        envoy,
+        server: Server::Envoy(envoy),
     })
 }
 
@@ -597,10 +649,10 @@ fn measure(s: &Settings, bare: &BenchEnvoy, arms: &[Arm], workloads: &[Workload]
                 continue;
             }
             eprintln!("bench: {mode:?} {}", w.label);
-            let mut before = wrk(s, bare.port, w, mode, s.seconds)?;
+            let mut before = wrk(s, bare.port, &[], w, mode, s.seconds)?;
             for (ai, arm) in arms.iter().enumerate() {
-                let run = wrk(s, arm.envoy.port, w, mode, s.seconds)?;
-                let after = wrk(s, bare.port, w, mode, s.seconds)?;
+                let run = wrk(s, arm.server.port(), arm.server.extra(), w, mode, s.seconds)?;
+                let after = wrk(s, bare.port, &[], w, mode, s.seconds)?;
                 eprintln!(
                     "bench:   {:<44} {:>7.0} rps (bare {:.0}/{:.0})  p50 {:.0} µs (bare {:.0}/{:.0})",
                     arm.label, run.rps, before.rps, after.rps, run.p50, before.p50, after.p50
@@ -648,7 +700,7 @@ fn measure_memory(s: &Settings, chain: &[BenchFilter], bundle: bool, ctx: &Ctx) 
                 &ctx.workloads[..]
             };
             for w in traffic {
-                wrk(s, envoy.port, w, Mode::Max, 1)?;
+                wrk(s, envoy.port, &[], w, Mode::Max, 1)?;
             }
             let stats = envoy.memory_stats();
             rows.push(MemoryRow {
@@ -683,6 +735,38 @@ fn run_native(quick: bool) -> String {
     }
 }
 
+/// Warm-up: V8 compiles hot wasm functions with its optimising tier; pools connect. The first second
+/// of each is kept, per (arm, workload) with arm 0 bare and then the arms in order: what V8 costs
+/// before every hot function is compiled (Envoy gives V8 `--no-liftoff`: each function is compiled by
+/// the optimising tier on its first call).
+fn warm_up(
+    s: &Settings,
+    bare: &BenchEnvoy,
+    arms: &[Arm],
+    workloads: &[Workload],
+) -> Res<BTreeMap<(usize, usize), Run>> {
+    let warm: Vec<&Workload> = if s.quick {
+        workloads.iter().filter(|w| w.stream).take(1).collect()
+    } else {
+        workloads
+            .iter()
+            .filter(|w| w.body_len < 2048 || w.body_len > 60_000)
+            .collect()
+    };
+    let mut cold = BTreeMap::new();
+    let targets =
+        std::iter::once((bare.port, &[][..])).chain(arms.iter().map(|a| (a.server.port(), a.server.extra())));
+    for (ai, (port, extra)) in targets.enumerate() {
+        for w in &warm {
+            let run = wrk(s, port, extra, w, Mode::Max, 1)?;
+            if let Some(wi) = workloads.iter().position(|x| x.label == w.label) {
+                cold.insert((ai, wi), run);
+            }
+        }
+    }
+    Ok(cold)
+}
+
 fn run(s: &Settings) -> Res<Report> {
     let wrk_version = command_line(&s.wrk, &["--version"]);
     if !wrk_version.starts_with("wrk") {
@@ -693,7 +777,7 @@ fn run(s: &Settings) -> Res<Report> {
     }
     let arms_file = read_arms(&s.root, &s.root.join(env_or("BENCH_ARMS", "bench/arms.json")))?;
     let workloads = make_workloads(s)?;
-    let (_upstream, upstream) = start_upstream()?;
+    let (_upstream, upstream) = start_upstream(false)?;
     eprintln!("bench: upstream on 127.0.0.1:{upstream}; {wrk_version}");
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let envoy_version = command_line(&e2e::envoy_bin().to_string_lossy(), &["--version"]);
@@ -715,37 +799,15 @@ fn run(s: &Settings) -> Res<Report> {
         &options(&[], &ctx.env, upstream, 1, Packing::Separate),
         true,
     )?;
-    preflight(&bare, &ctx.workloads).map_err(|e| format!("bare Envoy does not serve the bench: {e}"))?;
+    preflight(bare.port, &[], &ctx.workloads)
+        .map_err(|e| format!("bare Envoy does not serve the bench: {e}"))?;
     let mut notes = Vec::new();
     let arms = start_arms(s, &arms_file, &ctx, &mut notes);
     if arms.is_empty() {
         notes.push("no filter arm could run: only bare Envoy was measured".into());
     }
 
-    // Warm-up: V8 compiles hot wasm functions with its optimising tier; pools connect.
-    let warm: Vec<&Workload> = if s.quick {
-        ctx.workloads.iter().filter(|w| w.stream).take(1).collect()
-    } else {
-        ctx.workloads
-            .iter()
-            .filter(|w| w.body_len < 2048 || w.body_len > 60_000)
-            .collect()
-    };
-    // The first second of each is kept: what V8 costs before every hot function is compiled (Envoy
-    // gives V8 `--no-liftoff`: each function is compiled by the optimising tier on its first call).
-    let mut cold = BTreeMap::new();
-    for (ai, envoy) in std::iter::once(&bare)
-        .chain(arms.iter().map(|a| &a.envoy))
-        .enumerate()
-    {
-        for w in &warm {
-            let run = wrk(s, envoy.port, w, Mode::Max, 1)?;
-            if let Some(wi) = ctx.workloads.iter().position(|x| x.label == w.label) {
-                // Arm index: 0 is bare, then the arms in order.
-                cold.insert((ai, wi), run);
-            }
-        }
-    }
+    let cold = warm_up(s, &bare, &arms, &ctx.workloads)?;
 
     let started = Instant::now();
     let cells = measure(s, &bare, &arms, &ctx.workloads)?;
@@ -784,8 +846,16 @@ fn run(s: &Settings) -> Res<Report> {
 
 fn main() -> ExitCode {
     let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let peers = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some("--peers") => true,
+        Some(other) => {
+            eprintln!("bench: unknown argument {other:?} (usage: bench [--peers])");
+            return ExitCode::from(2);
+        }
+    };
     let root = e2e::repo_root();
-    let dir = e2e::target_dir().join("bench");
+    let dir = e2e::target_dir().join(if peers { "bench-peers" } else { "bench" });
     let seconds = match env_or("BENCH_SECONDS", if quick { "1" } else { "2" }).parse() {
         Ok(n) if n > 0 => n,
         _ => {
@@ -795,6 +865,7 @@ fn main() -> ExitCode {
     };
     let s = Settings {
         quick,
+        peers,
         seconds,
         paced_conns: 2,
         paced_delay_ms: 2,
@@ -809,10 +880,17 @@ fn main() -> ExitCode {
         eprintln!("bench: {}: {e}", dir.display());
         return ExitCode::FAILURE;
     }
-    match run(&s) {
-        Ok(report) => {
-            let text = render(&s, &report);
-            let out = root.join(env_or("BENCH_OUT", "bench/results.md"));
+    let (text, default_out) = if peers {
+        (
+            peers::run(&s).map(|r| render_peers(&s, &r)),
+            "bench/results-peers.md",
+        )
+    } else {
+        (run(&s).map(|r| render(&s, &r)), "bench/results.md")
+    };
+    match text {
+        Ok(text) => {
+            let out = root.join(env_or("BENCH_OUT", default_out));
             if let Err(e) = fs::write(&out, &text) {
                 eprintln!("bench: cannot write {}: {e}", out.display());
             }

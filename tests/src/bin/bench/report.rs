@@ -356,3 +356,118 @@ fn render_targets(r: &mut String, rep: &Report) {
             .join("; ")
     );
 }
+
+/// The comparison with other gateways (`bench --peers`, `bench/results-peers.md`).
+pub(crate) fn render_peers(s: &Settings, rep: &peers::PeersReport) -> String {
+    let mut r = String::new();
+    let cmd = if s.quick {
+        "BENCH_QUICK=1 make bench-peers"
+    } else {
+        "make bench-peers"
+    };
+    let _ = writeln!(r, "## Compared with peers\n");
+    let _ = writeln!(
+        r,
+        "`{cmd}` on {}; load average {} at the start of the run, {} at its end.\n",
+        rep.date, rep.load_start, rep.load_end
+    );
+    for (k, v) in &rep.machine {
+        let _ = writeln!(r, "- {k}: {v}");
+    }
+    let _ = writeln!(
+        r,
+        "\nOne worker each: Envoy `--concurrency 1`, LiteLLM `--num_workers 1`, Portkey one node process; \
+         all against one `bench-upstream --stream-from-body` (canned OpenAI answers, 17 KB SSE in 67 \
+         events), each arm run between two bare Envoy runs. Requests/s at **max** load ({} connections, \
+         no pause), ÷ the mean of the two bare runs around it; latency at **paced** load ({} connections, \
+         each pausing {} ms after every response: service time, not queueing); p99 at max load is \
+         mostly queueing. {} s per run, {} s measured in all. wrk counts the requests that finish within a run: \
+         a gateway that finishes few (under 100/s) gets a coarse rate, and its latency percentiles leave \
+         out the requests still open at the end.{}\n",
+        s.max_conns,
+        s.paced_conns,
+        s.paced_delay_ms,
+        s.seconds,
+        rep.measured_secs,
+        if s.quick {
+            " **Quick run: 1 s runs, latency on 1 KB JSON only: indicative only.**"
+        } else {
+            ""
+        }
+    );
+    r.push_str(
+        "| workload | gateway | rps | ÷ bare Envoy | p50 µs | p99 µs | p50 − bare µs | p99 µs at max load |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let n = |x: f64| format!("{x:.0}");
+    for (wi, w) in rep.workloads.iter().enumerate() {
+        let max: Vec<&Cell> = (0..rep.labels.len())
+            .filter_map(|ai| rep.cells.get(&(Mode::Max, wi, ai)))
+            .collect();
+        let paced: Vec<&Cell> = (0..rep.labels.len())
+            .filter_map(|ai| rep.cells.get(&(Mode::Paced, wi, ai)))
+            .collect();
+        let avg = |cells: &[&Cell], f: fn(&Cell) -> f64| {
+            (!cells.is_empty()).then(|| cells.iter().map(|c| f(c)).sum::<f64>() / cells.len() as f64)
+        };
+        let dash = || "–".to_string();
+        // Bare Envoy: the mean of all its runs of this workload.
+        let _ = writeln!(
+            r,
+            "| {} | bare Envoy | {} | 1.00 | {} | {} | 0 | {} |",
+            w.label,
+            avg(&max, Cell::bare_rps).map_or_else(dash, n),
+            avg(&paced, Cell::bare_p50).map_or_else(dash, n),
+            avg(&paced, Cell::bare_p99).map_or_else(dash, n),
+            avg(&max, |c| mean(c.before.p99, c.after.p99)).map_or_else(dash, n),
+        );
+        for (ai, label) in rep.labels.iter().enumerate() {
+            let Some(m) = rep.cells.get(&(Mode::Max, wi, ai)) else {
+                continue;
+            };
+            let p = rep.cells.get(&(Mode::Paced, wi, ai));
+            let errors = m.arm.errors + p.map_or(0, |p| p.arm.errors);
+            let warn = if errors > 0 {
+                format!(" ⚠ {errors} errors")
+            } else {
+                String::new()
+            };
+            // A slow peer finishes few requests in a run: its rate gets a decimal, its ratio three.
+            let (rps, ratio) = if m.arm.rps < 100.0 {
+                (format!("{:.1}", m.arm.rps), format!("{:.3}", m.ratio()))
+            } else {
+                (format!("{:.0}", m.arm.rps), format!("{:.2}", m.ratio()))
+            };
+            let _ = writeln!(
+                r,
+                "| {} | {label}{warn} | {rps} | {ratio} | {} | {} | {} | {:.0} |",
+                w.label,
+                p.map_or_else(dash, |p| n(p.arm.p50)),
+                p.map_or_else(dash, |p| n(p.arm.p99)),
+                p.map_or_else(dash, |p| format!("{:+.0}", p.added_p50())),
+                m.arm.p99,
+            );
+        }
+    }
+    r.push_str("\n### Memory\n\nResident memory (RSS, from /proc) of each server right after the load; a peer's counts its child processes too.\n\n");
+    r.push_str("| gateway | RSS MiB | − bare Envoy MiB |\n|---|---:|---:|\n");
+    let bare = rep.memory.first().and_then(|m| m.rss);
+    for m in &rep.memory {
+        let (rss, diff) = match (m.rss, bare) {
+            (Some(x), Some(b)) => (
+                mib(x),
+                format!("{:+.1}", (x as f64 - b as f64) / (1024.0 * 1024.0)),
+            ),
+            (Some(x), None) => (mib(x), "–".into()),
+            (None, _) => ("(not measured)".into(), "–".into()),
+        };
+        let _ = writeln!(r, "| {} | {rss} | {diff} |", m.label);
+    }
+    if !rep.notes.is_empty() {
+        r.push_str("\nSkipped:\n\n");
+        for n in &rep.notes {
+            let _ = writeln!(r, "- {n}");
+        }
+    }
+    r
+}
