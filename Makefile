@@ -69,9 +69,13 @@ wasm-bindgen:
 	  cargo install -q wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); \
 	fi
 
-## Release .wasm of every filter.
+## Release .wasm of every filter, one cargo run each: cargo unifies a dependency's features over the
+## packages of one run, and ai-prompt-guard's `regex` features (all of `perf`) would reach every module.
+## The bundle in its own target dir (its policy crates are built without their module entry points).
 build: toolchain
-	cargo build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS))
+	@for f in $(FILTERS); do \
+	  cargo build --release --target $(WASM_TARGET) -p $$f || exit 1; \
+	done
 	cargo build --release --target $(WASM_TARGET) -p $(BUNDLE) --target-dir $(BUNDLE_TARGET)
 	cp $(BUNDLE_TARGET)/$(WASM_TARGET)/release/$(subst -,_,$(BUNDLE)).wasm $(WASM_DIR)/
 	@# Kong reads <name>.meta.json beside <name>.wasm: the release folder is a ready wasm_filters_path.

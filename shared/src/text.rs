@@ -170,6 +170,151 @@ pub fn fold(s: &str) -> Folded {
     Folded { text, map: Some(map) }
 }
 
+/// `pattern` (a regex) with its literal characters folded as [`fold`] folds text, so a pattern
+/// written with characters folding changes (Greek or Cyrillic look-alikes, other scripts' digits,
+/// full-width forms, Unicode spaces and dashes, invisible characters) still matches the folded text
+/// it runs on: `ΣΟΦΙΑ` becomes `ΣOΦIA`, as the text `ΣΟΦΙΑ` does.
+///
+/// With `nocase` (the pattern is case-insensitive), a letter becomes the class of what its capital
+/// and small forms fold to, because the look-alike table is not the same for both cases: `М` folds to
+/// `M` but `м` stays, so `(?i)М` becomes `(?i)[Mм]`. A class range is kept and gets what its
+/// characters fold to added (`[Α-Γ]` becomes `[Α-ΓAB]`). Escapes (`\x{..}`, `\p{..}`, `\.`) and group
+/// names are kept as written, so an escaped look-alike never matches folded text. ASCII patterns come
+/// back unchanged.
+pub fn fold_pattern(pattern: &str, nocase: bool) -> String {
+    if pattern.is_ascii() {
+        return pattern.to_string();
+    }
+    let cs: Vec<char> = pattern.chars().collect();
+    let at = |i: usize| cs.get(i).copied();
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut in_class = 0usize;
+    let mut i = 0;
+    while let Some(c) = at(i) {
+        match c {
+            '\\' => {
+                out.push(c);
+                if let Some(n) = at(i + 1) {
+                    out.push(n);
+                    i += 1;
+                    if matches!(n, 'p' | 'P' | 'x' | 'u' | 'U') && at(i + 1) == Some('{') {
+                        while let Some(m) = at(i + 1) {
+                            out.push(m);
+                            i += 1;
+                            if m == '}' {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            '[' => {
+                in_class += 1;
+                out.push(c);
+            }
+            ']' if in_class > 0 => {
+                in_class -= 1;
+                out.push(c);
+            }
+            // A class range: kept, plus what the characters in it fold to (`[Α-Ω]` also matches the
+            // `A` that `Α` folds to). Ranges wider than `MAX_FOLDED_RANGE` are kept as written only.
+            lo if in_class > 0
+                && at(i + 1) == Some('-')
+                && at(i + 2).is_some_and(|hi| hi != ']' && hi != '\\' && hi != '[') =>
+            {
+                let hi = at(i + 2).unwrap_or(lo);
+                out.push(lo);
+                out.push('-');
+                out.push(hi);
+                if !hi.is_ascii() && (hi as u32).saturating_sub(lo as u32) <= MAX_FOLDED_RANGE {
+                    let mut seen = String::new();
+                    for ch in (lo..=hi).filter(|ch| !ch.is_ascii()) {
+                        let mut one = String::new();
+                        push_folded_literal(&mut one, ch, nocase, true);
+                        for img in one.chars() {
+                            if !seen.contains(img) && img != ch {
+                                seen.push(img);
+                            }
+                        }
+                    }
+                    for img in seen.chars() {
+                        push_escaped(&mut out, img);
+                    }
+                }
+                i += 2;
+            }
+            // Group names are kept: `(?P<name>` and `(?<name>`.
+            '(' if in_class == 0
+                && at(i + 1) == Some('?')
+                && (at(i + 2) == Some('<') || at(i + 2) == Some('P')) =>
+            {
+                while let Some(m) = at(i) {
+                    out.push(m);
+                    if m == '>' {
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            c if c.is_ascii() => out.push(c),
+            c => push_folded_literal(&mut out, c, nocase, in_class > 0),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// One literal character of a pattern, folded (see [`fold_pattern`]).
+fn push_folded_literal(out: &mut String, c: char, nocase: bool, in_class: bool) {
+    let one = |v: char| match fold_char(v) {
+        Fold::Keep => Some(v),
+        Fold::Drop => None,
+        Fold::To(t) => Some(t),
+    };
+    let mut images: Vec<char> = Vec::with_capacity(3);
+    let mut forms = vec![c];
+    if nocase {
+        for case in [c.to_lowercase().collect::<Vec<_>>(), c.to_uppercase().collect()] {
+            if let [v] = case.as_slice() {
+                forms.push(*v);
+            }
+        }
+    }
+    for f in forms {
+        if let Some(img) = one(f) {
+            if !images.contains(&img) {
+                images.push(img);
+            }
+        }
+    }
+    let class = images.len() > 1 && !in_class;
+    if class {
+        out.push('[');
+    }
+    for img in images {
+        push_escaped(out, img);
+    }
+    if class {
+        out.push(']');
+    }
+}
+
+/// Ranges up to this many characters get their folded forms added (see [`fold_pattern`]).
+const MAX_FOLDED_RANGE: u32 = 0x4000;
+
+/// `c` as a literal that means itself anywhere in a pattern, in a class too and with `(?x)`.
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        ' ' => out.push_str(r"\x20"),
+        '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$' | '#' | '&'
+        | '-' | '~' => {
+            out.push('\\');
+            out.push(c);
+        }
+        _ => out.push(c),
+    }
+}
+
 /// `s` cut to at most `max` characters (not bytes), so the cut never splits a character.
 pub fn truncate_chars(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
@@ -231,6 +376,39 @@ mod tests {
         let g = fold("x\u{200B}");
         assert_eq!(g.original_range(1..1), 1..1);
         assert_eq!(g.original_range(5..9), 0..1);
+    }
+
+    /// Literals fold like text; escapes, group names and range ends stay as written.
+    #[test]
+    fn folds_pattern_literals() {
+        let cases = [
+            // (pattern, nocase, folded)
+            (r"EMP-\d{6}", false, r"EMP-\d{6}"),
+            ("ΣΟΦΙΑ", false, "ΣOΦIA"),
+            ("(?i)Μ", true, "(?i)[Mμ]"),
+            ("(?i)М", true, "(?i)[Mм]"),
+            ("(?i)ο", true, "(?i)[oO]"),
+            ("ι", false, "i"),
+            ("[ΑΒ]x", false, "[AB]x"),
+            ("(?i)[Μ]", true, "(?i)[Mμ]"),
+            ("[Α-Γ]", false, "[Α-ΓAB]"),
+            ("[^Α-Γ]", false, "[^Α-ΓAB]"),
+            ("(?i)[Α-Β]", true, "(?i)[Α-ΒAaBβ]"),
+            ("[a-c]", false, "[a-c]"),
+            (r"\x{391}Α", false, r"\x{391}A"),
+            (r"\p{Greek}Α", false, r"\p{Greek}A"),
+            ("(?P<νame>Α)", false, "(?P<νame>A)"),
+            ("(?<νame>Α)", false, "(?<νame>A)"),
+            ("a\u{200B}b", false, "ab"),
+            ("５５５\u{2011}０１", false, r"555\-01"),
+            ("a\u{00A0}b", false, r"a\x20b"),
+            ("（x）", false, r"\(x\)"),
+            ("٣", false, "3"),
+            ("日本", true, "日本"),
+        ];
+        for (pattern, nocase, want) in cases {
+            assert_eq!(fold_pattern(pattern, nocase), want, "{pattern:?}");
+        }
     }
 
     #[test]

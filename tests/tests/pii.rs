@@ -486,6 +486,26 @@ fn evasion_is_normalised_and_bad_config_is_refused() {
     );
 }
 
+/// Custom patterns and terms written with letters folding changes (Greek and Cyrillic look-alikes)
+/// match the folded text in the module: `(?i)ΣΟΦΙΑ` finds "σοφια" (it did not while only the text was
+/// folded), a term `Москва` finds "МОСКВА", and the originals come back in the answer.
+#[test]
+fn greek_and_cyrillic_patterns_and_terms_match_folded_text() {
+    let bed = Bed::start(json!({
+        "regexes": [{"name": "name", "pattern": "(?i)ΣΟΦΙΑ"}],
+        "terms": [{"name": "city", "terms": ["Москва"]}]
+    }));
+    let prompt = "η σοφια ζει στη МОСКВА";
+    let r = bed.chat(&body("gpt-4o-mini", prompt, false), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = bed.upstream()["json"]["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(sent, "η <NAME_1> ζει στη <CITY_1>");
+    assert_eq!(answer_text(&r), reply_to(prompt));
+}
+
 /// Context decides what a shape means: a dotted ten-digit number whose area code the strict North
 /// American check rejects is masked after "phone:", and a version number of the same shape is not.
 #[test]

@@ -7,7 +7,7 @@
 //! and it keeps the regex engine on its fast DFA path.
 
 use super::validate;
-use crate::text::fold;
+use crate::text::{fold, fold_pattern};
 use regex::{Regex, RegexBuilder};
 use std::ops::Range;
 
@@ -174,6 +174,16 @@ fn compile(pattern: &str) -> Result<Regex, regex::Error> {
         .size_limit(REGEX_SIZE_LIMIT)
         .dfa_size_limit(REGEX_SIZE_LIMIT)
         .build()
+}
+
+/// Does a flag group of `pattern` turn case-insensitivity on (`(?i)`, `(?xi:`, not `(?-i)`)? Used to
+/// fold its letters for both cases; a pattern that turns it on anywhere is treated as caseless.
+fn ignores_case(pattern: &str) -> bool {
+    pattern.split("(?").skip(1).any(|group| {
+        let flags = group.split([':', ')']).next().unwrap_or_default();
+        flags.chars().all(|c| c.is_ascii_alphabetic() || c == '-')
+            && flags.split('-').next().is_some_and(|on| on.contains('i'))
+    })
 }
 
 /// The built-in patterns: `(type, pattern, check, priority, canonical form, gate)`.
@@ -1007,11 +1017,16 @@ impl Engine {
             }
         }
         for (i, (kind, pattern)) in spec.regexes.iter().enumerate() {
-            let regex = compile(pattern).map_err(|e| EngineError {
+            let error = |e: regex::Error| EngineError {
                 what: EngineErrorKind::Regex,
                 index: i,
                 message: e.to_string(),
-            })?;
+            };
+            // Checked as written (errors quote the user's pattern), then matched folded like the text.
+            let mut regex = compile(pattern).map_err(error)?;
+            if !pattern.is_ascii() {
+                regex = compile(&fold_pattern(pattern, ignores_case(pattern))).map_err(error)?;
+            }
             if regex.is_match("") {
                 return Err(EngineError {
                     what: EngineErrorKind::Regex,
@@ -1046,8 +1061,13 @@ impl Engine {
                 let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
                 let lead = if word(folded.chars().next()) { r"\b" } else { "" };
                 let trail = if word(folded.chars().last()) { r"\b" } else { "" };
-                // Any run of spaces between the words of a term.
-                let body: Vec<String> = folded.split_whitespace().map(regex::escape).collect();
+                // Any run of spaces between the words of a term; each word folded like the text (and,
+                // without case, every letter as the class of what its two cases fold to).
+                let body: Vec<String> = t
+                    .split(char::is_whitespace)
+                    .map(|w| fold_pattern(&regex::escape(w), !*case_sensitive))
+                    .filter(|w| !w.is_empty())
+                    .collect();
                 alts.push(format!("{lead}{}{trail}", body.join(r"\s+")));
             }
             if alts.is_empty() {
@@ -1471,6 +1491,53 @@ mod tests {
         for (pattern, text, want) in cases {
             let e = Engine::new(&spec(pattern)).unwrap();
             assert_eq!(found(&e, text), vec![("x".into(), (*want).into())], "{pattern}");
+        }
+    }
+
+    /// Patterns and terms with letters that folding changes (Greek and Cyrillic look-alikes, other
+    /// digits) match the folded text: the user's `(?i)ΣΟΦΙΑ` did not match "σοφια" while only the text
+    /// was folded (σoφia against ΣΟΦΙΑ).
+    #[test]
+    fn user_patterns_and_terms_fold_like_the_text() {
+        let regex = |p: &str| EngineSpec {
+            regexes: vec![("x".into(), p.into())],
+            ..Default::default()
+        };
+        let terms = |t: &str, case_sensitive| EngineSpec {
+            terms: vec![("x".into(), vec![t.into()], case_sensitive)],
+            ..Default::default()
+        };
+        let cases: Vec<(EngineSpec, &str, Vec<&str>)> = vec![
+            (
+                regex("(?i)ΣΟΦΙΑ"),
+                "η σοφια, η ΣΟΦΙΑ, η Σοφια",
+                vec!["σοφια", "ΣΟΦΙΑ", "Σοφια"],
+            ),
+            (regex("ΣΟΦΙΑ"), "σοφια ΣΟΦΙΑ", vec!["ΣΟΦΙΑ"]),
+            (
+                regex(r"(?i)\bМосква\b"),
+                "МОСКВА и москва",
+                vec!["МОСКВА", "москва"],
+            ),
+            (regex("Москва"), "МОСКВА и Москва", vec!["Москва"]),
+            (regex("(?i)[ΑΒ]{2}-٣"), "κωδ. αβ-3 ok", vec!["αβ-3"]),
+            (regex("[Α-Ω]{3}"), "ΑΒΓ", vec!["ΑΒΓ"]),
+            (
+                terms("Москва", false),
+                "в МОСКВА, москва",
+                vec!["МОСКВА", "москва"],
+            ),
+            (
+                terms("Σοφία Παππά", false),
+                "η ΣΟΦΊΑ  ΠΑΠΠΆ ήρθε",
+                vec!["ΣΟΦΊΑ  ΠΑΠΠΆ"],
+            ),
+            (terms("Москва", true), "МОСКВА и Москва", vec!["Москва"]),
+        ];
+        for (spec, text, want) in cases {
+            let e = Engine::new(&spec).unwrap();
+            let got: Vec<String> = found(&e, text).into_iter().map(|(_, v)| v).collect();
+            assert_eq!(got, want, "{:?} {:?}", spec.regexes, spec.terms);
         }
     }
 
