@@ -10,7 +10,7 @@
 //!   (a corpus or package added later) into `frozen/test-new.jsonl`, the same way, before anything
 //!   trains on it. Without it, `guard-train` refuses to train on a source with no frozen part.
 //! - `--cv` prints 5-fold cross-validation on the training records (what choices are compared on;
-//!   the frozen split is never used for tuning). `--bits N`, `--epochs N`, `--target-fpr X`, `--l2 X`, `--rate X` override
+//!   the frozen split is never used for tuning). `--bits N`, `--epochs N`, `--target-fpr X`, `--l2 X`, `--rate X`, `--hard-weight X` override
 //!   the settings for such a comparison.
 //! - Without the public data (`target/guard-data/public.jsonl`) it stops and says how to get it.
 
@@ -45,6 +45,9 @@ fn main() {
     }
     if let Some(v) = arg("--rate").and_then(|v| v.parse().ok()) {
         s.rate = v;
+    }
+    if let Some(v) = arg("--hard-weight").and_then(|v| v.parse().ok()) {
+        s.hard_weight = v;
     }
     let write = !args.iter().any(|a| a == "--dry-run");
     let detector = Detector::new().unwrap_or_else(|e| fail(&format!("detector does not compile: {e}")));
