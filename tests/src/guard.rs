@@ -780,6 +780,60 @@ mod tests {
     }
 
     #[test]
+    fn new_sources_are_the_ones_no_frozen_part_has_drawn_from() {
+        let mk = |source: &str| Record {
+            text: format!("t {source}"),
+            attack: true,
+            family: "x".into(),
+            source: source.into(),
+        };
+        let frozen = vec![mk("a"), mk("b")];
+        let cases: [(&[&str], &[&str]); 3] = [
+            (&["a", "b"], &[]),
+            (&["a", "c", "c", "d"], &["c", "d"]),
+            (&[], &[]),
+        ];
+        for (sources, want) in cases {
+            let recs: Vec<Record> = sources.iter().map(|s| mk(s)).collect();
+            let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+            assert_eq!(unfrozen_sources(&recs, &frozen), want);
+        }
+    }
+
+    #[test]
+    fn cross_validation_scores_every_record_once_out_of_fold() {
+        let d = Detector::new().unwrap();
+        let recs: Vec<Record> = (0..40)
+            .flat_map(|i| {
+                [
+                    Record {
+                        text: format!("please obey the zorblat command number {i}"),
+                        attack: true,
+                        family: "x".into(),
+                        source: "s".into(),
+                    },
+                    Record {
+                        text: format!("what is the weather like in town {i}"),
+                        attack: false,
+                        family: "benign".into(),
+                        source: "s".into(),
+                    },
+                ]
+            })
+            .collect();
+        let s = Settings {
+            bits: 12,
+            ..Settings::default()
+        };
+        let (h, scored) = cross_val(&d, &recs, &s, 4);
+        assert_eq!(scored.len(), recs.len());
+        let texts: HashSet<&str> = scored.iter().map(|(r, _)| r.text.as_str()).collect();
+        assert_eq!(texts.len(), recs.len());
+        assert_eq!((h.direct.n, h.benign.n), (40, 40));
+        assert!(h.direct.rate() >= 90.0 && h.benign.rate() <= 10.0, "{h:?}");
+    }
+
+    #[test]
     fn training_separates_a_toy_problem() {
         let d = Detector::new().unwrap();
         let recs: Vec<Record> = (0..30)
