@@ -129,7 +129,8 @@ guard-gate:
 ## unpacked into target/guard-data/ (git-ignored) and extracted to target/guard-data/public.jsonl.
 GUARD_DATA := target/guard-data
 GUARD_PACKAGES := pyrit==1.1.0 bastioncorpus==0.6.0 agentdojo==0.1.35 promptinject==0.1.1.1 \
-  prompt-security-fuzzer==2.1.1 jailbreak-corpus-mini-py==0.1.0
+  prompt-security-fuzzer==2.1.1 jailbreak-corpus-mini-py==0.1.0 agent-injection-bench==0.1.0 \
+  agentprobe-injection==0.2.0a1
 PYYAML_VERSION := 6.0.2
 GUARD_PY := $(GUARD_DATA)/venv/bin/python
 guard-data:

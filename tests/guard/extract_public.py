@@ -236,9 +236,73 @@ def mini(out):
         out.append(record("jailbreak-corpus-mini:" + r["id"], r["prompt"], "attack", f, "jailbreak_corpus_mini"))
 
 
+AIB_FAMILY = {
+    "context_termination": "fake_delimiter",
+    "data_exfiltration": "exfiltration",
+    "encoding": "encoded_payload",
+    "role_play": "role_play",
+    "baseline": "instruction_override",
+}
+
+
+def aib(out):
+    """agent-injection-bench: each attack's injected tool result or document (indirect unless it is a
+    user message), the `control` cases (documents that use the same words innocently) as hard
+    negatives, and the user tasks as benign prompts."""
+    path = os.path.join(ROOT, "aib/data/attacks.jsonl")
+    for line in open(path, encoding="utf-8"):
+        r = json.loads(line)
+        rid = "agent-injection-bench:" + r["id"]
+        out.append(record(rid + ":task", r["task"], "benign", "benign", "agent_injection_bench"))
+        if r["family"] == "control":
+            out.append(record(rid, r["injected"], "benign", "hard_negative", "agent_injection_bench"))
+            continue
+        fam = "indirect"
+        if r["channel"] in ("user_message", "multi_turn"):
+            fam = AIB_FAMILY.get(r["family"], "instruction_override")
+        out.append(record(rid, r["injected"], "attack", fam, "agent_injection_bench"))
+
+
+# Benign lines the team wrote to fill agentprobe's carriers (the documents an agent reads), so each
+# carrier shape is also seen without an injection.
+CARRIER_FILLERS = [
+    "Please review the attached figures before Friday's meeting.",
+    "The office will be closed on Monday for the public holiday.",
+    "Contact the help desk if the new VPN client does not connect.",
+    "Shipping takes three to five business days within the EU.",
+    "Remember to submit your timesheet by the end of the month.",
+    "The previous version of this report had a typo in table 2.",
+    "Updated on 12 March: the venue moved to room 4B.",
+]
+
+
+def agentprobe(out):
+    """agentprobe-injection: its attack catalogue (intents x linguistic transforms, direct prompt
+    extraction in English and Russian), each carrier (email, document, web page) wrapping attack
+    payloads (indirect) and team-written benign fillers (benign), and its benign task emails."""
+    sys.path.insert(0, ROOT)
+    from agentprobe.attacks.registry import all_attacks
+    from agentprobe.injection.carriers import ALL_CARRIERS
+    from agentprobe.injection.benign_tasks import ALL_BENIGN_TASKS
+
+    attacks = all_attacks()
+    for a in attacks:
+        out.append(record("agentprobe:" + a.id, a.payload, "attack", "prompt_extraction", "agentprobe"))
+    for c, carrier in enumerate(ALL_CARRIERS):
+        for k in range(6):
+            a = attacks[(c * 7 + k * 11) % len(attacks)]
+            out.append(record(f"agentprobe:{carrier.name}:{a.id}", carrier.wrap(a.payload), "attack", "indirect", "agentprobe"))
+        for k in range(2):
+            filler = CARRIER_FILLERS[(c + k * 3) % len(CARRIER_FILLERS)]
+            out.append(record(f"agentprobe:{carrier.name}:benign{k}", carrier.wrap(filler), "benign", "benign", "agentprobe"))
+    for t in ALL_BENIGN_TASKS:
+        out.append(record("agentprobe:task:" + t.task_id, t.user_request, "benign", "benign", "agentprobe"))
+        out.append(record("agentprobe:email:" + t.task_id, t.email_content, "benign", "benign", "agentprobe"))
+
+
 def main():
     out = []
-    for step in (pyrit, bastion, agentdojo, promptinject, psfuzz, mini):
+    for step in (pyrit, bastion, agentdojo, promptinject, psfuzz, mini, aib, agentprobe):
         before = len(out)
         step(out)
         print(f"{step.__name__}: {len(out) - before} records", file=sys.stderr)

@@ -155,14 +155,16 @@ pub fn dev_sets() -> Vec<(String, PathBuf)> {
     sets
 }
 
-/// Every team-written record: the development sets (source `team-dev`) and `written/`
-/// (`team-written`).
+/// Every team-written record: the development sets (source `team-dev`), `written/`
+/// (`team-written`), `written2/` (`team-written-2`) and `written3/` (`team-written-3`).
 pub fn all_team_records() -> Vec<Record> {
     let mut out = Vec::new();
     for (_, dir) in dev_sets() {
         out.extend(team_records(&dir, "team-dev"));
     }
     out.extend(team_records(&corpus_dir().join("written"), "team-written"));
+    out.extend(team_records(&corpus_dir().join("written2"), "team-written-2"));
+    out.extend(team_records(&corpus_dir().join("written3"), "team-written-3"));
     out
 }
 
@@ -268,17 +270,25 @@ pub struct Settings {
     /// False-positive rate on out-of-fold benign training records that the exported threshold
     /// (moved to 0.5 through the bias) aims at.
     pub target_fpr: f64,
+    /// How much more a hard negative weighs in training than another benign record of a stratum
+    /// of the same size.
+    pub hard_weight: f32,
 }
 
 impl Default for Settings {
     fn default() -> Settings {
+        // Chosen on 5-fold cross-validation of the training records (`guard-train --cv`), never on
+        // the frozen split: rate 3 and 20 epochs over 0.5 and 12 (+4 points direct, +12 indirect at
+        // the same false positives), and the operating point at 1.5% out-of-fold false positives,
+        // under the 2% budget with some room (1% cost about 5 points of recall).
         Settings {
             bits: 17,
-            epochs: 12,
-            rate: 0.5,
+            epochs: 20,
+            rate: 3.0,
             l2: 1e-5,
             seed: 15,
-            target_fpr: 0.01,
+            target_fpr: 0.015,
+            hard_weight: 1.0,
         }
     }
 }
@@ -337,7 +347,12 @@ pub fn train(data: &[Prepared], strata: &[String], s: &Settings) -> Weights {
         .zip(strata)
         .map(|(p, st)| {
             let n = count.get(&(st.as_str(), p.attack)).copied().unwrap_or(1) as f32;
-            1.0 / n.sqrt()
+            let hard = if st.ends_with("/hard_negative") {
+                s.hard_weight
+            } else {
+                1.0
+            };
+            hard / n.sqrt()
         })
         .collect();
     let class_total = |attack: bool| -> f32 {
@@ -552,20 +567,61 @@ pub fn table(title: &str, records: &[&Record], flagged: &[bool], key: fn(&Record
     out
 }
 
-/// The committed frozen split, after checking it against its hash file.
+/// The committed frozen split (the first generation, drawn before the first model), after checking
+/// it against its hash file.
 pub fn frozen_test() -> Result<Vec<Record>, String> {
+    read_frozen("test")
+}
+
+/// The frozen parts of the sources added after the first generation (`frozen/test-new.jsonl`),
+/// each drawn from its source before any model trained on it; empty when there are none.
+pub fn frozen_new() -> Result<Vec<Record>, String> {
+    if !frozen_dir().join("test-new.jsonl").exists() {
+        return Ok(Vec::new());
+    }
+    read_frozen("test-new")
+}
+
+/// `frozen/<stem>.jsonl`, checked against `frozen/<stem>.hash`.
+fn read_frozen(stem: &str) -> Result<Vec<Record>, String> {
     let dir = frozen_dir();
-    let text = std::fs::read_to_string(dir.join("test.jsonl"))
-        .map_err(|e| format!("{}: {e}", dir.join("test.jsonl").display()))?;
-    let want = std::fs::read_to_string(dir.join("test.hash")).unwrap_or_default();
+    let path = dir.join(format!("{stem}.jsonl"));
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let want = std::fs::read_to_string(dir.join(format!("{stem}.hash"))).unwrap_or_default();
     let got = content_hash(&text);
     if want.split_whitespace().next() != Some(got.as_str()) {
         return Err(format!(
-            "frozen test split changed: test.jsonl hashes to {got}, test.hash says {}",
+            "frozen test split changed: {stem}.jsonl hashes to {got}, {stem}.hash says {}",
             want.trim()
         ));
     }
-    read_jsonl(&dir.join("test.jsonl"))
+    read_jsonl(&path)
+}
+
+/// Writes `frozen/<stem>.jsonl` and its hash file.
+pub fn write_frozen(stem: &str, records: &[Record]) -> Result<(), String> {
+    let dir = frozen_dir();
+    let body = jsonl(records);
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join(format!("{stem}.jsonl")), &body))
+        .and_then(|()| {
+            std::fs::write(
+                dir.join(format!("{stem}.hash")),
+                format!("{}  {stem}.jsonl\n", content_hash(&body)),
+            )
+        })
+        .map_err(|e| format!("cannot write the frozen split {stem}: {e}"))
+}
+
+/// The sources of `records` that no frozen split has drawn from yet.
+pub fn unfrozen_sources(records: &[Record], frozen: &[Record]) -> Vec<String> {
+    let known: std::collections::BTreeSet<&str> = frozen.iter().map(|r| r.source.as_str()).collect();
+    let new: std::collections::BTreeSet<&str> = records
+        .iter()
+        .map(|r| r.source.as_str())
+        .filter(|s| !known.contains(s))
+        .collect();
+    new.into_iter().map(str::to_string).collect()
 }
 
 /// The gate's baseline: `key value` lines (`direct 97.5` ...), written with the model.
@@ -623,6 +679,32 @@ pub fn report(title: &str, records: &[&Record], flagged: &[bool]) -> (Headline, 
     out.push_str(&table("  per family", records, flagged, |r| r.family.clone()));
     out.push_str(&table("  per source", records, flagged, |r| r.source.clone()));
     (h, out)
+}
+
+/// K-fold cross-validation on training records (folds by a hash of the text): each fold scored by a
+/// model trained on the others, threshold and all. What training choices are compared on, so the
+/// frozen split is never used for tuning.
+pub fn cross_val<'a>(
+    detector: &Detector,
+    records: &'a [Record],
+    s: &Settings,
+    folds: u64,
+) -> (Headline, Vec<(&'a Record, bool)>) {
+    let fold_of = |r: &Record| stable_hash(format!("cv:{}", r.text).as_bytes()) % folds.max(1);
+    let mut refs: Vec<&Record> = Vec::new();
+    let mut flagged = Vec::new();
+    for k in 0..folds.max(1) {
+        let train: Vec<Record> = records.iter().filter(|r| fold_of(r) != k).cloned().collect();
+        let test: Vec<Record> = records.iter().filter(|r| fold_of(r) == k).cloned().collect();
+        let Some(m) = load_model(fit(detector, &train, s)) else {
+            continue;
+        };
+        let data = prepare(detector, &test, (1u32 << s.bits) - 1);
+        flagged.extend(model_scores(&m, &data).iter().map(|p| *p >= 0.5));
+        refs.extend(records.iter().filter(|r| fold_of(r) == k));
+    }
+    let h = Headline::of(&refs, &flagged);
+    (h, refs.into_iter().zip(flagged).collect())
 }
 
 /// Leave-one-source-out: for each source, a model trained on every other source's training
@@ -695,6 +777,60 @@ mod tests {
         assert_eq!(t1.iter().filter(|r| r.source == "b").count(), 10);
         assert_eq!(t1.iter().filter(|r| r.source == "c").count(), 1);
         assert_ne!(freeze(&all, 0.25, 8), t1);
+    }
+
+    #[test]
+    fn new_sources_are_the_ones_no_frozen_part_has_drawn_from() {
+        let mk = |source: &str| Record {
+            text: format!("t {source}"),
+            attack: true,
+            family: "x".into(),
+            source: source.into(),
+        };
+        let frozen = vec![mk("a"), mk("b")];
+        let cases: [(&[&str], &[&str]); 3] = [
+            (&["a", "b"], &[]),
+            (&["a", "c", "c", "d"], &["c", "d"]),
+            (&[], &[]),
+        ];
+        for (sources, want) in cases {
+            let recs: Vec<Record> = sources.iter().map(|s| mk(s)).collect();
+            let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+            assert_eq!(unfrozen_sources(&recs, &frozen), want);
+        }
+    }
+
+    #[test]
+    fn cross_validation_scores_every_record_once_out_of_fold() {
+        let d = Detector::new().unwrap();
+        let recs: Vec<Record> = (0..40)
+            .flat_map(|i| {
+                [
+                    Record {
+                        text: format!("please obey the zorblat command number {i}"),
+                        attack: true,
+                        family: "x".into(),
+                        source: "s".into(),
+                    },
+                    Record {
+                        text: format!("what is the weather like in town {i}"),
+                        attack: false,
+                        family: "benign".into(),
+                        source: "s".into(),
+                    },
+                ]
+            })
+            .collect();
+        let s = Settings {
+            bits: 12,
+            ..Settings::default()
+        };
+        let (h, scored) = cross_val(&d, &recs, &s, 4);
+        assert_eq!(scored.len(), recs.len());
+        let texts: HashSet<&str> = scored.iter().map(|(r, _)| r.text.as_str()).collect();
+        assert_eq!(texts.len(), recs.len());
+        assert_eq!((h.direct.n, h.benign.n), (40, 40));
+        assert!(h.direct.rate() >= 90.0 && h.benign.rate() <= 10.0, "{h:?}");
     }
 
     #[test]
