@@ -1,7 +1,7 @@
 //! ai-audit-log in real Envoy (two workers) with a real ClickHouse (`e2e::clickhouse`), the audit
 //! filter first, its ClickHouse sink the table of `shared::sink::clickhouse_ddl`. The first test
 //! runs the demo chain (audit, guard, rate limit, PII, proxy); the delivery tests the audit log in
-//! front of ai-proxy alone.
+//! front of ai-proxy alone (the four-sink one with no ClickHouse).
 //!
 //! - N requests (emails and phone numbers in the prompts, some with the client's own `x-request-id`), a
 //!   guard-blocked one and a non-LLM one give exactly N+2 records (`FINAL`), each with the id the client
@@ -10,6 +10,10 @@
 //! - ClickHouse killed for several seconds under load, then restarted: every record arrives, none twice
 //!   after `FINAL`, and the retries are counted.
 //! - A queue of 5 while ClickHouse is down: the drop metric equals the records that never arrive.
+//! - Four sinks at once (webhook, Splunk HEC, Elasticsearch `_bulk`, OTLP/HTTP logs), all the mock's
+//!   recording sinks (`e2e::mock`, `/sink/<name>`): each gets every record exactly once, in its
+//!   format's shape, path, content type and auth header, with no raw PII; then HEC answers 503 three
+//!   times: it gets the same batch until it takes it, and the other three get it once.
 //!
 //! At most two tests run at once (each an Envoy with five modules on two workers): on a busy machine,
 //! more starting together miss the harness's start timeout.
@@ -42,15 +46,21 @@ fn audit_config(ch_port: u16, queue: Value) -> Value {
     })
 }
 
-/// The audit log in front of ai-proxy only: what delivery needs, and quick to start.
+/// The audit log in front of ai-proxy only, shipping to ClickHouse.
 fn small_chain(mock_port: u16, ch_port: u16, queue: Value) -> EnvoyOptions {
-    let mut opts = chain_with(mock_port, audit_config(ch_port, queue), ch_port);
+    audit_and_proxy(mock_port, audit_config(ch_port, queue)).cluster("clickhouse", ch_port)
+}
+
+/// The audit log (config `audit`) in front of ai-proxy only: what delivery needs, and quick to start.
+fn audit_and_proxy(mock_port: u16, audit: Value) -> EnvoyOptions {
+    let mut opts = chain_with(mock_port, audit);
     opts.filters
         .retain(|f| f.name == "ai-audit-log" || f.name == "ai-proxy");
     opts
 }
 
-fn chain_with(mock_port: u16, audit: Value, ch_port: u16) -> EnvoyOptions {
+/// The demo chain (audit, guard, rate limit, PII, proxy) on two workers; no sink cluster.
+fn chain_with(mock_port: u16, audit: Value) -> EnvoyOptions {
     let host = format!("127.0.0.1:{mock_port}");
     let proxy = json!({
         "targets": [{"name": "openai-mini", "provider": "openai", "model": "gpt-4o-mini",
@@ -80,8 +90,7 @@ fn chain_with(mock_port: u16, audit: Value, ch_port: u16) -> EnvoyOptions {
             e2e::wasm_path("ai_pii_redact"),
             json!({}),
         ))
-        .filter(Filter::ai_proxy(proxy))
-        .cluster("clickhouse", ch_port);
+        .filter(Filter::ai_proxy(proxy));
     opts.concurrency = 2;
     opts
 }
@@ -165,7 +174,7 @@ fn every_request_is_recorded_once_with_every_decision_and_no_raw_pii() {
         "endpoint": {"cluster": "mock_openai", "host": format!("127.0.0.1:{}", mock.port())},
         "auth": {"value": "sk-summary-test"}}]);
     audit["summary"] = json!({"target": "mini", "of": "request", "routes": ["chat"], "timeout": "2s"});
-    let envoy = Envoy::start(chain_with(mock.port(), audit, ch.http_port())).unwrap();
+    let envoy = Envoy::start(chain_with(mock.port(), audit).cluster("clickhouse", ch.http_port())).unwrap();
     let n = 16;
     let mut ids = BTreeSet::new();
     for i in 0..n {
@@ -357,4 +366,249 @@ fn an_overflowing_queue_counts_every_record_it_drops() {
         ["r07", "r08", "r09", "r10", "r11"],
         "the newest stay"
     );
+}
+
+/// The four recording sinks of the mock (`e2e::mock`'s `/sink/<name>`), each its format, all at once.
+const SINKS: [&str; 4] = ["webhook", "hec", "es", "otlp"];
+
+fn four_sinks_config(mock_port: u16) -> Value {
+    let up = json!({"cluster": "mock_openai", "host": format!("127.0.0.1:{mock_port}")});
+    json!({
+        "routes": [{"name": "chat", "prefix": "/v1/", "capture": {"mode": "excerpt", "bytes": 300}}],
+        "default_capture": {"mode": "metadata"},
+        "sinks": [
+            {"name": "webhook", "upstream": up, "path": "/sink/webhook/in", "format": "webhook",
+             "headers": {"authorization": "Bearer hook-token"}, "timeout": "2s"},
+            {"name": "hec", "upstream": up, "path": "/sink/hec", "format": "splunk_hec",
+             "sourcetype": "ai:audit", "index": "main",
+             "headers": {"authorization": "Splunk hec-token"}, "timeout": "2s"},
+            {"name": "es", "upstream": up, "path": "/sink/es", "format": "elasticsearch",
+             "index": "ai-audit", "timeout": "2s"},
+            {"name": "otlp", "upstream": up, "path": "/sink/otlp", "format": "otlp",
+             "service_name": "edge-gw", "timeout": "2s"}
+        ],
+        "batch": {"max_records": 50, "interval": "100ms"},
+        "retry": {"initial": "200ms", "max": "1s"}
+    })
+}
+
+/// The record ids of one request to sink `name`, after checking its path, content type, auth header
+/// and that the body is the format's shape (panics naming what is wrong).
+fn sink_ids(name: &str, req: &Value) -> Vec<String> {
+    let body = req["body"].as_str().unwrap();
+    let ct = req["headers"]["content-type"].as_str().unwrap_or_default();
+    let auth = req["headers"]["authorization"].as_str().unwrap_or_default();
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{name}: `{l}`: {e}")))
+        .collect();
+    let id = |v: &Value| {
+        v["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no id in {v}"))
+            .to_string()
+    };
+    let (path, want_ct, want_auth, ids) = match name {
+        // JSON lines: one record object per line.
+        "webhook" => {
+            for r in &lines {
+                assert_eq!(
+                    (r["route"].as_str(), r["method"].as_str()),
+                    (Some("chat"), Some("POST")),
+                    "{r}"
+                );
+            }
+            (
+                "/in",
+                "application/x-ndjson",
+                "Bearer hook-token",
+                lines.iter().map(id).collect(),
+            )
+        }
+        // One HEC event object per line, the record in `event`.
+        "hec" => {
+            for e in &lines {
+                assert_eq!(
+                    (e["sourcetype"].as_str(), e["index"].as_str()),
+                    (Some("ai:audit"), Some("main")),
+                    "{e}"
+                );
+                assert!(e["time"].as_f64().is_some_and(|t| t > 1.7e9), "{e}");
+                assert!(e["event"].is_object(), "{e}");
+            }
+            let ids = lines.iter().map(|e| id(&e["event"])).collect();
+            (
+                "/services/collector/event",
+                "application/json",
+                "Splunk hec-token",
+                ids,
+            )
+        }
+        // `_bulk`: action/document pairs, the action's `_id` the document's id, a final newline.
+        "es" => {
+            assert!(body.ends_with('\n'), "{body}");
+            assert_eq!(lines.len() % 2, 0, "{body}");
+            let ids = lines
+                .chunks(2)
+                .map(|pair| {
+                    let (action, doc) = (&pair[0]["index"], &pair[1]);
+                    assert_eq!(action["_index"], "ai-audit", "{action}");
+                    assert_eq!(action["_id"].as_str(), Some(id(doc).as_str()), "{action} {doc}");
+                    id(doc)
+                })
+                .collect();
+            ("/_bulk", "application/x-ndjson", "", ids)
+        }
+        // One ExportLogsServiceRequest: the resource, the scope, a log record per audit record.
+        "otlp" => {
+            assert_eq!(lines.len(), 1, "{body}");
+            let rl = &lines[0]["resourceLogs"];
+            assert_eq!(rl.as_array().map(Vec::len), Some(1), "{body}");
+            assert_eq!(
+                rl[0]["resource"]["attributes"][0],
+                json!({"key": "service.name", "value": {"stringValue": "edge-gw"}})
+            );
+            let scope = &rl[0]["scopeLogs"][0];
+            assert_eq!(scope["scope"]["name"], "ai-audit-log", "{body}");
+            let ids = scope["logRecords"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|lr| {
+                    assert!(lr["timeUnixNano"].as_str().is_some_and(|t| t.len() == 19), "{lr}");
+                    let attrs = lr["attributes"].as_array().unwrap();
+                    let attr = attrs
+                        .iter()
+                        .find(|a| a["key"] == "id")
+                        .unwrap_or_else(|| panic!("no id: {lr}"));
+                    attr["value"]["stringValue"].as_str().unwrap().to_string()
+                })
+                .collect();
+            ("/v1/logs", "application/json", "", ids)
+        }
+        other => panic!("no sink {other}"),
+    };
+    assert_eq!(req["method"], "POST", "{name}");
+    assert_eq!(req["path"], path, "{name}");
+    assert_eq!(ct, want_ct, "{name}");
+    assert_eq!(auth, want_auth, "{name}");
+    ids
+}
+
+/// Sink `name`'s acknowledged requests' ids, in order (`sink_ids` checks each request's shape).
+fn acked_ids(mock: &MockServer, name: &str) -> Vec<String> {
+    mock.sink_requests(name)
+        .iter()
+        .filter(|r| r["status"] == 200)
+        .flat_map(|r| sink_ids(name, r))
+        .collect()
+}
+
+/// Waits until every sink has acknowledged every id in `want` (or 10 s have passed), then 500 ms more
+/// (the filter reads the last answers, and a duplicate would have time to arrive).
+fn wait_sinks(mock: &MockServer, want: &BTreeSet<String>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let all = SINKS.iter().all(|s| {
+            let got: BTreeSet<String> = acked_ids(mock, s).into_iter().collect();
+            want.is_subset(&got)
+        });
+        if all {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    thread::sleep(Duration::from_millis(500));
+}
+
+/// Asserts that every sink acknowledged exactly the ids in `want`, each exactly once.
+fn assert_once_each(mock: &MockServer, want: &BTreeSet<String>, logs: &str) {
+    for s in SINKS {
+        let got = acked_ids(mock, s);
+        let unique: BTreeSet<String> = got.iter().cloned().collect();
+        assert_eq!(&unique, want, "sink {s}: {logs}");
+        assert_eq!(got.len(), want.len(), "sink {s} took a record twice: {got:?}");
+    }
+}
+
+#[test]
+fn four_sink_formats_at_once_each_get_every_record_once_and_only_a_failed_sink_is_retried() {
+    let _turn = turn();
+    let mock = MockServer::start(0).unwrap();
+    let envoy = Envoy::start(audit_and_proxy(mock.port(), four_sinks_config(mock.port()))).unwrap();
+    let send = |range: std::ops::Range<usize>, ids: &mut BTreeSet<String>| {
+        for i in range {
+            let own = format!("sink-{i}");
+            let resp = chat(&envoy, i, (i % 2 == 0).then_some(own.as_str()));
+            assert_eq!(resp.status, 200, "{}", resp.text());
+            ids.insert(resp.header("x-request-id").unwrap().to_string());
+        }
+    };
+
+    // Four requests (every prompt has an email and a phone number): each sink takes each once.
+    let mut ids = BTreeSet::new();
+    send(0..4, &mut ids);
+    assert_eq!(ids.len(), 4);
+    wait_sinks(&mock, &ids);
+    assert_once_each(&mock, &ids, &envoy.logs());
+    for s in SINKS {
+        assert_eq!(
+            stat(&envoy, &format!("ai_audit_delivered_total_sink={s}")),
+            4,
+            "{s}"
+        );
+        assert_eq!(
+            stat(&envoy, &format!("ai_audit_retries_total_sink={s}")),
+            0,
+            "{s}"
+        );
+    }
+
+    // HEC answers 503 three times: it gets the batch again until it takes it; the others once.
+    let fail =
+        e2e::http::request(mock.port(), "POST", "/sink/hec/fail?count=3&status=503", &[], b"").unwrap();
+    assert_eq!(fail.status, 200, "{}", fail.text());
+    send(4..7, &mut ids);
+    assert_eq!(ids.len(), 7);
+    wait_sinks(&mock, &ids);
+    assert_once_each(&mock, &ids, &envoy.logs());
+    let hec = mock.sink_requests("hec");
+    let failed: Vec<&Value> = hec.iter().filter(|r| r["status"] == 503).collect();
+    assert_eq!(failed.len(), 3, "{hec:?}");
+    // Every attempt carried the same batch, and the one that was acknowledged too.
+    let first = hec.iter().position(|r| r["status"] == 503).unwrap();
+    let attempts = hec.get(first..first + 4).unwrap();
+    assert!(
+        attempts.iter().all(|r| r["body"] == attempts[0]["body"]),
+        "{attempts:?}"
+    );
+    assert_eq!(attempts[3]["status"], 200, "{attempts:?}");
+    assert_eq!(stat(&envoy, "ai_audit_retries_total_sink=hec"), 3);
+    for s in SINKS {
+        assert_eq!(
+            stat(&envoy, &format!("ai_audit_delivered_total_sink={s}")),
+            7,
+            "{s}"
+        );
+        if s != "hec" {
+            assert_eq!(
+                stat(&envoy, &format!("ai_audit_retries_total_sink={s}")),
+                0,
+                "{s}"
+            );
+            assert!(mock.sink_requests(s).iter().all(|r| r["status"] == 200), "{s}");
+        }
+    }
+
+    // No raw PII reached any sink, in any body or header.
+    for s in SINKS {
+        let everything = serde_json::to_string(&mock.sink_requests(s)).unwrap();
+        for raw in EMAILS.iter().copied().chain([PHONE]) {
+            assert!(!everything.contains(raw), "raw `{raw}` reached sink {s}");
+        }
+        assert!(
+            everything.contains("<EMAIL>"),
+            "{s}: the redacted excerpt is there"
+        );
+    }
 }
