@@ -800,10 +800,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn cross_validation_scores_every_record_once_out_of_fold() {
-        let d = Detector::new().unwrap();
-        let recs: Vec<Record> = (0..40)
+    /// A toy problem: `n` attacks that all name one odd command, and `n` benign weather questions.
+    fn toy_records(n: usize) -> Vec<Record> {
+        (0..n)
             .flat_map(|i| {
                 [
                     Record {
@@ -820,7 +819,13 @@ mod tests {
                     },
                 ]
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn cross_validation_scores_every_record_once_out_of_fold() {
+        let d = Detector::new().unwrap();
+        let recs = toy_records(40);
         let s = Settings {
             bits: 12,
             ..Settings::default()
@@ -836,24 +841,7 @@ mod tests {
     #[test]
     fn training_separates_a_toy_problem() {
         let d = Detector::new().unwrap();
-        let recs: Vec<Record> = (0..30)
-            .flat_map(|i| {
-                [
-                    Record {
-                        text: format!("please obey the zorblat command number {i}"),
-                        attack: true,
-                        family: "x".into(),
-                        source: "s".into(),
-                    },
-                    Record {
-                        text: format!("what is the weather like in town {i}"),
-                        attack: false,
-                        family: "benign".into(),
-                        source: "s".into(),
-                    },
-                ]
-            })
-            .collect();
+        let recs = toy_records(30);
         let s = Settings {
             bits: 12,
             ..Settings::default()

@@ -567,6 +567,20 @@ struct Ctx {
     workloads: Vec<Workload>,
 }
 
+/// Bare Envoy (no filter) on the bench's upstream, checked to serve every workload: the floor of
+/// every ratio, in `make bench` and `make bench-peers` alike.
+fn start_bare(s: &Settings, ctx: &Ctx) -> Res<BenchEnvoy> {
+    let bare = BenchEnvoy::start(
+        s,
+        "bare",
+        &options(&[], &ctx.env, ctx.upstream, 1, Packing::Separate),
+        true,
+    )?;
+    preflight(bare.port, &[], &ctx.workloads)
+        .map_err(|e| format!("bare Envoy does not serve the bench: {e}"))?;
+    Ok(bare)
+}
+
 /// Calibration arms, each policy filter alone, then the chain of the filters that worked alone.
 fn start_arms(s: &Settings, arms: &ArmsFile, ctx: &Ctx, notes: &mut Vec<String>) -> Vec<Arm> {
     let mut skip = |f: &BenchFilter, why: String| {
@@ -793,14 +807,7 @@ fn run(s: &Settings) -> Res<Report> {
         workloads,
     };
 
-    let bare = BenchEnvoy::start(
-        s,
-        "bare",
-        &options(&[], &ctx.env, upstream, 1, Packing::Separate),
-        true,
-    )?;
-    preflight(bare.port, &[], &ctx.workloads)
-        .map_err(|e| format!("bare Envoy does not serve the bench: {e}"))?;
+    let bare = start_bare(s, &ctx)?;
     let mut notes = Vec::new();
     let arms = start_arms(s, &arms_file, &ctx, &mut notes);
     if arms.is_empty() {

@@ -352,14 +352,7 @@ pub(crate) fn run(s: &Settings) -> Res<PeersReport> {
         env: arms_file.env.clone(),
         workloads,
     };
-    let bare = BenchEnvoy::start(
-        s,
-        "bare",
-        &options(&[], &ctx.env, upstream, 1, Packing::Separate),
-        true,
-    )?;
-    preflight(bare.port, &[], &ctx.workloads)
-        .map_err(|e| format!("bare Envoy does not serve the bench: {e}"))?;
+    let bare = start_bare(s, &ctx)?;
     let mut arms = Vec::new();
     let proxy: Vec<BenchFilter> = arms_file
         .filters
