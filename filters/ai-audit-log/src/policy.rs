@@ -5,7 +5,7 @@
 //! (`shared::queue`), where the root timer ([`crate::drain`]) picks it up. Nothing here calls out.
 
 use crate::config::{Capture, Config};
-use crate::record::{self, Facts, MARGIN};
+use crate::record::{self, Facts, HOLD_MARGIN};
 use shared::decision;
 use shared::host::{Body, Host, LocalReply, LogLevel, Policy, ResponseMode, Step};
 use shared::metrics;
@@ -54,11 +54,12 @@ impl AuditLog {
         }
     }
 
-    /// How many body bytes to hold for the record: what the capture keeps, plus the margin.
+    /// How many body bytes to hold for the record: what the capture keeps, plus the most margin its
+    /// redaction may use (`record::excerpt`).
     fn hold(&self) -> usize {
         match self.capture.keep() {
             0 => 0,
-            n => n.saturating_add(MARGIN),
+            n => n.saturating_add(HOLD_MARGIN),
         }
     }
 
