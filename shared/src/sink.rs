@@ -295,6 +295,7 @@ pub fn clickhouse_ddl(table: &str) -> String {
 /// `ts_ms` is the same instant in epoch milliseconds.
 pub const CLICKHOUSE_COLUMNS: &[(&str, &str)] = &[
     ("id", "String"),
+    ("request_id", "String"),
     ("ts", "DateTime"),
     ("ts_ms", "UInt64"),
     ("consumer", "String"),
@@ -981,7 +982,7 @@ mod tests {
     fn clickhouse_ddl_has_every_column() {
         let ddl = clickhouse_ddl("db.audit");
         assert!(
-            ddl.starts_with("CREATE TABLE IF NOT EXISTS `db`.`audit` (\n    id String,\n    ts DateTime,\n"),
+            ddl.starts_with("CREATE TABLE IF NOT EXISTS `db`.`audit` (\n    id String,\n    request_id String,\n    ts DateTime,\n"),
             "{ddl}"
         );
         assert!(

@@ -1,5 +1,6 @@
 //! The ai-audit-log policy: first in the chain, it sees the client's request and the final response,
-//! gives the request its id (the client's `x-request-id`, else a generated one, returned to the client),
+//! gives the record its own generated id (the sinks' dedup key, which no client can choose) and the
+//! request its id (the client's `x-request-id`, else the record's id, returned to the client),
 //! keeps the bodies' first bytes as its route's capture says, and at the end builds the record with
 //! every policy's published decision (`shared::decision`) and queues it in shared data
 //! (`shared::queue`), where the root timer ([`crate::drain`]) picks it up. Nothing here calls out.
@@ -22,6 +23,7 @@ const MAX_ID: usize = 128;
 
 pub struct AuditLog {
     config: Rc<Config>,
+    /// Draws the record ids: seeded per VM at random, so no two VMs draw the same ids.
     rng: Rng,
     facts: Facts,
     capture: Capture,
@@ -47,7 +49,7 @@ impl AuditLog {
     pub fn new(config: Rc<Config>, seed: u64) -> Self {
         AuditLog {
             config,
-            rng: Rng::new(seed),
+            rng: Rng::new(shared::redis::seed(seed)),
             facts: Facts::default(),
             capture: Capture::None,
             started: false,
@@ -89,13 +91,14 @@ impl Policy for AuditLog {
             .iter()
             .find_map(|h| host.request_header(h))
             .unwrap_or_default();
-        f.id = match host.request_header(ID_HEADER) {
+        // The record's id is always ours: a client reusing an id must not make two requests one row.
+        f.id = new_id(&mut self.rng);
+        f.request_id = match host.request_header(ID_HEADER) {
             Some(id) if usable_id(&id) => id,
             _ => {
-                let id = new_id(&mut self.rng);
                 // The upstream and every later policy see the same id.
-                let _reported = host.set_request_header(ID_HEADER, Some(&id));
-                id
+                let _reported = host.set_request_header(ID_HEADER, Some(&f.id));
+                f.id.clone()
             }
         };
         if has_body && !matches!(self.capture, Capture::None) {
@@ -128,7 +131,7 @@ impl Policy for AuditLog {
             .response_header(":status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let _reported = host.set_response_header(ID_HEADER, Some(&self.facts.id));
+        let _reported = host.set_response_header(ID_HEADER, Some(&self.facts.request_id));
         if matches!(self.capture, Capture::None) {
             return ResponseMode::PassThrough;
         }
@@ -247,7 +250,8 @@ mod tests {
             });
             let r = queued(&h);
             assert_eq!(r.len(), 1, "{kind:?}");
-            assert_eq!(r[0]["id"], "client-id-1");
+            assert_eq!(r[0]["request_id"], "client-id-1");
+            assert_eq!(r[0]["id"].as_str().map(str::len), Some(32), "{kind:?}");
             assert_eq!(h.response_headers[ID_HEADER], "client-id-1");
             assert_eq!(r[0]["guard_verdict"], "allow", "{kind:?}");
             assert_eq!(
@@ -270,9 +274,36 @@ mod tests {
             let r = queued(&h);
             let got = r[0]["id"].as_str().unwrap();
             assert_eq!(got.len(), 32, "{id:?}");
+            assert_eq!(r[0]["request_id"], got, "{id:?}");
             assert_eq!(h.request_headers[ID_HEADER], got);
             assert_eq!(h.response_headers[ID_HEADER], got);
         }
+    }
+
+    #[test]
+    fn a_reused_client_id_never_makes_two_requests_one_record() {
+        // A blocked prompt, then a harmless request with the same `x-request-id` (same seed too):
+        // two records, one id each, both with the client's id.
+        let c = config("");
+        let mut q = Vec::new();
+        for verdict in ["block", "allow"] {
+            let h = run(HostKind::Envoy, &c, Some("same-id"), |h| {
+                decision::publish(h, "guard", &[("verdict", json!(verdict))]);
+            });
+            assert_eq!(h.response_headers[ID_HEADER], "same-id");
+            assert_eq!(
+                h.request_headers[ID_HEADER], "same-id",
+                "the client's id goes upstream"
+            );
+            q.extend(queued(&h));
+        }
+        assert_eq!(q.len(), 2);
+        assert!(q.iter().all(|r| r["request_id"] == "same-id"));
+        assert_ne!(q[0]["id"], q[1]["id"], "the dedup key is the gateway's");
+        assert_eq!(
+            (q[0]["guard_verdict"].as_str(), q[1]["guard_verdict"].as_str()),
+            (Some("block"), Some("allow"))
+        );
     }
 
     #[test]
@@ -298,7 +329,7 @@ mod tests {
             let ids: Vec<String> = items
                 .iter()
                 .map(|b| {
-                    serde_json::from_slice::<Value>(b).unwrap()["id"]
+                    serde_json::from_slice::<Value>(b).unwrap()["request_id"]
                         .as_str()
                         .unwrap()
                         .to_string()

@@ -13,7 +13,10 @@ use shared::time::DateTime;
 /// What the audit policy saw of one request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Facts {
+    /// The record's own id, generated (the sinks' dedup key).
     pub id: String,
+    /// The id the client got back: its own `x-request-id`, else [`Facts::id`].
+    pub request_id: String,
     pub start_ms: u64,
     pub end_ms: u64,
     pub consumer: String,
@@ -113,6 +116,7 @@ pub fn build(f: &Facts, capture: Capture, decisions: &Map<String, Value>) -> Val
     let sizes = !matches!(capture, Capture::None);
     json!({
         "id": f.id,
+        "request_id": f.request_id,
         "ts": timestamp(f.start_ms),
         "ts_ms": f.start_ms,
         "consumer": f.consumer,
@@ -153,7 +157,8 @@ mod tests {
 
     fn facts() -> Facts {
         Facts {
-            id: "req-1".into(),
+            id: "0123456789abcdef0123456789abcdef".into(),
+            request_id: "req-1".into(),
             start_ms: 1_764_601_200_123,
             end_ms: 1_764_601_200_456,
             consumer: "team-a".into(),
