@@ -13,7 +13,7 @@
 //! [`LOST_SLOT_MS`] at the same head it is skipped and counted as dropped (`reason=lost`).
 
 use crate::config::{Config, Of, Sink, Summary, REQUEST_VAR, RESPONSE_VAR, SUMMARY_TASK};
-use crate::policy::{metric, NAME, QUEUE};
+use crate::policy::{metric, NAME};
 use serde_json::Value;
 use shared::host::{Background, CallResponse, Host, HttpCall, LogLevel};
 use shared::llm::{Inputs, Run, Source};
@@ -190,8 +190,9 @@ impl Drain {
         None
     }
 
-    fn queue(&self) -> Queue<'static> {
-        Queue::new(QUEUE, self.config.queue_capacity, self.config.overflow)
+    /// The config's queue (`config` is the drainer's, cloned so the queue borrows no `self`).
+    fn queue(config: &Config) -> Queue<'_> {
+        Queue::new(&config.queue_key, config.queue_capacity, config.overflow)
     }
 
     fn longest_timeout(&self) -> u64 {
@@ -225,7 +226,8 @@ impl Drain {
         if !b.acked.iter().all(|a| *a) {
             return;
         }
-        match self.queue().commit(host, b.upto) {
+        let config = Rc::clone(&self.config);
+        match Self::queue(&config).commit(host, b.upto) {
             Ok(()) => {
                 self.batch = None;
                 self.backoff_ms = 0;
@@ -240,7 +242,8 @@ impl Drain {
 
     /// Skips a slot reserved but never written, once it has held the head for [`LOST_SLOT_MS`].
     fn skip_lost_slot(&mut self, host: &mut dyn Host, head: u64, now: u64) {
-        let queue = self.queue();
+        let config = Rc::clone(&self.config);
+        let queue = Self::queue(&config);
         if queue.meta(host).is_empty() {
             self.stuck = None;
             return;
@@ -312,7 +315,8 @@ impl Background for Drain {
 
     fn on_tick(&mut self, host: &mut dyn Host) -> Vec<(u64, HttpCall)> {
         let now = host.now_ms();
-        let queue = self.queue();
+        let config = Rc::clone(&self.config);
+        let queue = Self::queue(&config);
         let ttl = self
             .longest_timeout()
             .saturating_add(self.config.flush_interval_ms.saturating_mul(3));
@@ -433,7 +437,7 @@ mod tests {
         r#"{"name":"hook","upstream":{"cluster":"h","host":"127.0.0.1:9"},"path":"/in","format":"webhook"}"#;
 
     fn push(h: &mut FakeHost, c: &Config, n: usize) {
-        let q = Queue::new(QUEUE, c.queue_capacity, c.overflow);
+        let q = Queue::new(&c.queue_key, c.queue_capacity, c.overflow);
         for i in 0..n {
             q.push(
                 h,
@@ -471,7 +475,7 @@ mod tests {
         // The webhook fails: nothing is committed; the next try goes to the webhook only.
         d.on_call_response(&mut h, calls[0].0, answer(Some(200)));
         d.on_call_response(&mut h, calls[1].0, answer(Some(503)));
-        let q = Queue::new(QUEUE, c.queue_capacity, c.overflow);
+        let q = Queue::new(&c.queue_key, c.queue_capacity, c.overflow);
         assert_eq!(q.meta(&h).len(), 4);
         assert!(d.on_tick(&mut h).is_empty(), "backing off");
         h.now_ms += 100;
@@ -493,7 +497,7 @@ mod tests {
         "summary":{"target":"mini","timeout":"1s"}"#;
 
     fn push_excerpts(h: &mut FakeHost, c: &Config) {
-        let q = Queue::new(QUEUE, c.queue_capacity, c.overflow);
+        let q = Queue::new(&c.queue_key, c.queue_capacity, c.overflow);
         for (id, excerpt) in [("a", "{\"invoice\":\"INV-1001\",\"status\":\"paid\"}"), ("b", "")] {
             let r = serde_json::json!({"id": id, "route": "default", "request_excerpt": excerpt,
                                         "response_excerpt": "", "summary": ""});
@@ -571,7 +575,7 @@ mod tests {
         let calls = d.on_tick(&mut h);
         d.on_call_response(&mut h, calls[0].0, answer(Some(200)));
         assert_eq!((d.backoff_ms, d.next_try_ms), (0, 0));
-        assert!(Queue::new(QUEUE, c.queue_capacity, c.overflow)
+        assert!(Queue::new(&c.queue_key, c.queue_capacity, c.overflow)
             .meta(&h)
             .is_empty());
     }
@@ -592,11 +596,33 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert!(Queue::new(QUEUE, c.queue_capacity, c.overflow)
+        assert!(Queue::new(&c.queue_key, c.queue_capacity, c.overflow)
             .meta(&h)
             .is_empty());
         assert_eq!(h.counters["ai_audit_rejected_total_sink=ch"], 2);
         assert!(h.logged(LogLevel::Error, "rejected a batch of 2 records"));
+    }
+
+    #[test]
+    fn two_audit_configs_with_their_own_queue_names_ship_only_their_own_records() {
+        // Two configs in one VM id (one shared data): each drainer leases, peeks and ships its own
+        // queue only; the default name is one queue for configs that do not set one.
+        let a = config(CH, r#","queue":{"name":"team-a"}"#);
+        let b = config(HOOK, r#","queue":{"name":"team-b"}"#);
+        let mut h = FakeHost::new(HostKind::Envoy);
+        push(&mut h, &a, 2);
+        push(&mut h, &b, 1);
+        let (mut da, mut db) = (Drain::new(Rc::clone(&a), 1), Drain::new(Rc::clone(&b), 2));
+        let (ca, cb) = (da.on_tick(&mut h), db.on_tick(&mut h));
+        assert_eq!((ca.len(), cb.len()), (1, 1), "each holds its own lease");
+        assert_eq!(shipped(&ca[0].1).len(), 2);
+        assert_eq!(shipped(&cb[0].1).len(), 1);
+        assert_eq!(cb[0].1.path, "/in", "team-b's records go to team-b's sink");
+        da.on_call_response(&mut h, ca[0].0, answer(Some(200)));
+        let qa = Queue::new(&a.queue_key, a.queue_capacity, a.overflow);
+        let qb = Queue::new(&b.queue_key, b.queue_capacity, b.overflow);
+        assert_eq!((qa.meta(&h).len(), qb.meta(&h).len()), (0, 1));
+        assert_eq!(config(CH, "").queue_key, "ai_audit_log/records");
     }
 
     #[test]
@@ -613,9 +639,14 @@ mod tests {
         let again = a.on_tick(&mut h);
         assert_eq!(again.len(), 1);
         a.on_call_response(&mut h, calls[0].0, answer(Some(200)));
-        assert_eq!(Queue::new(QUEUE, c.queue_capacity, c.overflow).meta(&h).len(), 1);
+        assert_eq!(
+            Queue::new(&c.queue_key, c.queue_capacity, c.overflow)
+                .meta(&h)
+                .len(),
+            1
+        );
         a.on_call_response(&mut h, again[0].0, answer(Some(200)));
-        assert!(Queue::new(QUEUE, c.queue_capacity, c.overflow)
+        assert!(Queue::new(&c.queue_key, c.queue_capacity, c.overflow)
             .meta(&h)
             .is_empty());
     }

@@ -15,8 +15,6 @@ use shared::rand::Rng;
 use std::rc::Rc;
 
 pub const NAME: &str = "ai-audit-log";
-/// The shared-data queue of records.
-pub const QUEUE: &str = "ai_audit_log/records";
 const ID_HEADER: &str = "x-request-id";
 /// Longest client request id kept; a longer (or non-printable) one is replaced.
 const MAX_ID: usize = 128;
@@ -153,7 +151,7 @@ impl Policy for AuditLog {
         let decisions = decision::collect(host);
         let record = record::build(&self.facts, self.capture, &decisions);
         let config = &self.config;
-        let queue = Queue::new(QUEUE, config.queue_capacity, config.overflow);
+        let queue = Queue::new(&config.queue_key, config.queue_capacity, config.overflow);
         match queue.push(host, record.to_string().as_bytes()) {
             Ok(Pushed::Queued { .. }) => host.counter_add(&metric("records_total", &[]), 1),
             Ok(Pushed::QueuedDroppingOldest { .. }) => {
@@ -203,7 +201,7 @@ mod tests {
     }
 
     fn queued(h: &FakeHost) -> Vec<Value> {
-        let q = Queue::new(QUEUE, 100, Default::default());
+        let q = Queue::new("ai_audit_log/records", 100, Default::default());
         q.peek(h, 100)
             .1
             .iter()
@@ -324,7 +322,7 @@ mod tests {
                 p.on_request_headers(&mut h, false);
                 p.on_done(&mut h);
             }
-            let q = Queue::new(QUEUE, 2, c.overflow);
+            let q = Queue::new(&c.queue_key, 2, c.overflow);
             let (_, items) = q.peek(&h, 10);
             let ids: Vec<String> = items
                 .iter()
