@@ -4,8 +4,9 @@
 //! Each tick renews this worker's lease on the queue (one drainer across the gateway's VMs), then peeks
 //! a batch and POSTs it, encoded per sink, to every sink that has not acknowledged it yet. The batch is
 //! committed (removed from the queue) only once every sink acknowledged it; a sink that failed gets the
-//! same batch again after a backoff that doubles from `retry.initial` to `retry.max`, and a sink that
-//! rejects it for good (a 4xx) has it logged and counted as rejected, so one poison batch cannot block
+//! same batch again after a backoff that doubles from `retry.initial` to `retry.max` (a misconfigured
+//! one too: 401, 403, 404, a missing ClickHouse table), and a sink that rejects it for good (413, another
+//! 4xx, bad data: `shared::sink::acknowledge`) has it logged and counted as rejected, so one poison batch cannot block
 //! the queue. Records carry their `id`, so a sink can deduplicate what arrives twice (ClickHouse's
 //! `ReplacingMergeTree ORDER BY id` with `SELECT … FINAL`).
 //!
@@ -623,6 +624,50 @@ mod tests {
         let qb = Queue::new(&b.queue_key, b.queue_capacity, b.overflow);
         assert_eq!((qa.meta(&h).len(), qb.meta(&h).len()), (0, 1));
         assert_eq!(config(CH, "").queue_key, "ai_audit_log/records");
+    }
+
+    #[test]
+    fn a_misconfigured_sink_keeps_the_batch_until_it_is_fixed() {
+        // A rotated token (401), then a table not created yet (ClickHouse 404, code 60), then it takes
+        // the batch: nothing rejected, nothing dropped, the same records delivered.
+        let c = config(CH, "");
+        let mut h = FakeHost::new(HostKind::Envoy);
+        push(&mut h, &c, 2);
+        let mut d = Drain::new(Rc::clone(&c), 1);
+        let refusals: [(u16, &[u8]); 2] = [
+            (401, b""),
+            (
+                404,
+                b"Code: 60, e.displayText() = DB::Exception: Table default.t doesn't exist.",
+            ),
+        ];
+        for (status, body) in refusals {
+            let calls = d.on_tick(&mut h);
+            assert_eq!(calls.len(), 1, "{status}");
+            let resp = CallResponse {
+                status: Some(status),
+                body: body.to_vec(),
+                ..Default::default()
+            };
+            d.on_call_response(&mut h, calls[0].0, resp);
+            assert_eq!(
+                Queue::new(&c.queue_key, c.queue_capacity, c.overflow)
+                    .meta(&h)
+                    .len(),
+                2
+            );
+            h.now_ms = d.next_try_ms;
+        }
+        let calls = d.on_tick(&mut h);
+        assert_eq!(shipped(&calls[0].1).len(), 2);
+        d.on_call_response(&mut h, calls[0].0, answer(Some(200)));
+        assert!(Queue::new(&c.queue_key, c.queue_capacity, c.overflow)
+            .meta(&h)
+            .is_empty());
+        assert_eq!(h.counters["ai_audit_retries_total_sink=ch"], 2);
+        assert_eq!(h.counters["ai_audit_delivered_total_sink=ch"], 2);
+        assert!(!h.counters.contains_key("ai_audit_rejected_total_sink=ch"));
+        assert!(h.logged(LogLevel::Warn, "credentials or path"));
     }
 
     #[test]
