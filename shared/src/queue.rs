@@ -78,12 +78,16 @@ pub enum Pushed {
 pub enum QueueError {
     /// Shared data refused a write, or workers kept racing: the item was not queued.
     Store(UpdateError),
+    /// Its sequence number was reserved but its slot not written: the item is lost, and the drainer
+    /// skips the slot once it has waited long enough (and counts it there).
+    Slot { seq: u64, error: UpdateError },
 }
 
 impl std::fmt::Display for QueueError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             QueueError::Store(e) => write!(f, "queue store: {e}"),
+            QueueError::Slot { seq, error } => write!(f, "queue slot {seq} not written: {error}"),
         }
     }
 }
@@ -154,7 +158,8 @@ impl<'a> Queue<'a> {
         slot.extend_from_slice(&seq.to_le_bytes());
         slot.extend_from_slice(item);
         // The slot belongs to this sequence number now: overwrite whatever it held.
-        update_shared(host, &self.slot_key(seq), |_| ((), Some(slot.clone()))).map_err(QueueError::Store)?;
+        update_shared(host, &self.slot_key(seq), |_| ((), Some(slot.clone())))
+            .map_err(|error| QueueError::Slot { seq, error })?;
         Ok(pushed)
     }
 
@@ -274,6 +279,23 @@ mod tests {
         h.shared.insert("q/meta".into(), (m.encode(), cas));
         q.push(&mut h, b"c").unwrap();
         assert_eq!(q.peek(&h, 5).1, vec![b"a".to_vec()]);
+    }
+
+    #[test]
+    fn a_refused_write_says_whether_a_slot_was_reserved() {
+        let q = Queue::new("q", 4, Overflow::DropOldest);
+        let mut h = FakeHost::new(HostKind::Envoy);
+        h.refuse_shared_writes = true;
+        assert!(matches!(q.push(&mut h, b"a"), Err(QueueError::Store(_))));
+        assert!(q.meta(&h).is_empty(), "nothing reserved");
+        h.refuse_shared_writes = false;
+        h.refuse_shared_keys = vec!["q/0".into()];
+        assert!(matches!(
+            q.push(&mut h, b"b"),
+            Err(QueueError::Slot { seq: 0, .. })
+        ));
+        assert_eq!(q.meta(&h).len(), 1, "the number is reserved, its slot empty");
+        assert!(q.peek(&h, 4).1.is_empty());
     }
 
     #[test]

@@ -115,6 +115,8 @@ pub const DEFAULT_EXCERPT: usize = 512;
 pub const DEFAULT_FULL: usize = 16 * 1024;
 pub const MAX_KEEP: usize = 256 * 1024;
 pub const MAX_CAPACITY: u64 = 100_000;
+/// Most sinks: a sink's index is the low byte of its calls' tags (`drain`).
+pub const MAX_SINKS: usize = 16;
 /// The queue's name when `queue.name` is not set, and the shared-data key it is put under.
 pub const DEFAULT_QUEUE: &str = "records";
 pub const QUEUE_PREFIX: &str = "ai_audit_log/";
@@ -357,6 +359,12 @@ fn sink(i: usize, mut raw: Map<String, Value>) -> Result<Sink, ConfigError> {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(ConfigError::new(at(&format!("headers.{k}")), "not a header name"));
         }
+        if name == "content-type" {
+            return Err(ConfigError::new(
+                at(&format!("headers.{k}")),
+                "the format sets the content type",
+            ));
+        }
         check_header_value(at(&format!("headers.{k}")), &v)?;
         headers.push((name, v));
     }
@@ -424,6 +432,9 @@ impl Config {
         }
         if raw.sinks.is_empty() {
             return Err(ConfigError::new("sinks", "at least one sink is required"));
+        }
+        if raw.sinks.len() > MAX_SINKS {
+            return Err(ConfigError::new("sinks", format!("at most {MAX_SINKS} sinks")));
         }
         let mut sinks = Vec::new();
         for (i, s) in raw.sinks.into_iter().enumerate() {
@@ -615,6 +626,14 @@ mod tests {
             (
                 &format!(r#"{{"sinks":[{SINK}],"queue":{{"capacity":0}}}}"#),
                 "queue.capacity",
+            ),
+            (
+                &format!(r#"{{"sinks":[{}]}}"#, vec![SINK; MAX_SINKS + 1].join(",")),
+                "sinks",
+            ),
+            (
+                r#"{"sinks":[{"name":"a","upstream":{"cluster":"c","host":"h:1"},"format":"webhook","headers":{"Content-Type":"text/plain"}}]}"#,
+                "sinks[0].headers.Content-Type",
             ),
             (
                 &format!(r#"{{"sinks":[{SINK}],"queue":{{"name":"Team A"}}}}"#),

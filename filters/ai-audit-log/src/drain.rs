@@ -42,8 +42,13 @@ struct Summaries {
     started_ms: u64,
 }
 
-/// Tags of summary calls: this bit, the summary round, the run and the call of its wave.
-const SUMMARY_TAG: u64 = 1 << 63;
+/// Tags of summary calls: this bit, the summary round (16 bits from bit 32), the run (24 bits from bit
+/// 8) and the call of its wave (8 bits). Below bit 56: the bundle keeps the top byte of a tag for the
+/// policy's index (`shared::host::chain`).
+const SUMMARY_TAG: u64 = 1 << 55;
+/// Sink calls' tags: the round (bits 8..48) and the sink's index (the low byte: at most
+/// [`crate::config::MAX_SINKS`] sinks).
+const ROUND_MASK: u64 = (1 << 40) - 1;
 
 pub struct Drain {
     config: Rc<Config>,
@@ -163,8 +168,10 @@ impl Drain {
         if !late {
             for (j, (_, run)) in s.runs.iter_mut().enumerate() {
                 for (k, call) in run.calls(&summary.tasks, host).into_iter().enumerate() {
-                    let tag =
-                        SUMMARY_TAG | (self.summary_round & 0xff_ffff) << 32 | (j as u64) << 8 | k as u64;
+                    let tag = SUMMARY_TAG
+                        | (self.summary_round & 0xffff) << 32
+                        | (j as u64 & 0xff_ffff) << 8
+                        | k as u64 & 0xff;
                     calls.push((tag, call));
                 }
             }
@@ -376,7 +383,10 @@ impl Background for Drain {
             if batch.acked.get(i).copied().unwrap_or(true) {
                 continue;
             }
-            calls.push(((self.round << 8) | i as u64, Self::call(sink, &records)));
+            calls.push((
+                ((self.round & ROUND_MASK) << 8) | i as u64,
+                Self::call(sink, &records),
+            ));
         }
         self.waiting = calls.len();
         self.sent_ms = now;
@@ -390,7 +400,7 @@ impl Background for Drain {
             let (Some(summary), Some(s)) = (config.summary.as_ref(), self.summaries.as_mut()) else {
                 return;
             };
-            if (tag >> 32) & 0xff_ffff != self.summary_round & 0xff_ffff {
+            if (tag >> 32) & 0xffff != self.summary_round & 0xffff {
                 return;
             }
             let (j, k) = (((tag >> 8) & 0xff_ffff) as usize, (tag & 0xff) as usize);
@@ -399,7 +409,7 @@ impl Background for Drain {
             }
             return;
         }
-        if tag >> 8 != self.round || self.waiting == 0 {
+        if tag >> 8 != self.round & ROUND_MASK || self.waiting == 0 {
             return;
         }
         self.waiting -= 1;
@@ -523,6 +533,7 @@ mod tests {
             let calls = d.on_tick(&mut h);
             assert_eq!(calls.len(), 1, "one summary: record b has no excerpt");
             assert_ne!(calls[0].0 & SUMMARY_TAG, 0);
+            assert_eq!(calls[0].0 >> 56, 0, "the bundle's top byte is free");
             let prompt = String::from_utf8_lossy(&calls[0].1.body).to_string();
             assert!(prompt.contains("INV-1001"), "{prompt}");
             let content = r#"{\"summary\":\"User updated invoice INV-1001 status to paid\"}"#;
@@ -541,6 +552,7 @@ mod tests {
             d.on_call_response(&mut h, calls[0].0, resp);
             let ship = d.on_tick(&mut h);
             assert_eq!(ship.len(), 1, "{answer_with:?}");
+            assert_eq!((ship[0].0 >> 56, ship[0].0 & SUMMARY_TAG), (0, 0));
             let rows = shipped(&ship[0].1);
             assert_eq!(rows.len(), 2, "a failed summary never drops a record");
             let want = if answer_with.is_some() {

@@ -10,7 +10,7 @@ use crate::record::{self, Facts, HOLD_MARGIN};
 use shared::decision;
 use shared::host::{Body, Host, LocalReply, LogLevel, Policy, ResponseMode, Step};
 use shared::metrics;
-use shared::queue::{Pushed, Queue};
+use shared::queue::{Pushed, Queue, QueueError};
 use shared::rand::Rng;
 use std::rc::Rc;
 
@@ -175,6 +175,11 @@ impl Policy for AuditLog {
                     ),
                 );
             }
+            // Its reserved slot stays empty: the drainer skips it later and counts it (`reason=lost`).
+            Err(e @ QueueError::Slot { .. }) => host.log(
+                LogLevel::Error,
+                &format!("{NAME}: record {} dropped: {e}", self.facts.id),
+            ),
             Err(e) => {
                 host.counter_add(&metric("dropped_total", &[("reason", "store")]), 1);
                 host.log(
@@ -302,6 +307,35 @@ mod tests {
             (q[0]["guard_verdict"].as_str(), q[1]["guard_verdict"].as_str()),
             (Some("block"), Some("allow"))
         );
+    }
+
+    #[test]
+    fn a_failed_write_is_counted_once() {
+        // The store refuses everything: nothing reserved, counted here as `store`.
+        let c = config("");
+        let mut h =
+            FakeHost::new(HostKind::Envoy).with_request_headers(&[(":method", "GET"), (":path", "/x")]);
+        h.refuse_shared_writes = true;
+        let mut p = AuditLog::new(Rc::clone(&c), 1);
+        p.on_request_headers(&mut h, false);
+        p.on_done(&mut h);
+        assert_eq!(h.counters["ai_audit_dropped_total_reason=store"], 1);
+        // Only the slot write fails: its number is reserved, so the drainer counts it as `lost` later;
+        // not counted here too.
+        h.refuse_shared_writes = false;
+        h.refuse_shared_keys = vec![format!("{}/0", c.queue_key)];
+        let mut p = AuditLog::new(Rc::clone(&c), 2);
+        p.on_request_headers(&mut h, false);
+        p.on_done(&mut h);
+        assert_eq!(h.counters["ai_audit_dropped_total_reason=store"], 1);
+        assert!(h.logged(LogLevel::Error, "slot 0 not written"));
+        let mut d = crate::drain::Drain::new(Rc::clone(&c), 1);
+        use shared::host::Background;
+        assert!(d.on_tick(&mut h).is_empty());
+        h.now_ms += crate::drain::LOST_SLOT_MS;
+        assert!(d.on_tick(&mut h).is_empty());
+        assert_eq!(h.counters["ai_audit_dropped_total_reason=lost"], 1);
+        assert_eq!(h.counters["ai_audit_dropped_total_reason=store"], 1);
     }
 
     #[test]
