@@ -27,6 +27,9 @@ pub struct AuditLog {
     capture: Capture,
     /// Whether the request was seen at all (headers phase ran).
     started: bool,
+    /// The response is a server-sent event stream: its raw `data:` frames cut values across tokens
+    /// (an email split over two frames is seen whole by no detector), so only its size is kept.
+    event_stream: bool,
 }
 
 pub fn metric(what: &str, labels: &[(&str, &str)]) -> String {
@@ -51,6 +54,7 @@ impl AuditLog {
             facts: Facts::default(),
             capture: Capture::None,
             started: false,
+            event_stream: false,
         }
     }
 
@@ -130,6 +134,11 @@ impl Policy for AuditLog {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         let _reported = host.set_response_header(ID_HEADER, Some(&self.facts.request_id));
+        self.event_stream = host.response_header("content-type").is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        });
         if matches!(self.capture, Capture::None) {
             return ResponseMode::PassThrough;
         }
@@ -138,7 +147,7 @@ impl Policy for AuditLog {
 
     fn on_response_chunk(&mut self, _host: &mut dyn Host, chunk: &[u8], _end: bool) -> Option<Vec<u8>> {
         self.facts.response_bytes += chunk.len() as u64;
-        let hold = self.hold();
+        let hold = if self.event_stream { 0 } else { self.hold() };
         Self::keep_head(&mut self.facts.response_head, chunk, hold);
         None
     }
@@ -336,6 +345,42 @@ mod tests {
         assert!(d.on_tick(&mut h).is_empty());
         assert_eq!(h.counters["ai_audit_dropped_total_reason=lost"], 1);
         assert_eq!(h.counters["ai_audit_dropped_total_reason=store"], 1);
+    }
+
+    #[test]
+    fn an_event_stream_keeps_its_size_only() {
+        // An email cut across two SSE frames (no detector sees it whole in the raw frames): no excerpt
+        // of the stream, its size all the same; a JSON response cut in two chunks keeps its excerpt,
+        // redacted.
+        let c = config("");
+        let sse: [&[u8]; 2] = [
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"mail jane.doe@exa\"}}]}\n\n",
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"mple.com\"}}]}\n\ndata: [DONE]\n\n",
+        ];
+        let json: [&[u8]; 2] = [b"{\"content\":\"mail jane.doe@exa", b"mple.com\"}"];
+        for (ct, frames, excerpt) in [
+            ("text/event-stream; charset=utf-8", sse, false),
+            ("application/json", json, true),
+        ] {
+            let mut h = FakeHost::new(HostKind::Envoy)
+                .with_request_headers(&[(":method", "POST"), (":path", "/v1/chat/completions")]);
+            let mut p = AuditLog::new(Rc::clone(&c), 3);
+            p.on_request_headers(&mut h, false);
+            h.response_headers.insert(":status".into(), "200".into());
+            h.response_headers.insert("content-type".into(), ct.into());
+            assert_eq!(p.on_response_headers(&mut h), ResponseMode::Stream);
+            for (i, f) in frames.iter().enumerate() {
+                assert_eq!(p.on_response_chunk(&mut h, f, i == 1), None);
+            }
+            p.on_done(&mut h);
+            let r = &queued(&h)[0];
+            let size: usize = frames.iter().map(|f| f.len()).sum();
+            assert_eq!(r["response_bytes"], size as u64, "{ct}");
+            let e = r["response_excerpt"].as_str().unwrap();
+            assert_eq!(!e.is_empty(), excerpt, "{ct}: {e}");
+            assert!(!e.contains("jane.doe@"), "{ct}: {e}");
+            assert_eq!(e.contains("<EMAIL>"), excerpt, "{ct}: {e}");
+        }
     }
 
     #[test]
