@@ -29,12 +29,16 @@ pub struct Meta {
     pub tail: u64,
     /// Items dropped on overflow since the queue was created.
     pub dropped: u64,
+    /// The capacity the queued items' slots were numbered with (`seq % capacity`); 0 when unknown (a
+    /// meta written before it was stored). A config changed across a reload takes its capacity only
+    /// once the queue is empty: until then the stored one finds the slots.
+    pub capacity: u64,
 }
 
 impl Meta {
     fn encode(self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(24);
-        for n in [self.head, self.tail, self.dropped] {
+        let mut out = Vec::with_capacity(32);
+        for n in [self.head, self.tail, self.dropped, self.capacity] {
             out.extend_from_slice(&n.to_le_bytes());
         }
         out
@@ -46,8 +50,22 @@ impl Meta {
             Some(u64::from_le_bytes(b))
         };
         match (word(0), word(1), word(2)) {
-            (Some(head), Some(tail), Some(dropped)) if head <= tail => Meta { head, tail, dropped },
+            (Some(head), Some(tail), Some(dropped)) if head <= tail => Meta {
+                head,
+                tail,
+                dropped,
+                capacity: word(3).unwrap_or(0),
+            },
             _ => Meta::default(),
+        }
+    }
+
+    /// The capacity to number slots with: the stored one while items are queued, else `configured`.
+    fn capacity(self, configured: u64) -> u64 {
+        if !self.is_empty() && self.capacity > 0 {
+            self.capacity
+        } else {
+            configured
         }
     }
 
@@ -78,12 +96,16 @@ pub enum Pushed {
 pub enum QueueError {
     /// Shared data refused a write, or workers kept racing: the item was not queued.
     Store(UpdateError),
+    /// Its sequence number was reserved but its slot not written: the item is lost, and the drainer
+    /// skips the slot once it has waited long enough (and counts it there).
+    Slot { seq: u64, error: UpdateError },
 }
 
 impl std::fmt::Display for QueueError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             QueueError::Store(e) => write!(f, "queue store: {e}"),
+            QueueError::Slot { seq, error } => write!(f, "queue slot {seq} not written: {error}"),
         }
     }
 }
@@ -109,8 +131,9 @@ impl<'a> Queue<'a> {
         format!("{}/meta", self.name)
     }
 
-    fn slot_key(&self, seq: u64) -> String {
-        format!("{}/{}", self.name, seq % self.capacity)
+    /// The slot of item `seq` in a queue numbered with `capacity` (never 0).
+    fn slot_key(&self, seq: u64, capacity: u64) -> String {
+        format!("{}/{}", self.name, seq % capacity.max(1))
     }
 
     pub fn meta(&self, host: &dyn Host) -> Meta {
@@ -119,15 +142,17 @@ impl<'a> Queue<'a> {
 
     /// Adds an item (any bytes).
     pub fn push(&self, host: &mut dyn Host, item: &[u8]) -> Result<Pushed, QueueError> {
-        let (capacity, overflow) = (self.capacity, self.overflow);
-        let pushed = update_shared(host, &self.meta_key(), |raw| {
+        let (configured, overflow) = (self.capacity, self.overflow);
+        let (pushed, capacity) = update_shared(host, &self.meta_key(), |raw| {
             let mut m = Meta::decode(raw);
+            let capacity = m.capacity(configured);
+            m.capacity = capacity;
             let mut dropping = false;
             if m.len() >= capacity {
                 match overflow {
                     Overflow::DropNewest => {
                         m.dropped += 1;
-                        return (Pushed::Refused, Some(m.encode()));
+                        return ((Pushed::Refused, capacity), Some(m.encode()));
                     }
                     Overflow::DropOldest => {
                         m.head += 1;
@@ -143,7 +168,7 @@ impl<'a> Queue<'a> {
             } else {
                 Pushed::Queued { seq }
             };
-            (pushed, Some(m.encode()))
+            ((pushed, capacity), Some(m.encode()))
         })
         .map_err(QueueError::Store)?;
         let seq = match pushed {
@@ -154,7 +179,8 @@ impl<'a> Queue<'a> {
         slot.extend_from_slice(&seq.to_le_bytes());
         slot.extend_from_slice(item);
         // The slot belongs to this sequence number now: overwrite whatever it held.
-        update_shared(host, &self.slot_key(seq), |_| ((), Some(slot.clone()))).map_err(QueueError::Store)?;
+        update_shared(host, &self.slot_key(seq, capacity), |_| ((), Some(slot.clone())))
+            .map_err(|error| QueueError::Slot { seq, error })?;
         Ok(pushed)
     }
 
@@ -162,10 +188,14 @@ impl<'a> Queue<'a> {
     /// has reserved its number but not written it yet.
     pub fn peek(&self, host: &dyn Host, max: usize) -> (u64, Vec<Vec<u8>>) {
         let m = self.meta(host);
+        let capacity = m.capacity(self.capacity);
         let mut out = Vec::new();
         let mut seq = m.head;
         while seq < m.tail && out.len() < max {
-            let raw = host.shared_get(&self.slot_key(seq)).0.unwrap_or_default();
+            let raw = host
+                .shared_get(&self.slot_key(seq, capacity))
+                .0
+                .unwrap_or_default();
             let at: Option<[u8; 8]> = raw.get(..8).and_then(|b| b.try_into().ok());
             if at.map(u64::from_le_bytes) != Some(seq) {
                 break;
@@ -269,11 +299,63 @@ mod tests {
             head: 0,
             tail: 2,
             dropped: 0,
+            capacity: 4,
         };
         let cas = h.shared["q/meta"].1;
         h.shared.insert("q/meta".into(), (m.encode(), cas));
         q.push(&mut h, b"c").unwrap();
         assert_eq!(q.peek(&h, 5).1, vec![b"a".to_vec()]);
+    }
+
+    #[test]
+    fn a_capacity_changed_across_a_reload_applies_once_the_queue_is_empty() {
+        let mut h = FakeHost::new(HostKind::Envoy);
+        let old = Queue::new("q", 4, Overflow::DropOldest);
+        for item in [b"a", b"b", b"c"] {
+            old.push(&mut h, item).unwrap();
+        }
+        // The reload: capacity 3 (slots numbered % 3 would find `a` for seq 3 and lose order).
+        let new = Queue::new("q", 3, Overflow::DropOldest);
+        new.push(&mut h, b"d").unwrap();
+        assert_eq!(
+            new.meta(&h).capacity,
+            4,
+            "the stored capacity while items are queued"
+        );
+        let (head, items) = new.peek(&h, 10);
+        assert_eq!(
+            (head, items),
+            (
+                0,
+                vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"d".to_vec()]
+            )
+        );
+        new.commit(&mut h, 4).unwrap();
+        // Empty: the next push takes the configured capacity.
+        new.push(&mut h, b"e").unwrap();
+        assert_eq!(new.meta(&h).capacity, 3);
+        assert_eq!(new.peek(&h, 10).1, vec![b"e".to_vec()]);
+        // A meta of the old layout (three words) reads with the configured capacity.
+        let legacy: Vec<u8> = [4u64, 5, 0].iter().flat_map(|n| n.to_le_bytes()).collect();
+        assert_eq!(Meta::decode(Some(&legacy)).capacity, 0);
+        assert_eq!(Meta::decode(Some(&legacy)).capacity(3), 3);
+    }
+
+    #[test]
+    fn a_refused_write_says_whether_a_slot_was_reserved() {
+        let q = Queue::new("q", 4, Overflow::DropOldest);
+        let mut h = FakeHost::new(HostKind::Envoy);
+        h.refuse_shared_writes = true;
+        assert!(matches!(q.push(&mut h, b"a"), Err(QueueError::Store(_))));
+        assert!(q.meta(&h).is_empty(), "nothing reserved");
+        h.refuse_shared_writes = false;
+        h.refuse_shared_keys = vec!["q/0".into()];
+        assert!(matches!(
+            q.push(&mut h, b"b"),
+            Err(QueueError::Slot { seq: 0, .. })
+        ));
+        assert_eq!(q.meta(&h).len(), 1, "the number is reserved, its slot empty");
+        assert!(q.peek(&h, 4).1.is_empty());
     }
 
     #[test]

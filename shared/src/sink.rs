@@ -18,9 +18,12 @@
 //! | `elasticsearch` | `POST /_bulk`, `{"index":{"_index","_id"}}` + record pairs | 2xx and `"errors":false` |
 //! | `otlp` | `POST /v1/logs`, OTLP/HTTP JSON `ExportLogsServiceRequest` | 2xx, no partial rejection |
 //!
-//! Common to all: status 0 (no answer), 408, 429 and 5xx → retry; other 4xx (and 3xx: redirects are not
-//! followed) → rejected. ClickHouse answers 500 to bad data too, so its answer's `Code: N` is read: a
-//! parse or schema error is rejected, anything else retried.
+//! Common to all: status 0 (no answer), 408, 429 and 5xx → retry; 401, 403 and 404 → retry too (a sink
+//! refusing its credentials or path is misconfigured: a rotated token or a created table makes it take
+//! the same batch, and a queue that fills meanwhile counts what it drops); 413 → rejected (the batch is
+//! too large); other 4xx (and 3xx: redirects are not followed) → rejected. ClickHouse answers 500 to bad
+//! data too, so its answer's `Code: N` is read: a parse or schema error is rejected, a missing table or
+//! database (60, 81) retried whatever the status, anything else retried.
 //!
 //! ClickHouse notes (checked against Debian's ClickHouse 18.16): the insert carries
 //! `date_time_input_format=best_effort` so `ts` parses from RFC 3339 (18.16 has no `DateTime64`: the
@@ -295,6 +298,7 @@ pub fn clickhouse_ddl(table: &str) -> String {
 /// `ts_ms` is the same instant in epoch milliseconds.
 pub const CLICKHOUSE_COLUMNS: &[(&str, &str)] = &[
     ("id", "String"),
+    ("request_id", "String"),
     ("ts", "DateTime"),
     ("ts_ms", "UInt64"),
     ("consumer", "String"),
@@ -506,8 +510,25 @@ pub fn acknowledge(format: &Format, status: u16, body: &[u8]) -> Ack {
             Format::Elasticsearch { .. } => bulk_ack(body),
             Format::Otlp { .. } => otlp_ack(body),
         },
+        _ if matches!(format, Format::Clickhouse { .. })
+            && clickhouse_code(body).is_some_and(|c| CLICKHOUSE_MISCONFIGURED.contains(&c)) =>
+        {
+            Ack::Retry(format!("{} (the table or database is missing)", reason()))
+        }
+        401 | 403 | 404 => Ack::Retry(format!(
+            "{} (refused until the sink's credentials or path are fixed)",
+            reason()
+        )),
+        413 => Ack::Rejected(format!(
+            "{} (the batch is too large for the sink: lower batch.max_records)",
+            reason()
+        )),
         408 | 429 | 500..=599 => match format {
-            Format::Clickhouse { .. } if clickhouse_permanent(body) => Ack::Rejected(reason()),
+            Format::Clickhouse { .. }
+                if clickhouse_code(body).is_some_and(|c| CLICKHOUSE_PERMANENT.contains(&c)) =>
+            {
+                Ack::Rejected(reason())
+            }
             _ => Ack::Retry(reason()),
         },
         300..=499 => Ack::Rejected(reason()),
@@ -526,20 +547,22 @@ const CLICKHOUSE_PERMANENT: &[u32] = &[
     38,  // CANNOT_PARSE_DATE
     41,  // CANNOT_PARSE_DATETIME
     53,  // TYPE_MISMATCH
-    60,  // UNKNOWN_TABLE
     62,  // SYNTAX_ERROR
     69,  // ARGUMENT_OUT_OF_BOUND
     70,  // CANNOT_CONVERT_TYPE
     72,  // CANNOT_PARSE_NUMBER
-    81,  // UNKNOWN_DATABASE
     115, // UNKNOWN_SETTING
     117, // INCORRECT_DATA
 ];
 
-fn clickhouse_permanent(body: &[u8]) -> bool {
+/// ClickHouse error codes of a table or database not there (yet): the batch takes once it is created,
+/// so it is retried, never dropped (`UNKNOWN_TABLE`, `UNKNOWN_DATABASE`).
+const CLICKHOUSE_MISCONFIGURED: &[u32] = &[60, 81];
+
+/// The `Code: N` a ClickHouse error answer starts with.
+fn clickhouse_code(body: &[u8]) -> Option<u32> {
     let text = String::from_utf8_lossy(body);
-    let code = text
-        .trim_start()
+    text.trim_start()
         .strip_prefix("Code:")
         .map(|rest| {
             rest.trim_start()
@@ -548,8 +571,7 @@ fn clickhouse_permanent(body: &[u8]) -> bool {
                 .collect::<Vec<u8>>()
         })
         .and_then(|digits| String::from_utf8(digits).ok())
-        .and_then(|d| d.parse::<u32>().ok());
-    code.is_some_and(|c| CLICKHOUSE_PERMANENT.contains(&c))
+        .and_then(|d| d.parse::<u32>().ok())
 }
 
 /// HEC answers `{"text":"Success","code":0}`; another code is a refusal. A 2xx that is not an HEC answer
@@ -981,7 +1003,7 @@ mod tests {
     fn clickhouse_ddl_has_every_column() {
         let ddl = clickhouse_ddl("db.audit");
         assert!(
-            ddl.starts_with("CREATE TABLE IF NOT EXISTS `db`.`audit` (\n    id String,\n    ts DateTime,\n"),
+            ddl.starts_with("CREATE TABLE IF NOT EXISTS `db`.`audit` (\n    id String,\n    request_id String,\n    ts DateTime,\n"),
             "{ddl}"
         );
         assert!(
@@ -1023,9 +1045,14 @@ mod tests {
             (&ch, 500, "Code: 252, e.displayText() = DB::Exception: Too many parts", 'R', "252"),
             (&ch, 500, "Code: 117, e.displayText() = DB::Exception: Unknown field found while parsing JSONEachRow format: zz", 'X', "Unknown field"),
             (&ch, 500, "Code: 27, e.displayText() = DB::Exception: Cannot parse input", 'X', "Cannot parse"),
-            (&ch, 404, "Code: 60, e.displayText() = DB::Exception: Table default.nope doesn't exist.", 'X', "nope"),
+            (&ch, 404, "Code: 60, e.displayText() = DB::Exception: Table default.nope doesn't exist.", 'R', "table or database is missing"),
+            (&ch, 500, "Code: 60, e.displayText() = DB::Exception: Table default.nope doesn't exist.", 'R', "nope"),
+            (&ch, 400, "Code: 81, e.displayText() = DB::Exception: Database nope doesn't exist", 'R', "Code: 81"),
+            (&ch, 403, "Code: 516, e.displayText() = DB::Exception: default: Authentication failed", 'R', "credentials or path"),
             (&ch, 400, "Code: 26, e.displayText() = DB::Exception: Cannot parse JSON string", 'X', "400"),
-            (&ch, 401, "", 'X', "401"),
+            (&ch, 401, "", 'R', "401"),
+            (&ch, 413, "", 'X', "too large"),
+            (&ch, 400, "Code: 600, e.displayText() = DB::Exception: Code: 60 in the text", 'X', "400"),
             (&ch, 408, "", 'R', "408"),
             (&ch, 429, "", 'R', "429"),
             (&ch, 301, "", 'X', "301"),
@@ -1035,10 +1062,13 @@ mod tests {
             (&wh, 502, "bad gateway", 'R', "webhook answered 502: bad gateway"),
             (&wh, 500, "Code: 27, e.displayText()", 'R', "Code: 27"),
             (&wh, 413, "too large", 'X', "413"),
+            (&wh, 404, "", 'R', "webhook answered 404"),
+            (&wh, 410, "gone", 'X', "410"),
             (&hec, 200, r#"{"text":"Success","code":0}"#, 'D', ""),
             (&hec, 200, r#"{"text":"No data","code":5}"#, 'X', "code 5: No data"),
             (&hec, 200, "<html>ok</html>", 'R', "no code"),
-            (&hec, 403, r#"{"text":"Invalid token","code":4}"#, 'X', "Invalid token"),
+            (&hec, 403, r#"{"text":"Invalid token","code":4}"#, 'R', "Invalid token"),
+            (&hec, 401, r#"{"text":"Token is required","code":2}"#, 'R', "credentials"),
             (&hec, 503, r#"{"text":"Server is busy","code":9}"#, 'R', "Server is busy"),
             (&hec, 400, r#"{"text":"Invalid data format","code":6,"invalid-event-number":0}"#, 'X', "Invalid data format"),
             (&es, 200, r#"{"took":3,"errors":false,"items":[{"index":{"_id":"a","status":201}}]}"#, 'D', ""),

@@ -201,8 +201,11 @@ fn every_request_is_recorded_once_with_every_decision_and_no_raw_pii() {
         b"",
     );
     assert_eq!(other.header("x-request-id"), Some("other-1"));
+    // A harmless request reusing the blocked one's id: its own row, the blocked one stays.
+    let reused = envoy.request("GET", "/orders/18", &[("x-request-id", "blocked-1")], b"");
+    assert_eq!(reused.header("x-request-id"), Some("blocked-1"));
 
-    let total = n as u64 + 2;
+    let total = n as u64 + 3;
     assert_eq!(wait_rows(&ch, total), total, "{}", envoy.logs());
     thread::sleep(Duration::from_millis(500));
     assert_eq!(count(&ch, true), total, "exactly one record per request");
@@ -211,8 +214,11 @@ fn every_request_is_recorded_once_with_every_decision_and_no_raw_pii() {
         .unwrap();
     let got: BTreeSet<String> = rows
         .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
+        .map(|r| r["request_id"].as_str().unwrap().to_string())
         .collect();
+    let own: BTreeSet<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(own.len(), rows.len(), "every record has its own id");
+    assert!(own.iter().all(|id| id.len() == 32), "{own:?}");
     let mut want = ids.clone();
     want.insert("blocked-1".into());
     want.insert("other-1".into());
@@ -223,7 +229,10 @@ fn every_request_is_recorded_once_with_every_decision_and_no_raw_pii() {
     for raw in EMAILS.iter().copied().chain([PHONE, "jane.doe%40example.com"]) {
         assert!(!everything.contains(raw), "raw `{raw}` reached the audit table");
     }
-    for r in rows.iter().filter(|r| ids.contains(r["id"].as_str().unwrap())) {
+    for r in rows
+        .iter()
+        .filter(|r| ids.contains(r["request_id"].as_str().unwrap()))
+    {
         assert_eq!(
             (r["status"].as_u64(), r["route"].as_str()),
             (Some(200), Some("chat")),
@@ -259,7 +268,13 @@ fn every_request_is_recorded_once_with_every_decision_and_no_raw_pii() {
         // The mock's structured output is the first words of the prompt it was given.
         assert!(r["summary"].as_str().unwrap().starts_with("Request:"), "{r}");
     }
-    let b = rows.iter().find(|r| r["id"] == "blocked-1").unwrap();
+    let same: Vec<&Value> = rows.iter().filter(|r| r["request_id"] == "blocked-1").collect();
+    assert_eq!(
+        same.len(),
+        2,
+        "two requests with the same client id are two rows: {same:?}"
+    );
+    let b = same.iter().find(|r| r["method"] == "POST").unwrap();
     assert_eq!(
         (b["status"].as_u64(), b["guard_verdict"].as_str()),
         (Some(400), Some("block")),
@@ -267,7 +282,13 @@ fn every_request_is_recorded_once_with_every_decision_and_no_raw_pii() {
     );
     assert_eq!(b["guard_family"], "prompt_extraction", "{b}");
     assert_eq!(b["provider"], "", "never reached a provider: {b}");
-    let o = rows.iter().find(|r| r["id"] == "other-1").unwrap();
+    let r = same.iter().find(|r| r["method"] == "GET").unwrap();
+    assert_eq!(
+        (r["status"].as_u64(), r["guard_verdict"].as_str()),
+        (Some(u64::from(reused.status)), Some("")),
+        "{r}"
+    );
+    let o = rows.iter().find(|r| r["request_id"] == "other-1").unwrap();
     assert_eq!(
         (o["method"].as_str(), o["route"].as_str()),
         (Some("GET"), Some("default")),
@@ -325,7 +346,9 @@ fn a_clickhouse_outage_under_load_loses_nothing_and_duplicates_nothing() {
     assert_eq!(wait_rows(&ch, sent), sent, "{}", envoy.logs());
     thread::sleep(Duration::from_millis(500));
     assert_eq!(count(&ch, true), sent, "none twice after FINAL");
-    let distinct = ch.query("SELECT uniqExact(id) FROM default.ai_audit").unwrap();
+    let distinct = ch
+        .query("SELECT uniqExact(request_id) FROM default.ai_audit")
+        .unwrap();
     assert_eq!(distinct.trim(), sent.to_string());
     assert!(
         stat(&envoy, "ai_audit_retries_total_sink=clickhouse") > 0,
@@ -359,7 +382,7 @@ fn an_overflowing_queue_counts_every_record_it_drops() {
     let rows = count(&ch, true);
     assert_eq!(sent - rows, dropped, "the drop metric equals the missing count");
     let ids = ch
-        .query("SELECT id FROM default.ai_audit FINAL ORDER BY id")
+        .query("SELECT request_id FROM default.ai_audit FINAL ORDER BY request_id")
         .unwrap();
     assert_eq!(
         ids.split_whitespace().collect::<Vec<_>>(),
@@ -392,7 +415,7 @@ fn four_sinks_config(mock_port: u16) -> Value {
     })
 }
 
-/// The record ids of one request to sink `name`, after checking its path, content type, auth header
+/// The request ids (`request_id`) of one request to sink `name`, after checking its path, content type, auth header
 /// and that the body is the format's shape (panics naming what is wrong).
 fn sink_ids(name: &str, req: &Value) -> Vec<String> {
     let body = req["body"].as_str().unwrap();
@@ -403,7 +426,7 @@ fn sink_ids(name: &str, req: &Value) -> Vec<String> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{name}: `{l}`: {e}")))
         .collect();
     let id = |v: &Value| {
-        v["id"]
+        v["request_id"]
             .as_str()
             .unwrap_or_else(|| panic!("{name}: no id in {v}"))
             .to_string()
@@ -453,7 +476,7 @@ fn sink_ids(name: &str, req: &Value) -> Vec<String> {
                 .map(|pair| {
                     let (action, doc) = (&pair[0]["index"], &pair[1]);
                     assert_eq!(action["_index"], "ai-audit", "{action}");
-                    assert_eq!(action["_id"].as_str(), Some(id(doc).as_str()), "{action} {doc}");
+                    assert_eq!(action["_id"], doc["id"], "{action} {doc}");
                     id(doc)
                 })
                 .collect();
@@ -479,7 +502,7 @@ fn sink_ids(name: &str, req: &Value) -> Vec<String> {
                     let attrs = lr["attributes"].as_array().unwrap();
                     let attr = attrs
                         .iter()
-                        .find(|a| a["key"] == "id")
+                        .find(|a| a["key"] == "request_id")
                         .unwrap_or_else(|| panic!("no id: {lr}"));
                     attr["value"]["stringValue"].as_str().unwrap().to_string()
                 })

@@ -225,8 +225,9 @@ fn a_down_sink_a_refusing_sink_and_partial_bulk_failures() {
         refusal.to_string().as_bytes(),
     )
     .unwrap();
+    // A refused token is a misconfiguration (a token being rotated): retried, not dropped.
     assert!(
-        matches!(ack(&hec, &ship(&m, "hec", &encode(&hec, &recs))), Ack::Rejected(r) if r.contains("Invalid token"))
+        matches!(ack(&hec, &ship(&m, "hec", &encode(&hec, &recs))), Ack::Retry(r) if r.contains("Invalid token"))
     );
     // A body that is not the format is refused by the recording sink as the real one would.
     let not_hec = Encoded {
@@ -299,9 +300,24 @@ fn clickhouse_takes_the_encoded_batch_and_deduplicates_on_id() {
         matches!(&a, Ack::Rejected(r) if r.contains("Code:")),
         "{a:?} {text}"
     );
+    // A table not created yet: retried (the batch takes once it is), not dropped.
     let missing = encode(&Format::Clickhouse { table: "nope".into() }, &recs);
-    let (a, _) = post(&missing);
-    assert!(matches!(&a, Ack::Rejected(r) if r.contains("404")), "{a:?}");
+    let (a, text) = post(&missing);
+    assert!(
+        matches!(&a, Ack::Retry(r) if r.contains("table or database is missing")),
+        "{a:?} {text}"
+    );
+    let db = encode(
+        &Format::Clickhouse {
+            table: "nodb.audit".into(),
+        },
+        &recs,
+    );
+    let (a, text) = post(&db);
+    assert!(
+        matches!(&a, Ack::Retry(r) if r.contains("table or database is missing")),
+        "{a:?} {text}"
+    );
     // A server that is down is retried.
     let mut ch = ch;
     ch.stop();

@@ -98,6 +98,9 @@ pub struct Config {
     /// The consumer: the first of these request headers present.
     pub consumer_headers: Vec<String>,
     pub sinks: Vec<Sink>,
+    /// The shared-data key of the records' queue: `ai_audit_log/<queue.name>`. Audit configs in one
+    /// VM id share a queue (and its drainer) only when they name the same one.
+    pub queue_key: String,
     pub queue_capacity: u64,
     pub overflow: Overflow,
     pub batch_max: usize,
@@ -112,6 +115,19 @@ pub const DEFAULT_EXCERPT: usize = 512;
 pub const DEFAULT_FULL: usize = 16 * 1024;
 pub const MAX_KEEP: usize = 256 * 1024;
 pub const MAX_CAPACITY: u64 = 100_000;
+/// Most sinks: a sink's index is the low byte of its calls' tags (`drain`).
+pub const MAX_SINKS: usize = 16;
+/// The queue's name when `queue.name` is not set, and the shared-data key it is put under.
+pub const DEFAULT_QUEUE: &str = "records";
+pub const QUEUE_PREFIX: &str = "ai_audit_log/";
+
+/// `queue.name`: 1 to 32 of `[a-z0-9_-]`.
+fn valid_queue_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
 pub const MAX_BATCH: u64 = 10_000;
 
 #[derive(Debug, Deserialize)]
@@ -228,6 +244,8 @@ enum CaptureMode {
 #[serde(deny_unknown_fields)]
 struct RawQueue {
     #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
     capacity: Option<u64>,
     #[serde(default)]
     overflow: Overflow,
@@ -341,6 +359,12 @@ fn sink(i: usize, mut raw: Map<String, Value>) -> Result<Sink, ConfigError> {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(ConfigError::new(at(&format!("headers.{k}")), "not a header name"));
         }
+        if name == "content-type" {
+            return Err(ConfigError::new(
+                at(&format!("headers.{k}")),
+                "the format sets the content type",
+            ));
+        }
         check_header_value(at(&format!("headers.{k}")), &v)?;
         headers.push((name, v));
     }
@@ -409,6 +433,9 @@ impl Config {
         if raw.sinks.is_empty() {
             return Err(ConfigError::new("sinks", "at least one sink is required"));
         }
+        if raw.sinks.len() > MAX_SINKS {
+            return Err(ConfigError::new("sinks", format!("at most {MAX_SINKS} sinks")));
+        }
         let mut sinks = Vec::new();
         for (i, s) in raw.sinks.into_iter().enumerate() {
             let s = sink(i, s)?;
@@ -420,6 +447,14 @@ impl Config {
             }
             sinks.push(s);
         }
+        let queue_name = raw.queue.name.as_deref().unwrap_or(DEFAULT_QUEUE);
+        if !valid_queue_name(queue_name) {
+            return Err(ConfigError::new(
+                "queue.name",
+                "must be 1 to 32 of a-z, 0-9, `_`, `-`",
+            ));
+        }
+        let queue_key = format!("{QUEUE_PREFIX}{queue_name}");
         let queue_capacity = raw.queue.capacity.unwrap_or(10_000);
         if !(1..=MAX_CAPACITY).contains(&queue_capacity) {
             return Err(ConfigError::new(
@@ -501,6 +536,7 @@ impl Config {
             routes,
             consumer_headers,
             sinks,
+            queue_key,
             queue_capacity,
             overflow: raw.queue.overflow,
             batch_max: usize::try_from(batch_max).unwrap_or(500),
@@ -532,7 +568,7 @@ mod tests {
                  {{"name":"tickets","prefix":"/support/","capture":{{"mode":"full"}}}}],
                "default_capture":{{"mode":"none"}},
                "sinks":[{SINK},{{"name":"hook","upstream":{{"cluster":"h","host":"h:80"}},"path":"/in","format":"webhook","headers":{{"Authorization":"Bearer x"}}}}],
-               "queue":{{"capacity":50,"overflow":"drop_newest"}},"batch":{{"max_records":10,"interval":"200ms"}},
+               "queue":{{"name":"team-a_2","capacity":50,"overflow":"drop_newest"}},"batch":{{"max_records":10,"interval":"200ms"}},
                "retry":{{"initial":"100ms","max":"2s"}}}}"#
         );
         let c = Config::parse(json.as_bytes(), &|_| None).unwrap();
@@ -552,6 +588,9 @@ mod tests {
         );
         assert_eq!(c.sinks[1].format, Format::Webhook);
         assert_eq!((c.queue_capacity, c.overflow), (50, Overflow::DropNewest));
+        assert_eq!(c.queue_key, "ai_audit_log/team-a_2");
+        let plain = Config::parse(format!(r#"{{"sinks":[{SINK}]}}"#).as_bytes(), &|_| None).unwrap();
+        assert_eq!(plain.queue_key, "ai_audit_log/records", "the default name");
         assert_eq!((c.batch_max, c.flush_interval_ms), (10, 200));
         assert_eq!((c.retry_initial_ms, c.retry_max_ms), (100, 2000));
         assert_eq!(c.consumer_headers, vec!["x-consumer-id"]);
@@ -587,6 +626,30 @@ mod tests {
             (
                 &format!(r#"{{"sinks":[{SINK}],"queue":{{"capacity":0}}}}"#),
                 "queue.capacity",
+            ),
+            (
+                &format!(r#"{{"sinks":[{}]}}"#, vec![SINK; MAX_SINKS + 1].join(",")),
+                "sinks",
+            ),
+            (
+                r#"{"sinks":[{"name":"a","upstream":{"cluster":"c","host":"h:1"},"format":"webhook","headers":{"Content-Type":"text/plain"}}]}"#,
+                "sinks[0].headers.Content-Type",
+            ),
+            (
+                &format!(r#"{{"sinks":[{SINK}],"queue":{{"name":"Team A"}}}}"#),
+                "queue.name",
+            ),
+            (
+                &format!(r#"{{"sinks":[{SINK}],"queue":{{"name":""}}}}"#),
+                "queue.name",
+            ),
+            (
+                &format!(r#"{{"sinks":[{SINK}],"queue":{{"name":"{}"}}}}"#, "a".repeat(33)),
+                "queue.name",
+            ),
+            (
+                &format!(r#"{{"sinks":[{SINK}],"queue":{{"name":"a/b"}}}}"#),
+                "queue.name",
             ),
             (
                 &format!(r#"{{"sinks":[{SINK}],"queue":{{"overflow":"drop_all"}}}}"#),

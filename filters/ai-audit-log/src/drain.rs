@@ -4,8 +4,9 @@
 //! Each tick renews this worker's lease on the queue (one drainer across the gateway's VMs), then peeks
 //! a batch and POSTs it, encoded per sink, to every sink that has not acknowledged it yet. The batch is
 //! committed (removed from the queue) only once every sink acknowledged it; a sink that failed gets the
-//! same batch again after a backoff that doubles from `retry.initial` to `retry.max`, and a sink that
-//! rejects it for good (a 4xx) has it logged and counted as rejected, so one poison batch cannot block
+//! same batch again after a backoff that doubles from `retry.initial` to `retry.max` (a misconfigured
+//! one too: 401, 403, 404, a missing ClickHouse table), and a sink that rejects it for good (413, another
+//! 4xx, bad data: `shared::sink::acknowledge`) has it logged and counted as rejected, so one poison batch cannot block
 //! the queue. Records carry their `id`, so a sink can deduplicate what arrives twice (ClickHouse's
 //! `ReplacingMergeTree ORDER BY id` with `SELECT … FINAL`).
 //!
@@ -13,7 +14,7 @@
 //! [`LOST_SLOT_MS`] at the same head it is skipped and counted as dropped (`reason=lost`).
 
 use crate::config::{Config, Of, Sink, Summary, REQUEST_VAR, RESPONSE_VAR, SUMMARY_TASK};
-use crate::policy::{metric, NAME, QUEUE};
+use crate::policy::{metric, NAME};
 use serde_json::Value;
 use shared::host::{Background, CallResponse, Host, HttpCall, LogLevel};
 use shared::llm::{Inputs, Run, Source};
@@ -41,8 +42,13 @@ struct Summaries {
     started_ms: u64,
 }
 
-/// Tags of summary calls: this bit, the summary round, the run and the call of its wave.
-const SUMMARY_TAG: u64 = 1 << 63;
+/// Tags of summary calls: this bit, the summary round (16 bits from bit 32), the run (24 bits from bit
+/// 8) and the call of its wave (8 bits). Below bit 56: the bundle keeps the top byte of a tag for the
+/// policy's index (`shared::host::chain`).
+const SUMMARY_TAG: u64 = 1 << 55;
+/// Sink calls' tags: the round (bits 8..48) and the sink's index (the low byte: at most
+/// [`crate::config::MAX_SINKS`] sinks).
+const ROUND_MASK: u64 = (1 << 40) - 1;
 
 pub struct Drain {
     config: Rc<Config>,
@@ -162,8 +168,10 @@ impl Drain {
         if !late {
             for (j, (_, run)) in s.runs.iter_mut().enumerate() {
                 for (k, call) in run.calls(&summary.tasks, host).into_iter().enumerate() {
-                    let tag =
-                        SUMMARY_TAG | (self.summary_round & 0xff_ffff) << 32 | (j as u64) << 8 | k as u64;
+                    let tag = SUMMARY_TAG
+                        | (self.summary_round & 0xffff) << 32
+                        | (j as u64 & 0xff_ffff) << 8
+                        | k as u64 & 0xff;
                     calls.push((tag, call));
                 }
             }
@@ -190,8 +198,9 @@ impl Drain {
         None
     }
 
-    fn queue(&self) -> Queue<'static> {
-        Queue::new(QUEUE, self.config.queue_capacity, self.config.overflow)
+    /// The config's queue (`config` is the drainer's, cloned so the queue borrows no `self`).
+    fn queue(config: &Config) -> Queue<'_> {
+        Queue::new(&config.queue_key, config.queue_capacity, config.overflow)
     }
 
     fn longest_timeout(&self) -> u64 {
@@ -225,7 +234,8 @@ impl Drain {
         if !b.acked.iter().all(|a| *a) {
             return;
         }
-        match self.queue().commit(host, b.upto) {
+        let config = Rc::clone(&self.config);
+        match Self::queue(&config).commit(host, b.upto) {
             Ok(()) => {
                 self.batch = None;
                 self.backoff_ms = 0;
@@ -240,7 +250,8 @@ impl Drain {
 
     /// Skips a slot reserved but never written, once it has held the head for [`LOST_SLOT_MS`].
     fn skip_lost_slot(&mut self, host: &mut dyn Host, head: u64, now: u64) {
-        let queue = self.queue();
+        let config = Rc::clone(&self.config);
+        let queue = Self::queue(&config);
         if queue.meta(host).is_empty() {
             self.stuck = None;
             return;
@@ -312,7 +323,8 @@ impl Background for Drain {
 
     fn on_tick(&mut self, host: &mut dyn Host) -> Vec<(u64, HttpCall)> {
         let now = host.now_ms();
-        let queue = self.queue();
+        let config = Rc::clone(&self.config);
+        let queue = Self::queue(&config);
         let ttl = self
             .longest_timeout()
             .saturating_add(self.config.flush_interval_ms.saturating_mul(3));
@@ -371,7 +383,10 @@ impl Background for Drain {
             if batch.acked.get(i).copied().unwrap_or(true) {
                 continue;
             }
-            calls.push(((self.round << 8) | i as u64, Self::call(sink, &records)));
+            calls.push((
+                ((self.round & ROUND_MASK) << 8) | i as u64,
+                Self::call(sink, &records),
+            ));
         }
         self.waiting = calls.len();
         self.sent_ms = now;
@@ -385,7 +400,7 @@ impl Background for Drain {
             let (Some(summary), Some(s)) = (config.summary.as_ref(), self.summaries.as_mut()) else {
                 return;
             };
-            if (tag >> 32) & 0xff_ffff != self.summary_round & 0xff_ffff {
+            if (tag >> 32) & 0xffff != self.summary_round & 0xffff {
                 return;
             }
             let (j, k) = (((tag >> 8) & 0xff_ffff) as usize, (tag & 0xff) as usize);
@@ -394,7 +409,7 @@ impl Background for Drain {
             }
             return;
         }
-        if tag >> 8 != self.round || self.waiting == 0 {
+        if tag >> 8 != self.round & ROUND_MASK || self.waiting == 0 {
             return;
         }
         self.waiting -= 1;
@@ -433,7 +448,7 @@ mod tests {
         r#"{"name":"hook","upstream":{"cluster":"h","host":"127.0.0.1:9"},"path":"/in","format":"webhook"}"#;
 
     fn push(h: &mut FakeHost, c: &Config, n: usize) {
-        let q = Queue::new(QUEUE, c.queue_capacity, c.overflow);
+        let q = Queue::new(&c.queue_key, c.queue_capacity, c.overflow);
         for i in 0..n {
             q.push(
                 h,
@@ -471,7 +486,7 @@ mod tests {
         // The webhook fails: nothing is committed; the next try goes to the webhook only.
         d.on_call_response(&mut h, calls[0].0, answer(Some(200)));
         d.on_call_response(&mut h, calls[1].0, answer(Some(503)));
-        let q = Queue::new(QUEUE, c.queue_capacity, c.overflow);
+        let q = Queue::new(&c.queue_key, c.queue_capacity, c.overflow);
         assert_eq!(q.meta(&h).len(), 4);
         assert!(d.on_tick(&mut h).is_empty(), "backing off");
         h.now_ms += 100;
@@ -493,7 +508,7 @@ mod tests {
         "summary":{"target":"mini","timeout":"1s"}"#;
 
     fn push_excerpts(h: &mut FakeHost, c: &Config) {
-        let q = Queue::new(QUEUE, c.queue_capacity, c.overflow);
+        let q = Queue::new(&c.queue_key, c.queue_capacity, c.overflow);
         for (id, excerpt) in [("a", "{\"invoice\":\"INV-1001\",\"status\":\"paid\"}"), ("b", "")] {
             let r = serde_json::json!({"id": id, "route": "default", "request_excerpt": excerpt,
                                         "response_excerpt": "", "summary": ""});
@@ -518,6 +533,7 @@ mod tests {
             let calls = d.on_tick(&mut h);
             assert_eq!(calls.len(), 1, "one summary: record b has no excerpt");
             assert_ne!(calls[0].0 & SUMMARY_TAG, 0);
+            assert_eq!(calls[0].0 >> 56, 0, "the bundle's top byte is free");
             let prompt = String::from_utf8_lossy(&calls[0].1.body).to_string();
             assert!(prompt.contains("INV-1001"), "{prompt}");
             let content = r#"{\"summary\":\"User updated invoice INV-1001 status to paid\"}"#;
@@ -536,6 +552,7 @@ mod tests {
             d.on_call_response(&mut h, calls[0].0, resp);
             let ship = d.on_tick(&mut h);
             assert_eq!(ship.len(), 1, "{answer_with:?}");
+            assert_eq!((ship[0].0 >> 56, ship[0].0 & SUMMARY_TAG), (0, 0));
             let rows = shipped(&ship[0].1);
             assert_eq!(rows.len(), 2, "a failed summary never drops a record");
             let want = if answer_with.is_some() {
@@ -571,7 +588,7 @@ mod tests {
         let calls = d.on_tick(&mut h);
         d.on_call_response(&mut h, calls[0].0, answer(Some(200)));
         assert_eq!((d.backoff_ms, d.next_try_ms), (0, 0));
-        assert!(Queue::new(QUEUE, c.queue_capacity, c.overflow)
+        assert!(Queue::new(&c.queue_key, c.queue_capacity, c.overflow)
             .meta(&h)
             .is_empty());
     }
@@ -592,11 +609,77 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert!(Queue::new(QUEUE, c.queue_capacity, c.overflow)
+        assert!(Queue::new(&c.queue_key, c.queue_capacity, c.overflow)
             .meta(&h)
             .is_empty());
         assert_eq!(h.counters["ai_audit_rejected_total_sink=ch"], 2);
         assert!(h.logged(LogLevel::Error, "rejected a batch of 2 records"));
+    }
+
+    #[test]
+    fn two_audit_configs_with_their_own_queue_names_ship_only_their_own_records() {
+        // Two configs in one VM id (one shared data): each drainer leases, peeks and ships its own
+        // queue only; the default name is one queue for configs that do not set one.
+        let a = config(CH, r#","queue":{"name":"team-a"}"#);
+        let b = config(HOOK, r#","queue":{"name":"team-b"}"#);
+        let mut h = FakeHost::new(HostKind::Envoy);
+        push(&mut h, &a, 2);
+        push(&mut h, &b, 1);
+        let (mut da, mut db) = (Drain::new(Rc::clone(&a), 1), Drain::new(Rc::clone(&b), 2));
+        let (ca, cb) = (da.on_tick(&mut h), db.on_tick(&mut h));
+        assert_eq!((ca.len(), cb.len()), (1, 1), "each holds its own lease");
+        assert_eq!(shipped(&ca[0].1).len(), 2);
+        assert_eq!(shipped(&cb[0].1).len(), 1);
+        assert_eq!(cb[0].1.path, "/in", "team-b's records go to team-b's sink");
+        da.on_call_response(&mut h, ca[0].0, answer(Some(200)));
+        let qa = Queue::new(&a.queue_key, a.queue_capacity, a.overflow);
+        let qb = Queue::new(&b.queue_key, b.queue_capacity, b.overflow);
+        assert_eq!((qa.meta(&h).len(), qb.meta(&h).len()), (0, 1));
+        assert_eq!(config(CH, "").queue_key, "ai_audit_log/records");
+    }
+
+    #[test]
+    fn a_misconfigured_sink_keeps_the_batch_until_it_is_fixed() {
+        // A rotated token (401), then a table not created yet (ClickHouse 404, code 60), then it takes
+        // the batch: nothing rejected, nothing dropped, the same records delivered.
+        let c = config(CH, "");
+        let mut h = FakeHost::new(HostKind::Envoy);
+        push(&mut h, &c, 2);
+        let mut d = Drain::new(Rc::clone(&c), 1);
+        let refusals: [(u16, &[u8]); 2] = [
+            (401, b""),
+            (
+                404,
+                b"Code: 60, e.displayText() = DB::Exception: Table default.t doesn't exist.",
+            ),
+        ];
+        for (status, body) in refusals {
+            let calls = d.on_tick(&mut h);
+            assert_eq!(calls.len(), 1, "{status}");
+            let resp = CallResponse {
+                status: Some(status),
+                body: body.to_vec(),
+                ..Default::default()
+            };
+            d.on_call_response(&mut h, calls[0].0, resp);
+            assert_eq!(
+                Queue::new(&c.queue_key, c.queue_capacity, c.overflow)
+                    .meta(&h)
+                    .len(),
+                2
+            );
+            h.now_ms = d.next_try_ms;
+        }
+        let calls = d.on_tick(&mut h);
+        assert_eq!(shipped(&calls[0].1).len(), 2);
+        d.on_call_response(&mut h, calls[0].0, answer(Some(200)));
+        assert!(Queue::new(&c.queue_key, c.queue_capacity, c.overflow)
+            .meta(&h)
+            .is_empty());
+        assert_eq!(h.counters["ai_audit_retries_total_sink=ch"], 2);
+        assert_eq!(h.counters["ai_audit_delivered_total_sink=ch"], 2);
+        assert!(!h.counters.contains_key("ai_audit_rejected_total_sink=ch"));
+        assert!(h.logged(LogLevel::Warn, "credentials or path"));
     }
 
     #[test]
@@ -613,9 +696,14 @@ mod tests {
         let again = a.on_tick(&mut h);
         assert_eq!(again.len(), 1);
         a.on_call_response(&mut h, calls[0].0, answer(Some(200)));
-        assert_eq!(Queue::new(QUEUE, c.queue_capacity, c.overflow).meta(&h).len(), 1);
+        assert_eq!(
+            Queue::new(&c.queue_key, c.queue_capacity, c.overflow)
+                .meta(&h)
+                .len(),
+            1
+        );
         a.on_call_response(&mut h, again[0].0, answer(Some(200)));
-        assert!(Queue::new(QUEUE, c.queue_capacity, c.overflow)
+        assert!(Queue::new(&c.queue_key, c.queue_capacity, c.overflow)
             .meta(&h)
             .is_empty());
     }

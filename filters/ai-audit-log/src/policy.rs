@@ -1,32 +1,35 @@
 //! The ai-audit-log policy: first in the chain, it sees the client's request and the final response,
-//! gives the request its id (the client's `x-request-id`, else a generated one, returned to the client),
+//! gives the record its own generated id (the sinks' dedup key, which no client can choose) and the
+//! request its id (the client's `x-request-id`, else the record's id, returned to the client),
 //! keeps the bodies' first bytes as its route's capture says, and at the end builds the record with
 //! every policy's published decision (`shared::decision`) and queues it in shared data
 //! (`shared::queue`), where the root timer ([`crate::drain`]) picks it up. Nothing here calls out.
 
 use crate::config::{Capture, Config};
-use crate::record::{self, Facts, MARGIN};
+use crate::record::{self, Facts, HOLD_MARGIN};
 use shared::decision;
 use shared::host::{Body, Host, LocalReply, LogLevel, Policy, ResponseMode, Step};
 use shared::metrics;
-use shared::queue::{Pushed, Queue};
+use shared::queue::{Pushed, Queue, QueueError};
 use shared::rand::Rng;
 use std::rc::Rc;
 
 pub const NAME: &str = "ai-audit-log";
-/// The shared-data queue of records.
-pub const QUEUE: &str = "ai_audit_log/records";
 const ID_HEADER: &str = "x-request-id";
 /// Longest client request id kept; a longer (or non-printable) one is replaced.
 const MAX_ID: usize = 128;
 
 pub struct AuditLog {
     config: Rc<Config>,
+    /// Draws the record ids: seeded per VM at random, so no two VMs draw the same ids.
     rng: Rng,
     facts: Facts,
     capture: Capture,
     /// Whether the request was seen at all (headers phase ran).
     started: bool,
+    /// The response is a server-sent event stream: its raw `data:` frames cut values across tokens
+    /// (an email split over two frames is seen whole by no detector), so only its size is kept.
+    event_stream: bool,
 }
 
 pub fn metric(what: &str, labels: &[(&str, &str)]) -> String {
@@ -47,18 +50,20 @@ impl AuditLog {
     pub fn new(config: Rc<Config>, seed: u64) -> Self {
         AuditLog {
             config,
-            rng: Rng::new(seed),
+            rng: Rng::new(shared::redis::seed(seed)),
             facts: Facts::default(),
             capture: Capture::None,
             started: false,
+            event_stream: false,
         }
     }
 
-    /// How many body bytes to hold for the record: what the capture keeps, plus the margin.
+    /// How many body bytes to hold for the record: what the capture keeps, plus the most margin its
+    /// redaction may use (`record::excerpt`).
     fn hold(&self) -> usize {
         match self.capture.keep() {
             0 => 0,
-            n => n.saturating_add(MARGIN),
+            n => n.saturating_add(HOLD_MARGIN),
         }
     }
 
@@ -88,13 +93,14 @@ impl Policy for AuditLog {
             .iter()
             .find_map(|h| host.request_header(h))
             .unwrap_or_default();
-        f.id = match host.request_header(ID_HEADER) {
+        // The record's id is always ours: a client reusing an id must not make two requests one row.
+        f.id = new_id(&mut self.rng);
+        f.request_id = match host.request_header(ID_HEADER) {
             Some(id) if usable_id(&id) => id,
             _ => {
-                let id = new_id(&mut self.rng);
                 // The upstream and every later policy see the same id.
-                let _reported = host.set_request_header(ID_HEADER, Some(&id));
-                id
+                let _reported = host.set_request_header(ID_HEADER, Some(&f.id));
+                f.id.clone()
             }
         };
         if has_body && !matches!(self.capture, Capture::None) {
@@ -127,7 +133,12 @@ impl Policy for AuditLog {
             .response_header(":status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let _reported = host.set_response_header(ID_HEADER, Some(&self.facts.id));
+        let _reported = host.set_response_header(ID_HEADER, Some(&self.facts.request_id));
+        self.event_stream = host.response_header("content-type").is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        });
         if matches!(self.capture, Capture::None) {
             return ResponseMode::PassThrough;
         }
@@ -136,7 +147,7 @@ impl Policy for AuditLog {
 
     fn on_response_chunk(&mut self, _host: &mut dyn Host, chunk: &[u8], _end: bool) -> Option<Vec<u8>> {
         self.facts.response_bytes += chunk.len() as u64;
-        let hold = self.hold();
+        let hold = if self.event_stream { 0 } else { self.hold() };
         Self::keep_head(&mut self.facts.response_head, chunk, hold);
         None
     }
@@ -149,7 +160,7 @@ impl Policy for AuditLog {
         let decisions = decision::collect(host);
         let record = record::build(&self.facts, self.capture, &decisions);
         let config = &self.config;
-        let queue = Queue::new(QUEUE, config.queue_capacity, config.overflow);
+        let queue = Queue::new(&config.queue_key, config.queue_capacity, config.overflow);
         match queue.push(host, record.to_string().as_bytes()) {
             Ok(Pushed::Queued { .. }) => host.counter_add(&metric("records_total", &[]), 1),
             Ok(Pushed::QueuedDroppingOldest { .. }) => {
@@ -173,6 +184,11 @@ impl Policy for AuditLog {
                     ),
                 );
             }
+            // Its reserved slot stays empty: the drainer skips it later and counts it (`reason=lost`).
+            Err(e @ QueueError::Slot { .. }) => host.log(
+                LogLevel::Error,
+                &format!("{NAME}: record {} dropped: {e}", self.facts.id),
+            ),
             Err(e) => {
                 host.counter_add(&metric("dropped_total", &[("reason", "store")]), 1);
                 host.log(
@@ -199,7 +215,7 @@ mod tests {
     }
 
     fn queued(h: &FakeHost) -> Vec<Value> {
-        let q = Queue::new(QUEUE, 100, Default::default());
+        let q = Queue::new("ai_audit_log/records", 100, Default::default());
         q.peek(h, 100)
             .1
             .iter()
@@ -246,7 +262,8 @@ mod tests {
             });
             let r = queued(&h);
             assert_eq!(r.len(), 1, "{kind:?}");
-            assert_eq!(r[0]["id"], "client-id-1");
+            assert_eq!(r[0]["request_id"], "client-id-1");
+            assert_eq!(r[0]["id"].as_str().map(str::len), Some(32), "{kind:?}");
             assert_eq!(h.response_headers[ID_HEADER], "client-id-1");
             assert_eq!(r[0]["guard_verdict"], "allow", "{kind:?}");
             assert_eq!(
@@ -269,8 +286,100 @@ mod tests {
             let r = queued(&h);
             let got = r[0]["id"].as_str().unwrap();
             assert_eq!(got.len(), 32, "{id:?}");
+            assert_eq!(r[0]["request_id"], got, "{id:?}");
             assert_eq!(h.request_headers[ID_HEADER], got);
             assert_eq!(h.response_headers[ID_HEADER], got);
+        }
+    }
+
+    #[test]
+    fn a_reused_client_id_never_makes_two_requests_one_record() {
+        // A blocked prompt, then a harmless request with the same `x-request-id` (same seed too):
+        // two records, one id each, both with the client's id.
+        let c = config("");
+        let mut q = Vec::new();
+        for verdict in ["block", "allow"] {
+            let h = run(HostKind::Envoy, &c, Some("same-id"), |h| {
+                decision::publish(h, "guard", &[("verdict", json!(verdict))]);
+            });
+            assert_eq!(h.response_headers[ID_HEADER], "same-id");
+            assert_eq!(
+                h.request_headers[ID_HEADER], "same-id",
+                "the client's id goes upstream"
+            );
+            q.extend(queued(&h));
+        }
+        assert_eq!(q.len(), 2);
+        assert!(q.iter().all(|r| r["request_id"] == "same-id"));
+        assert_ne!(q[0]["id"], q[1]["id"], "the dedup key is the gateway's");
+        assert_eq!(
+            (q[0]["guard_verdict"].as_str(), q[1]["guard_verdict"].as_str()),
+            (Some("block"), Some("allow"))
+        );
+    }
+
+    #[test]
+    fn a_failed_write_is_counted_once() {
+        // The store refuses everything: nothing reserved, counted here as `store`.
+        let c = config("");
+        let mut h =
+            FakeHost::new(HostKind::Envoy).with_request_headers(&[(":method", "GET"), (":path", "/x")]);
+        h.refuse_shared_writes = true;
+        let mut p = AuditLog::new(Rc::clone(&c), 1);
+        p.on_request_headers(&mut h, false);
+        p.on_done(&mut h);
+        assert_eq!(h.counters["ai_audit_dropped_total_reason=store"], 1);
+        // Only the slot write fails: its number is reserved, so the drainer counts it as `lost` later;
+        // not counted here too.
+        h.refuse_shared_writes = false;
+        h.refuse_shared_keys = vec![format!("{}/0", c.queue_key)];
+        let mut p = AuditLog::new(Rc::clone(&c), 2);
+        p.on_request_headers(&mut h, false);
+        p.on_done(&mut h);
+        assert_eq!(h.counters["ai_audit_dropped_total_reason=store"], 1);
+        assert!(h.logged(LogLevel::Error, "slot 0 not written"));
+        let mut d = crate::drain::Drain::new(Rc::clone(&c), 1);
+        use shared::host::Background;
+        assert!(d.on_tick(&mut h).is_empty());
+        h.now_ms += crate::drain::LOST_SLOT_MS;
+        assert!(d.on_tick(&mut h).is_empty());
+        assert_eq!(h.counters["ai_audit_dropped_total_reason=lost"], 1);
+        assert_eq!(h.counters["ai_audit_dropped_total_reason=store"], 1);
+    }
+
+    #[test]
+    fn an_event_stream_keeps_its_size_only() {
+        // An email cut across two SSE frames (no detector sees it whole in the raw frames): no excerpt
+        // of the stream, its size all the same; a JSON response cut in two chunks keeps its excerpt,
+        // redacted.
+        let c = config("");
+        let sse: [&[u8]; 2] = [
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"mail jane.doe@exa\"}}]}\n\n",
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"mple.com\"}}]}\n\ndata: [DONE]\n\n",
+        ];
+        let json: [&[u8]; 2] = [b"{\"content\":\"mail jane.doe@exa", b"mple.com\"}"];
+        for (ct, frames, excerpt) in [
+            ("text/event-stream; charset=utf-8", sse, false),
+            ("application/json", json, true),
+        ] {
+            let mut h = FakeHost::new(HostKind::Envoy)
+                .with_request_headers(&[(":method", "POST"), (":path", "/v1/chat/completions")]);
+            let mut p = AuditLog::new(Rc::clone(&c), 3);
+            p.on_request_headers(&mut h, false);
+            h.response_headers.insert(":status".into(), "200".into());
+            h.response_headers.insert("content-type".into(), ct.into());
+            assert_eq!(p.on_response_headers(&mut h), ResponseMode::Stream);
+            for (i, f) in frames.iter().enumerate() {
+                assert_eq!(p.on_response_chunk(&mut h, f, i == 1), None);
+            }
+            p.on_done(&mut h);
+            let r = &queued(&h)[0];
+            let size: usize = frames.iter().map(|f| f.len()).sum();
+            assert_eq!(r["response_bytes"], size as u64, "{ct}");
+            let e = r["response_excerpt"].as_str().unwrap();
+            assert_eq!(!e.is_empty(), excerpt, "{ct}: {e}");
+            assert!(!e.contains("jane.doe@"), "{ct}: {e}");
+            assert_eq!(e.contains("<EMAIL>"), excerpt, "{ct}: {e}");
         }
     }
 
@@ -292,12 +401,12 @@ mod tests {
                 p.on_request_headers(&mut h, false);
                 p.on_done(&mut h);
             }
-            let q = Queue::new(QUEUE, 2, c.overflow);
+            let q = Queue::new(&c.queue_key, 2, c.overflow);
             let (_, items) = q.peek(&h, 10);
             let ids: Vec<String> = items
                 .iter()
                 .map(|b| {
-                    serde_json::from_slice::<Value>(b).unwrap()["id"]
+                    serde_json::from_slice::<Value>(b).unwrap()["request_id"]
                         .as_str()
                         .unwrap()
                         .to_string()

@@ -13,7 +13,10 @@ use shared::time::DateTime;
 /// What the audit policy saw of one request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Facts {
+    /// The record's own id, generated (the sinks' dedup key).
     pub id: String,
+    /// The id the client got back: its own `x-request-id`, else [`Facts::id`].
+    pub request_id: String,
     pub start_ms: u64,
     pub end_ms: u64,
     pub consumer: String,
@@ -21,16 +24,22 @@ pub struct Facts {
     pub method: String,
     pub path: String,
     pub status: u16,
-    /// The first bytes of each body (up to what the capture keeps, plus [`MARGIN`]) and their sizes.
+    /// The first bytes of each body (up to what the capture keeps, plus [`HOLD_MARGIN`]) and their
+    /// sizes (a head as long as its size is the whole body).
     pub request_head: Vec<u8>,
     pub request_bytes: u64,
     pub response_head: Vec<u8>,
     pub response_bytes: u64,
 }
 
-/// Bytes read past the kept length, so a value cut by the bound is still seen whole by the detectors
-/// before the redacted text is cut: the cut never leaves half a value unredacted.
+/// Raw bytes redacted past the kept length at first, so a value cut by the bound is still seen whole
+/// by the detectors before the redacted text is cut.
 pub const MARGIN: usize = 1024;
+/// Raw bytes the policy holds past the kept length: the margin may double up to this.
+pub const HOLD_MARGIN: usize = 8 * MARGIN;
+/// Redacted bytes that must follow the kept length when the raw head was cut: a value cut at the raw
+/// bound (shorter than this) lies in them, never in the kept part.
+pub const TAIL: usize = 256;
 
 /// `YYYY-MM-DD hh:mm:ss` (UTC), ClickHouse's `DateTime` text.
 pub fn timestamp(ms: u64) -> String {
@@ -43,18 +52,39 @@ pub fn timestamp(ms: u64) -> String {
     }
 }
 
+fn cut(text: &str, at: usize) -> String {
+    let mut end = at.min(text.len());
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default().to_string()
+}
+
 /// The redacted form of a body's first bytes, at most `keep` bytes, cut on a character boundary.
-pub fn excerpt(head: &[u8], keep: usize) -> String {
+/// `head` is what was read of a body of `size` bytes. Redaction shrinks the text, so the raw head
+/// redacted is `keep` plus a margin that doubles (from [`MARGIN`], up to what was read) until the
+/// redacted text runs [`TAIL`] bytes past `keep` or the raw head is the whole body: a value cut at
+/// the raw bound is then never in the kept part. When what was read runs out first, the last
+/// [`TAIL`] redacted bytes are left out (the excerpt is shorter than `keep`).
+pub fn excerpt(head: &[u8], size: u64, keep: usize) -> String {
     if keep == 0 || head.is_empty() {
         return String::new();
     }
-    let text = String::from_utf8_lossy(head);
-    let redacted = redact_for_log(&text);
-    let mut end = keep.min(redacted.len());
-    while end > 0 && !redacted.is_char_boundary(end) {
-        end -= 1;
+    let whole = head.len() as u64 >= size;
+    let mut margin = MARGIN;
+    loop {
+        let raw_len = keep.saturating_add(margin).min(head.len());
+        let raw = head.get(..raw_len).unwrap_or_default();
+        let redacted = redact_for_log(&String::from_utf8_lossy(raw));
+        let all_read = raw_len == head.len();
+        if (all_read && whole) || redacted.len() >= keep.saturating_add(TAIL) {
+            return cut(&redacted, keep);
+        }
+        if all_read {
+            return cut(&redacted, keep.min(redacted.len().saturating_sub(TAIL)));
+        }
+        margin = margin.saturating_mul(2);
     }
-    redacted.get(..end).unwrap_or_default().to_string()
 }
 
 fn text(v: Option<&Value>) -> Value {
@@ -86,6 +116,7 @@ pub fn build(f: &Facts, capture: Capture, decisions: &Map<String, Value>) -> Val
     let sizes = !matches!(capture, Capture::None);
     json!({
         "id": f.id,
+        "request_id": f.request_id,
         "ts": timestamp(f.start_ms),
         "ts_ms": f.start_ms,
         "consumer": f.consumer,
@@ -113,8 +144,8 @@ pub fn build(f: &Facts, capture: Capture, decisions: &Map<String, Value>) -> Val
         "capture": capture.as_str(),
         "request_bytes": if sizes { f.request_bytes } else { 0 },
         "response_bytes": if sizes { f.response_bytes } else { 0 },
-        "request_excerpt": excerpt(&f.request_head, keep),
-        "response_excerpt": excerpt(&f.response_head, keep),
+        "request_excerpt": excerpt(&f.request_head, f.request_bytes, keep),
+        "response_excerpt": excerpt(&f.response_head, f.response_bytes, keep),
         "summary": "",
     })
 }
@@ -126,7 +157,8 @@ mod tests {
 
     fn facts() -> Facts {
         Facts {
-            id: "req-1".into(),
+            id: "0123456789abcdef0123456789abcdef".into(),
+            request_id: "req-1".into(),
             start_ms: 1_764_601_200_123,
             end_ms: 1_764_601_200_456,
             consumer: "team-a".into(),
@@ -135,7 +167,7 @@ mod tests {
             path: "/v1/chat/completions?user=jane.doe%40example.com".into(),
             status: 200,
             request_head: br#"{"messages":[{"role":"user","content":"Mail jane.doe@example.com or call +1 415 555 0100"}]}"#.to_vec(),
-            request_bytes: 93,
+            request_bytes: 92,
             response_head: b"{\"choices\":[]}".to_vec(),
             response_bytes: 14,
         }
@@ -206,18 +238,78 @@ mod tests {
 
     #[test]
     fn a_value_cut_by_the_bound_is_still_redacted() {
-        // The email straddles the kept length: the detectors see it whole (the head holds MARGIN
-        // more bytes), then the redacted text is cut.
+        // The email straddles the kept length: the detectors see it whole (the head holds more
+        // bytes), then the redacted text is cut.
         let head = b"0123456789 contact jane.doe@example.com now";
         for keep in 1..head.len() {
-            let e = excerpt(head, keep);
+            let e = excerpt(head, head.len() as u64, keep);
             assert!(e.len() <= keep);
             assert!(
                 !e.contains("jane.doe@") && !e.contains("example.com"),
                 "{keep}: {e}"
             );
         }
-        assert_eq!(excerpt("héllo".as_bytes(), 2), "h", "cut on a character boundary");
+        assert_eq!(
+            excerpt("héllo".as_bytes(), 6, 2),
+            "h",
+            "cut on a character boundary"
+        );
+    }
+
+    /// `n` long emails in a row: each redacts to `<EMAIL>`, so the redacted text is far shorter than
+    /// the raw one.
+    fn emails(n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|i| format!("firstname.lastname.{i:03}@mail.example-company.com "))
+            .collect::<String>()
+            .into_bytes()
+    }
+
+    #[test]
+    fn redaction_shrinking_past_the_margin_never_leaks_a_cut_value() {
+        let body = emails(100);
+        let keep = 1024;
+        assert!(
+            body.len() > keep + 2 * MARGIN,
+            "the raw bound cuts inside the emails"
+        );
+        // Every raw bound the body could be read up to (so every way an email is cut), the head as
+        // read, of a larger body: nothing of an email address stays in the excerpt.
+        for read in (keep..body.len()).step_by(7) {
+            let head = body.get(..read).unwrap();
+            let e = excerpt(head, body.len() as u64 + 1, keep);
+            assert!(e.len() <= keep, "{read}");
+            assert!(!e.contains('@') && !e.contains("example"), "{read}: {e}");
+        }
+        // Through the record, with a `full` capture and the head the policy holds of a longer body:
+        // the margin doubles until the redacted text runs past `keep`, which is then kept in full.
+        let long = emails(400);
+        let mut f = facts();
+        f.request_head = long.get(..keep + HOLD_MARGIN).unwrap().to_vec();
+        f.request_bytes = long.len() as u64;
+        let r = build(&f, Capture::Full { bytes: keep }, &decisions());
+        let e = r["request_excerpt"].as_str().unwrap();
+        assert!(!e.contains('@') && !e.contains("example"), "{e}");
+        assert_eq!(e.len(), keep, "{e}");
+        // The whole body read: redacted and kept in full.
+        let whole = excerpt(&body, body.len() as u64, 4096);
+        assert_eq!(whole.matches("<EMAIL>").count(), 100, "{whole}");
+    }
+
+    #[test]
+    fn a_head_too_short_to_reach_the_tail_drops_the_tail() {
+        // 60 raw emails cut at the end, from a larger body: the redacted text cannot run TAIL bytes
+        // past keep, so its last TAIL bytes (where the cut email lies) are left out.
+        let body = emails(60);
+        let head = body.get(..body.len() - 10).unwrap();
+        let e = excerpt(head, body.len() as u64, 4096);
+        let redacted = redact_for_log(&String::from_utf8_lossy(head));
+        assert!(
+            !redacted.trim_end().ends_with("<EMAIL>"),
+            "the cut email leaves raw bytes at the end: {redacted}"
+        );
+        assert_eq!(e.len(), redacted.len() - TAIL);
+        assert!(!e.contains('@'), "{e}");
     }
 
     #[test]

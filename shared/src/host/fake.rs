@@ -79,6 +79,8 @@ pub struct FakeHost {
     pub refuse_dispatch: bool,
     /// Refuse every shared-data write (a store that fails).
     pub refuse_shared_writes: bool,
+    /// Refuse shared-data writes to the keys starting with one of these (one key that fails).
+    pub refuse_shared_keys: Vec<String>,
     next_token: u32,
     /// Local replies sent, as the client gets them.
     pub sent: Vec<LocalReply>,
@@ -112,6 +114,7 @@ impl FakeHost {
             dispatched: Vec::new(),
             refuse_dispatch: false,
             refuse_shared_writes: false,
+            refuse_shared_keys: Vec::new(),
             next_token: 0,
             sent: Vec::new(),
             resumed: 0,
@@ -333,7 +336,12 @@ impl Abi for FakeHost {
         })
     }
     fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
-        if self.refuse_shared_writes {
+        if self.refuse_shared_writes
+            || self
+                .refuse_shared_keys
+                .iter()
+                .any(|k| key.starts_with(k.as_str()))
+        {
             return Err(Status::InternalFailure);
         }
         let current = self.shared.get(key).map(|(_, c)| *c);
