@@ -147,7 +147,7 @@ fn every_request_is_audited_to_the_recording_sink_without_its_pii() {
                     .collect::<Vec<_>>()
             })
             .collect();
-        if let Some(r) = records.into_iter().find(|r| r["id"] == "demo-audit-1") {
+        if let Some(r) = records.into_iter().find(|r| r["request_id"] == "demo-audit-1") {
             break r;
         }
         assert!(std::time::Instant::now() < deadline, "no audit record shipped");
@@ -157,6 +157,8 @@ fn every_request_is_audited_to_the_recording_sink_without_its_pii() {
         (record["status"].as_u64(), record["route"].as_str()),
         (Some(200), Some("chat"))
     );
+    // The record's own id is the gateway's, never the client's.
+    assert_ne!(record["id"], "demo-audit-1", "{record}");
     assert_eq!(record["guard_verdict"], "allow", "{record}");
     assert_eq!(record["pii_total"], 1, "{record}");
     assert_eq!(record["target"], "openai-mini", "{record}");
