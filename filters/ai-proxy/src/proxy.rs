@@ -401,10 +401,16 @@ impl AiProxy {
                 chain.push(*t);
             }
         }
-        let client_credentials = CREDENTIAL_HEADERS
-            .iter()
-            .filter_map(|h| host.request_header(h).map(|v| (h.to_string(), v)))
-            .collect();
+        // One host call for every key header the client sent (the first of a repeated one).
+        let mut client_credentials: Vec<(String, String)> = Vec::new();
+        for (name, value) in host.request_headers() {
+            let known = CREDENTIAL_HEADERS.iter().find(|h| name.eq_ignore_ascii_case(h));
+            if let Some(h) = known {
+                if !client_credentials.iter().any(|(n, _)| n == h) {
+                    client_credentials.push((h.to_string(), value));
+                }
+            }
+        }
         let balancer = self.balancer_of(&req.model);
         self.stage = Stage::Calling(Box::new(Calling {
             account: Account::new(start_ms, choice, &req, balancer),
@@ -657,15 +663,18 @@ fn set_upstream_headers(
         header: route_header,
     })?;
     host.set_request_header("content-type", Some("application/json"))?;
-    // We must read the answer: no compressed upstream bodies.
-    host.set_request_header("accept-encoding", None)?;
+    // Headers to clear, removed only where present: one host call reads them all, where a removal
+    // per name would cross into the host eight times on every request.
+    let mut clear: Vec<&str> = vec!["accept-encoding"]; // we must read the answer: not compressed
     if !target.passes_client_credentials() {
-        for h in CREDENTIAL_HEADERS {
-            host.set_request_header(h, None)?;
-        }
+        clear.extend(CREDENTIAL_HEADERS);
     }
     if target.provider.speaks() != Some(Dialect::Anthropic) {
-        for h in ANTHROPIC_HEADERS {
+        clear.extend(ANTHROPIC_HEADERS);
+    }
+    let present = host.request_headers();
+    for h in clear {
+        if present.iter().any(|(name, _)| name.eq_ignore_ascii_case(h)) {
             host.set_request_header(h, None)?;
         }
     }

@@ -162,6 +162,13 @@ impl<A: Abi> Host for A {
         })
     }
 
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.headers(Map::RequestHeaders).unwrap_or_else(|s| {
+            log_read_failure(self, "get_headers", "request", s);
+            Vec::new()
+        })
+    }
+
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), super::HostError> {
         let result = match value {
             Some(v) => self.set_header(Map::RequestHeaders, name, v),

@@ -27,6 +27,7 @@
 //! either API can read any filter's refusal.
 
 use super::abi::{report, Abi, Buffer, Map, WHOLE};
+use super::memo::Memo;
 use super::{
     Background, Body, CallResponse, Host, HostKind, HttpCall, LocalReply, Policy, ResponseMode, Step,
 };
@@ -266,6 +267,7 @@ impl<P: Policy> Driver<P> {
     }
 
     pub fn on_request_headers<A: Abi>(&mut self, abi: &mut A, end_of_stream: bool) -> Action {
+        let abi = &mut Memo::new(abi);
         let kind = detect_kind(abi);
         self.door = Dialect::of_request(
             &abi.request_header(":method").unwrap_or_default(),
@@ -324,6 +326,7 @@ impl<P: Policy> Driver<P> {
     }
 
     pub fn on_request_body<A: Abi>(&mut self, abi: &mut A, body_size: usize, end_of_stream: bool) -> Action {
+        let abi = &mut Memo::new(abi);
         match &mut self.stage {
             Stage::ReadingBody => {}
             // A callout from the headers is in flight: hold the body until it answers.
@@ -438,6 +441,7 @@ impl<P: Policy> Driver<P> {
     }
 
     pub fn on_call_response<A: Abi>(&mut self, abi: &mut A, token: u32) {
+        let abi = &mut Memo::new(abi);
         let Stage::Calling(c) = &mut self.stage else {
             return;
         };
@@ -497,6 +501,7 @@ impl<P: Policy> Driver<P> {
     }
 
     pub fn on_response_headers<A: Abi>(&mut self, abi: &mut A, end_of_stream: bool) -> Action {
+        let abi = &mut Memo::new(abi);
         if matches!(self.stage, Stage::Replied) && !self.policy.sees_own_replies() {
             return Action::Continue;
         }
@@ -543,6 +548,7 @@ impl<P: Policy> Driver<P> {
     }
 
     pub fn on_response_body<A: Abi>(&mut self, abi: &mut A, body_size: usize, end_of_stream: bool) -> Action {
+        let abi = &mut Memo::new(abi);
         match &mut self.response {
             Response::PassThrough => Action::Continue,
             Response::Discarding => {
@@ -618,6 +624,7 @@ impl<P: Policy> Driver<P> {
     }
 
     pub fn on_log<A: Abi>(&mut self, abi: &mut A) {
+        let abi = &mut Memo::new(abi);
         self.policy.on_done(abi);
     }
 }
@@ -647,6 +654,7 @@ impl BackgroundDriver {
     }
 
     pub fn on_tick<A: Abi>(&mut self, abi: &mut A) {
+        let abi = &mut Memo::new(abi);
         // Dispatch targets differ by host; until some worker has seen a request, wait.
         let Some(kind) = known_kind(abi) else {
             return;
@@ -660,6 +668,7 @@ impl BackgroundDriver {
     }
 
     pub fn on_call_response<A: Abi>(&mut self, abi: &mut A, token: u32) {
+        let abi = &mut Memo::new(abi);
         let Some(i) = self.in_flight.iter().position(|(t, _)| *t == token) else {
             return;
         };

@@ -86,6 +86,8 @@ pub struct FakeHost {
     pub sent: Vec<LocalReply>,
     pub resumed: u32,
     pub tick_period_ms: Option<u32>,
+    /// Host calls made, by ABI operation (what each would cost as a crossing in a real host).
+    pub calls: RefCell<BTreeMap<String, u64>>,
 }
 
 impl FakeHost {
@@ -119,7 +121,22 @@ impl FakeHost {
             sent: Vec::new(),
             resumed: 0,
             tick_period_ms: None,
+            calls: RefCell::default(),
         }
+    }
+
+    fn count(&self, op: &str) {
+        *self.calls.borrow_mut().entry(op.to_string()).or_default() += 1;
+    }
+
+    /// Header calls are counted by name too (`get_header :path`): which reads repeat.
+    fn count_header(&self, op: &str, map: Map, name: &str) {
+        let map = match map {
+            Map::RequestHeaders => "request",
+            Map::ResponseHeaders => "response",
+            Map::CallResponseHeaders => "call",
+        };
+        self.count(&format!("{op} {map} {}", name.to_ascii_lowercase()));
     }
 
     /// A host that has not detected its kind yet (as at VM start).
@@ -174,9 +191,11 @@ impl Abi for FakeHost {
         self.detected = Some(kind);
     }
     fn now_ns(&self) -> u64 {
+        self.count("now");
         self.now_ms.saturating_mul(1_000_000)
     }
     fn header(&self, map: Map, name: &str) -> Result<Option<String>, Status> {
+        self.count_header("get_header", map, name);
         match map {
             Map::CallResponseHeaders => Ok(self.call_response.as_ref().and_then(|r| {
                 r.headers
@@ -190,6 +209,7 @@ impl Abi for FakeHost {
         }
     }
     fn headers(&self, map: Map) -> Result<Vec<(String, String)>, Status> {
+        self.count("get_headers");
         match map {
             Map::CallResponseHeaders => Ok(self
                 .call_response
@@ -203,6 +223,7 @@ impl Abi for FakeHost {
         }
     }
     fn set_header(&mut self, map: Map, name: &str, value: &str) -> Result<(), Status> {
+        self.count_header("set_header", map, name);
         let name = name.to_ascii_lowercase();
         if self.kind == HostKind::Kong
             && map == Map::RequestHeaders
@@ -219,6 +240,7 @@ impl Abi for FakeHost {
         }
     }
     fn remove_header(&mut self, map: Map, name: &str) -> Result<(), Status> {
+        self.count_header("remove_header", map, name);
         match self.headers_of_mut(map) {
             Some(h) => {
                 h.remove(&name.to_ascii_lowercase());
@@ -228,6 +250,7 @@ impl Abi for FakeHost {
         }
     }
     fn buffer(&self, buffer: Buffer, start: usize, max: usize) -> Result<Vec<u8>, Status> {
+        self.count("get_buffer");
         let all: &[u8] = match buffer {
             Buffer::RequestBody => &self.request_body,
             Buffer::ResponseBody => &self.response_body,
@@ -237,6 +260,7 @@ impl Abi for FakeHost {
         Ok(all.get(start.min(end)..end).unwrap_or_default().to_vec())
     }
     fn set_buffer(&mut self, buffer: Buffer, start: usize, size: usize, data: &[u8]) -> Result<(), Status> {
+        self.count("set_buffer");
         let kong = self.kind == HostKind::Kong;
         let target = match buffer {
             Buffer::RequestBody => &mut self.request_body,
@@ -260,6 +284,7 @@ impl Abi for FakeHost {
         Ok(())
     }
     fn send_response(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), Status> {
+        self.count("send_response");
         let mut body = body.to_vec();
         if self.kind == HostKind::Kong && !body.is_empty() {
             body.push(b'\n');
@@ -281,6 +306,7 @@ impl Abi for FakeHost {
         body: &[u8],
         timeout_ms: u64,
     ) -> Result<u32, Status> {
+        self.count("dispatch");
         if self.refuse_dispatch {
             return Err(Status::BadArgument);
         }
@@ -298,10 +324,12 @@ impl Abi for FakeHost {
         Ok(self.next_token)
     }
     fn resume_request(&mut self) -> Result<(), Status> {
+        self.count("resume");
         self.resumed += 1;
         Ok(())
     }
     fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
+        self.count("get_property");
         let dotted = path.join(".");
         if self.kind == HostKind::Kong {
             if !self.in_request && path.len() > 1 {
@@ -315,6 +343,7 @@ impl Abi for FakeHost {
         Ok(self.properties.get(&dotted).map(|v| v.clone().into_bytes()))
     }
     fn set_property(&mut self, path: &[&str], value: &[u8]) -> Result<(), Status> {
+        self.count("set_property");
         let dotted = path.join(".");
         // ngx_wasm_module has no free-form properties: a filter's own per-request ones live under its
         // host namespace (`wasmx.<name>`), next to `ngx.*` and `kong.*`.
@@ -330,12 +359,14 @@ impl Abi for FakeHost {
         Ok(())
     }
     fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), Status> {
+        self.count("get_shared_data");
         Ok(match self.shared.get(key) {
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
             None => (None, None),
         })
     }
     fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
+        self.count("set_shared_data");
         if self.refuse_shared_writes
             || self
                 .refuse_shared_keys
@@ -357,18 +388,22 @@ impl Abi for FakeHost {
         Ok(())
     }
     fn counter_add(&mut self, name: &str, delta: u64) -> Result<(), Status> {
+        self.count("counter_add");
         *self.counters.entry(name.to_string()).or_default() += delta;
         Ok(())
     }
     fn histogram_record(&mut self, name: &str, value: u64) -> Result<(), Status> {
+        self.count("histogram_record");
         self.histograms.entry(name.to_string()).or_default().push(value);
         Ok(())
     }
     fn gauge_set(&mut self, name: &str, value: u64) -> Result<(), Status> {
+        self.count("gauge_set");
         self.gauges.insert(name.to_string(), value);
         Ok(())
     }
     fn log(&self, level: LogLevel, message: &str) {
+        self.count("log");
         self.logs.borrow_mut().push((level, message.to_string()));
     }
     fn set_tick_period_ms(&mut self, ms: u32) -> Result<(), Status> {

@@ -21,6 +21,7 @@ pub mod body;
 pub mod chain;
 pub mod driver;
 pub mod fake;
+pub mod memo;
 
 pub use abi::{Abi, HostError, Status};
 pub use body::Body;
@@ -50,6 +51,9 @@ pub trait Host {
     /// Wall-clock time in milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
     fn request_header(&self, name: &str) -> Option<String>;
+    /// Every request header in one host call (names as the host gives them: compare them without
+    /// case). Cheaper than one [`Host::request_header`] call per name when a policy asks for several.
+    fn request_headers(&self) -> Vec<(String, String)>;
     /// Sets (or with `None` removes) a request header. Pseudo-headers such as `:path` are allowed.
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
     fn response_header(&self, name: &str) -> Option<String>;

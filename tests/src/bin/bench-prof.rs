@@ -165,6 +165,29 @@ fn measured(rt: &mut Runtime, l: &Load, iters: u32) -> Res<usize> {
     Ok(n)
 }
 
+/// The host calls one request makes (after the warm-up), in all and by ABI operation: each is a
+/// crossing out of the VM in Envoy or Kong.
+fn calls(arm: &str, workload: &str, arms: &[(String, Value)]) -> Res<(u64, String)> {
+    let filters = if arm == "none" {
+        Vec::new()
+    } else {
+        build(arm, arms)?
+    };
+    let mut rt = Runtime::new(HostKind::Envoy, filters);
+    let l = load(workload)?;
+    for _ in 0..3 {
+        once(&mut rt, &l)?;
+    }
+    rt.host.calls.borrow_mut().clear();
+    once(&mut rt, &l)?;
+    let by_op = rt.host.calls.borrow();
+    let total = by_op.values().sum();
+    let mut ops: Vec<(&String, &u64)> = by_op.iter().collect();
+    ops.sort_by(|a, b| b.1.cmp(a.1));
+    let text: Vec<String> = ops.iter().map(|(op, n)| format!("{op} {n}")).collect();
+    Ok((total, text.join(", ")))
+}
+
 /// µs per request: the best of `repeat` timed loops of `iters` requests (the least disturbed by the
 /// rest of the machine). Arm `none` is the fake host's own share: no filter at all.
 fn run(arm: &str, workload: &str, iters: u32, repeat: u32, arms: &[(String, Value)]) -> Res<f64> {
@@ -218,6 +241,16 @@ fn main() -> std::process::ExitCode {
         } else {
             "native"
         };
+        if args.iter().any(|a| a == "--calls") {
+            println!("| arm | workload | host calls per request | by operation |\n|---|---|---:|---|");
+            for a in &names {
+                for w in &loads {
+                    let (total, by_op) = calls(a, w, &arms).map_err(|e| format!("{a} {w}: {e}"))?;
+                    println!("| {a} | {w} | {total} | {by_op} |");
+                }
+            }
+            return Ok(());
+        }
         println!("| arm | workload | µs per request ({target}) |\n|---|---|---:|");
         for a in &names {
             for w in &loads {
