@@ -301,18 +301,20 @@ def agentprobe(out):
 
 
 def near_key(text):
-    """The first 120 letters, lower-cased, "ChatGPT" read as "AI": two records with the same key are
-    one template (promptfoo ships most of the TrustAIRLab jailbreaks pyrit ships, renamed)."""
+    """The first 120 letters or digits (any script), lower-cased, "ChatGPT" read as "AI": two records
+    with the same key are one template (promptfoo ships most of the TrustAIRLab jailbreaks pyrit
+    ships, renamed). None for a text under 40 of them: short prompts are compared exactly only."""
     t = text.lower().replace("chatgpt", "ai").replace("openai", "")
-    return re.sub(r"[^a-z]+", "", t)[:120]
+    key = re.sub(r"[\W_]+", "", t)[:120]
+    return key if len(key) >= 40 else None
 
 
 def add_new(out, records):
     """Appends the records of a source added after the first frozen split, minus near-copies
     (`near_key`) of any earlier record: a copy in training would vouch for its original in a frozen
     part. Returns how many were skipped."""
-    seen = {near_key(r["text"]) for r in out if r}
-    kept = [r for r in records if r and near_key(r["text"]) not in seen]
+    seen = {near_key(r["text"]) for r in out if r} - {None}
+    kept = [r for r in records if r and (near_key(r["text"]) is None or near_key(r["text"]) not in seen)]
     out.extend(kept)
     return len([r for r in records if r]) - len(kept)
 
