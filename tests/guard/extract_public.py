@@ -439,6 +439,47 @@ def promptfoo(out):
         out.append(record(f"promptfoo:prompt-injections:{k}", text, "attack", "role_play", "promptfoo"))
 
 
+BLAST_FAMILY = {
+    "prompt_injection_direct": "instruction_override",
+    "data_exfiltration": "exfiltration",
+    "jailbreak": "role_play",
+}
+
+
+def blastcontain(out):
+    """blastcontain-drill: the attacks of its built-in and system-card seed corpora (`Attack(...)`
+    calls, read from the source: the package imports a dependency not installed here) — direct
+    prompts by category, poisoned documents and tool descriptions as indirect; the system card's
+    dual-use security requests as hard negatives; the benign split of its vendored JailbreakBench
+    behaviours (`data/jbb/benign-behaviors.csv`) as benign. Not its harmful requests (JBB harmful,
+    cyber misuse, the single-shot crescendo), tool-misuse asks nor honesty probes: not injections."""
+    import csv
+
+    base = os.path.join(ROOT, "blastcontain_drill/corpus")
+    for f in ("builtin.py", "systemcard.py"):
+        tree, consts, value = strings(os.path.join(base, f))
+        for n in ast.walk(tree):
+            if not (isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Attack"):
+                continue
+            kw = {k.arg: k.value for k in n.keywords}
+            rid, cat = value(kw["id"]), value(kw["category"])
+            doc = value(kw["poisoned_document"]) if "poisoned_document" in kw else None
+            if isinstance(kw.get("poisoned_document"), ast.Name):
+                doc = consts.get(kw["poisoned_document"].id)
+            prompt = value(kw["prompt"]) if "prompt" in kw else None
+            if "crescendo" in (value(kw["technique"]) if "technique" in kw else ""):
+                continue  # an escalating harmful request, not an injection
+            if doc:
+                out.append(record(f"blastcontain:{rid}:doc", doc, "attack", "indirect", "blastcontain"))
+            elif cat == "cyber_dual_use" and prompt:
+                out.append(record(f"blastcontain:{rid}", prompt, "benign", "hard_negative", "blastcontain"))
+            elif cat in BLAST_FAMILY and prompt:
+                out.append(record(f"blastcontain:{rid}", prompt, "attack", BLAST_FAMILY[cat], "blastcontain"))
+    with open(os.path.join(base, "data/jbb/benign-behaviors.csv"), encoding="utf-8", newline="") as f:
+        for r in csv.DictReader(f):
+            out.append(record(f"blastcontain:jbb-benign:{r['Index']}", r["Goal"], "benign", "benign", "blastcontain"))
+
+
 def main():
     out = []
     for step in (pyrit, bastion, agentdojo, promptinject, psfuzz, mini, aib, agentprobe):
@@ -446,7 +487,7 @@ def main():
         step(out)
         print(f"{step.__name__}: {len(out) - before} records", file=sys.stderr)
     # Added on 2026-12-01, after the first frozen split: near-copies of earlier records are skipped.
-    for step in (aegisrt, hermes, langkit, promptfoo):
+    for step in (aegisrt, hermes, langkit, promptfoo, blastcontain):
         mine = []
         step(mine)
         before = len(out)
