@@ -319,6 +319,22 @@ def add_new(out, records):
     return len([r for r in records if r]) - len(kept)
 
 
+def literal_dicts(path):
+    """Module-level constants of a Python file that are literal lists of dicts, by name."""
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    found = {}
+    for n in tree.body:
+        target = n.target if isinstance(n, ast.AnnAssign) else (n.targets[0] if isinstance(n, ast.Assign) else None)
+        if isinstance(target, ast.Name) and n.value is not None:
+            try:
+                v = ast.literal_eval(n.value)
+            except ValueError:
+                continue
+            if isinstance(v, list) and all(isinstance(x, dict) for x in v):
+                found[target.id] = v
+    return found
+
+
 def literal_lists(path):
     """Module-level list-of-string constants of a Python file, by name (parsed, not imported)."""
     tree = ast.parse(open(path, encoding="utf-8").read())
@@ -480,6 +496,79 @@ def blastcontain(out):
             out.append(record(f"blastcontain:jbb-benign:{r['Index']}", r["Goal"], "benign", "benign", "blastcontain"))
 
 
+def raginject(out):
+    """raginject: each attack pattern's host document with its injection (indirect), the same
+    document with the injection taken out (benign, when some text is left), and the user question asked about it (benign);
+    8 pattern files, Japanese and other languages among them. Not its retriever-poisoning set
+    (keyword-stuffed documents with no instruction in them: not injections)."""
+    for f in sorted(glob.glob(os.path.join(ROOT, "raginject/attacks/patterns/*.yaml"))):
+        for r in yaml.safe_load(open(f, encoding="utf-8")) or []:
+            rid = "raginject:" + r["id"]
+            doc, payload = r.get("injected_content", ""), r.get("payload", "").strip()
+            out.append(record(rid, doc, "attack", "indirect", "raginject"))
+            if payload and payload in doc:
+                clean = re.sub(r"\n{3,}", "\n\n", doc.replace(payload, ""))
+                out.append(record(rid + ":clean", clean, "benign", "benign", "raginject"))
+            out.append(record(rid + ":question", r.get("question", ""), "benign", "benign", "raginject"))
+
+
+LIGHTGUARD_FAMILY = {
+    "Direct Prompt Injection": "instruction_override",
+    "Indirect Prompt Injection": "indirect",
+    "Delimiter Injection": "fake_delimiter",
+    "Obfuscation & Evasion": "encoded_payload",
+}
+
+
+def lightguard(out):
+    """lightguard-agent: its red-team suite (`lightguard/redteam/payloads.py`), the benign controls
+    as benign; not the "Action Firewall" cases (tool calls asked for outright, not injections)."""
+    suite = literal_dicts(os.path.join(ROOT, "lightguard/redteam/payloads.py")).get("ADVERSARIAL_ATTACK_SUITE", [])
+    for r in suite:
+        rid = "lightguard:" + r["id"]
+        if r["category"] == "Benign Controls":
+            out.append(record(rid, r["payload"], "benign", "benign", "lightguard"))
+        elif r["category"] in LIGHTGUARD_FAMILY:
+            out.append(record(rid, r["payload"], "attack", LIGHTGUARD_FAMILY[r["category"]], "lightguard"))
+
+
+AICU_LINES = {
+    "intruder_01_prompt_injection.txt": "prompt_extraction",
+    "intruder_02_sophisticated_extraction.txt": "prompt_extraction",
+    "intruder_04_jailbreaks.txt": "prompt_extraction",
+    "intruder_05_context_manipulation.txt": "fake_delimiter",
+    "intruder_06_advanced_evasion.txt": "prompt_extraction",
+    "intruder_07_encoding_attacks.txt": "encoded_payload",
+    "intruder_08_logic_exploits.txt": "prompt_extraction",
+    "intruder_payloads.txt": "prompt_extraction",
+}
+AICU_YAML = {"single_turn.yaml": "prompt_extraction", "jailbreaks.yaml": "prompt_extraction",
+             "encoding_attacks.yaml": "encoded_payload"}
+
+
+def aicu(out):
+    """aicu-scanner: its system-prompt extraction payloads (one a line in `payloads/intruder_*.txt`,
+    `content` of `single_turn`, `jailbreaks` and `encoding_attacks.yaml`) and the documents of
+    `file_payloads.yaml` (indirect). Not `advanced_evasion.yaml`, `intruder_03` nor the
+    `legitimate_tasks` sets: questions about the assistant a real user asks too ("write a short bio
+    about yourself"), which no label can call attacks; not its DoS, hallucination or toxicity sets."""
+    base = os.path.join(ROOT, "aicu/payloads")
+    for f, fam in AICU_LINES.items():
+        for k, line in enumerate(open(os.path.join(base, f), encoding="utf-8")):
+            text = line.strip().replace("\\n", "\n")
+            out.append(record(f"aicu:{f}:{k}", text, "attack", fam, "aicu"))
+    for f, fam in AICU_YAML.items():
+        sets = (yaml.safe_load(open(os.path.join(base, f), encoding="utf-8")) or {}).get("payload_sets", {})
+        for name, items in sets.items():
+            if name == "legitimate_tasks":
+                continue
+            for r in items:
+                family = "encoded_payload" if "encod" in name or "base64" in name else fam
+                out.append(record(f"aicu:{f}:{r['id']}", r["content"], "attack", family, "aicu"))
+    for r in (yaml.safe_load(open(os.path.join(base, "file_payloads.yaml"), encoding="utf-8")) or {}).get("file_payloads", []):
+        out.append(record("aicu:file:" + r["id"], r["content"], "attack", "indirect", "aicu"))
+
+
 def main():
     out = []
     for step in (pyrit, bastion, agentdojo, promptinject, psfuzz, mini, aib, agentprobe):
@@ -487,7 +576,7 @@ def main():
         step(out)
         print(f"{step.__name__}: {len(out) - before} records", file=sys.stderr)
     # Added on 2026-12-01, after the first frozen split: near-copies of earlier records are skipped.
-    for step in (aegisrt, hermes, langkit, promptfoo, blastcontain):
+    for step in (aegisrt, hermes, langkit, promptfoo, blastcontain, raginject, lightguard, aicu):
         mine = []
         step(mine)
         before = len(out)
