@@ -1,6 +1,7 @@
 """Turns the public corpora shipped inside registry packages into labelled records for guard-train.
 
-Input: the unpacked wheels in target/guard-data/x (see `make guard-data`, which pins every version).
+Input: the unpacked wheels in target/guard-data/x and npm packages in x/npm/<name> (see `make guard-data`,
+which pins every version).
 Output: JSON lines {"id", "text", "label", "family", "source"} on stdout. label is "attack" or "benign";
 family is an injection family, "indirect", "benign" or "hard_negative". Only data extraction lives here
 (YAML and Python sources need Python); preparation, the split, training and evaluation are Rust
