@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sys
+import unicodedata
 
 import yaml
 
@@ -499,7 +500,7 @@ def blastcontain(out):
 
 def raginject(out):
     """raginject: each attack pattern's host document with its injection (indirect), the same
-    document with the injection taken out (benign, when some text is left), and the user question asked about it (benign);
+    document with the injection taken out (benign, when some text and none of the injection is left), and the user question asked about it (benign);
     8 pattern files, Japanese and other languages among them. Not its retriever-poisoning set
     (keyword-stuffed documents with no instruction in them: not injections)."""
     for f in sorted(glob.glob(os.path.join(ROOT, "raginject/attacks/patterns/*.yaml"))):
@@ -509,7 +510,10 @@ def raginject(out):
             out.append(record(rid, doc, "attack", "indirect", "raginject"))
             if payload and payload in doc:
                 clean = re.sub(r"\n{3,}", "\n\n", doc.replace(payload, ""))
-                out.append(record(rid + ":clean", clean, "benign", "benign", "raginject"))
+                # Not when a piece of the injection is left: its canary repeated elsewhere, or
+                # invisible format characters (zero-width, bidi, tags).
+                if "RAGINJECT" not in clean and not any(unicodedata.category(c) == "Cf" for c in clean):
+                    out.append(record(rid + ":clean", clean, "benign", "benign", "raginject"))
             out.append(record(rid + ":question", r.get("question", ""), "benign", "benign", "raginject"))
 
 
