@@ -156,7 +156,8 @@ pub fn dev_sets() -> Vec<(String, PathBuf)> {
 }
 
 /// Every team-written record: the development sets (source `team-dev`), `written/`
-/// (`team-written`), `written2/` (`team-written-2`) and `written3/` (`team-written-3`).
+/// (`team-written`), `written2/` (`team-written-2`), `written3/` (`team-written-3`) and `written4/`
+/// (`team-written-4`).
 pub fn all_team_records() -> Vec<Record> {
     let mut out = Vec::new();
     for (_, dir) in dev_sets() {
@@ -165,6 +166,7 @@ pub fn all_team_records() -> Vec<Record> {
     out.extend(team_records(&corpus_dir().join("written"), "team-written"));
     out.extend(team_records(&corpus_dir().join("written2"), "team-written-2"));
     out.extend(team_records(&corpus_dir().join("written3"), "team-written-3"));
+    out.extend(team_records(&corpus_dir().join("written4"), "team-written-4"));
     out
 }
 
