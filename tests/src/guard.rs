@@ -749,6 +749,38 @@ pub fn loso(detector: &Detector, train_set: &[Record], all: &[Record], s: &Setti
 mod tests {
     use super::*;
 
+    /// Every team-written folder parses into known families, and `written4/`'s lines survive
+    /// deduplication (none repeats a line of an earlier team set).
+    #[test]
+    fn team_sets_parse_into_known_families() {
+        let known = [
+            "instruction_override",
+            "prompt_extraction",
+            "role_play",
+            "exfiltration",
+            "fake_delimiter",
+            "encoded_payload",
+            "indirect",
+            "benign",
+            "hard_negative",
+        ];
+        let all = all_team_records();
+        for r in &all {
+            assert!(known.contains(&r.family.as_str()), "{} {}", r.source, r.family);
+            assert!(!r.text.trim().is_empty(), "{}", r.source);
+            assert_eq!(r.attack, !matches!(r.family.as_str(), "benign" | "hard_negative"));
+        }
+        let w4: Vec<&Record> = all.iter().filter(|r| r.source == "team-written-4").collect();
+        assert!(w4.len() >= 600, "{}", w4.len());
+        let kept = dedup(all.clone());
+        let kept4 = kept.iter().filter(|r| r.source == "team-written-4").count();
+        assert_eq!(kept4, w4.len());
+        assert!(
+            w4.iter().any(|r| r.text.contains('\n')),
+            "escaped line breaks decode"
+        );
+    }
+
     #[test]
     fn wilson_matches_known_values() {
         let (lo, hi) = wilson(95, 100);
