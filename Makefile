@@ -138,7 +138,7 @@ GUARD_NPM := promptfoo@0.123.1
 GUARD_NPM_FILES := package/LICENSE 'package/dist/src/strategies-*.js'
 PYYAML_VERSION := 6.0.2
 GUARD_PY := $(GUARD_DATA)/venv/bin/python
-guard-data:
+guard-data: node
 	@mkdir -p $(GUARD_DATA)/dl $(GUARD_DATA)/x
 	@[ -x $(GUARD_PY) ] || python3 -m venv $(GUARD_DATA)/venv
 	@$(GUARD_PY) -c 'import yaml' 2>/dev/null || $(GUARD_PY) -m pip install --disable-pip-version-check -q pyyaml==$(PYYAML_VERSION)
