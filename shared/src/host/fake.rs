@@ -86,8 +86,11 @@ pub struct FakeHost {
     pub sent: Vec<LocalReply>,
     pub resumed: u32,
     pub tick_period_ms: Option<u32>,
-    /// Host calls made, by ABI operation (what each would cost as a crossing in a real host).
+    /// Host calls made, by ABI operation (what each would cost as a crossing in a real host), when
+    /// `count_calls` is on (off by default: counting costs more than the fake call itself, and the
+    /// profiles count the fake host's instructions).
     pub calls: RefCell<BTreeMap<String, u64>>,
+    pub count_calls: bool,
 }
 
 impl FakeHost {
@@ -122,15 +125,22 @@ impl FakeHost {
             resumed: 0,
             tick_period_ms: None,
             calls: RefCell::default(),
+            count_calls: false,
         }
     }
 
     fn count(&self, op: &str) {
+        if !self.count_calls {
+            return;
+        }
         *self.calls.borrow_mut().entry(op.to_string()).or_default() += 1;
     }
 
     /// Header calls are counted by name too (`get_header :path`): which reads repeat.
     fn count_header(&self, op: &str, map: Map, name: &str) {
+        if !self.count_calls {
+            return;
+        }
         let map = match map {
             Map::RequestHeaders => "request",
             Map::ResponseHeaders => "response",
