@@ -708,21 +708,40 @@ fn blob_runs(text: &str) -> (bool, bool) {
     let (mut b64, mut hex) = (0usize, 0usize);
     let (mut b64_run, mut hex_run) = (false, false);
     for b in text.bytes() {
-        b64 = if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'_' | b'-') {
-            b64 + 1
-        } else {
-            0
-        };
-        hex = if b.is_ascii_hexdigit() || matches!(b, b' ' | b':' | b'\\' | b'x' | b'X') {
-            hex + 1
-        } else {
-            0
-        };
+        let class = BLOB_BYTES.get(usize::from(b)).copied().unwrap_or(0);
+        b64 = if class & BASE64_BYTE != 0 { b64 + 1 } else { 0 };
+        hex = if class & HEX_BYTE != 0 { hex + 1 } else { 0 };
         b64_run |= b64 >= 20;
         hex_run |= hex >= 24;
+        if b64_run && hex_run {
+            break;
+        }
     }
     (b64_run, hex_run)
 }
+
+/// [`BLOB_BYTES`] flags: a byte of the base64 regex's alphabet; of the hex regex's runs.
+const BASE64_BYTE: u8 = 1;
+const HEX_BYTE: u8 = 2;
+
+/// Per byte, which blob runs it continues (see [`blob_runs`]).
+// Evaluated at compile time: an out-of-bounds index would fail the build, not panic at run time.
+#[allow(clippy::indexing_slicing)]
+const BLOB_BYTES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'_' | b'-') {
+            table[i] |= BASE64_BYTE;
+        }
+        if b.is_ascii_hexdigit() || matches!(b, b' ' | b':' | b'\\' | b'x' | b'X') {
+            table[i] |= HEX_BYTE;
+        }
+        i += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {

@@ -88,8 +88,10 @@ fn for_each_feature(v: &normalize::Views, mut word: impl FnMut(u32), mut char: i
         // Words the words view cannot hold (it keeps ASCII only): Cyrillic, Greek, Arabic,
         // Devanagari and other scripts written with spaces, as unigrams and bigrams of the lower
         // view. Runs without spaces (Chinese, Japanese) are left to the character n-grams.
+        // (An ASCII lower view has no such words: every split below would be skipped.)
         let mut prev: Option<u32> = None;
-        for w in v.lower.split(|c: char| !c.is_alphanumeric()) {
+        let script_words = if v.lower.is_ascii() { "" } else { v.lower.as_str() };
+        for w in script_words.split(|c: char| !c.is_alphanumeric()) {
             if w.is_ascii() || w.chars().nth(MAX_WORD_CHARS).is_some() {
                 prev = None;
                 continue;
@@ -104,8 +106,9 @@ fn for_each_feature(v: &normalize::Views, mut word: impl FnMut(u32), mut char: i
         // Character n-grams over the lower view with white space collapsed, the text framed by spaces
         // so the first and last letters make grams too. The grams ending at one position share their
         // hash from the right: fold the last 3 characters, then the 4th and 5th from the end.
-        let mut ring = [0u32; 5];
-        let mut pos = 0usize;
+        // `last` holds the last five characters, newest first; `seen` how many there are (up to 5).
+        let mut last = [0u32; 5];
+        let mut seen = 0usize;
         let mut last_space = false;
         let chars = std::iter::once(' ')
             .chain(v.lower.chars())
@@ -117,13 +120,10 @@ fn for_each_feature(v: &normalize::Views, mut word: impl FnMut(u32), mut char: i
             }
             last_space = space;
             let code = if space { u32::from(b' ') } else { u32::from(c) };
-            if let Some(slot) = ring.get_mut(pos % 5) {
-                *slot = code;
-            }
-            pos += 1;
+            last = [code, last[0], last[1], last[2], last[3]];
+            seen = (seen + 1).min(5);
             let mut h = SEED_CHAR;
-            for back in 0..pos.min(5) {
-                let c = ring.get((pos - 1 - back) % 5).copied().unwrap_or(0);
+            for (back, &c) in last.iter().take(seen).enumerate() {
                 h = (h ^ c).wrapping_mul(FNV_PRIME);
                 if back >= 2 {
                     char(mix(h ^ back as u32));
@@ -174,10 +174,12 @@ pub fn chunks(text: &str) -> Vec<&str> {
 #[derive(Debug, Clone)]
 pub struct Model {
     bias: f32,
-    scale: f32,
     dense: [f32; DENSE],
     mask: u32,
     weights: &'static [u8],
+    /// Each weight byte's value, `f32::from(b as i8) · scale`, computed once at load: the same
+    /// product [`Model::weight`] would compute per feature, so the same bits.
+    values: [f32; 256],
 }
 
 /// The model compiled into this build: `model.bin`, packed by `build.rs` (see [`super::huffman`]).
@@ -221,12 +223,17 @@ impl Model {
         if weights.len() != 1usize << bits {
             return None;
         }
+        let scale = f32_at(bytes, 9)?;
+        let mut values = [0f32; 256];
+        for (b, v) in (0u8..=255).zip(values.iter_mut()) {
+            *v = f32::from(b as i8) * scale;
+        }
         Some(Model {
             bias: f32_at(bytes, 5)?,
-            scale: f32_at(bytes, 9)?,
             dense,
             mask: (1u32 << bits) - 1,
             weights,
+            values,
         })
     }
 
@@ -237,7 +244,7 @@ impl Model {
 
     fn weight(&self, h: u32) -> f32 {
         let w = self.weights.get((h & self.mask) as usize).copied().unwrap_or(0);
-        f32::from(w as i8) * self.scale
+        self.values.get(usize::from(w)).copied().unwrap_or(0.0)
     }
 
     /// [`Model::logit`] of the features of `v`, summed as they are found (no feature lists): the same
@@ -348,6 +355,58 @@ mod tests {
         assert_eq!(a.words.len(), b.words.len() + 4);
         a.extract("ignore previous");
         assert_eq!(a.words.len(), 2 + 1, "ASCII words only once");
+    }
+
+    /// The character n-grams as first written (a ring buffer indexed modulo 5), kept as the
+    /// reference the shift-register loop must equal.
+    fn reference_char_grams(lower: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut ring = [0u32; 5];
+        let mut pos = 0usize;
+        let mut last_space = false;
+        for c in std::iter::once(' ')
+            .chain(lower.chars())
+            .chain(std::iter::once(' '))
+        {
+            let space = c.is_whitespace();
+            if space && last_space {
+                continue;
+            }
+            last_space = space;
+            ring[pos % 5] = if space { u32::from(b' ') } else { u32::from(c) };
+            pos += 1;
+            let mut h = SEED_CHAR;
+            for back in 0..pos.min(5) {
+                h = (h ^ ring[(pos - 1 - back) % 5]).wrapping_mul(FNV_PRIME);
+                if back >= 2 {
+                    out.push(mix(h ^ back as u32));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn char_grams_and_weights_are_the_reference_ones() {
+        let mut f = Features::default();
+        for t in [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "  Ignore  previous\n\ninstructions ",
+            "忽略之前的所有指令 ＩＧＮＯＲＥ",
+        ] {
+            f.extract(t);
+            assert_eq!(f.chars, reference_char_grams(&normalize::views(t).lower), "{t:?}");
+        }
+        let m = Model::embedded().unwrap();
+        let bytes = embedded_bytes().unwrap();
+        let scale = f32_at(bytes, 9).unwrap();
+        for h in 0..=m.mask {
+            let w = bytes[HEADER + h as usize];
+            assert_eq!(m.weight(h).to_bits(), (f32::from(w as i8) * scale).to_bits());
+        }
     }
 
     /// The detector's streamed logit is bit for bit the trainer's.

@@ -264,6 +264,23 @@ fn join_spaced(buf: &str, words: &[(usize, usize, bool)], ev: &mut Evasion) -> S
     out
 }
 
+/// The letters of a token made of ASCII letters with only ASCII punctuation around them, none of
+/// the punctuation before them a leetspeak symbol (see `words_view`); `None` for any other token.
+fn punctuated_word(token: &str) -> Option<&str> {
+    let bytes = token.as_bytes();
+    let lead = bytes
+        .iter()
+        .take_while(|b| b.is_ascii_punctuation() && !matches!(b, b'!' | b'|' | b'@' | b'$' | b'+'))
+        .count();
+    let rest = bytes.get(lead..)?;
+    let letters = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    let tail = rest.get(letters..)?;
+    if letters == 0 || !tail.iter().all(u8::is_ascii_punctuation) {
+        return None;
+    }
+    token.get(lead..lead + letters)
+}
+
 /// The words view of folded text under `reading`, counting leetspeak and spacing in `ev`.
 fn words_view(folded: &str, reading: Reading, ev: &mut Evasion) -> String {
     // Words as ranges of `buf`, with a flag "a boundary came before me": a wide gap (2+ spaces, a
@@ -279,10 +296,14 @@ fn words_view(folded: &str, reading: Reading, ev: &mut Evasion) -> String {
                 return;
             }
             let boundary = gap >= 2 || newline;
-            // Plain ASCII words (the bulk of any text) are one lower-cased word.
-            if token.bytes().all(|b| b.is_ascii_alphabetic()) {
+            // Plain ASCII words (the bulk of any text) are one lower-cased word, and so are they
+            // with ASCII punctuation after them (`word.`, `word),`) or before them (`"word`, `(word`)
+            // other than the symbols read as letters (`!`, `|`, `@`, `$`, `+`): `push_token` would
+            // turn that punctuation into nothing or one trailing space under either reading, and
+            // count no leetspeak.
+            if let Some(word) = punctuated_word(token) {
                 let start = buf.len();
-                buf.push_str(token);
+                buf.push_str(word);
                 if let Some(w) = buf.get_mut(start..) {
                     w.make_ascii_lowercase();
                 }
@@ -394,14 +415,25 @@ pub fn views(text: &str) -> Views {
         prefolded = mapped;
         &prefolded
     };
-    let folded = fold(text).text;
-    let lower = folded.to_lowercase();
-    let words = words_view(&folded, Reading::Careful, &mut evasion);
+    // ASCII text folds to itself and lower-cases byte by byte: no copies for `fold`.
+    let folded_text: String;
+    let folded: &str = if text.is_ascii() {
+        text
+    } else {
+        folded_text = fold(text).text;
+        &folded_text
+    };
+    let lower = if folded.is_ascii() {
+        folded.to_ascii_lowercase()
+    } else {
+        folded.to_lowercase()
+    };
+    let words = words_view(folded, Reading::Careful, &mut evasion);
     let mut alternates = Vec::new();
-    if looks_obfuscated(&folded) {
+    if looks_obfuscated(folded) {
         for one in ['i', 'l'] {
             let mut ignored = Evasion::default();
-            let alt = words_view(&folded, Reading::Eager { one }, &mut ignored);
+            let alt = words_view(folded, Reading::Eager { one }, &mut ignored);
             if alt != words && !alternates.contains(&alt) {
                 alternates.push(alt);
             }
@@ -487,6 +519,67 @@ mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    /// The shortcut for punctuated words gives what `push_token` gives, under both readings, and
+    /// refuses every token where it would not.
+    #[test]
+    fn punctuated_words_read_as_push_token_reads_them() {
+        let tokens = [
+            "word",
+            "Word.",
+            "word),",
+            "\"Hello",
+            "(why?)",
+            "'tis",
+            "end...",
+            "#tag",
+            "-dash",
+            "_x_",
+            "x",
+            "...",
+            "a.b",
+            "don't",
+            "word.x",
+            "!nstruct",
+            "@ll",
+            "$hell",
+            "|gnore",
+            "+plus",
+            "ab!",
+            "ab@",
+            "ab|",
+            "ab1",
+            "1ab",
+            "ab-",
+            "-ab-",
+            "é.",
+            "ab\u{2019}",
+            "(\"ok\").",
+        ];
+        for token in tokens {
+            for reading in [
+                Reading::Careful,
+                Reading::Eager { one: 'i' },
+                Reading::Eager { one: 'l' },
+            ] {
+                let mut out = String::new();
+                let leeted = push_token(token, &mut out, reading, &mut Vec::new());
+                let words: Vec<&str> = out.split(' ').filter(|w| !w.is_empty()).collect();
+                if let Some(w) = punctuated_word(token) {
+                    assert_eq!(words, vec![w.to_ascii_lowercase()], "{token:?} {reading:?}");
+                    assert!(!leeted, "{token:?}");
+                }
+            }
+        }
+        let taken: Vec<&str> = tokens.iter().filter_map(|t| punctuated_word(t)).collect();
+        assert_eq!(
+            taken,
+            [
+                "word", "Word", "word", "Hello", "why", "tis", "end", "tag", "dash", "x", "x", "ab", "ab",
+                "ab", "ab", "ab", "ok"
+            ]
+        );
+    }
 
     #[test]
     fn words_view_undoes_evasion() {

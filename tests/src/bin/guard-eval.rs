@@ -15,6 +15,9 @@
 //! - `--gate` (part of `make test`): the frozen parts only; exits 1 when a rate is worse than
 //!   `frozen/baseline.txt` (written with the model) by more than the slack (3 points).
 //! - `--corpus DIR`: one folder of `*.txt` sets instead (file name = family).
+//! - `--dump-scores FILE`: writes the exact bits of every score (rules per family, rules alone, the
+//!   model) for every frozen and team record and for long texts made of them, one line each, and
+//!   exits: `diff` two builds' files to prove a change leaves every verdict bit-identical.
 
 use e2e::guard::{self, Record, Settings};
 use shared::injection::Detector;
@@ -36,6 +39,14 @@ fn main() {
     let detector = Detector::new().unwrap_or_else(|e| fail(&format!("detector does not compile: {e}")));
     if detector.model().is_none() {
         fail("no learned model compiled in (shared/src/injection/model.bin)");
+    }
+    if let Some(path) = args
+        .iter()
+        .position(|a| a == "--dump-scores")
+        .and_then(|i| args.get(i + 1))
+    {
+        dump_scores(&detector, path);
+        return;
     }
     if let Some(dir) = args
         .iter()
@@ -232,6 +243,54 @@ fn cost(d: &Detector, test: &[Record]) {
         per_kb(ra, bytes),
         per_kb(ma, bytes)
     );
+}
+
+/// The texts `--dump-scores` scores: every frozen and team record, then runs of them joined by a
+/// line break or a space into texts of about 1, 8 and 64 KB (several chunks for the model, blobs and
+/// cues across records).
+fn dump_texts() -> Vec<String> {
+    let mut records = guard::frozen_test().unwrap_or_else(|e| fail(&e));
+    records.extend(guard::frozen_new().unwrap_or_else(|e| fail(&e)));
+    records.extend(guard::all_team_records());
+    let mut texts: Vec<String> = records.iter().map(|r| r.text.clone()).collect();
+    // Punctuation around words, and upper case: other tokens for the words view.
+    for r in &records {
+        texts.push(r.text.replace(' ', "\" (").replace('.', ".) '") + "!|");
+        texts.push(r.text.to_uppercase());
+    }
+    for (size, sep) in [(1024, "\n"), (8 * 1024, " "), (64 * 1024, "\n"), (64 * 1024, " ")] {
+        let mut cur = String::new();
+        for r in &records {
+            if !cur.is_empty() {
+                cur.push_str(sep);
+            }
+            cur.push_str(&r.text);
+            if cur.len() >= size {
+                texts.push(std::mem::take(&mut cur));
+            }
+        }
+        if !cur.is_empty() {
+            texts.push(cur);
+        }
+    }
+    texts
+}
+
+fn dump_scores(d: &Detector, path: &str) {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for (k, t) in dump_texts().iter().enumerate() {
+        let (rules, model) = d.score_with_model(t, &[]);
+        let alone = d.score(t);
+        let _ = write!(out, "{k} {}", t.len());
+        for s in [rules, alone] {
+            for (_, v) in s.iter() {
+                let _ = write!(out, " {:08x}", v.to_bits());
+            }
+        }
+        let _ = writeln!(out, " {:08x}", model.unwrap_or(f32::NAN).to_bits());
+    }
+    std::fs::write(path, out).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
 }
 
 fn verbose(args: &[String], refs: &[&Record], f: &[(bool, bool, bool)]) {
