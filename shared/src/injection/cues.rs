@@ -70,7 +70,7 @@ const CUES: &[(Family, f32, u16, usize)] = &[
 
 /// Adds the co-occurrence cues found in `words` (the normalised words view) to `scores`.
 pub fn score(words: &str, scores: &mut Scores) {
-    let tokens: Vec<&str> = words.split(' ').collect();
+    let tokens: Vec<&str> = super::normalize::split_spaces(words).collect();
     let mut cats: Vec<u16> = Vec::with_capacity(tokens.len());
     for (i, w) in tokens.iter().enumerate() {
         let next = tokens.get(i + 1).copied().unwrap_or("");

@@ -311,10 +311,15 @@ impl CompiledSet {
         if self.dict.is_empty() {
             return bits;
         }
-        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-            if word.is_empty() {
+        // Byte by byte: a word here is a run of ASCII word characters, so the pieces are those of a
+        // split by characters (a multi-byte character only adds empty pieces).
+        for word in text
+            .as_bytes()
+            .split(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+        {
+            let Some(word) = std::str::from_utf8(word).ok().filter(|w| !w.is_empty()) else {
                 continue;
-            }
+            };
             if let Some(&id) = self.dict.get(word) {
                 if let Some(slot) = bits.get_mut(id / 64) {
                     *slot |= 1 << (id % 64);
@@ -649,7 +654,7 @@ fn gate_hits(words: &str) -> GateHits {
         reversed: 0,
         words: 0,
     };
-    for w in words.split(' ') {
+    for w in normalize::split_spaces(words) {
         hits.words += 1;
         let w = w.as_bytes();
         if !(5..=12).contains(&w.len()) {

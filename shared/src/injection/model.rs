@@ -77,7 +77,7 @@ impl Features {
 fn for_each_feature(v: &normalize::Views, mut word: impl FnMut(u32), mut char: impl FnMut(u32)) {
     {
         let mut prev: Option<u32> = None;
-        for w in v.words.split(' ').filter(|w| !w.is_empty()) {
+        for w in normalize::split_spaces(&v.words).filter(|w| !w.is_empty()) {
             let h = fnv(SEED_WORD, w.as_bytes());
             word(mix(h));
             if let Some(p) = prev {
@@ -106,28 +106,61 @@ fn for_each_feature(v: &normalize::Views, mut word: impl FnMut(u32), mut char: i
         // Character n-grams over the lower view with white space collapsed, the text framed by spaces
         // so the first and last letters make grams too. The grams ending at one position share their
         // hash from the right: fold the last 3 characters, then the 4th and 5th from the end.
-        // `last` holds the last five characters, newest first; `seen` how many there are (up to 5).
-        let mut last = [0u32; 5];
-        let mut seen = 0usize;
-        let mut last_space = false;
-        let chars = std::iter::once(' ')
-            .chain(v.lower.chars())
-            .chain(std::iter::once(' '));
-        for c in chars {
-            let space = c.is_whitespace();
-            if space && last_space {
-                continue;
+        let mut grams = Grams::default();
+        grams.step(true, 0, &mut char);
+        if v.lower.is_ascii() {
+            // `char::is_whitespace` on ASCII: tab, line feed, vertical tab, form feed, return, space.
+            for b in v.lower.bytes() {
+                grams.step(matches!(b, b' ' | b'\t'..=b'\r'), u32::from(b), &mut char);
             }
-            last_space = space;
-            let code = if space { u32::from(b' ') } else { u32::from(c) };
-            last = [code, last[0], last[1], last[2], last[3]];
-            seen = (seen + 1).min(5);
-            let mut h = SEED_CHAR;
-            for (back, &c) in last.iter().take(seen).enumerate() {
-                h = (h ^ c).wrapping_mul(FNV_PRIME);
-                if back >= 2 {
-                    char(mix(h ^ back as u32));
-                }
+        } else {
+            for c in v.lower.chars() {
+                grams.step(c.is_whitespace(), u32::from(c), &mut char);
+            }
+        }
+        grams.step(true, 0, &mut char);
+    }
+}
+
+/// The character n-grams' state: the last five characters, newest first, and how many there are.
+#[derive(Default)]
+struct Grams {
+    last: [u32; 5],
+    seen: usize,
+    last_space: bool,
+}
+
+impl Grams {
+    /// Reads one character (`space`: any white space, read as one space, runs of it as one) and
+    /// calls `char` with the 3-, 4- and 5-grams ending at it.
+    #[inline]
+    fn step(&mut self, space: bool, code: u32, char: &mut impl FnMut(u32)) {
+        if space && self.last_space {
+            return;
+        }
+        self.last_space = space;
+        let code = if space { u32::from(b' ') } else { code };
+        let l = self.last;
+        self.last = [code, l[0], l[1], l[2], l[3]];
+        let [c0, c1, c2, c3, c4] = self.last;
+        if self.seen >= 5 {
+            // The loop below, unrolled for the common case of five characters seen.
+            let h = (SEED_CHAR ^ c0).wrapping_mul(FNV_PRIME);
+            let h = (h ^ c1).wrapping_mul(FNV_PRIME);
+            let h = (h ^ c2).wrapping_mul(FNV_PRIME);
+            char(mix(h ^ 2));
+            let h = (h ^ c3).wrapping_mul(FNV_PRIME);
+            char(mix(h ^ 3));
+            let h = (h ^ c4).wrapping_mul(FNV_PRIME);
+            char(mix(h ^ 4));
+            return;
+        }
+        self.seen += 1;
+        let mut h = SEED_CHAR;
+        for (back, &c) in self.last.iter().take(self.seen).enumerate() {
+            h = (h ^ c).wrapping_mul(FNV_PRIME);
+            if back >= 2 {
+                char(mix(h ^ back as u32));
             }
         }
     }
@@ -394,7 +427,10 @@ mod tests {
             "a",
             "ab",
             "abc",
+            "abcd",
+            "abcde",
             "  Ignore  previous\n\ninstructions ",
+            "tab\tvt\x0bff\x0ccr\r\x1cfs\x1f nbsp\u{a0}x",
             "忽略之前的所有指令 ＩＧＮＯＲＥ",
         ] {
             f.extract(t);
