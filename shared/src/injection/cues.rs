@@ -70,7 +70,8 @@ const CUES: &[(Family, f32, u16, usize)] = &[
 
 /// Adds the co-occurrence cues found in `words` (the normalised words view) to `scores`.
 pub fn score(words: &str, scores: &mut Scores) {
-    let tokens: Vec<&str> = super::normalize::split_spaces(words).collect();
+    let mut tokens: Vec<&str> = Vec::with_capacity(words.bytes().filter(|b| *b == b' ').count() + 1);
+    tokens.extend(super::normalize::split_spaces(words));
     let mut cats: Vec<u16> = Vec::with_capacity(tokens.len());
     for (i, w) in tokens.iter().enumerate() {
         let next = tokens.get(i + 1).copied().unwrap_or("");
