@@ -708,15 +708,18 @@ fn gate_hits(words: &str) -> GateHits {
         if !(5..=12).contains(&w.len()) {
             continue;
         }
+        let (first, last) = (w.first().map(|&b| rot(b)), w.last().copied());
         for g in GATE_WORDS {
             let g = g.as_bytes();
             if g.len() != w.len() {
                 continue;
             }
-            if w.iter().map(|&b| rot(b)).eq(g.iter().copied()) {
+            // The first letters decide most comparisons: only then compare the words.
+            let g0 = g.first().copied();
+            if first == g0 && w.iter().map(|&b| rot(b)).eq(g.iter().copied()) {
                 hits.rot13 += 1;
             }
-            if w.iter().rev().eq(g.iter()) {
+            if last == g0 && w.iter().rev().eq(g.iter()) {
                 hits.reversed += 1;
             }
         }
@@ -758,19 +761,48 @@ fn reverse_each_word(text: &str) -> String {
 /// Could the blob regexes match `text` at all? A base64 match is a run of 20+ alphabet bytes, a hex
 /// match a run of 24+ bytes of hex digits and separators (`\x`, `0x`, space, colon).
 fn blob_runs(text: &str) -> (bool, bool) {
-    let (mut b64, mut hex) = (0usize, 0usize);
-    let (mut b64_run, mut hex_run) = (false, false);
-    for b in text.bytes() {
-        let class = BLOB_BYTES.get(usize::from(b)).copied().unwrap_or(0);
-        b64 = if class & BASE64_BYTE != 0 { b64 + 1 } else { 0 };
-        hex = if class & HEX_BYTE != 0 { hex + 1 } else { 0 };
-        b64_run |= b64 >= 20;
-        hex_run |= hex >= 24;
-        if b64_run && hex_run {
-            break;
+    let bytes = text.as_bytes();
+    (has_run(bytes, BASE64_BYTE, 20), has_run(bytes, HEX_BYTE, 24))
+}
+
+/// Does `bytes` hold `len` (> 0) consecutive bytes of `class` ([`BLOB_BYTES`])? Skips ahead: when the
+/// last byte of a window is not of the class, no run of `len` can hold it, and the next window starts
+/// after it; when it is, the run is measured back and on from there. Most of a prose text is read
+/// one byte in `len`.
+fn has_run(bytes: &[u8], class: u8, len: usize) -> bool {
+    let of = |i: usize| {
+        bytes
+            .get(i)
+            .is_some_and(|&b| BLOB_BYTES.get(usize::from(b)).is_some_and(|c| c & class != 0))
+    };
+    // `start`: no run of `len` starts before it.
+    let mut start = 0usize;
+    while start + len <= bytes.len() {
+        let end = start + len - 1;
+        if !of(end) {
+            start = end + 1;
+            continue;
         }
+        // The run through `end`, from `end` back to `start` at most.
+        let mut back = end;
+        while back > start && of(back - 1) {
+            back -= 1;
+        }
+        if back == start {
+            return true;
+        }
+        // A run through `end` starts at `back`: it has `len` bytes if it reaches `back + len - 1`.
+        start = back;
+        let mut fwd = end + 1;
+        while fwd < start + len && of(fwd) {
+            fwd += 1;
+        }
+        if fwd == start + len {
+            return true;
+        }
+        start = fwd + 1;
     }
-    (b64_run, hex_run)
+    false
 }
 
 /// [`BLOB_BYTES`] flags: a byte of the base64 regex's alphabet; of the hex regex's runs.
@@ -850,6 +882,47 @@ mod tests {
             let bits = |s: &Scores| s.iter().map(|(_, v)| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&gated), bits(&every), "{t:?}");
         }
+    }
+
+    /// The skipping run search answers as a byte-by-byte count does.
+    #[test]
+    fn blob_runs_skip_ahead_as_a_count() {
+        let naive = |text: &str| {
+            let (mut b64, mut hex, mut b, mut h) = (0usize, 0usize, false, false);
+            for c in text.bytes() {
+                b64 = if c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'_' | b'-') {
+                    b64 + 1
+                } else {
+                    0
+                };
+                hex = if c.is_ascii_hexdigit() || matches!(c, b' ' | b':' | b'\\' | b'x' | b'X') {
+                    hex + 1
+                } else {
+                    0
+                };
+                b |= b64 >= 20;
+                h |= hex >= 24;
+            }
+            (b, h)
+        };
+        let alphabet = b"aZ9+/_- :\\x.,!g";
+        let mut seed = 7u32;
+        for n in 0..3000usize {
+            let len = n % 90;
+            let text: String = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    // Mostly run bytes, so runs of every length occur.
+                    let k = (seed >> 16) as usize % if n % 3 == 0 { alphabet.len() } else { 10 };
+                    char::from(alphabet[k])
+                })
+                .collect();
+            assert_eq!(blob_runs(&text), naive(&text), "{text:?}");
+        }
+        let long = "a".repeat(19) + "." + &"b".repeat(20);
+        assert_eq!(blob_runs(&long), naive(&long));
+        assert_eq!(blob_runs(&"c".repeat(19)), (false, false));
+        assert_eq!(blob_runs(&"c".repeat(20)), (true, false));
     }
 
     /// `gate_hits` counts what the regex the gate used to be counts in the transformed texts.

@@ -133,7 +133,7 @@ struct Grams {
 impl Grams {
     /// Reads one character (`space`: any white space, read as one space, runs of it as one) and
     /// calls `char` with the 3-, 4- and 5-grams ending at it.
-    #[inline]
+    #[inline(always)]
     fn step(&mut self, space: bool, code: u32, char: &mut impl FnMut(u32)) {
         if space && self.last_space {
             return;
