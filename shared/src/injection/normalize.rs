@@ -303,9 +303,9 @@ fn punctuated_word(token: &str) -> Option<&str> {
 
 /// The words view of folded text under `reading`, counting leetspeak and spacing in `ev`.
 fn words_view(folded: &str, reading: Reading, ev: &mut Evasion) -> String {
-    // Words as ranges of `buf`, with a flag "a boundary came before me": a wide gap (2+ spaces, a
-    // newline), or the start of a token that punctuation split into several words
-    // (`i.g.n.o.r.e p.r.e.v`).
+    // Words as ranges of `buf` (where they stand between single spaces), with a flag "a boundary
+    // came before me": a wide gap (2+ spaces, a newline), or the start of a token that punctuation
+    // split into several words (`i.g.n.o.r.e p.r.e.v`).
     let mut buf = String::with_capacity(folded.len());
     let mut words: Vec<(usize, usize, bool)> = Vec::with_capacity(folded.len() / 4);
     let mut s = String::new();
@@ -322,6 +322,9 @@ fn words_view(folded: &str, reading: Reading, ev: &mut Evasion) -> String {
             // turn that punctuation into nothing or one trailing space under either reading, and
             // count no leetspeak.
             if let Some(word) = punctuated_word(token) {
+                if !buf.is_empty() {
+                    buf.push(' ');
+                }
                 let start = buf.len();
                 buf.push_str(word);
                 if let Some(w) = buf.get_mut(start..) {
@@ -343,6 +346,9 @@ fn words_view(folded: &str, reading: Reading, ev: &mut Evasion) -> String {
             let second = parts.next();
             let split = second.is_some();
             for (k, w) in std::iter::once(first).chain(second).chain(parts).enumerate() {
+                if !buf.is_empty() {
+                    buf.push(' ');
+                }
                 let start = buf.len();
                 buf.push_str(w);
                 words.push((start, buf.len(), k == 0 && (boundary || split)));
@@ -378,6 +384,14 @@ fn words_view(folded: &str, reading: Reading, ev: &mut Evasion) -> String {
             &mut buf,
             &mut words,
         );
+    }
+    // `buf` holds the words between single spaces, which is what `join_spaced` writes when there is
+    // no run of four single letters to join (the common case): no second copy then.
+    let spaced = words
+        .windows(4)
+        .any(|run| run.iter().all(|(start, end, _)| end - start == 1));
+    if !spaced {
+        return buf;
     }
     join_spaced(&buf, &words, ev)
 }
