@@ -130,10 +130,7 @@ impl Scores {
     /// The overall score: the strongest family, raised a little by a second independent family
     /// (an override plus an extraction request is more likely an attack than either alone).
     pub fn total(&self) -> f32 {
-        let mut v: Vec<f32> = self.0.to_vec();
-        v.sort_by(|a, b| b.total_cmp(a));
-        let first = v.first().copied().unwrap_or(0.0);
-        let second = v.get(1).copied().unwrap_or(0.0);
+        let (first, second) = top_two(&self.0);
         1.0 - (1.0 - first) * (1.0 - 0.5 * second)
     }
 
@@ -149,6 +146,26 @@ impl Scores {
     pub fn iter(&self) -> impl Iterator<Item = (Family, f32)> + '_ {
         Family::ALL.into_iter().map(|f| (f, self.get(f)))
     }
+}
+
+/// The first two values of `v` sorted from the largest by `f32::total_cmp` (0 where there are none),
+/// found in one pass without sorting a copy.
+fn top_two(v: &[f32]) -> (f32, f32) {
+    let (mut first, mut second): (Option<f32>, Option<f32>) = (None, None);
+    for &x in v {
+        match first {
+            Some(f) if x.total_cmp(&f).is_le() => {
+                if second.is_none_or(|s| x.total_cmp(&s).is_gt()) {
+                    second = Some(x);
+                }
+            }
+            _ => {
+                second = first;
+                first = Some(x);
+            }
+        }
+    }
+    (first.unwrap_or(0.0), second.unwrap_or(0.0))
 }
 
 /// Texts (chunks, decoded payloads) shorter than this, trimmed, are left to the rules: a word or two —
@@ -881,6 +898,33 @@ mod tests {
             }
             let bits = |s: &Scores| s.iter().map(|(_, v)| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&gated), bits(&every), "{t:?}");
+        }
+    }
+
+    /// `top_two` is the head of the sorted copy `total` used to take, bit for bit.
+    #[test]
+    fn top_two_is_the_sorted_head() {
+        let values = [0.0f32, -0.0, 0.5, 0.25, 1.0, 0.75, f32::NAN, 0.5];
+        let mut seed = 3u32;
+        for n in 0..2000usize {
+            let v: Vec<f32> = (0..n % 8)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    values[(seed >> 16) as usize % values.len()]
+                })
+                .collect();
+            let mut sorted = v.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let want = (
+                sorted.first().copied().unwrap_or(0.0),
+                sorted.get(1).copied().unwrap_or(0.0),
+            );
+            let got = top_two(&v);
+            assert_eq!(
+                (got.0.to_bits(), got.1.to_bits()),
+                (want.0.to_bits(), want.1.to_bits()),
+                "{v:?}"
+            );
         }
     }
 
