@@ -191,12 +191,48 @@ impl SseParser {
         None
     }
 
+    /// Between events: nothing of a line, a field or an event is held.
+    fn is_idle(&self) -> bool {
+        self.line.is_empty()
+            && !self.skip_lf
+            && self.event.is_none()
+            && !self.has_data
+            && self.data.is_empty()
+            && !self.discarding
+            && !self.dropped_line
+    }
+
+    /// Feeds one whole event (`raw`, up to and including its blank line) and returns it: the parser
+    /// is skipped for the common `data: X\n\n` when it holds nothing, with the same result.
+    pub fn feed_event(&mut self, raw: &[u8]) -> Option<SseEvent> {
+        if self.is_idle() && raw.len() <= self.limit {
+            if let Some(data) = single_data_line(raw) {
+                self.first_line = false;
+                return Some(SseEvent {
+                    event: None,
+                    data: data.to_string(),
+                });
+            }
+        }
+        self.feed(raw).pop()
+    }
+
     fn take_event(&mut self) -> Option<SseEvent> {
         let has_data = std::mem::take(&mut self.has_data);
         let data = std::mem::take(&mut self.data);
         let event = self.event.take();
         (has_data || event.is_some()).then_some(SseEvent { event, data })
     }
+}
+
+/// The data of an event that is a single `data: ` line and its blank line (`data: X\n\n`, `X` UTF-8
+/// without line breaks): what [`SseParser`] gives for it between events, read without the parser.
+pub fn single_data_line(raw: &[u8]) -> Option<&str> {
+    let body = raw.strip_prefix(b"data: ")?.strip_suffix(b"\n\n")?;
+    if body.iter().any(|&b| b == b'\n' || b == b'\r') {
+        return None;
+    }
+    std::str::from_utf8(body).ok()
 }
 
 /// Appends one event: `event: NAME` if given, one `data: ` line per line of `data`, then a blank line.
@@ -284,18 +320,30 @@ impl Relay {
         }
         self.held.extend_from_slice(chunk);
         let mut ends = Vec::new();
-        for (i, &b) in self.held.iter().enumerate().skip(self.scanned) {
-            if std::mem::take(&mut self.after_cr) && b == b'\n' {
-                continue;
-            }
-            if b == b'\r' || b == b'\n' {
-                if self.line_empty {
-                    ends.push(i + 1);
+        let mut i = self.scanned;
+        while let Some(rest) = self.held.get(i..).filter(|r| !r.is_empty()) {
+            let after_cr = std::mem::take(&mut self.after_cr);
+            // Jump to the next line break: the bytes before it only make the line not empty.
+            match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+                Some(0) => {
+                    let b = rest.first().copied().unwrap_or_default();
+                    if !(after_cr && b == b'\n') {
+                        if self.line_empty {
+                            ends.push(i + 1);
+                        }
+                        self.line_empty = true;
+                        self.after_cr = b == b'\r';
+                    }
+                    i += 1;
                 }
-                self.line_empty = true;
-                self.after_cr = b == b'\r';
-            } else {
-                self.line_empty = false;
+                Some(off) => {
+                    self.line_empty = false;
+                    i += off;
+                }
+                None => {
+                    self.line_empty = false;
+                    i = self.held.len();
+                }
             }
         }
         self.scanned = self.held.len();
@@ -303,10 +351,9 @@ impl Relay {
         let mut start = 0;
         for end in ends {
             let raw = self.held.get(start..end).unwrap_or_default();
-            let mut events = self.parser.feed(raw);
             out.push(Segment {
                 raw: raw.to_vec(),
-                event: events.pop(),
+                event: self.parser.feed_event(raw),
             });
             start = end;
         }
@@ -584,24 +631,43 @@ mod tests {
     /// the event the parser reads from the whole stream, however the stream is cut.
     #[test]
     fn relay_releases_raw_events_for_any_cut() {
-        let inputs: [&[u8]; 4] = [
+        let inputs: [&[u8]; 10] = [
             b"data: {\"a\":1}\n\nevent: x\ndata: 2\n\n: comment\n\ndata: [DONE]\n\n",
             b"data: a\r\n\r\ndata: b\r\rdata: c\r\n\r\ndata: tail\n",
             b"\n\ndata: x\n\n\n\ndata: y",
             b"data: caf\xc3\xa9\n\ndata: \xff\n\n",
+            // The parser's shortcut (`data: X` alone) next to everything it must not take.
+            b"\xef\xbb\xbfdata: bom\n\ndata: 1\n\ndata:2\n\ndata:  3\n\ndata: 4\ndata: 5\n\n",
+            b"data: a\n\nid: 7\ndata: b\n\ndata: c\nevent: e\n\ndata: d\r\n\ndata: e\n\r\n",
+            b"data: \n\ndata\n\ndata: x:y\n\nretry: 1\n\ndata: z\n\n",
+            b"event: only\n\ndata: after\n\n:c\ndata: f\n\n",
+            b"\rdata: a\r\rdata: b\n\n\r\ndata: c\n\n",
+            // Only the stream's first line loses a BOM.
+            b"data: a\n\n\xef\xbb\xbfdata: b\n\n",
         ];
-        for input in inputs {
-            let whole = parse_whole(input);
-            for cut in 0..=input.len() {
-                let mut relay = Relay::new();
-                let mut segs = relay.feed(&input[..cut]);
-                segs.extend(relay.feed(&input[cut..]));
-                segs.extend(relay.finish());
-                let raw: Vec<u8> = segs.iter().flat_map(|s| s.raw.clone()).collect();
-                assert_eq!(raw, input, "cut at {cut}");
-                let events: Vec<SseEvent> = segs.into_iter().filter_map(|s| s.event).collect();
-                assert_eq!(events, whole, "cut at {cut}");
+        let check = |input: &[u8], cuts: &[usize]| {
+            let mut relay = Relay::new();
+            let mut segs = Vec::new();
+            let mut from = 0;
+            for &cut in cuts.iter().chain([input.len()].iter()) {
+                segs.extend(relay.feed(&input[from..cut]));
+                from = cut;
             }
+            segs.extend(relay.finish());
+            let raw: Vec<u8> = segs.iter().flat_map(|s| s.raw.clone()).collect();
+            assert_eq!(raw, input, "cuts {cuts:?}");
+            let events: Vec<SseEvent> = segs.into_iter().filter_map(|s| s.event).collect();
+            assert_eq!(events, parse_whole(input), "cuts {cuts:?}");
+        };
+        for input in inputs {
+            for cut in 0..=input.len() {
+                check(input, &[cut]);
+                for cut2 in cut..=input.len() {
+                    check(input, &[cut, cut2]);
+                }
+            }
+            let bytes: Vec<usize> = (1..input.len()).collect();
+            check(input, &bytes);
         }
     }
 
