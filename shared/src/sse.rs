@@ -202,11 +202,13 @@ impl SseParser {
             && !self.dropped_line
     }
 
-    /// Feeds one whole event (`raw`, up to and including its blank line) and returns it: the parser
-    /// is skipped for the common `data: X\n\n` when it holds nothing, with the same result.
-    pub fn feed_event(&mut self, raw: &[u8]) -> Option<SseEvent> {
-        if self.is_idle() && raw.len() <= self.limit {
-            if let Some(data) = single_data_line(raw) {
+    /// Feeds one whole event (`raw`, up to and including its blank line) and returns it. `breaks`:
+    /// `raw` has no `\r` or `\n` but its last two bytes, so the common `data: X\n\n` is read without
+    /// the parser when it holds nothing, with the same result.
+    fn feed_event(&mut self, raw: &[u8], breaks: bool) -> Option<SseEvent> {
+        if breaks && self.is_idle() && raw.len() <= self.limit {
+            let body = raw.strip_prefix(b"data: ").and_then(|r| r.strip_suffix(b"\n\n"));
+            if let Some(data) = body.and_then(|b| std::str::from_utf8(b).ok()) {
                 self.first_line = false;
                 return Some(SseEvent {
                     event: None,
@@ -291,6 +293,8 @@ pub struct Relay {
     after_cr: bool,
     /// Bytes of `held` already scanned.
     scanned: usize,
+    /// Line-break bytes (`\r`, `\n`) scanned since the last event's end.
+    breaks: usize,
     parser: SseParser,
     overflowed: bool,
 }
@@ -308,6 +312,7 @@ impl Relay {
             line_empty: true,
             after_cr: false,
             scanned: 0,
+            breaks: 0,
             parser: SseParser::new(),
             overflowed: false,
         }
@@ -327,9 +332,10 @@ impl Relay {
             match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
                 Some(0) => {
                     let b = rest.first().copied().unwrap_or_default();
+                    self.breaks += 1;
                     if !(after_cr && b == b'\n') {
                         if self.line_empty {
-                            ends.push(i + 1);
+                            ends.push((i + 1, std::mem::take(&mut self.breaks)));
                         }
                         self.line_empty = true;
                         self.after_cr = b == b'\r';
@@ -349,11 +355,12 @@ impl Relay {
         self.scanned = self.held.len();
         let mut out = Vec::with_capacity(ends.len());
         let mut start = 0;
-        for end in ends {
+        for (end, breaks) in ends {
             let raw = self.held.get(start..end).unwrap_or_default();
+            let two = breaks == 2 && raw.ends_with(b"\n\n");
             out.push(Segment {
                 raw: raw.to_vec(),
-                event: self.parser.feed_event(raw),
+                event: self.parser.feed_event(raw, two),
             });
             start = end;
         }
@@ -362,6 +369,7 @@ impl Relay {
         if self.held.len() > MAX_EVENT_BYTES {
             self.held = Vec::new();
             self.scanned = 0;
+            self.breaks = 0;
             self.overflowed = true;
         }
         out
@@ -372,6 +380,7 @@ impl Relay {
     pub fn finish(&mut self) -> Option<Segment> {
         let raw = std::mem::take(&mut self.held);
         self.scanned = 0;
+        self.breaks = 0;
         if self.overflowed {
             return None;
         }
