@@ -247,7 +247,10 @@ pub fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &str) {
     }
     let mut rest = data;
     loop {
-        let end = rest.find(['\r', '\n']).unwrap_or(rest.len());
+        let end = rest
+            .bytes()
+            .position(|b| b == b'\r' || b == b'\n')
+            .unwrap_or(rest.len());
         let (line, tail) = rest.split_at(end);
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(line.as_bytes());
