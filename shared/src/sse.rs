@@ -231,7 +231,8 @@ impl SseParser {
 /// without line breaks): what [`SseParser`] gives for it between events, read without the parser.
 pub fn single_data_line(raw: &[u8]) -> Option<&str> {
     let body = raw.strip_prefix(b"data: ")?.strip_suffix(b"\n\n")?;
-    if body.iter().any(|&b| b == b'\n' || b == b'\r') {
+    // `contains` on bytes is a memchr.
+    if body.contains(&b'\n') || body.contains(&b'\r') {
         return None;
     }
     std::str::from_utf8(body).ok()
