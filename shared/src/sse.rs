@@ -46,6 +46,8 @@ pub struct SseParser {
     dropped_line: bool,
     overflowed: bool,
     limit: usize,
+    /// Read whole `data: X` events without the line machinery (off only in tests, as the reference).
+    shortcut: bool,
 }
 
 impl Default for SseParser {
@@ -72,6 +74,7 @@ impl SseParser {
             dropped_line: false,
             overflowed: false,
             limit,
+            shortcut: true,
         }
     }
 
@@ -80,6 +83,11 @@ impl SseParser {
         let mut out = Vec::new();
         let mut rest = chunk;
         while !rest.is_empty() {
+            if let Some((ev, tail)) = self.whole_data_event(rest) {
+                out.push(ev);
+                rest = tail;
+                continue;
+            }
             if self.skip_lf {
                 self.skip_lf = false;
                 if let Some(tail) = rest.strip_prefix(b"\n") {
@@ -189,6 +197,26 @@ impl SseParser {
             _ => {}
         }
         None
+    }
+
+    /// At the start of `rest`, between events, a whole `data: X\n\n` event (`X` UTF-8 without line
+    /// breaks): the event and the bytes after it, as the line machinery would read them.
+    fn whole_data_event<'r>(&mut self, rest: &'r [u8]) -> Option<(SseEvent, &'r [u8])> {
+        if !self.shortcut || !rest.starts_with(b"data: ") || !self.is_idle() {
+            return None;
+        }
+        let nl = rest.iter().position(|&b| b == b'\n')?;
+        let line = rest.get(..nl)?;
+        if rest.get(nl + 1) != Some(&b'\n') || line.contains(&b'\r') || line.len() > self.limit {
+            return None;
+        }
+        let data = std::str::from_utf8(line.get(6..)?).ok()?;
+        self.first_line = false;
+        let ev = SseEvent {
+            event: None,
+            data: data.to_string(),
+        };
+        Some((ev, rest.get(nl + 2..)?))
     }
 
     /// Between events: nothing of a line, a field or an event is held.
@@ -441,8 +469,10 @@ mod tests {
         }
     }
 
+    /// The reference: the line machinery alone.
     fn parse_whole(input: &[u8]) -> Vec<SseEvent> {
         let mut p = SseParser::new();
+        p.shortcut = false;
         let mut out = p.feed(input);
         out.extend(p.finish());
         out
@@ -640,24 +670,56 @@ mod tests {
         }
     }
 
+    /// Streams for the relay and parser tests, each with what the shortcut must and must not take.
+    const RELAY_INPUTS: [&[u8]; 10] = [
+        b"data: {\"a\":1}\n\nevent: x\ndata: 2\n\n: comment\n\ndata: [DONE]\n\n",
+        b"data: a\r\n\r\ndata: b\r\rdata: c\r\n\r\ndata: tail\n",
+        b"\n\ndata: x\n\n\n\ndata: y",
+        b"data: caf\xc3\xa9\n\ndata: \xff\n\n",
+        // The parser's shortcut (`data: X` alone) next to everything it must not take.
+        b"\xef\xbb\xbfdata: bom\n\ndata: 1\n\ndata:2\n\ndata:  3\n\ndata: 4\ndata: 5\n\n",
+        b"data: a\n\nid: 7\ndata: b\n\ndata: c\nevent: e\n\ndata: d\r\n\ndata: e\n\r\n",
+        b"data: \n\ndata\n\ndata: x:y\n\nretry: 1\n\ndata: z\n\n",
+        b"event: only\n\ndata: after\n\n:c\ndata: f\n\n",
+        b"\rdata: a\r\rdata: b\n\n\r\ndata: c\n\n",
+        // Only the stream's first line loses a BOM.
+        b"data: a\n\n\xef\xbb\xbfdata: b\n\n",
+    ];
+
+    /// The parser with its shortcut reads every stream as the line machinery alone does, however it
+    /// is cut.
+    #[test]
+    fn shortcut_reads_what_the_lines_read() {
+        for input in RELAY_INPUTS {
+            let want = parse_whole(input);
+            let cuts = (0..=input.len())
+                .map(|c| vec![c])
+                .chain([(1..input.len()).collect()]);
+            for cuts in cuts {
+                let mut p = SseParser::new();
+                let mut got = Vec::new();
+                let mut from = 0;
+                for &cut in cuts.iter().chain([input.len()].iter()) {
+                    got.extend(p.feed(&input[from..cut]));
+                    from = cut;
+                }
+                got.extend(p.finish());
+                assert_eq!(got, want, "cuts {cuts:?}");
+            }
+        }
+        let mut small = SseParser::with_limit(8);
+        assert_eq!(
+            small.feed(b"data: 0123456789\n\ndata: ok\n\n"),
+            vec![ev(None, "ok")]
+        );
+        assert!(small.overflowed());
+    }
+
     /// The relay releases exactly the bytes it got, in order, each event with its own raw bytes and
     /// the event the parser reads from the whole stream, however the stream is cut.
     #[test]
     fn relay_releases_raw_events_for_any_cut() {
-        let inputs: [&[u8]; 10] = [
-            b"data: {\"a\":1}\n\nevent: x\ndata: 2\n\n: comment\n\ndata: [DONE]\n\n",
-            b"data: a\r\n\r\ndata: b\r\rdata: c\r\n\r\ndata: tail\n",
-            b"\n\ndata: x\n\n\n\ndata: y",
-            b"data: caf\xc3\xa9\n\ndata: \xff\n\n",
-            // The parser's shortcut (`data: X` alone) next to everything it must not take.
-            b"\xef\xbb\xbfdata: bom\n\ndata: 1\n\ndata:2\n\ndata:  3\n\ndata: 4\ndata: 5\n\n",
-            b"data: a\n\nid: 7\ndata: b\n\ndata: c\nevent: e\n\ndata: d\r\n\ndata: e\n\r\n",
-            b"data: \n\ndata\n\ndata: x:y\n\nretry: 1\n\ndata: z\n\n",
-            b"event: only\n\ndata: after\n\n:c\ndata: f\n\n",
-            b"\rdata: a\r\rdata: b\n\n\r\ndata: c\n\n",
-            // Only the stream's first line loses a BOM.
-            b"data: a\n\n\xef\xbb\xbfdata: b\n\n",
-        ];
+        let inputs = RELAY_INPUTS;
         let check = |input: &[u8], cuts: &[usize]| {
             let mut relay = Relay::new();
             let mut segs = Vec::new();
