@@ -274,6 +274,15 @@ pub fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &str) {
         out.extend(name.bytes().filter(|&b| b != b'\r' && b != b'\n'));
         out.push(b'\n');
     }
+    // The usual data is one line (JSON): `contains` on bytes is a memchr.
+    let bytes = data.as_bytes();
+    if !bytes.contains(&b'\n') && !bytes.contains(&b'\r') {
+        out.reserve(data.len() + 8);
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(b"\n\n");
+        return;
+    }
     let mut rest = data;
     loop {
         let end = rest
