@@ -28,6 +28,7 @@ pub mod error;
 pub mod framing;
 pub mod host;
 pub mod injection;
+pub mod json_canon;
 pub mod jwt;
 pub mod lang;
 pub mod llm;

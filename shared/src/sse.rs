@@ -46,6 +46,8 @@ pub struct SseParser {
     dropped_line: bool,
     overflowed: bool,
     limit: usize,
+    /// Read whole `data: X` events without the line machinery (off only in tests, as the reference).
+    shortcut: bool,
 }
 
 impl Default for SseParser {
@@ -72,6 +74,7 @@ impl SseParser {
             dropped_line: false,
             overflowed: false,
             limit,
+            shortcut: true,
         }
     }
 
@@ -80,6 +83,11 @@ impl SseParser {
         let mut out = Vec::new();
         let mut rest = chunk;
         while !rest.is_empty() {
+            if let Some((ev, tail)) = self.whole_data_event(rest) {
+                out.push(ev);
+                rest = tail;
+                continue;
+            }
             if self.skip_lf {
                 self.skip_lf = false;
                 if let Some(tail) = rest.strip_prefix(b"\n") {
@@ -191,12 +199,71 @@ impl SseParser {
         None
     }
 
+    /// At the start of `rest`, between events, a whole `data: X\n\n` event (`X` UTF-8 without line
+    /// breaks): the event and the bytes after it, as the line machinery would read them.
+    fn whole_data_event<'r>(&mut self, rest: &'r [u8]) -> Option<(SseEvent, &'r [u8])> {
+        if !self.shortcut || !rest.starts_with(b"data: ") || !self.is_idle() {
+            return None;
+        }
+        let nl = rest.iter().position(|&b| b == b'\n')?;
+        let line = rest.get(..nl)?;
+        if rest.get(nl + 1) != Some(&b'\n') || line.contains(&b'\r') || line.len() > self.limit {
+            return None;
+        }
+        let data = std::str::from_utf8(line.get(6..)?).ok()?;
+        self.first_line = false;
+        let ev = SseEvent {
+            event: None,
+            data: data.to_string(),
+        };
+        Some((ev, rest.get(nl + 2..)?))
+    }
+
+    /// Between events: nothing of a line, a field or an event is held.
+    fn is_idle(&self) -> bool {
+        self.line.is_empty()
+            && !self.skip_lf
+            && self.event.is_none()
+            && !self.has_data
+            && self.data.is_empty()
+            && !self.discarding
+            && !self.dropped_line
+    }
+
+    /// Feeds one whole event (`raw`, up to and including its blank line) and returns it. `breaks`:
+    /// `raw` has no `\r` or `\n` but its last two bytes, so the common `data: X\n\n` is read without
+    /// the parser when it holds nothing, with the same result.
+    fn feed_event(&mut self, raw: &[u8], breaks: bool) -> Option<SseEvent> {
+        if breaks && self.is_idle() && raw.len() <= self.limit {
+            let body = raw.strip_prefix(b"data: ").and_then(|r| r.strip_suffix(b"\n\n"));
+            if let Some(data) = body.and_then(|b| std::str::from_utf8(b).ok()) {
+                self.first_line = false;
+                return Some(SseEvent {
+                    event: None,
+                    data: data.to_string(),
+                });
+            }
+        }
+        self.feed(raw).pop()
+    }
+
     fn take_event(&mut self) -> Option<SseEvent> {
         let has_data = std::mem::take(&mut self.has_data);
         let data = std::mem::take(&mut self.data);
         let event = self.event.take();
         (has_data || event.is_some()).then_some(SseEvent { event, data })
     }
+}
+
+/// The data of an event that is a single `data: ` line and its blank line (`data: X\n\n`, `X` UTF-8
+/// without line breaks): what [`SseParser`] gives for it between events, read without the parser.
+pub fn single_data_line(raw: &[u8]) -> Option<&str> {
+    let body = raw.strip_prefix(b"data: ")?.strip_suffix(b"\n\n")?;
+    // `contains` on bytes is a memchr.
+    if body.contains(&b'\n') || body.contains(&b'\r') {
+        return None;
+    }
+    std::str::from_utf8(body).ok()
 }
 
 /// Appends one event: `event: NAME` if given, one `data: ` line per line of `data`, then a blank line.
@@ -207,9 +274,21 @@ pub fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &str) {
         out.extend(name.bytes().filter(|&b| b != b'\r' && b != b'\n'));
         out.push(b'\n');
     }
+    // The usual data is one line (JSON): `contains` on bytes is a memchr.
+    let bytes = data.as_bytes();
+    if !bytes.contains(&b'\n') && !bytes.contains(&b'\r') {
+        out.reserve(data.len() + 8);
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(b"\n\n");
+        return;
+    }
     let mut rest = data;
     loop {
-        let end = rest.find(['\r', '\n']).unwrap_or(rest.len());
+        let end = rest
+            .bytes()
+            .position(|b| b == b'\r' || b == b'\n')
+            .unwrap_or(rest.len());
         let (line, tail) = rest.split_at(end);
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(line.as_bytes());
@@ -255,6 +334,8 @@ pub struct Relay {
     after_cr: bool,
     /// Bytes of `held` already scanned.
     scanned: usize,
+    /// Line-break bytes (`\r`, `\n`) scanned since the last event's end.
+    breaks: usize,
     parser: SseParser,
     overflowed: bool,
 }
@@ -272,6 +353,7 @@ impl Relay {
             line_empty: true,
             after_cr: false,
             scanned: 0,
+            breaks: 0,
             parser: SseParser::new(),
             overflowed: false,
         }
@@ -284,29 +366,42 @@ impl Relay {
         }
         self.held.extend_from_slice(chunk);
         let mut ends = Vec::new();
-        for (i, &b) in self.held.iter().enumerate().skip(self.scanned) {
-            if std::mem::take(&mut self.after_cr) && b == b'\n' {
-                continue;
-            }
-            if b == b'\r' || b == b'\n' {
-                if self.line_empty {
-                    ends.push(i + 1);
+        let mut i = self.scanned;
+        while let Some(rest) = self.held.get(i..).filter(|r| !r.is_empty()) {
+            let after_cr = std::mem::take(&mut self.after_cr);
+            // Jump to the next line break: the bytes before it only make the line not empty.
+            match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+                Some(0) => {
+                    let b = rest.first().copied().unwrap_or_default();
+                    self.breaks += 1;
+                    if !(after_cr && b == b'\n') {
+                        if self.line_empty {
+                            ends.push((i + 1, std::mem::take(&mut self.breaks)));
+                        }
+                        self.line_empty = true;
+                        self.after_cr = b == b'\r';
+                    }
+                    i += 1;
                 }
-                self.line_empty = true;
-                self.after_cr = b == b'\r';
-            } else {
-                self.line_empty = false;
+                Some(off) => {
+                    self.line_empty = false;
+                    i += off;
+                }
+                None => {
+                    self.line_empty = false;
+                    i = self.held.len();
+                }
             }
         }
         self.scanned = self.held.len();
         let mut out = Vec::with_capacity(ends.len());
         let mut start = 0;
-        for end in ends {
+        for (end, breaks) in ends {
             let raw = self.held.get(start..end).unwrap_or_default();
-            let mut events = self.parser.feed(raw);
+            let two = breaks == 2 && raw.ends_with(b"\n\n");
             out.push(Segment {
                 raw: raw.to_vec(),
-                event: events.pop(),
+                event: self.parser.feed_event(raw, two),
             });
             start = end;
         }
@@ -315,6 +410,7 @@ impl Relay {
         if self.held.len() > MAX_EVENT_BYTES {
             self.held = Vec::new();
             self.scanned = 0;
+            self.breaks = 0;
             self.overflowed = true;
         }
         out
@@ -325,6 +421,7 @@ impl Relay {
     pub fn finish(&mut self) -> Option<Segment> {
         let raw = std::mem::take(&mut self.held);
         self.scanned = 0;
+        self.breaks = 0;
         if self.overflowed {
             return None;
         }
@@ -381,8 +478,10 @@ mod tests {
         }
     }
 
+    /// The reference: the line machinery alone.
     fn parse_whole(input: &[u8]) -> Vec<SseEvent> {
         let mut p = SseParser::new();
+        p.shortcut = false;
         let mut out = p.feed(input);
         out.extend(p.finish());
         out
@@ -580,28 +679,79 @@ mod tests {
         }
     }
 
+    /// Streams for the relay and parser tests, each with what the shortcut must and must not take.
+    const RELAY_INPUTS: [&[u8]; 10] = [
+        b"data: {\"a\":1}\n\nevent: x\ndata: 2\n\n: comment\n\ndata: [DONE]\n\n",
+        b"data: a\r\n\r\ndata: b\r\rdata: c\r\n\r\ndata: tail\n",
+        b"\n\ndata: x\n\n\n\ndata: y",
+        b"data: caf\xc3\xa9\n\ndata: \xff\n\n",
+        // The parser's shortcut (`data: X` alone) next to everything it must not take.
+        b"\xef\xbb\xbfdata: bom\n\ndata: 1\n\ndata:2\n\ndata:  3\n\ndata: 4\ndata: 5\n\n",
+        b"data: a\n\nid: 7\ndata: b\n\ndata: c\nevent: e\n\ndata: d\r\n\ndata: e\n\r\n",
+        b"data: \n\ndata\n\ndata: x:y\n\nretry: 1\n\ndata: z\n\n",
+        b"event: only\n\ndata: after\n\n:c\ndata: f\n\n",
+        b"\rdata: a\r\rdata: b\n\n\r\ndata: c\n\n",
+        // Only the stream's first line loses a BOM.
+        b"data: a\n\n\xef\xbb\xbfdata: b\n\n",
+    ];
+
+    /// The parser with its shortcut reads every stream as the line machinery alone does, however it
+    /// is cut.
+    #[test]
+    fn shortcut_reads_what_the_lines_read() {
+        for input in RELAY_INPUTS {
+            let want = parse_whole(input);
+            let cuts = (0..=input.len())
+                .map(|c| vec![c])
+                .chain([(1..input.len()).collect()]);
+            for cuts in cuts {
+                let mut p = SseParser::new();
+                let mut got = Vec::new();
+                let mut from = 0;
+                for &cut in cuts.iter().chain([input.len()].iter()) {
+                    got.extend(p.feed(&input[from..cut]));
+                    from = cut;
+                }
+                got.extend(p.finish());
+                assert_eq!(got, want, "cuts {cuts:?}");
+            }
+        }
+        let mut small = SseParser::with_limit(8);
+        assert_eq!(
+            small.feed(b"data: 0123456789\n\ndata: ok\n\n"),
+            vec![ev(None, "ok")]
+        );
+        assert!(small.overflowed());
+    }
+
     /// The relay releases exactly the bytes it got, in order, each event with its own raw bytes and
     /// the event the parser reads from the whole stream, however the stream is cut.
     #[test]
     fn relay_releases_raw_events_for_any_cut() {
-        let inputs: [&[u8]; 4] = [
-            b"data: {\"a\":1}\n\nevent: x\ndata: 2\n\n: comment\n\ndata: [DONE]\n\n",
-            b"data: a\r\n\r\ndata: b\r\rdata: c\r\n\r\ndata: tail\n",
-            b"\n\ndata: x\n\n\n\ndata: y",
-            b"data: caf\xc3\xa9\n\ndata: \xff\n\n",
-        ];
-        for input in inputs {
-            let whole = parse_whole(input);
-            for cut in 0..=input.len() {
-                let mut relay = Relay::new();
-                let mut segs = relay.feed(&input[..cut]);
-                segs.extend(relay.feed(&input[cut..]));
-                segs.extend(relay.finish());
-                let raw: Vec<u8> = segs.iter().flat_map(|s| s.raw.clone()).collect();
-                assert_eq!(raw, input, "cut at {cut}");
-                let events: Vec<SseEvent> = segs.into_iter().filter_map(|s| s.event).collect();
-                assert_eq!(events, whole, "cut at {cut}");
+        let inputs = RELAY_INPUTS;
+        let check = |input: &[u8], cuts: &[usize]| {
+            let mut relay = Relay::new();
+            let mut segs = Vec::new();
+            let mut from = 0;
+            for &cut in cuts.iter().chain([input.len()].iter()) {
+                segs.extend(relay.feed(&input[from..cut]));
+                from = cut;
             }
+            segs.extend(relay.finish());
+            let raw: Vec<u8> = segs.iter().flat_map(|s| s.raw.clone()).collect();
+            assert_eq!(raw, input, "cuts {cuts:?}");
+            let events: Vec<SseEvent> = segs.into_iter().filter_map(|s| s.event).collect();
+            assert_eq!(events, parse_whole(input), "cuts {cuts:?}");
+        };
+        for input in inputs {
+            for cut in 0..=input.len() {
+                check(input, &[cut]);
+                for cut2 in cut..=input.len() {
+                    check(input, &[cut, cut2]);
+                }
+            }
+            let bytes: Vec<usize> = (1..input.len()).collect();
+            check(input, &bytes);
         }
     }
 

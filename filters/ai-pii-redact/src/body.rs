@@ -4,8 +4,9 @@
 
 use serde_json::{json, Map, Value};
 use shared::chat::{self, Api, Kind};
+use shared::json_canon::{self, Kind as JsonKind};
 use shared::pii::stream::{Scrub, StreamScrubber};
-use shared::sse::{write_event, SseParser};
+use shared::sse::{single_data_line, write_event, SseParser};
 use std::collections::BTreeMap;
 
 /// One piece of request text and where it lives: a JSON pointer into the body, and for JSON inside a
@@ -173,11 +174,16 @@ pub struct SseRewriter {
     scrubbers: BTreeMap<(bool, u64), StreamScrubber>,
     /// Tool-call arguments, per (anthropic?, choice index, tool call or block index).
     args: BTreeMap<(bool, u64, u64), StreamScrubber>,
-    /// The envelope of the last OpenAI chunk (id, model, ...), for a synthesised chunk.
-    template: Map<String, Value>,
+    /// The data of the last OpenAI chunk: its envelope (id, model, ...) is read from it for a
+    /// synthesised chunk ([`template_of`]), only when one is written.
+    template: String,
     max_hold: usize,
     /// Restore placeholders in tool-call arguments (else they stay placeholders).
     restore_args: bool,
+    /// Take [`SseRewriter::openai_text`] for the events it reads (off only to test it against the
+    /// `Value` path), and how many it took.
+    fast: bool,
+    fast_events: usize,
 }
 
 /// End of the first complete event in `buf` (just past its blank line).
@@ -200,9 +206,11 @@ impl SseRewriter {
             buf: Vec::new(),
             scrubbers: BTreeMap::new(),
             args: BTreeMap::new(),
-            template: Map::new(),
+            template: String::new(),
             max_hold,
             restore_args,
+            fast: true,
+            fast_events: 0,
         }
     }
 
@@ -243,6 +251,12 @@ impl SseRewriter {
     }
 
     fn event(&mut self, scrub: &mut Scrub<'_>, raw: &[u8], out: &mut Vec<u8>) {
+        if let Some(data) = single_data_line(raw).filter(|_| self.fast) {
+            if self.openai_text(scrub, data, raw, out) {
+                self.fast_events += 1;
+                return;
+            }
+        }
         let mut parser = SseParser::new();
         let mut events = parser.feed(raw);
         events.extend(parser.finish());
@@ -260,6 +274,8 @@ impl SseRewriter {
             return;
         };
         let changed = if v.get("choices").is_some() {
+            self.template.clear();
+            self.template.push_str(&ev.data);
             self.openai(scrub, &mut v, out)
         } else {
             self.anthropic(scrub, &mut v, out)
@@ -276,7 +292,7 @@ impl SseRewriter {
         if args.is_empty() {
             return;
         }
-        let mut chunk = self.template.clone();
+        let mut chunk = template_of(&self.template);
         chunk.insert(
             "choices".into(),
             json!([{"index": idx, "delta": {"tool_calls": [{"index": call, "function": {"arguments": args}}]}, "finish_reason": null}]),
@@ -284,14 +300,55 @@ impl SseRewriter {
         write_event(out, None, &Value::Object(chunk).to_string());
     }
 
-    fn openai(&mut self, scrub: &mut Scrub<'_>, v: &mut Value, out: &mut Vec<u8>) -> bool {
-        if let Some(obj) = v.as_object() {
-            self.template = obj
-                .iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "choices" | "usage"))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+    /// The common OpenAI chunk, text deltas only, read and written without a `Value`: `data` is
+    /// canonical JSON ([`json_canon`]) whose choices are objects with no tool calls and no finish
+    /// reason. Changed texts are spliced into `data`, which gives the bytes [`SseRewriter::openai`]
+    /// writes for the same chunk; `false` (nothing done) for any other event.
+    fn openai_text(&mut self, scrub: &mut Scrub<'_>, data: &str, raw: &[u8], out: &mut Vec<u8>) -> bool {
+        let Some(doc) = json_canon::scan(data) else {
+            return false;
+        };
+        let root = doc.root();
+        let Some(choices) = root.get("choices").filter(|c| c.kind() == JsonKind::Array) else {
+            return false;
+        };
+        // (choice index, its content string) per choice, checked before any text is pushed.
+        let mut texts = Vec::new();
+        for (_, c) in choices.children() {
+            if c.kind() != JsonKind::Object || c.get("finish_reason").is_some_and(|f| !f.is_null()) {
+                return false;
+            }
+            let idx = c.get("index").and_then(|i| i.as_u64()).unwrap_or(0);
+            let delta = c.get("delta");
+            if delta.is_some_and(|d| d.kind() != JsonKind::Object || d.get("tool_calls").is_some()) {
+                return false;
+            }
+            if let Some(content) = delta.and_then(|d| d.get("content")) {
+                if let Some(text) = content.as_str() {
+                    texts.push((idx, content.span(), text));
+                }
+            }
         }
+        self.template.clear();
+        self.template.push_str(data);
+        let mut changes: Vec<((usize, usize), String)> = Vec::new();
+        for (idx, span, text) in texts {
+            let new = self.scrubber((false, idx)).push(scrub, &text);
+            if new != text {
+                changes.push((span, new));
+            }
+        }
+        if changes.is_empty() {
+            out.extend_from_slice(raw);
+        } else {
+            let changes: Vec<((usize, usize), &str)> =
+                changes.iter().map(|(span, new)| (*span, new.as_str())).collect();
+            write_event(out, None, &doc.splice(&changes));
+        }
+        true
+    }
+
+    fn openai(&mut self, scrub: &mut Scrub<'_>, v: &mut Value, out: &mut Vec<u8>) -> bool {
         let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) else {
             return false;
         };
@@ -430,7 +487,7 @@ impl SseRewriter {
             if *anthropic {
                 anthropic_delta(out, *idx, "text_delta", &rest);
             } else {
-                let mut chunk = self.template.clone();
+                let mut chunk = template_of(&self.template);
                 chunk.insert(
                     "choices".into(),
                     json!([{"index": idx, "delta": {"content": rest}, "finish_reason": null}]),
@@ -438,6 +495,19 @@ impl SseRewriter {
                 write_event(out, None, &Value::Object(chunk).to_string());
             }
         }
+    }
+}
+
+/// The envelope of an OpenAI chunk (its data, as kept in `SseRewriter::template`): every member but
+/// `choices` and `usage`.
+fn template_of(data: &str) -> Map<String, Value> {
+    match serde_json::from_str::<Value>(data) {
+        Ok(Value::Object(mut obj)) => {
+            obj.remove("choices");
+            obj.remove("usage");
+            obj
+        }
+        _ => Map::new(),
     }
 }
 
@@ -565,6 +635,101 @@ mod tests {
                     s.ends_with("data: [DONE]\n\n") || s.ends_with("{\"type\":\"message_stop\"}\n\n"),
                     "{s}"
                 );
+            }
+        }
+    }
+
+    /// The `Value`-free path for text chunks against the `Value` path it shortcuts: the same bytes for
+    /// streams with values and placeholders split across events, several choices, escapes, tool calls,
+    /// events that are not canonical JSON, with and without their end, cut at every third offset, at
+    /// two offsets and at every byte.
+    #[test]
+    fn text_chunks_shortcut_writes_what_the_value_path_writes() {
+        let engine = Engine::new(&EngineSpec::builtins()).unwrap();
+        let rules = Rules::default();
+        let prompt = "mail a@b.io or call 415-555-0199";
+        let dets = engine.detect(prompt);
+        let env = |choices: Value| {
+            json!({"id": "c-1", "object": "chat.completion.chunk", "created": 1_760_000_000u64,
+                   "model": "m", "system_fingerprint": "fp", "choices": choices})
+        };
+        let text = |i: u64, t: &str| json!([{"index": i, "delta": {"content": t}, "finish_reason": null}]);
+        let mut canonical = vec![format!(
+            "data: {}\n\n",
+            env(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]))
+        )];
+        let pieces = [
+            "Hi <EMA",
+            "IL_1>, mail j.doe@exa",
+            "mple.com ",
+            "or \"call\"\n",
+            "+1 (415) 555",
+            "-0132 ",
+            "card 4111 1111 ",
+            "1111 1111. ",
+            "<PHONE_1> é😀 ",
+            "ssn 123-45-",
+            "6789",
+            " bye <EMAIL_",
+            "9>",
+        ];
+        for (n, p) in pieces.iter().enumerate() {
+            canonical.push(format!("data: {}\n\n", env(text(u64::from(n >= 11), p))));
+        }
+        // A tool call, an event not canonical (a provider's key order and spaces), a second choice's
+        // text, then the ends.
+        canonical.push(format!("data: {}\n\n", env(json!([{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"to\":\"<EMAIL_1>\"}"}}]}, "finish_reason": null}]))));
+        canonical.push("data: {\"id\": \"c-1\", \"choices\": [{\"index\": 0, \"delta\": {\"content\": \"x@y.io \"}}]}\n\n".into());
+        canonical.push(format!("data: {}\n\n", env(text(1, "and 10.0.0.1"))));
+        let unfinished = canonical.concat() + "data: [DONE]\n\n";
+        let finish = format!(
+            "data: {}\n\n",
+            env(json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+        );
+        let usage = "data: {\"choices\":[],\"usage\":{\"completion_tokens\":9,\"prompt_tokens\":5}}\n\n";
+        let finished = canonical.concat() + &finish + usage + "data: [DONE]\n\n";
+        let run = |stream: &[u8], cuts: &[usize], fast: bool| -> (Vec<u8>, usize) {
+            let mut session = Session::new();
+            session.redact(&rules, prompt, &dets, Direction::Request);
+            let mut scrub = Scrub {
+                engine: &engine,
+                rules: &rules,
+                session: &mut session,
+                redact: true,
+                restore: true,
+            };
+            let mut rw = SseRewriter::new(4096, true);
+            rw.fast = fast;
+            let mut out = Vec::new();
+            let mut from = 0;
+            for &cut in cuts {
+                out.extend(rw.feed(&mut scrub, &stream[from..cut], false));
+                from = cut;
+            }
+            out.extend(rw.feed(&mut scrub, &stream[from..], true));
+            (out, rw.fast_events)
+        };
+        for stream in [finished, unfinished] {
+            let b = stream.as_bytes();
+            let (want, none) = run(b, &[], false);
+            assert_eq!(none, 0);
+            let (got, taken) = run(b, &[], true);
+            assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
+            assert!(taken >= pieces.len(), "{taken}");
+            let out = String::from_utf8(want.clone()).unwrap();
+            assert!(
+                !out.contains("j.doe") && !out.contains("0132") && !out.contains("6789"),
+                "{out}"
+            );
+            let mut cuts: Vec<Vec<usize>> = (0..=b.len()).step_by(3).map(|i| vec![i]).collect();
+            cuts.extend(
+                (0..b.len())
+                    .step_by(101)
+                    .flat_map(|i| (i..=b.len()).step_by(89).map(move |j| vec![i, j])),
+            );
+            cuts.push((1..b.len()).collect());
+            for c in cuts {
+                assert_eq!(run(b, &c, true).0, want, "cuts {:?}", &c[..c.len().min(4)]);
             }
         }
     }

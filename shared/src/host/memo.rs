@@ -4,7 +4,8 @@
 //!
 //! The driver wraps the host in a [`Memo`] at the start of each callback and drops it at the end.
 //! Nothing else runs inside one callback, so a header can only change through this wrapper: a write
-//! or removal forgets that header. The next callback starts with nothing remembered, because other
+//! or removal forgets that header, and resuming the request or sending a reply (inside which Envoy may
+//! run the filters after ours) forgets them all. The next callback starts with nothing remembered, because other
 //! filters run in between. Whole-map reads (`headers`) and everything else go straight through.
 
 use super::abi::{Abi, Buffer, Map, Status};
@@ -86,6 +87,7 @@ impl<A: Abi + ?Sized> Abi for Memo<'_, A> {
         self.abi.set_buffer(buffer, start, size, data)
     }
     fn send_response(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), Status> {
+        self.headers.borrow_mut().clear();
         self.abi.send_response(status, headers, body)
     }
     fn dispatch(
@@ -98,6 +100,9 @@ impl<A: Abi + ?Sized> Abi for Memo<'_, A> {
         self.abi.dispatch(target, headers, body, timeout_ms)
     }
     fn resume_request(&mut self) -> Result<(), Status> {
+        // Envoy may run the rest of the chain inside this call (continueDecoding): what the filters
+        // after ours write must be read again.
+        self.headers.borrow_mut().clear();
         self.abi.resume_request()
     }
     fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
@@ -185,6 +190,17 @@ mod tests {
         assert_eq!(memo.header(Map::RequestHeaders, ":path"), Ok(Some("/b".into())));
         drop(memo);
         assert_eq!(calls(&host, "get_header request :path"), 2);
+    }
+
+    #[test]
+    fn resuming_the_request_forgets_every_header() {
+        let mut host = FakeHost::new(HostKind::Envoy).with_request_headers(&[(":path", "/a")]);
+        let mut memo = Memo::new(&mut host);
+        assert_eq!(memo.header(Map::RequestHeaders, ":path"), Ok(Some("/a".into())));
+        memo.resume_request().unwrap();
+        // A later filter, run inside the resume, rewrote it.
+        memo.abi.request_headers.insert(":path".into(), "/b".into());
+        assert_eq!(memo.header(Map::RequestHeaders, ":path"), Ok(Some("/b".into())));
     }
 
     #[test]

@@ -162,6 +162,9 @@ impl EngineSpec {
 #[derive(Debug)]
 pub struct Engine {
     detectors: Vec<Detector>,
+    /// Per detector, the bytes its gate cannot do without ([`Gate::needs`]): a text with none of
+    /// them is skipped without running the gate.
+    needs: Vec<Option<Bytes>>,
     /// Most words in any configured term: the stream hold-back must keep that many words.
     pub(crate) max_term_words: usize,
 }
@@ -524,15 +527,7 @@ fn commonness(b: u8) -> usize {
 /// chat text (`-` of `sk-`, `_` of `ghp_`), then checks the literals there.
 fn find_literal(b: &[u8], from: usize, lits: &[&str], nocase: bool) -> Option<usize> {
     let fold = |c: u8| if nocase { c.to_ascii_lowercase() } else { c };
-    let shortest = lits.iter().map(|l| l.len()).min()?;
-    let (off, anchor) = (0..shortest)
-        .filter_map(|k| {
-            let a = fold(*lits.first()?.as_bytes().get(k)?);
-            lits.iter()
-                .all(|l| l.as_bytes().get(k).is_some_and(|&c| fold(c) == a))
-                .then_some((k, a))
-        })
-        .min_by_key(|&(_, a)| commonness(a))?;
+    let (off, anchor) = literal_anchor(lits, nocase)?;
     let letter = nocase && anchor.is_ascii_alphabetic();
     let hit = |start: usize| {
         lits.iter().any(|l| {
@@ -552,6 +547,45 @@ fn find_literal(b: &[u8], from: usize, lits: &[&str], nocase: bool) -> Option<us
             return Some(start);
         }
         i = start + 1;
+    }
+}
+
+/// The offset and (ASCII-lowered with `nocase`) value of the byte [`find_literal`] scans for: one all
+/// of `lits` have at the same offset, the rarest such.
+fn literal_anchor(lits: &[&str], nocase: bool) -> Option<(usize, u8)> {
+    let fold = |c: u8| if nocase { c.to_ascii_lowercase() } else { c };
+    let shortest = lits.iter().map(|l| l.len()).min()?;
+    (0..shortest)
+        .filter_map(|k| {
+            let a = fold(*lits.first()?.as_bytes().get(k)?);
+            lits.iter()
+                .all(|l| l.as_bytes().get(k).is_some_and(|&c| fold(c) == a))
+                .then_some((k, a))
+        })
+        .min_by_key(|&(_, a)| commonness(a))
+}
+
+/// A set of byte values.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bytes([u64; 4]);
+
+impl Bytes {
+    fn of(text: &[u8]) -> Bytes {
+        let mut set = Bytes::default();
+        for &b in text {
+            set.add(b);
+        }
+        set
+    }
+
+    fn add(&mut self, b: u8) {
+        if let Some(w) = self.0.get_mut(usize::from(b >> 6)) {
+            *w |= 1 << (b & 63);
+        }
+    }
+
+    fn meets(&self, other: &Bytes) -> bool {
+        self.0.iter().zip(other.0.iter()).any(|(a, b)| a & b != 0)
     }
 }
 
@@ -629,6 +663,31 @@ fn digit_run(
 }
 
 impl Gate {
+    /// Bytes of which every text the gate lets through has one (`None`: no such set). Each is a byte
+    /// [`Gate::earliest`] scans for before anything else, so without one it returns `None`.
+    fn needs(self) -> Option<Bytes> {
+        let mut set = Bytes::default();
+        let mut add = |bytes: &[u8]| bytes.iter().for_each(|&b| set.add(b));
+        match self {
+            Gate::Always => return None,
+            Gate::DigitRun(_) | Gate::PhoneRun | Gate::Iban | Gate::Ipv4 => add(b"0123456789"),
+            Gate::Ipv6 => add(b":"),
+            Gate::ColonOrEquals => add(b":="),
+            Gate::At => add(b"@"),
+            Gate::Prefix { lits, nocase, .. } => {
+                // No anchor: `find_literal` finds nothing, and the empty set lets nothing through.
+                if let Some((_, a)) = literal_anchor(lits, nocase) {
+                    if nocase && a.is_ascii_alphabetic() {
+                        add(&[a, a.to_ascii_uppercase()]);
+                    } else {
+                        add(&[a]);
+                    }
+                }
+            }
+        }
+        Some(set)
+    }
+
     /// Where the earliest match at or after `pos` could start, and where a search for it may stop (every
     /// match starting before that position ends at or before it); `None` when no match can start.
     fn earliest(self, text: &str, pos: usize) -> Option<(usize, usize)> {
@@ -1094,6 +1153,7 @@ impl Engine {
             });
         }
         Ok(Engine {
+            needs: detectors.iter().map(|d| d.gate.needs()).collect(),
             detectors,
             max_term_words,
         })
@@ -1103,6 +1163,7 @@ impl Engine {
     pub fn empty() -> Engine {
         Engine {
             detectors: Vec::new(),
+            needs: Vec::new(),
             max_term_words: 1,
         }
     }
@@ -1111,7 +1172,18 @@ impl Engine {
     pub fn detect(&self, text: &str) -> Vec<Detection> {
         let folded = fold(text);
         let mut found = Vec::new();
-        for d in &self.detectors {
+        // One pass for the bytes present; a gate whose bytes are all absent finds nothing.
+        let present = Bytes::of(folded.text.as_bytes());
+        for (i, d) in self.detectors.iter().enumerate() {
+            if self
+                .needs
+                .get(i)
+                .copied()
+                .flatten()
+                .is_some_and(|need| !need.meets(&present))
+            {
+                continue;
+            }
             d.find(&folded.text, &mut found);
         }
         if !folded.is_identity() {
@@ -1215,6 +1287,9 @@ mod tests {
         for d in &mut ungated.detectors {
             d.gate = Gate::Always;
         }
+        ungated.needs = ungated.detectors.iter().map(|d| d.gate.needs()).collect();
+        assert!(ungated.needs.iter().all(Option::is_none));
+        assert!(gated.needs.iter().any(Option::is_some));
         let pieces = [
             "a@b.io",
             "x@y.com+bob@z.com",

@@ -110,6 +110,10 @@ fn floor_char(text: &str, mut i: usize) -> usize {
 
 /// The start of a `-----BEGIN` block whose `-----END ...-----` line has not arrived yet.
 fn open_block(text: &str) -> Option<usize> {
+    // Most texts have no dash at all: a byte search settles them.
+    if !text.as_bytes().contains(&b'-') {
+        return None;
+    }
     let begin = text.rfind("-----BEGIN")?;
     let rest = text.get(begin..)?;
     match rest.find("-----END") {

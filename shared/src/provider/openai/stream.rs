@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::answer::finish_reason;
 use super::{usage, usage_json};
 use crate::error::error_json;
+use crate::json_canon;
 use crate::provider::neutral::{self, Event, Finish};
 use crate::provider::{Frame, StreamDecoder};
 use crate::sse::{close_event, is_json, write_event, Relay, Segment};
@@ -248,6 +249,21 @@ fn may_carry_usage(data: &str) -> bool {
     })
 }
 
+/// An event the relay passes as it came without reading it further: canonical JSON
+/// ([`json_canon`]; so JSON) with neither an `error` nor a usage object at its top. Anything else takes
+/// the checks below (which reach the same verdict for these).
+fn passes_unread(data: &str) -> bool {
+    let Some(doc) = json_canon::scan(data) else {
+        return false;
+    };
+    let root = doc.root();
+    let error = root.get("error").is_some_and(|e| !e.is_null());
+    let usage = root
+        .get("usage")
+        .is_some_and(|u| u.kind() == json_canon::Kind::Object);
+    !error && !usage
+}
+
 /// Relays an OpenAI SSE response as the provider sent it, event by event, watching it for usage and
 /// completion; optionally removes the usage chunk the gateway asked for on the client's behalf. Each
 /// event's data is checked to be JSON (`[DONE]` aside) before any of its bytes leave: a provider that
@@ -358,7 +374,7 @@ impl OpenAiStream {
         let trimmed = data.trim();
         if trimmed == "[DONE]" {
             self.done = true;
-        } else if trimmed.is_empty() {
+        } else if trimmed.is_empty() || passes_unread(data) {
         } else if data.contains("\"error\"") || may_carry_usage(data) {
             let Ok(mut chunk) = serde_json::from_str::<Value>(data) else {
                 return self.fail(out);
@@ -395,6 +411,45 @@ mod tests {
     use serde_json::json;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    /// An event passed unread is one the full checks would pass too: JSON, no error, no usage.
+    #[test]
+    fn passes_unread_only_what_the_checks_pass() {
+        let cases = [
+            (
+                r#"{"choices":[{"delta":{"content":"hi"},"index":0}],"id":"c"}"#,
+                true,
+            ),
+            (r#"{"choices":[],"usage":null}"#, true),
+            (r#"{"error":null,"x":1}"#, true),
+            (
+                r#"{"choices":[{"delta":{"content":"\"error\""},"finish_reason":"error"}]}"#,
+                true,
+            ),
+            (r#"{"a":{"error":{"m":1},"usage":{"prompt_tokens":1}}}"#, true),
+            (r#"{"usage":5}"#, true),
+            (r#"[{"error":1}]"#, true),
+            (r#"{"error":{"message":"x"}}"#, false),
+            (
+                r#"{"choices":[],"usage":{"completion_tokens":2,"prompt_tokens":1}}"#,
+                false,
+            ),
+            (r#"{"usage":{}}"#, false),
+            (r#"{"b":1,"a":2}"#, false),
+            (r#"{"a": 1}"#, false),
+            ("not json", false),
+            (r#"{"a":"#, false),
+        ];
+        for (data, want) in cases {
+            assert_eq!(passes_unread(data), want, "{data}");
+            if want {
+                let v: Value = serde_json::from_str(data).unwrap();
+                assert!(is_json(data));
+                assert!(v.get("error").is_none_or(Value::is_null), "{data}");
+                assert_eq!(usage(&v), None, "{data}");
+            }
+        }
+    }
 
     const STREAM: &str = include_str!("../../../tests/fixtures/openai_stream.sse");
     const STREAM_USAGE: &str = include_str!("../../../tests/fixtures/openai_stream_usage.sse");
