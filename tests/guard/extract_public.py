@@ -321,8 +321,9 @@ def add_new(out, records):
     return len([r for r in records if r]) - len(kept)
 
 
-def literal_dicts(path):
-    """Module-level constants of a Python file that are literal lists of dicts, by name."""
+def literal_constants(path, item_type):
+    """Module-level constants of a Python file that are literal lists of `item_type`, by name (parsed,
+    not imported)."""
     tree = ast.parse(open(path, encoding="utf-8").read())
     found = {}
     for n in tree.body:
@@ -332,23 +333,7 @@ def literal_dicts(path):
                 v = ast.literal_eval(n.value)
             except ValueError:
                 continue
-            if isinstance(v, list) and all(isinstance(x, dict) for x in v):
-                found[target.id] = v
-    return found
-
-
-def literal_lists(path):
-    """Module-level list-of-string constants of a Python file, by name (parsed, not imported)."""
-    tree = ast.parse(open(path, encoding="utf-8").read())
-    found = {}
-    for n in tree.body:
-        target = n.target if isinstance(n, ast.AnnAssign) else (n.targets[0] if isinstance(n, ast.Assign) else None)
-        if isinstance(target, ast.Name) and n.value is not None:
-            try:
-                v = ast.literal_eval(n.value)
-            except ValueError:
-                continue
-            if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            if isinstance(v, list) and all(isinstance(x, item_type) for x in v):
                 found[target.id] = v
     return found
 
@@ -388,7 +373,7 @@ def aegisrt(out):
     multilingual seed sets (not `advbench_subset`/`harmbench_behaviors`: harmful requests)."""
     base = os.path.join(ROOT, "aegisrt")
     for f, name, fam in AEGISRT_PROBES:
-        for k, s in enumerate(literal_lists(os.path.join(base, f)).get(name, [])):
+        for k, s in enumerate(literal_constants(os.path.join(base, f), str).get(name, [])):
             if s in AEGISRT_NOT_ATTACKS:
                 if AEGISRT_NOT_ATTACKS[s]:
                     out.append(record(f"aegisrt:{name}:{k}", s, "benign", AEGISRT_NOT_ATTACKS[s], "aegisrt"))
@@ -546,7 +531,7 @@ LIGHTGUARD_FAMILY = {
 def lightguard(out):
     """lightguard-agent: its red-team suite (`lightguard/redteam/payloads.py`), the benign controls
     as benign; not the "Action Firewall" cases (tool calls asked for outright, not injections)."""
-    suite = literal_dicts(os.path.join(ROOT, "lightguard/redteam/payloads.py")).get("ADVERSARIAL_ATTACK_SUITE", [])
+    suite = literal_constants(os.path.join(ROOT, "lightguard/redteam/payloads.py"), dict).get("ADVERSARIAL_ATTACK_SUITE", [])
     for r in suite:
         rid = "lightguard:" + r["id"]
         if r["category"] == "Benign Controls":

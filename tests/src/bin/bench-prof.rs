@@ -165,9 +165,9 @@ fn measured(rt: &mut Runtime, l: &Load, iters: u32) -> Res<usize> {
     Ok(n)
 }
 
-/// The host calls one request makes (after the warm-up), in all and by ABI operation: each is a
-/// crossing out of the VM in Envoy or Kong.
-fn calls(arm: &str, workload: &str, arms: &[(String, Value)]) -> Res<(u64, String)> {
+/// The arm's filters on a fake Envoy with the workload, after a warm-up: the first request detects
+/// the host and fills caches (lazy DFA states, allocations). Arm `none` has no filter at all.
+fn warmed(arm: &str, workload: &str, arms: &[(String, Value)]) -> Res<(Runtime, Load)> {
     let filters = if arm == "none" {
         Vec::new()
     } else {
@@ -178,6 +178,13 @@ fn calls(arm: &str, workload: &str, arms: &[(String, Value)]) -> Res<(u64, Strin
     for _ in 0..3 {
         once(&mut rt, &l)?;
     }
+    Ok((rt, l))
+}
+
+/// The host calls one request makes (after the warm-up), in all and by ABI operation: each is a
+/// crossing out of the VM in Envoy or Kong.
+fn calls(arm: &str, workload: &str, arms: &[(String, Value)]) -> Res<(u64, String)> {
+    let (mut rt, l) = warmed(arm, workload, arms)?;
     rt.host.count_calls = true;
     once(&mut rt, &l)?;
     let by_op = rt.host.calls.borrow();
@@ -191,17 +198,7 @@ fn calls(arm: &str, workload: &str, arms: &[(String, Value)]) -> Res<(u64, Strin
 /// µs per request: the best of `repeat` timed loops of `iters` requests (the least disturbed by the
 /// rest of the machine). Arm `none` is the fake host's own share: no filter at all.
 fn run(arm: &str, workload: &str, iters: u32, repeat: u32, arms: &[(String, Value)]) -> Res<f64> {
-    let filters = if arm == "none" {
-        Vec::new()
-    } else {
-        build(arm, arms)?
-    };
-    let mut rt = Runtime::new(HostKind::Envoy, filters);
-    let l = load(workload)?;
-    // Warm-up: the first request detects the host and fills caches (lazy DFA states, allocations).
-    for _ in 0..3 {
-        once(&mut rt, &l)?;
-    }
+    let (mut rt, l) = warmed(arm, workload, arms)?;
     let mut best = f64::INFINITY;
     for _ in 0..repeat.max(1) {
         let t = Instant::now();
