@@ -197,6 +197,18 @@ impl Parser<'_> {
         (self.peek()? == c).then(|| self.i += 1)
     }
 
+    /// After an array item or object member: `Some(true)` past a comma (another follows), `Some(false)`
+    /// past `close` (the container ends), `None` on anything else.
+    fn another(&mut self, close: u8) -> Option<bool> {
+        let more = match self.peek()? {
+            b',' => true,
+            c if c == close => false,
+            _ => return None,
+        };
+        self.i += 1;
+        Some(more)
+    }
+
     fn literal(&mut self, word: &[u8]) -> Option<()> {
         let end = self.i + word.len();
         (self.b.get(self.i..end)? == word).then(|| self.i = end)
@@ -223,13 +235,8 @@ impl Parser<'_> {
                 if self.eat(b']').is_none() {
                     loop {
                         self.value((0, 0), depth + 1)?;
-                        match self.peek()? {
-                            b',' => self.i += 1,
-                            b']' => {
-                                self.i += 1;
-                                break;
-                            }
-                            _ => return None,
+                        if !self.another(b']')? {
+                            break;
                         }
                     }
                 }
@@ -251,13 +258,8 @@ impl Parser<'_> {
                         prev = Some(name);
                         self.eat(b':')?;
                         self.value(key, depth + 1)?;
-                        match self.peek()? {
-                            b',' => self.i += 1,
-                            b'}' => {
-                                self.i += 1;
-                                break;
-                            }
-                            _ => return None,
+                        if !self.another(b'}')? {
+                            break;
                         }
                     }
                 }
