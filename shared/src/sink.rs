@@ -1218,7 +1218,16 @@ mod proptests {
         }
 
         #[test]
-        fn any_answer_is_read(status in any::<u16>(), body in proptest::collection::vec(any::<u8>(), 0..64)) {
+        fn any_answer_is_read(
+            status in prop_oneof![
+                Just(0u16), Just(200), Just(301), Just(400), Just(401), Just(403), Just(404),
+                Just(408), Just(413), Just(429), Just(500), Just(503), any::<u16>(),
+            ],
+            body in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..64),
+                (0u32..200).prop_map(|c| format!("Code: {c}, e.displayText() = DB::Exception").into_bytes()),
+            ],
+        ) {
             for format in [
                 Format::Clickhouse { table: "t".into() },
                 Format::Webhook,
@@ -1227,14 +1236,23 @@ mod proptests {
                 Format::Otlp { service_name: None },
             ] {
                 let ack = acknowledge(&format, status, &body);
+                let clickhouse = format == Format::Clickhouse { table: "t".into() };
+                let missing_table = clickhouse
+                    && clickhouse_code(&body).is_some_and(|c| CLICKHOUSE_MISCONFIGURED.contains(&c));
                 match status {
-                    0 | 408 | 429 => prop_assert!(matches!(ack, Ack::Retry(_))),
-                    300..=499 => prop_assert!(matches!(ack, Ack::Rejected(_))),
                     200..=299 if format == Format::Webhook => prop_assert_eq!(ack, Ack::Delivered),
-                    500..=599 if format != (Format::Clickhouse { table: "t".into() }) => {
-                        prop_assert!(matches!(ack, Ack::Retry(_)))
+                    200..=299 => {}
+                    _ if missing_table => prop_assert!(matches!(ack, Ack::Retry(_))),
+                    0 | 401 | 403 | 404 => prop_assert!(matches!(ack, Ack::Retry(_))),
+                    408 | 429 | 500..=599
+                        if clickhouse
+                            && clickhouse_code(&body).is_some_and(|c| CLICKHOUSE_PERMANENT.contains(&c)) =>
+                    {
+                        prop_assert!(matches!(ack, Ack::Rejected(_)))
                     }
-                    _ => {}
+                    408 | 429 | 500..=599 => prop_assert!(matches!(ack, Ack::Retry(_))),
+                    300..=499 => prop_assert!(matches!(ack, Ack::Rejected(_))),
+                    _ => prop_assert!(matches!(ack, Ack::Retry(_))),
                 }
             }
         }
