@@ -11,6 +11,8 @@
 //! escapes serde_json would not write, keys out of order or with escapes, nesting deeper than
 //! [`MAX_DEPTH`]). [`scan`] never accepts text that is not JSON.
 
+use std::cell::RefCell;
+
 /// Deepest nesting scanned (serde_json's own limit is 128).
 pub const MAX_DEPTH: usize = 64;
 
@@ -55,8 +57,54 @@ pub struct Val<'d, 'a> {
     at: usize,
 }
 
+/// Longest text whose scan is remembered (stream events are a few hundred bytes).
+const MEMO_MAX: usize = 8 << 10;
+
+std::thread_local! {
+    /// The last text scanned and what the scan found, once [`remember_scans`] was called.
+    static LAST: RefCell<Option<(String, Option<Vec<Node>>)>> = const { RefCell::new(None) };
+}
+
+/// From now on [`scan`] remembers the last text it scanned, so scanning the same text again costs a
+/// comparison. For a VM that runs several policies on the same bytes (the bundle's chain: each stream
+/// event reaches ai-proxy, the token limit and ai-pii-redact in turn, and each scans it); a module with
+/// one policy scans each text once and would pay a copy per text for nothing, so it is off by default.
+pub fn remember_scans() {
+    LAST.with(|last| {
+        if let Ok(mut last) = last.try_borrow_mut() {
+            last.get_or_insert_with(|| (String::new(), None));
+        }
+    });
+}
+
 /// Scans `text`; `None` unless it is canonical JSON (see the module's doc).
 pub fn scan(text: &str) -> Option<Doc<'_>> {
+    if text.len() > MEMO_MAX {
+        return scan_uncached(text);
+    }
+    // Some(found) when remembered; None when not remembering or another text was scanned last.
+    let remembered = LAST.with(|last| {
+        let last = last.try_borrow().ok()?;
+        let (t, nodes) = last.as_ref()?;
+        (t == text).then(|| nodes.clone())
+    });
+    if let Some(nodes) = remembered {
+        return nodes.map(|nodes| Doc { text, nodes });
+    }
+    let doc = scan_uncached(text);
+    LAST.with(|last| {
+        if let Ok(mut last) = last.try_borrow_mut() {
+            if let Some((t, nodes)) = last.as_mut() {
+                t.clear();
+                t.push_str(text);
+                *nodes = doc.as_ref().map(|d| d.nodes.clone());
+            }
+        }
+    });
+    doc
+}
+
+fn scan_uncached(text: &str) -> Option<Doc<'_>> {
     let mut p = Parser {
         b: text.as_bytes(),
         i: 0,
@@ -421,6 +469,32 @@ mod tests {
             texts = next;
         }
         assert!(accepted > 100, "{accepted}");
+    }
+
+    #[test]
+    fn remembered_scans_are_the_scans() {
+        remember_scans();
+        let texts = [
+            r#"{"a":[1,2],"b":"x"}"#,
+            r#"{"a":[1,2],"b":"x"}"#,
+            r#"{"a":[1,2],"b":"y"}"#,
+            "{ }",
+            "{ }",
+            r#"{"a":[1,2],"b":"x"}"#,
+        ];
+        for t in texts {
+            let (doc, fresh) = (scan(t), scan_uncached(t));
+            assert_eq!(doc.is_some(), fresh.is_some(), "{t}");
+            if let (Some(d), Some(f)) = (doc, fresh) {
+                assert_eq!(format!("{:?}", d.nodes), format!("{:?}", f.nodes), "{t}");
+                assert_eq!(
+                    d.root().get("b").and_then(|b| b.as_str()),
+                    f.root().get("b").and_then(|b| b.as_str())
+                );
+            }
+        }
+        let long = format!(r#"{{"a":"{}"}}"#, "x".repeat(MEMO_MAX));
+        assert!(scan(&long).is_some());
     }
 
     #[test]

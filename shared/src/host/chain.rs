@@ -36,6 +36,8 @@ pub struct Chain {
 impl Chain {
     pub fn new(policies: Vec<Box<dyn Policy>>) -> Chain {
         let n = policies.len();
+        // The policies of one chain read the same stream events: the first scan serves the others.
+        crate::json_canon::remember_scans();
         Chain {
             policies,
             at: 0,
