@@ -9,7 +9,7 @@
 //! at load. A violation names the JSON path of the failing value (`$.messages[2].role`).
 
 use crate::config::ConfigError;
-use regex::Regex;
+use regex_lite::Regex;
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

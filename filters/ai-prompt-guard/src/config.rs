@@ -5,7 +5,7 @@
 //! in `ai-prompt-guard.meta.json` for Kong; the fixtures in `fixtures/` are checked against both.
 
 use crate::classifier::{pointer_segments, Lru};
-use regex::Regex;
+use regex_lite::Regex;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use shared::callout::{self, RawService, Service};

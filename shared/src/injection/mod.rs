@@ -26,11 +26,13 @@ mod normalize;
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod proptests;
 mod rules;
+mod wordpat;
 
 use crate::rand::Fnv1a;
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
+pub use wordpat::PatternError;
+use wordpat::WordPattern;
 
 /// A family of injection signals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -173,29 +175,28 @@ fn top_two(v: &[f32]) -> (f32, f32) {
 /// judge (it scored `call` 0.95), and the rules still catch short known attacks.
 pub const MODEL_MIN_BYTES: usize = 16;
 
-/// A compiled rule table. The punctuation table is a few `RegexSet`s: one set per table would be a
-/// single scan, but past a few dozen word-gap patterns its lazy DFA thrashes its cache and falls back
-/// to a slow engine; small chunks stay on the fast path (measured with `guard-eval`: about 4x
-/// faster). The words table is one `Regex` per rule, each with the words it cannot match without: a
-/// text is scanned only by the rules whose words it has (most texts have the words of a few rules),
-/// which beats any set whose prefilter fires on every "you" and "the".
+/// The words table compiled: one [`WordPattern`] per rule, each with the words it cannot match
+/// without: a text is tried only by the rules whose words it has (most texts have the words of a few
+/// rules).
 struct CompiledSet {
-    sets: Vec<(RegexSet, Vec<(Family, f32)>)>,
     singles: Vec<Single>,
-    /// The words named in any [`Needs`], by id.
-    dict: HashMap<&'static [u8], usize, BuildHasherDefault<Fnv1a>>,
+    /// The words named in any [`Needs`] or [`Single::starts`], by id.
+    dict: HashMap<Vec<u8>, usize, BuildHasherDefault<Fnv1a>>,
     /// Per word id, the singles (a bit per index) whose first group of needs holds that word.
     first_group: Vec<Vec<u64>>,
     /// The singles without needs (a bit per index): always tried.
     always: Vec<u64>,
 }
 
-/// One words rule: its regex, family, weight and needed words.
+/// One words rule: its pattern, family, weight and needed words.
 struct Single {
-    re: Regex,
+    re: WordPattern,
     family: Family,
     weight: f32,
     needs: Needs,
+    /// The ids of the words a match can start with ([`WordPattern::first_words`]), sorted; `None`:
+    /// tried at every position.
+    starts: Option<Vec<usize>>,
 }
 
 /// What one word rule needs in the text before it can match at all: for each group, the ids of the
@@ -279,49 +280,32 @@ fn plain_alternatives(inner: &'static str) -> Option<Vec<&'static str>> {
         .collect()
 }
 
-/// Patterns per `RegexSet`.
-const CHUNK: usize = 12;
-
 impl CompiledSet {
-    fn new(rules: &[rules::Rule], words: bool) -> Result<CompiledSet, regex::Error> {
-        let mut sets = Vec::new();
+    fn new(rules: &[rules::Rule]) -> Result<CompiledSet, PatternError> {
         let mut singles = Vec::new();
-        let mut dict: HashMap<&'static [u8], usize, BuildHasherDefault<Fnv1a>> = HashMap::default();
-        if words {
-            for r in rules {
-                // The words view is ASCII only: ASCII word boundaries keep the fast engines in play.
-                let re = RegexBuilder::new(&rules::expand(r.pattern))
-                    .unicode(false)
-                    .size_limit(64 << 20)
-                    .dfa_size_limit(16 << 20)
-                    .build()?;
-                let needs = needed_words(r.pattern)
-                    .into_iter()
-                    .map(|group| {
-                        group
-                            .into_iter()
-                            .map(|w| {
-                                let next = dict.len();
-                                *dict.entry(w.as_bytes()).or_insert(next)
-                            })
-                            .collect()
-                    })
-                    .collect();
-                singles.push(Single {
-                    re,
-                    family: r.family,
-                    weight: r.weight,
-                    needs,
-                });
-            }
-        } else {
-            for chunk in rules.chunks(CHUNK) {
-                let set = RegexSetBuilder::new(chunk.iter().map(|r| r.pattern))
-                    .size_limit(64 << 20)
-                    .dfa_size_limit(16 << 20)
-                    .build()?;
-                sets.push((set, chunk.iter().map(|r| (r.family, r.weight)).collect()));
-            }
+        let mut dict: HashMap<Vec<u8>, usize, BuildHasherDefault<Fnv1a>> = HashMap::default();
+        let mut id = |w: &[u8]| {
+            let next = dict.len();
+            *dict.entry(w.to_vec()).or_insert(next)
+        };
+        for r in rules {
+            let re = WordPattern::new(r.pattern)?;
+            let needs = needed_words(r.pattern)
+                .into_iter()
+                .map(|group| group.into_iter().map(|w| id(w.as_bytes())).collect())
+                .collect();
+            let starts = re.first_words().map(|words| {
+                let mut ids: Vec<usize> = words.iter().map(|w| id(w.as_bytes())).collect();
+                ids.sort_unstable();
+                ids
+            });
+            singles.push(Single {
+                re,
+                family: r.family,
+                weight: r.weight,
+                needs,
+                starts,
+            });
         }
         let width = singles.len().div_ceil(64);
         let mut first_group = vec![vec![0u64; width]; dict.len()];
@@ -340,7 +324,6 @@ impl CompiledSet {
             }
         }
         Ok(CompiledSet {
-            sets,
             singles,
             dict,
             first_group,
@@ -348,26 +331,32 @@ impl CompiledSet {
         })
     }
 
-    /// Which dictionary words occur in `text` as whole words (a bit per id), and which singles
-    /// have a word of their first group of needs there, or no needs (a bit per index).
-    fn present(&self, text: &str) -> (Vec<u64>, Vec<u64>) {
+    /// Which dictionary words occur in `text` as whole words (a bit per id), which singles have a
+    /// word of their first group of needs there, or no needs (a bit per index), and where each
+    /// dictionary word starts (id and byte offset, sorted).
+    fn present(&self, text: &str) -> (Vec<u64>, Vec<u64>, Vec<(usize, usize)>) {
         let mut bits = vec![0u64; self.dict.len().div_ceil(64)];
         let mut candidates = self.always.clone();
+        let mut at = Vec::new();
         if self.dict.is_empty() {
-            return (bits, candidates);
+            return (bits, candidates, at);
         }
         // Byte by byte: a word here is a run of ASCII word characters, so the pieces are those of a
         // split by characters (a multi-byte character only adds empty pieces).
+        let mut start = 0usize;
         for word in text
             .as_bytes()
             .split(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
         {
+            let pos = start;
+            start += word.len() + 1;
             if word.is_empty() {
                 continue;
             }
             let Some(&id) = self.dict.get(word) else {
                 continue;
             };
+            at.push((id, pos));
             let Some(slot) = bits.get_mut(id / 64) else {
                 continue;
             };
@@ -382,22 +371,16 @@ impl CompiledSet {
                 }
             }
         }
-        (bits, candidates)
+        at.sort_unstable();
+        (bits, candidates, at)
     }
 
     fn score(&self, text: &str, scores: &mut Scores) {
         // Rules in table order (scores combine in that order).
-        for (set, rules) in &self.sets {
-            for i in set.matches(text).iter() {
-                if let Some((family, weight)) = rules.get(i) {
-                    scores.add(*family, *weight);
-                }
-            }
-        }
         if self.singles.is_empty() {
             return;
         }
-        let (bits, candidates) = self.present(text);
+        let (bits, candidates, at) = self.present(text);
         let has = |id: usize| bits.get(id / 64).is_some_and(|b| b & (1 << (id % 64)) != 0);
         // Only the candidates can have every group of needs, in table order (lowest bit first).
         for (slot, &word) in candidates.iter().enumerate() {
@@ -410,9 +393,125 @@ impl CompiledSet {
                 };
                 // A rule missing a needed word cannot match: no need to scan.
                 let possible = rule.needs.iter().all(|group| group.iter().any(|&id| has(id)));
-                if possible && rule.re.is_match(text) {
+                let found = possible
+                    && match &rule.starts {
+                        // Only where a first word starts (each a whole word of the text).
+                        Some(ids) => ids.iter().any(|id| {
+                            let from = at.partition_point(|(i, _)| i < id);
+                            at.get(from..)
+                                .unwrap_or_default()
+                                .iter()
+                                .take_while(|(i, _)| i == id)
+                                .any(|&(_, pos)| rule.re.matches_at(text, pos))
+                        }),
+                        None => rule.re.is_match(text),
+                    };
+                if found {
                     scores.add(rule.family, rule.weight);
                 }
+            }
+        }
+    }
+}
+
+/// The punctuation table compiled: each rule anchored (`\A`), tried only where its [`rules::Start`]
+/// allows and only on texts holding its bytes. Unanchored, `regex_lite`'s PikeVM walks the whole text
+/// per rule (about 50 µs per KB each, natively); from the starts, a benign text pays for a few tries.
+struct PunctRules {
+    rules: Vec<(regex_lite::Regex, &'static rules::Punct)>,
+    /// Per first byte, the `Lit` and `Word` starts beginning with it: (rule index, literal).
+    by_first: Vec<Vec<(usize, &'static str)>>,
+}
+
+impl PunctRules {
+    fn new(table: &'static [rules::Punct]) -> Result<PunctRules, PatternError> {
+        let rules = table
+            .iter()
+            .map(|r| Ok((lite(&format!(r"\A(?:{})", r.pattern))?, r)))
+            .collect::<Result<Vec<_>, PatternError>>()?;
+        let mut by_first = vec![Vec::new(); 256];
+        for (i, r) in table.iter().enumerate() {
+            if let rules::Start::Lit(lits) | rules::Start::Word(lits) = r.start {
+                for lit in lits {
+                    if let Some(list) = lit.bytes().next().and_then(|b| by_first.get_mut(usize::from(b))) {
+                        list.push((i, *lit));
+                    }
+                }
+            }
+        }
+        Ok(PunctRules { rules, by_first })
+    }
+
+    fn score(&self, text: &str, scores: &mut Scores) {
+        let bytes = text.as_bytes();
+        let mut present = [false; 256];
+        for &b in bytes {
+            if let Some(p) = present.get_mut(usize::from(b)) {
+                *p = true;
+            }
+        }
+        let has = |b: &u8| present.get(usize::from(*b)).copied().unwrap_or(false);
+        // `Some(false)`: to try; `Some(true)`: matched; `None`: the text lacks one of its bytes.
+        let mut state: Vec<Option<bool>> = self
+            .rules
+            .iter()
+            .map(|(_, r)| r.bytes.iter().all(has).then_some(false))
+            .collect();
+        let word = |i: usize| {
+            bytes
+                .get(i)
+                .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        };
+        let mut attempt = |i: usize, at: usize| {
+            let Some((re, _)) = self.rules.get(i) else {
+                return;
+            };
+            if state.get(i) == Some(&Some(false)) && text.get(at..).is_some_and(|t| re.is_match(t)) {
+                if let Some(s) = state.get_mut(i) {
+                    *s = Some(true);
+                }
+            }
+        };
+        // One pass for the literal starts.
+        for (at, &b) in bytes.iter().enumerate() {
+            for &(i, lit) in self.by_first.get(usize::from(b)).into_iter().flatten() {
+                let Some((_, rule)) = self.rules.get(i) else {
+                    continue;
+                };
+                if !bytes
+                    .get(at..)
+                    .is_some_and(|rest| rest.starts_with(lit.as_bytes()))
+                {
+                    continue;
+                }
+                if matches!(rule.start, rules::Start::Word(_))
+                    && (at > 0 && word(at - 1)
+                        || lit.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+                            && word(at + lit.len()))
+                {
+                    continue;
+                }
+                attempt(i, at);
+            }
+        }
+        // The line starts.
+        let lines = std::iter::once(0).chain(text.match_indices('\n').map(|(at, _)| at + 1));
+        for at in lines {
+            let rest = bytes.get(at..).unwrap_or_default();
+            let blanks = rest.iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
+            let rest = rest.get(blanks..).unwrap_or_default();
+            for (i, (_, rule)) in self.rules.iter().enumerate() {
+                if let rules::Start::Line(lits) = rule.start {
+                    if lits.iter().any(|l| rest.starts_with(l.as_bytes())) {
+                        attempt(i, at);
+                    }
+                }
+            }
+        }
+        // Rules in table order (scores combine in that order).
+        for ((_, rule), s) in self.rules.iter().zip(&state) {
+            if *s == Some(true) {
+                scores.add(rule.family, rule.weight);
             }
         }
     }
@@ -421,10 +520,9 @@ impl CompiledSet {
 /// The compiled detector. Build it once (at config load) and reuse it for every request.
 pub struct Detector {
     words: CompiledSet,
-    punct: CompiledSet,
-    dampeners: Vec<(Family, f32, Regex)>,
-    base64: Regex,
-    hex: Regex,
+    punct: PunctRules,
+    dampeners: Vec<(Family, f32, WordPattern)>,
+    hex: regex_lite::Regex,
     /// The learned model compiled into this build (`None` only if its bytes are malformed).
     model: Option<model::Model>,
 }
@@ -436,17 +534,16 @@ const MAX_BLOBS: usize = 16;
 const MAX_BLOB: usize = 64 * 1024;
 
 impl Detector {
-    pub fn new() -> Result<Detector, regex::Error> {
+    pub fn new() -> Result<Detector, PatternError> {
         let dampeners = rules::DAMPENERS
             .iter()
-            .map(|(f, factor, p)| Ok((*f, *factor, Regex::new(&format!("(?-u){}", rules::expand(p)))?)))
-            .collect::<Result<Vec<_>, regex::Error>>()?;
+            .map(|(f, factor, p)| Ok((*f, *factor, WordPattern::new(p)?)))
+            .collect::<Result<Vec<_>, PatternError>>()?;
         Ok(Detector {
-            words: CompiledSet::new(rules::WORDS, true)?,
-            punct: CompiledSet::new(rules::PUNCT, false)?,
+            words: CompiledSet::new(rules::WORDS)?,
+            punct: PunctRules::new(rules::PUNCT)?,
             dampeners,
-            base64: Regex::new(r"[A-Za-z0-9+/_-]{20,}={0,2}")?,
-            hex: Regex::new(r"(?i)(?:(?:\\x|0x)?[0-9a-f]{2}[ :]?){12,}")?,
+            hex: lite(HEX_BLOB)?,
             model: model::Model::embedded(),
         })
     }
@@ -627,8 +724,7 @@ impl Detector {
         let (b64_run, hex_run) = blob_runs(text);
         let b64_text = if b64_run { text } else { "" };
         let hex_text = if hex_run { text } else { "" };
-        let b64 = self.base64.find_iter(b64_text).filter_map(|m| {
-            let s = m.as_str();
+        let b64 = base64_blobs(b64_text).filter_map(|s| {
             let looks_encoded =
                 s.len() >= 20 && s.chars().any(|c| c.is_ascii_digit() || c.is_ascii_uppercase());
             if !looks_encoded || s.len() > MAX_BLOB {
@@ -639,7 +735,7 @@ impl Detector {
             match std::str::from_utf8(&bytes) {
                 Ok(inner)
                     if inner.len() >= 20
-                        && self.base64.find(inner).is_some_and(|m| m.len() == inner.len()) =>
+                        && base64_blobs(inner).next().is_some_and(|m| m.len() == inner.len()) =>
                 {
                     Some(inner.to_string())
                 }
@@ -773,6 +869,54 @@ fn reverse_each_word(text: &str) -> String {
         out.extend(w.chars().rev());
     }
     out
+}
+
+/// A hex blob: twelve or more bytes written as hex digits, each maybe prefixed (`\\x`, `0x`) and
+/// followed by a separator.
+const HEX_BLOB: &str = r"(?i)(?:(?:\\x|0x)?[0-9a-f]{2}[ :]?){12,}";
+
+/// A rule or blob pattern on the small engine: the `regex` syntax with ASCII classes.
+fn lite(pattern: &str) -> Result<regex_lite::Regex, PatternError> {
+    regex_lite::RegexBuilder::new(pattern)
+        .build()
+        .map_err(|e| PatternError(format!("`{pattern}`: {e}")))
+}
+
+/// The base64 blobs of `text`, as the regex `[A-Za-z0-9+/_-]{20,}={0,2}` finds them one after the
+/// other: each maximal run of 20 or more alphabet bytes, with up to two `=` after it.
+fn base64_blobs(text: &str) -> impl Iterator<Item = &str> {
+    let bytes = text.as_bytes();
+    let of = |i: usize| {
+        bytes.get(i).is_some_and(|&b| {
+            BLOB_BYTES
+                .get(usize::from(b))
+                .is_some_and(|c| c & BASE64_BYTE != 0)
+        })
+    };
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        while pos < bytes.len() {
+            if !of(pos) {
+                pos += 1;
+                continue;
+            }
+            let start = pos;
+            while of(pos) {
+                pos += 1;
+            }
+            if pos - start < 20 {
+                continue;
+            }
+            let mut end = pos;
+            while end - pos < 2 && bytes.get(end) == Some(&b'=') {
+                end += 1;
+            }
+            pos = end;
+            // Every byte of the blob is ASCII, so these are character boundaries.
+            return text.get(start..end);
+        }
+        None
+    })
 }
 
 /// Could the blob regexes match `text` at all? A base64 match is a run of 20+ alphabet bytes, a hex
@@ -972,7 +1116,7 @@ mod tests {
     /// `gate_hits` counts what the regex the gate used to be counts in the transformed texts.
     #[test]
     fn gate_counts_match_the_regex() {
-        let gate = Regex::new(
+        let gate = regex::Regex::new(
             r"(?-u)\b(ignore|disregard|forget|instructions|prompt|system|previous|reveal|password|restrictions|rules|secret|guidelines)\b",
         )
         .unwrap();

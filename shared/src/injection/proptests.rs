@@ -153,3 +153,158 @@ proptest! {
         prop_assert!(s.get(Family::EncodedPayload) >= 0.5, "{} scores {:?}", text, s);
     }
 }
+
+/// Every text of the team's corpus (the rule-tables' own files, the dev sets and the frozen parts).
+fn corpus_texts() -> Vec<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/injection");
+    let mut files = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "txt" || e == "jsonl") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut texts = Vec::new();
+    for path in files {
+        let body = std::fs::read_to_string(&path).unwrap();
+        for line in body.lines() {
+            let text = match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(v) => v.get("text").and_then(|t| t.as_str()).map(str::to_string),
+                Err(_) => Some(line.to_string()),
+            };
+            texts.extend(text.filter(|t| !t.trim().is_empty()));
+        }
+    }
+    assert!(texts.len() > 2000, "corpus read: {} texts", texts.len());
+    texts
+}
+
+fn words_regex(pattern: &str) -> regex::Regex {
+    regex::RegexBuilder::new(&super::rules::expand(pattern))
+        .unicode(false)
+        .build()
+        .unwrap()
+}
+
+/// The words matcher agrees with `regex` on every rule and dampener, on the words views of the
+/// whole corpus (and their rot13 and reversed readings, which the detector also matches), and the
+/// punctuation rules (anchored, from their starts, behind their byte gates) agree with `regex` on
+/// the lower views.
+#[test]
+fn the_rule_engines_agree_with_regex() {
+    let texts = corpus_texts();
+    let views: Vec<_> = texts.iter().map(|t| views(t)).collect();
+    let mut words: Vec<String> = Vec::new();
+    for v in &views {
+        words.push(v.words.clone());
+        words.push(rot13(&v.words));
+        words.push(v.words.chars().rev().collect());
+        words.extend(v.alternates.iter().cloned());
+    }
+    let patterns = super::rules::WORDS
+        .iter()
+        .map(|r| r.pattern)
+        .chain(super::rules::DAMPENERS.iter().map(|d| d.2));
+    let mut hits = 0usize;
+    for p in patterns {
+        let ours = super::wordpat::WordPattern::new(p).unwrap();
+        let re = words_regex(p);
+        for w in &words {
+            let expected = re.is_match(w);
+            assert_eq!(ours.is_match(w), expected, "`{p}` on `{w}`");
+            hits += usize::from(expected);
+        }
+    }
+    assert!(hits > 1000, "the corpus exercises the rules: {hits} matches");
+
+    // The compiled tables, whole: the same scores as one `regex` per rule in table order.
+    let d = detector();
+    let words_re: Vec<_> = super::rules::WORDS
+        .iter()
+        .map(|r| (words_regex(r.pattern), r))
+        .collect();
+    let punct_re: Vec<_> = super::rules::PUNCT
+        .iter()
+        .map(|r| (regex::Regex::new(r.pattern).unwrap(), r))
+        .collect();
+    let mut punct_hits = 0usize;
+    for v in &views {
+        let readings = [v.words.clone(), rot13(&v.words), v.words.chars().rev().collect()];
+        for w in readings.iter().chain(&v.alternates) {
+            let mut ours = super::Scores::default();
+            d.words.score(w, &mut ours);
+            let mut expected = super::Scores::default();
+            for (re, r) in &words_re {
+                if re.is_match(w) {
+                    expected.add(r.family, r.weight);
+                }
+            }
+            assert_eq!(ours, expected, "words table on `{w}`");
+        }
+        let mut ours = super::Scores::default();
+        d.punct.score(&v.lower, &mut ours);
+        let mut expected = super::Scores::default();
+        for (re, r) in &punct_re {
+            if re.is_match(&v.lower) {
+                expected.add(r.family, r.weight);
+                punct_hits += 1;
+            }
+        }
+        assert_eq!(ours, expected, "punctuation table on `{}`", v.lower);
+    }
+    assert!(
+        punct_hits > 200,
+        "the corpus exercises the punctuation rules: {punct_hits} matches"
+    );
+}
+
+proptest! {
+    #![proptest_config(config(4))]
+
+    /// On texts made of the rules' own words (where near-misses are likeliest), the words matcher
+    /// and `regex` agree on every rule.
+    #[test]
+    fn the_words_matcher_is_the_regex(picks in proptest::collection::vec((0usize..4000, 0usize..3), 1..14)) {
+        static VOCAB: OnceLock<Vec<String>> = OnceLock::new();
+        let vocab = VOCAB.get_or_init(|| {
+            let mut v: Vec<String> = super::rules::WORDS
+                .iter()
+                .flat_map(|r| r.pattern.split(|c: char| !c.is_ascii_alphanumeric()))
+                .filter(|w| !w.is_empty() && *w != "b")
+                .map(str::to_string)
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        });
+        let text = picks
+            .iter()
+            .map(|(i, cut)| {
+                let w = &vocab[i % vocab.len()];
+                // Sometimes a word cut short or run on, for the near misses.
+                match cut {
+                    1 if w.len() > 2 => w[..w.len() - 1].to_string(),
+                    2 => format!("{w}s"),
+                    _ => w.clone(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        static RULES: OnceLock<Vec<(super::wordpat::WordPattern, regex::Regex, &str)>> = OnceLock::new();
+        let rules = RULES.get_or_init(|| {
+            super::rules::WORDS
+                .iter()
+                .map(|r| (super::wordpat::WordPattern::new(r.pattern).unwrap(), words_regex(r.pattern), r.pattern))
+                .collect()
+        });
+        for (ours, re, p) in rules {
+            prop_assert_eq!(ours.is_match(&text), re.is_match(&text), "`{}` on `{}`", p, text);
+        }
+    }
+}

@@ -7,6 +7,7 @@
 //! Dampeners lower a family where the same words are used innocently ("ignore my previous message").
 
 use super::Family::{self, *};
+use Start::*;
 
 pub struct Rule {
     pub family: Family,
@@ -22,7 +23,41 @@ const fn r(family: Family, weight: f32, pattern: &'static str) -> Rule {
     }
 }
 
-/// Expands `~N` to "up to N more words" for the words view.
+/// A punctuation rule: a `regex_lite` pattern on the lower view, where a match can start, and the
+/// bytes every match holds. The two let a text skip the engine: it runs only from the positions
+/// `start` allows, and not at all on a text missing one of `bytes` (`Detector::new` anchors it).
+pub struct Punct {
+    pub family: Family,
+    pub weight: f32,
+    pub pattern: &'static str,
+    pub start: Start,
+    pub bytes: &'static [u8],
+}
+
+/// Where a punctuation rule's match can start.
+pub enum Start {
+    /// Where one of these literals starts (the pattern begins with a literal, no assertion).
+    Lit(&'static [&'static str]),
+    /// Where one of these literals is preceded by a non-word byte and, when it ends with a word
+    /// byte, followed by one: the pattern begins with `\b`, the literal, and `\b` or a space.
+    Word(&'static [&'static str]),
+    /// At a line start where one of these literals follows spaces and tabs (`(?m)^[ \t]*` first).
+    Line(&'static [&'static str]),
+}
+
+const fn p(family: Family, weight: f32, pattern: &'static str, start: Start, bytes: &'static [u8]) -> Punct {
+    Punct {
+        family,
+        weight,
+        pattern,
+        start,
+        bytes,
+    }
+}
+
+/// Expands `~N` to "up to N more words" for the words view: the `regex` the words matcher must agree
+/// with (`wordpat`).
+#[cfg(test)]
 pub fn expand(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len() * 2);
     let mut chars = pattern.chars().peekable();
@@ -577,114 +612,178 @@ pub const WORDS: &[Rule] = &[
     ),
 ];
 
-pub const PUNCT: &[Rule] = &[
+pub const PUNCT: &[Punct] = &[
     // --- fake delimiters and chat-template tokens ---
-    r(
+    p(
         FakeDelimiter,
         0.95,
         r"<\|\s*(im_start|im_end|im_sep|system|user|assistant|endoftext|end|begin_of_text|end_of_text|start_header_id|end_header_id|eot_id|eom_id|fim_prefix|fim_suffix|fim_middle|pad|start|sep|tool|ipython|endofprompt)\s*\|>",
+        Lit(&["<|"]),
+        b"|>",
     ),
-    r(FakeDelimiter, 0.7, r"<\|[a-z_ ]{1,24}\|>"),
-    r(FakeDelimiter, 0.85, r"\[/?inst\]|<</?sys>>|<s>\s*\[inst"),
-    r(
+    p(FakeDelimiter, 0.7, r"<\|[a-z_ ]{1,24}\|>", Lit(&["<|"]), b"|>"),
+    p(
+        FakeDelimiter,
+        0.85,
+        r"\[/?inst\]|<</?sys>>|<s>\s*\[inst",
+        Lit(&["[/", "[i", "<<", "<s"]),
+        b"",
+    ),
+    p(
         FakeDelimiter,
         0.85,
         r"<\s*/?\s*(start_of_turn|end_of_turn)\s*>|<(bos|eos)>",
+        Lit(&["<"]),
+        b">",
     ),
-    r(
+    p(
         FakeDelimiter,
         0.75,
         r"(?m)^[ \t]*#{1,6}[ \t]*(system|system prompt|system message|system instructions?|new system prompt|new system instructions|new instructions|admin|administrator|developer message|developer instructions|override|root)[ \t]*:?[ \t]*$",
+        Line(&["#"]),
+        b"",
     ),
-    r(
+    p(
         FakeDelimiter,
         0.55,
         r"(?m)^[ \t]*#{2,6}[ \t]*(instruction|instructions|response|human|assistant|user)[ \t]*:[ \t]*$",
+        Line(&["##"]),
+        b":",
     ),
-    r(
+    p(
         FakeDelimiter,
         0.65,
         r"(?m)^[ \t]*[\[(<{][ \t]*(system|sys|system message|system prompt|system note|system override|admin|developer|root|operator)[ \t]*[\])>}][ \t]*:?",
+        Line(&["[", "(", "<", "{"]),
+        b"",
     ),
-    r(
+    p(
         FakeDelimiter,
         0.4,
         r"(?m)^[ \t]*(system|system message|system prompt|developer|admin)[ \t]*:[ \t]*(you|ignore|disregard|new|the user|from now|override|forget|reveal|assistant)",
+        Line(&["system", "developer", "admin"]),
+        b":",
     ),
-    r(FakeDelimiter, 0.55, r"\n\s*\n\s*(human|assistant)\s*:"),
-    r(
+    p(
+        FakeDelimiter,
+        0.55,
+        r"\n\s*\n\s*(human|assistant)\s*:",
+        Lit(&["\n\n", "\n ", "\n\t", "\n\r", "\n\x0b", "\n\x0c"]),
+        b":",
+    ),
+    p(
         FakeDelimiter,
         0.75,
         r"(-{3,}|={3,}|\*{3,}|#{3,}|/{3,}|~{3,}|<{3,}|>{3,})[ \t]*(end|begin|start|stop)[ \t_]*(of[ \t_]*)?(the[ \t_]*)?(system[ \t_]*prompt|system|user[ \t_]*input|user[ \t_]*message|prompt|instructions?|context|conversation|input)\b",
+        Lit(&["---", "===", "***", "###", "///", "~~~", "<<<", ">>>"]),
+        b"",
     ),
-    r(
+    p(
         FakeDelimiter,
         0.5,
         r"\b(end|begin|start) of (the )?(system prompt|system message|user input|user message|user query|instructions|prompt|context|conversation)\b",
+        Word(&["end of ", "begin of ", "start of "]),
+        b"",
     ),
-    r(FakeDelimiter, 0.45, r#""role"\s*:\s*"(system|developer)""#),
-    r(
+    p(
+        FakeDelimiter,
+        0.45,
+        r#""role"\s*:\s*"(system|developer)""#,
+        Lit(&["\"role\""]),
+        b":",
+    ),
+    p(
         FakeDelimiter,
         0.65,
         r"<\s*/?\s*(system|system_prompt|sys|admin|developer_instructions|system_instructions|system-prompt|system_message)\s*>",
+        Lit(&["<"]),
+        b">",
     ),
-    r(
+    p(
         FakeDelimiter,
         0.6,
         r"\{\{\s*(system|sys)\s*\}\}|\[\[\s*system\s*\]\]|\[(system|sys|admin|developer)( message| note| override| prompt| instruction)?\]",
+        Lit(&["{{", "[[", "[s", "[a", "[d"]),
+        b"",
     ),
     // --- data exfiltration via markdown and URLs ---
-    r(
+    p(
         Exfiltration,
         0.9,
         r"!\[[^\]\n]{0,100}\]\(\s*<?https?://[^\s)]*(\{|\}|%7b|%7d|\$\{|\[|<)",
+        Lit(&["!["]),
+        b"](",
     ),
-    r(
+    p(
         Exfiltration,
         0.3,
         r"!\[[^\]\n]{0,100}\]\(\s*<?https?://[^\s)]*\?[^\s)]*=",
+        Lit(&["!["]),
+        b"](?=",
     ),
-    r(
+    p(
         Exfiltration,
         0.8,
         r#"https?://[^\s)"']*[?&/][a-z_]{1,20}=\s*(\{|%7b|\$\{|\[|<)[a-z_ ]{0,40}(conversation|chat|history|secret|password|prompt|message|data|summary|email|key|token|user|info|context|memory|credential|ssn|card)"#,
+        Lit(&["http"]),
+        b"=",
     ),
-    r(Exfiltration, 0.4, r"\[\s*\]\(\s*https?://"),
-    r(
+    p(Exfiltration, 0.4, r"\[\s*\]\(\s*https?://", Lit(&["["]), b"]("),
+    p(
         Exfiltration,
         0.85,
         r"!\[[^\]\n]{0,100}\]\(\s*<?https?://[^\s)]*[?&][a-z_]{1,20}=[^\s)&]*(conversation|history|password|secret|summary|credential|api_key|apikey|token|email|user_data|chat)",
+        Lit(&["!["]),
+        b"](=",
     ),
-    r(
+    p(
         FakeDelimiter,
         0.4,
         r"(-{3,}|={3,}|\*{3,}|#{3,})[ \t]*(end|begin|start)[ \t_]*(of[ \t_]*)?(the[ \t_]*)?(search[ \t_]*results|results|document|text|data|email|file|page|tool[ \t_]*output)\b",
+        Lit(&["---", "===", "***", "###"]),
+        b"",
     ),
-    r(
+    p(
         RolePlay,
         0.6,
         r"\[\s*(jailbreak|jailbroken|dan|unfiltered|uncensored|developer mode output|dev mode|evil)\s*\]",
+        Lit(&["["]),
+        b"]",
     ),
-    r(
+    p(
         Exfiltration,
         0.35,
         r"\b(forward|send|email|transfer|upload|post|export)\b[^\n]{0,80}\b(to|at)\s+[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}",
+        Word(&["forward", "send", "email", "transfer", "upload", "post", "export"]),
+        b"@.",
     ),
-    r(
+    p(
         FakeDelimiter,
         0.6,
         r"<\s*instructions?\b[^>\n]{0,60}\b(system|priority|admin|developer)\b[^>\n]{0,60}>",
+        Lit(&["<"]),
+        b">",
     ),
-    r(
+    p(
         FakeDelimiter,
         0.5,
         r"</\s*(context|document|user_input|user|input|data|email|text|untrusted)\s*>\s*<",
+        Lit(&["</"]),
+        b"><",
     ),
-    r(FakeDelimiter, 0.6, r"#{2,}[ \t]*(system|admin|developer)[ \t]*:"),
-    r(
+    p(
+        FakeDelimiter,
+        0.6,
+        r"#{2,}[ \t]*(system|admin|developer)[ \t]*:",
+        Lit(&["##"]),
+        b":",
+    ),
+    p(
         InstructionOverride,
         0.75,
         r"\bnew system (prompt|message|instructions)\s*:",
+        Word(&["new system "]),
+        b":",
     ),
 ];
 
