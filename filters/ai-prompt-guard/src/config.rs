@@ -725,6 +725,8 @@ mod tests {
         let cases: &[(&str, &str, &str)] = &[
             (r#""secret""#, r#""(unclosed""#, "rules.roles.user.deny[1]"),
             (r#""(?i)weather""#, r#""[z-a]""#, "rules.roles.user.allow[0]"),
+            // Unicode classes are not in the small engine: refused, not silently ASCII.
+            (r#""(?i)weather""#, r#""\\p{L}+""#, "rules.roles.user.allow[0]"),
             (
                 r#""max_messages": 5"#,
                 r#""max_messages": 0"#,
