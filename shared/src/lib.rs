@@ -33,6 +33,7 @@ pub mod jwt;
 pub mod lang;
 pub mod llm;
 pub mod metrics;
+pub mod pattern;
 pub mod pii;
 pub mod provider;
 pub mod queue;

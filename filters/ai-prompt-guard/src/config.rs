@@ -5,7 +5,6 @@
 //! in `ai-prompt-guard.meta.json` for Kong; the fixtures in `fixtures/` are checked against both.
 
 use crate::classifier::{pointer_segments, Lru};
-use regex_lite::Regex;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use shared::callout::{self, RawService, Service};
@@ -14,6 +13,7 @@ use shared::config::{parse_json, ConfigError, Duration, SecretSource};
 pub use shared::config::{FailureMode, Mode};
 use shared::host::Upstream;
 use shared::injection::{Detector, Family};
+use shared::pattern::Pattern;
 use shared::schema::Schema;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -230,8 +230,8 @@ pub struct SchemaCheck {
 
 pub struct RoleLists {
     pub role: String,
-    pub allow: Vec<Regex>,
-    pub deny: Vec<Regex>,
+    pub allow: Vec<Pattern>,
+    pub deny: Vec<Pattern>,
 }
 
 pub struct Rules {
@@ -358,11 +358,11 @@ fn score(field: &str, v: f32) -> Result<f32, ConfigError> {
     }
 }
 
-fn patterns(field: &str, list: &[String]) -> Result<Vec<Regex>, ConfigError> {
+fn patterns(field: &str, list: &[String]) -> Result<Vec<Pattern>, ConfigError> {
     list.iter()
         .enumerate()
         .map(|(i, p)| {
-            Regex::new(p)
+            Pattern::new(p)
                 .map_err(|e| ConfigError::new(format!("{field}[{i}]"), format!("invalid regex `{p}`: {e}")))
         })
         .collect()

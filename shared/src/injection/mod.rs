@@ -186,6 +186,8 @@ struct CompiledSet {
     first_group: Vec<Vec<u64>>,
     /// The singles without needs (a bit per index): always tried.
     always: Vec<u64>,
+    /// Per word id: does some rule start with it (only those positions are kept)?
+    starts_with: Vec<bool>,
 }
 
 /// One words rule: its pattern, family, weight and needed words.
@@ -310,6 +312,12 @@ impl CompiledSet {
         let width = singles.len().div_ceil(64);
         let mut first_group = vec![vec![0u64; width]; dict.len()];
         let mut always = vec![0u64; width];
+        let mut starts_with = vec![false; dict.len()];
+        for id in singles.iter().filter_map(|s| s.starts.as_ref()).flatten() {
+            if let Some(s) = starts_with.get_mut(*id) {
+                *s = true;
+            }
+        }
         for (i, single) in singles.iter().enumerate() {
             let (slot, bit) = (i / 64, 1u64 << (i % 64));
             match single.needs.first() {
@@ -328,6 +336,7 @@ impl CompiledSet {
             dict,
             first_group,
             always,
+            starts_with,
         })
     }
 
@@ -356,7 +365,9 @@ impl CompiledSet {
             let Some(&id) = self.dict.get(word) else {
                 continue;
             };
-            at.push((id, pos));
+            if self.starts_with.get(id).copied().unwrap_or(false) {
+                at.push((id, pos));
+            }
             let Some(slot) = bits.get_mut(id / 64) else {
                 continue;
             };
