@@ -7,7 +7,8 @@
 //! 2. decoding (`decode`): Unicode tag characters, base64 and hex blobs that read as text, ROT13 and
 //!    reversed text when the result looks like an attack; decoded text is scored like the original,
 //!    and anything found there also scores [`Family::EncodedPayload`];
-//! 3. matching (`rules`): `RegexSet`s per view, compiled once in [`Detector::new`], plus co-occurrence
+//! 3. matching (`rules`): the words rules on [`wordpat`], the punctuation rules on `regex_lite` from
+//!    their starts, compiled once in [`Detector::new`], plus co-occurrence
 //!    cues for paraphrases (`cues`); within a family weights combine as independent evidence
 //!    (1 − Π(1 − wᵢ)), then dampeners for innocent phrasings.
 //!
