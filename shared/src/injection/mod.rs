@@ -433,6 +433,8 @@ struct PunctRules {
     rules: Vec<(regex_lite::Regex, &'static rules::Punct)>,
     /// Per first byte, the `Lit` and `Word` starts beginning with it: (rule index, literal).
     by_first: Vec<Vec<(usize, &'static str)>>,
+    /// The `Line` starts: (rule index, literals).
+    lines: Vec<(usize, &'static [&'static str])>,
 }
 
 impl PunctRules {
@@ -442,7 +444,11 @@ impl PunctRules {
             .map(|r| Ok((lite(&format!(r"\A(?:{})", r.pattern))?, r)))
             .collect::<Result<Vec<_>, PatternError>>()?;
         let mut by_first = vec![Vec::new(); 256];
+        let mut lines = Vec::new();
         for (i, r) in table.iter().enumerate() {
+            if let rules::Start::Line(lits) = r.start {
+                lines.push((i, lits));
+            }
             if let rules::Start::Lit(lits) | rules::Start::Word(lits) = r.start {
                 for lit in lits {
                     if let Some(list) = lit.bytes().next().and_then(|b| by_first.get_mut(usize::from(b))) {
@@ -451,7 +457,11 @@ impl PunctRules {
                 }
             }
         }
-        Ok(PunctRules { rules, by_first })
+        Ok(PunctRules {
+            rules,
+            by_first,
+            lines,
+        })
     }
 
     fn score(&self, text: &str, scores: &mut Scores) {
@@ -507,16 +517,14 @@ impl PunctRules {
             }
         }
         // The line starts.
-        let lines = std::iter::once(0).chain(text.match_indices('\n').map(|(at, _)| at + 1));
-        for at in lines {
+        let starts = std::iter::once(0).chain(text.match_indices('\n').map(|(at, _)| at + 1));
+        for at in starts {
             let rest = bytes.get(at..).unwrap_or_default();
             let blanks = rest.iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
             let rest = rest.get(blanks..).unwrap_or_default();
-            for (i, (_, rule)) in self.rules.iter().enumerate() {
-                if let rules::Start::Line(lits) = rule.start {
-                    if lits.iter().any(|l| rest.starts_with(l.as_bytes())) {
-                        attempt(i, at);
-                    }
+            for &(i, lits) in &self.lines {
+                if lits.iter().any(|l| rest.starts_with(l.as_bytes())) {
+                    attempt(i, at);
                 }
             }
         }
