@@ -360,41 +360,33 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    fn m(p: &str, t: &str) -> bool {
-        WordPattern::new(p).unwrap().is_match(t)
-    }
-
     #[test]
     fn matches_the_rule_language() {
-        assert!(m(
-            r"\b(ignore|forget)\b~2 (previous|prior) rules\b",
-            "please ignore all the previous rules now"
-        ));
-        assert!(!m(
-            r"\b(ignore|forget)\b~2 (previous|prior) rules\b",
-            "please ignore all of the previous rules"
-        ));
-        assert!(m(r"\ban? (apple|egg)\b", "an egg"));
-        assert!(m(r"\ban? (apple|egg)\b", "a apple"));
-        assert!(!m(r"\ban? (apple|egg)\b", "banana egg"));
-        assert!(m(r"\bignore( all| the)? above\b", "ignore the above"));
-        assert!(m(r"\bignore( all| the)? above\b", "ignore above"));
-        assert!(!m(r"\bignore( all| the)? above\b", "ignore them above"));
-        assert!(m(
-            r"\b((what is|explain)~2 (token|tag)|tokenizer)\b",
-            "the tokenizer"
-        ));
-        assert!(m(
-            r"\b((what is|explain)~2 (token|tag)|tokenizer)\b",
-            "explain this tag"
-        ));
-        assert!(!m(
-            r"\b((what is|explain)~2 (token|tag)|tokenizer)\b",
-            "explain this tags"
-        ));
-        assert!(m(r"\bfoo~12 bar\b", "foo a b c d e f g h i j k l bar"));
-        assert!(!m(r"\bfoo~12 bar\b", "foo a b c d e f g h i j k l m bar"));
-        assert!(!m(r"\bx\b", ""));
+        let gap = r"\b(ignore|forget)\b~2 (previous|prior) rules\b";
+        let nested = r"\b((what is|explain)~2 (token|tag)|tokenizer)\b";
+        let cases: &[(&str, &str, bool)] = &[
+            (gap, "please ignore all the previous rules now", true),
+            (gap, "please ignore all of the previous rules", false),
+            (r"\ban? (apple|egg)\b", "an egg", true),
+            (r"\ban? (apple|egg)\b", "a apple", true),
+            (r"\ban? (apple|egg)\b", "banana egg", false),
+            (r"\bignore( all| the)? above\b", "ignore the above", true),
+            (r"\bignore( all| the)? above\b", "ignore above", true),
+            (r"\bignore( all| the)? above\b", "ignore them above", false),
+            (nested, "the tokenizer", true),
+            (nested, "explain this tag", true),
+            (nested, "explain this tags", false),
+            (r"\bfoo~12 bar\b", "foo a b c d e f g h i j k l bar", true),
+            (r"\bfoo~12 bar\b", "foo a b c d e f g h i j k l m bar", false),
+            (r"\bx\b", "", false),
+        ];
+        for (p, t, expected) in cases {
+            assert_eq!(
+                WordPattern::new(p).unwrap().is_match(t),
+                *expected,
+                "`{p}` on `{t}`"
+            );
+        }
     }
 
     #[test]
