@@ -315,6 +315,12 @@ fn push_escaped(out: &mut String, c: char) {
     }
 }
 
+/// Is `b` a word byte as `regex`'s ASCII `\w` and `\b` (and `regex_lite`'s) read it: an ASCII letter,
+/// digit or `_`? `None` (before the start, past the end) is not.
+pub fn is_word_byte(b: Option<&u8>) -> bool {
+    b.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+}
+
 /// `s` cut to at most `max` characters (not bytes), so the cut never splits a character.
 pub fn truncate_chars(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {

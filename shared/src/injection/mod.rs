@@ -354,10 +354,7 @@ impl CompiledSet {
         // Byte by byte: a word here is a run of ASCII word characters, so the pieces are those of a
         // split by characters (a multi-byte character only adds empty pieces).
         let mut start = 0usize;
-        for word in text
-            .as_bytes()
-            .split(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
-        {
+        for word in text.as_bytes().split(|b| !crate::text::is_word_byte(Some(b))) {
             let pos = start;
             start += word.len() + 1;
             if word.is_empty() {
@@ -479,11 +476,7 @@ impl PunctRules {
             .iter()
             .map(|(_, r)| r.bytes.iter().all(has).then_some(false))
             .collect();
-        let word = |i: usize| {
-            bytes
-                .get(i)
-                .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
-        };
+        let word = |i: usize| crate::text::is_word_byte(bytes.get(i));
         let mut attempt = |i: usize, at: usize| {
             let Some((re, _)) = self.rules.get(i) else {
                 return;

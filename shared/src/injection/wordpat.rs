@@ -13,6 +13,7 @@
 //! consumes a byte or passes a word boundary, and a gap takes at most N words, so a try's cost is
 //! bounded by the pattern, not the text: matching stays linear in the text.
 
+use crate::text::is_word_byte;
 use std::fmt;
 
 /// A rule that does not parse: the pattern and what is wrong.
@@ -209,13 +210,9 @@ fn gap(n: u8, whole: bool, rest: &[Node], k: Option<&Cont<'_>>, t: &[u8], pos: u
     (shortest..=run).any(|len| gap(n - 1, whole, rest, k, t, start + len))
 }
 
-fn is_word(b: Option<&u8>) -> bool {
-    b.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
-}
-
 fn is_boundary(t: &[u8], pos: usize) -> bool {
     let before = pos.checked_sub(1).and_then(|i| t.get(i));
-    is_word(before) != is_word(t.get(pos))
+    is_word_byte(before) != is_word_byte(t.get(pos))
 }
 
 /// Adds to `first` the bytes a match of `seq` can begin with; true when `seq` can match empty.

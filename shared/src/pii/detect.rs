@@ -7,7 +7,7 @@
 //! and it keeps the regex engine on its fast DFA path.
 
 use super::validate;
-use crate::text::{fold, fold_pattern};
+use crate::text::{fold, fold_pattern, is_word_byte};
 use regex::{Regex, RegexBuilder};
 use std::ops::Range;
 
@@ -938,10 +938,6 @@ fn ceil_char(text: &str, mut i: usize) -> usize {
         i += 1;
     }
     i.min(text.len())
-}
-
-fn is_word_byte(b: Option<&u8>) -> bool {
-    b.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
 }
 
 fn standalone(text: &str, start: usize, end: usize) -> bool {
