@@ -9,18 +9,23 @@
 //! `regex_lite` folds), and the pattern is tried anchored at each place it occurs. Any other pattern
 //! runs as it is. Same answers either way (property-tested against the plain regex).
 
+use crate::text::is_word_byte;
+
 /// A compiled user pattern.
 #[derive(Debug, Clone)]
-pub struct Pattern {
-    re: regex_lite::Regex,
-    prefix: Option<Prefix>,
+pub enum Pattern {
+    /// Searched from every position.
+    Anywhere(regex_lite::Regex),
+    /// Tried only where its literal occurs.
+    Starting(Prefix),
 }
 
 #[derive(Debug, Clone)]
-struct Prefix {
+pub struct Prefix {
     /// `\A(?:pattern)`: tried where the literal occurs.
     anchored: regex_lite::Regex,
-    /// Lower-cased when `fold`.
+    /// Its first byte, then the rest; lower-cased when `fold`.
+    first: u8,
     literal: Vec<u8>,
     fold: bool,
     /// The pattern starts with `\b`.
@@ -29,27 +34,26 @@ struct Prefix {
 
 impl Pattern {
     pub fn new(pattern: &str) -> Result<Pattern, regex_lite::Error> {
+        // Compiled as written first: a bad pattern's error points into the user's text.
         let re = regex_lite::Regex::new(pattern)?;
-        let prefix = match literal_prefix(pattern) {
-            Some((fold, boundary, literal)) => Some(Prefix {
+        Ok(match literal_prefix(pattern) {
+            Some((fold, boundary, first, literal)) => Pattern::Starting(Prefix {
                 anchored: regex_lite::Regex::new(&format!(r"\A(?:{pattern})"))?,
+                first,
                 literal,
                 fold,
                 boundary,
             }),
-            None => None,
-        };
-        Ok(Pattern { re, prefix })
+            None => Pattern::Anywhere(re),
+        })
     }
 
     pub fn is_match(&self, text: &str) -> bool {
-        let Some(p) = &self.prefix else {
-            return self.re.is_match(text);
+        let p = match self {
+            Pattern::Anywhere(re) => return re.is_match(text),
+            Pattern::Starting(p) => p,
         };
         let t = text.as_bytes();
-        let Some(&first) = p.literal.first() else {
-            return self.re.is_match(text);
-        };
         let same = |a: u8, b: u8| {
             if p.fold {
                 a.to_ascii_lowercase() == b
@@ -58,23 +62,19 @@ impl Pattern {
             }
         };
         (0..t.len()).any(|at| {
-            t.get(at).is_some_and(|&b| same(b, first))
+            t.get(at).is_some_and(|&b| same(b, p.first))
                 && t.get(at..at + p.literal.len())
                     .is_some_and(|w| w.iter().zip(&p.literal).all(|(&a, &b)| same(a, b)))
-                && (!p.boundary || word(t, at.wrapping_sub(1)) != word(t, at))
+                && (!p.boundary
+                    || is_word_byte(at.checked_sub(1).and_then(|i| t.get(i))) != is_word_byte(t.get(at)))
                 && text.get(at..).is_some_and(|rest| p.anchored.is_match(rest))
         })
     }
 }
 
-/// `regex_lite`'s word bytes (ASCII).
-fn word(t: &[u8], at: usize) -> bool {
-    t.get(at).is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
-}
-
-/// `(fold, boundary, literal)` when every match of `pattern` starts with the literal (see the module
+/// `(fold, boundary, first byte, literal)` when every match of `pattern` starts with the literal (see the module
 /// docs); `None` otherwise.
-fn literal_prefix(pattern: &str) -> Option<(bool, bool, Vec<u8>)> {
+fn literal_prefix(pattern: &str) -> Option<(bool, bool, u8, Vec<u8>)> {
     if pattern.contains('|') {
         return None;
     }
@@ -118,18 +118,15 @@ fn literal_prefix(pattern: &str) -> Option<(bool, bool, Vec<u8>)> {
         Some(b'?' | b'*' | b'+' | b'{') => run.saturating_sub(1),
         _ => run,
     };
-    let literal = bytes.get(..run)?;
+    let literal: Vec<u8> = bytes
+        .get(..run)?
+        .iter()
+        .map(|b| if fold { b.to_ascii_lowercase() } else { *b })
+        .collect();
     if literal.len() < 3 {
         return None;
     }
-    Some((
-        fold,
-        boundary,
-        literal
-            .iter()
-            .map(|b| if fold { b.to_ascii_lowercase() } else { *b })
-            .collect(),
-    ))
+    Some((fold, boundary, *literal.first()?, literal))
 }
 
 #[cfg(test)]
@@ -142,13 +139,16 @@ mod tests {
     fn finds_the_literal_a_match_starts_with() {
         assert_eq!(
             literal_prefix(r"(?i)\bdrop\s+table\b"),
-            Some((true, true, b"drop".to_vec()))
+            Some((true, true, b'd', b"drop".to_vec()))
         );
         assert_eq!(
             literal_prefix("password"),
-            Some((false, false, b"password".to_vec()))
+            Some((false, false, b'p', b"password".to_vec()))
         );
-        assert_eq!(literal_prefix("drops?"), Some((false, false, b"drop".to_vec())));
+        assert_eq!(
+            literal_prefix("drops?"),
+            Some((false, false, b'd', b"drop".to_vec()))
+        );
         assert_eq!(literal_prefix("ab{2}"), None);
         assert_eq!(literal_prefix("drop|delete"), None);
         assert_eq!(literal_prefix(r"\d{3}-secret"), None);
