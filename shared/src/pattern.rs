@@ -38,7 +38,16 @@ impl Pattern {
         let re = regex_lite::Regex::new(pattern)?;
         Ok(match literal_prefix(pattern) {
             Some((fold, boundary, first, literal)) => Pattern::Starting(Prefix {
-                anchored: regex_lite::Regex::new(&format!(r"\A(?:{pattern})"))?,
+                anchored: regex_lite::Regex::new(&format!(r"\A(?:{}{})", if fold { "(?i)" } else { "" }, {
+                    // Without its leading `\b`, checked on the whole text: at the start of the
+                    // slice it is tried on, `\b` would not see the byte before.
+                    let body = pattern.strip_prefix("(?i)").unwrap_or(pattern);
+                    if boundary {
+                        body.strip_prefix(r"\b").unwrap_or(body)
+                    } else {
+                        body
+                    }
+                }))?,
                 first,
                 literal,
                 fold,
@@ -166,6 +175,7 @@ mod tests {
             "Password: x",
             "no match here",
             "drop",
+            "a _a",
         ];
         for p in [
             r"(?i)\bdrop\s+table\b",
@@ -173,6 +183,7 @@ mod tests {
             r"drop\s+table",
             "Pass",
             "(?i)drops?",
+            r"\b _a",
         ] {
             let ours = Pattern::new(p).unwrap();
             let re = regex_lite::Regex::new(p).unwrap();
