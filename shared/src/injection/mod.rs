@@ -478,10 +478,11 @@ impl PunctRules {
             .collect();
         let word = |i: usize| crate::text::is_word_byte(bytes.get(i));
         let mut attempt = |i: usize, at: usize| {
-            let Some((re, _)) = self.rules.get(i) else {
+            let Some((re, rule)) = self.rules.get(i) else {
                 return;
             };
-            if state.get(i) == Some(&Some(false)) && text.get(at..).is_some_and(|t| re.is_match(t)) {
+            let matches = |t: &str| rule.hand.map_or_else(|| re.is_match(t), |hand| hand(t));
+            if state.get(i) == Some(&Some(false)) && text.get(at..).is_some_and(matches) {
                 if let Some(s) = state.get_mut(i) {
                     *s = Some(true);
                 }
@@ -608,7 +609,7 @@ impl Detector {
             // feature lists.
             let logit = match v {
                 Some(v) if single && k == 0 => m.logit_views(v, &dense),
-                _ => m.logit_views(&normalize::views(&chunk), &dense),
+                _ => m.logit_views(&normalize::model_views(&chunk), &dense),
             };
             best = best.max(logit);
         }

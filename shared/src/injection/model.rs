@@ -59,7 +59,7 @@ fn mix(mut h: u32) -> u32 {
 impl Features {
     /// Extracts the features of one chunk into `self` (cleared first).
     pub fn extract(&mut self, chunk: &str) {
-        self.extract_views(&normalize::views(chunk));
+        self.extract_views(&normalize::model_views(chunk));
     }
 
     /// The same, from views already built.

@@ -430,12 +430,25 @@ fn looks_obfuscated(folded: &str) -> bool {
         if letters >= 4 && inner >= 2 {
             split += 1;
         }
+        if mixed >= 3 || split >= 2 {
+            return true;
+        }
     }
-    mixed >= 3 || split >= 2
+    false
 }
 
 /// Builds the matching views of `text`.
 pub fn views(text: &str) -> Views {
+    views_with(text, true)
+}
+
+/// The views the learned model reads (`lower` and `words`, see `model`): [`views`] without the
+/// eager alternates, which only the rules match.
+pub fn model_views(text: &str) -> Views {
+    views_with(text, false)
+}
+
+fn views_with(text: &str, eager: bool) -> Views {
     let mut evasion = Evasion::default();
     if !text.is_ascii() {
         count_unicode_evasion(text, &mut evasion);
@@ -464,7 +477,7 @@ pub fn views(text: &str) -> Views {
     };
     let words = words_view(folded, Reading::Careful, &mut evasion);
     let mut alternates = Vec::new();
-    if looks_obfuscated(folded) {
+    if eager && looks_obfuscated(folded) {
         for one in ['i', 'l'] {
             let mut ignored = Evasion::default();
             let alt = words_view(folded, Reading::Eager { one }, &mut ignored);

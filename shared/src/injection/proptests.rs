@@ -308,3 +308,34 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(config(1))]
+
+    /// The hand matchers of the punctuation table answer what their pattern answers on `regex_lite`
+    /// (anchored, as the detector tries them), on texts made of the pieces they look for.
+    #[test]
+    fn hand_matchers_are_their_pattern(picks in proptest::collection::vec(0usize..40, 1..40)) {
+        const PIECES: [&str; 40] = [
+            "send", "email", "post", "forward", "export", "upload", "transfer", "sends", "to", "at",
+            "tox", "xat", " ", "  ", "\n", "\t", "\x0b", "@", ".", "..", "-", "_", "%", "+", "a", "b",
+            "com", "io", "x", "9", "é", "ü", "me", "to ", "at ", "@x.io", "a.b", "x-", ".c", "bob",
+        ];
+        let text: String = picks.iter().map(|&i| PIECES[i]).collect();
+        type Hand = (regex_lite::Regex, fn(&str) -> bool, &'static str);
+        static RULES: OnceLock<Vec<Hand>> = OnceLock::new();
+        let rules = RULES.get_or_init(|| {
+            super::rules::PUNCT
+                .iter()
+                .filter_map(|r| Some((regex_lite::Regex::new(&format!(r"\A(?:{})", r.pattern)).unwrap(), r.hand?, r.pattern)))
+                .collect()
+        });
+        prop_assert!(!rules.is_empty());
+        for (re, hand, p) in rules {
+            for at in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+                let t = &text[at..];
+                prop_assert_eq!(hand(t), re.is_match(t), "`{}` on {:?}", p, t);
+            }
+        }
+    }
+}

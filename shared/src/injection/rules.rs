@@ -32,6 +32,10 @@ pub struct Punct {
     pub pattern: &'static str,
     pub start: Start,
     pub bytes: &'static [u8],
+    /// The pattern matched by hand, anchored at the start of the text it is given (what
+    /// `\A(?:pattern)` answers): for the rules whose counted repetitions cost the engine most at
+    /// their (everyday) starts. The tests check it against the pattern.
+    pub hand: Option<fn(&str) -> bool>,
 }
 
 /// Where a punctuation rule's match can start.
@@ -52,6 +56,26 @@ const fn p(family: Family, weight: f32, pattern: &'static str, start: Start, byt
         pattern,
         start,
         bytes,
+        hand: None,
+    }
+}
+
+/// [`p`] with a hand matcher.
+const fn by_hand(
+    family: Family,
+    weight: f32,
+    pattern: &'static str,
+    start: Start,
+    bytes: &'static [u8],
+    hand: fn(&str) -> bool,
+) -> Punct {
+    Punct {
+        family,
+        weight,
+        pattern,
+        start,
+        bytes,
+        hand: Some(hand),
     }
 }
 
@@ -750,12 +774,13 @@ pub const PUNCT: &[Punct] = &[
         Lit(&["["]),
         b"]",
     ),
-    p(
+    by_hand(
         Exfiltration,
         0.35,
         r"\b(forward|send|email|transfer|upload|post|export)\b[^\n]{0,80}\b(to|at)\s+[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}",
-        Word(&["forward", "send", "email", "transfer", "upload", "post", "export"]),
+        Word(SEND_VERBS),
         b"@.",
+        send_to_address,
     ),
     p(
         FakeDelimiter,
@@ -786,6 +811,66 @@ pub const PUNCT: &[Punct] = &[
         b":",
     ),
 ];
+
+const SEND_VERBS: &[&str] = &["forward", "send", "email", "transfer", "upload", "post", "export"];
+
+/// `\A(?:\b(forward|send|…)\b[^\n]{0,80}\b(to|at)\s+[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,})` as
+/// `regex_lite` reads it (ASCII `\b` and `\s`), by hand: the engine spent about 35k instructions per
+/// try on the counted repetition, and benign mail is full of these verbs. The address is the part
+/// that cannot backtrack: white space, then the maximal run of local-part bytes, `@`, and a domain run
+/// holding a `.` (not first) followed by two letters.
+pub fn send_to_address(text: &str) -> bool {
+    let b = text.as_bytes();
+    let word = |i: usize| crate::text::is_word_byte(b.get(i));
+    let Some(verb) = SEND_VERBS
+        .iter()
+        .find(|v| b.starts_with(v.as_bytes()) && !word(v.len()))
+    else {
+        return false;
+    };
+    let run = |from: usize, class: fn(&u8) -> bool| {
+        b.get(from..)
+            .map_or(0, |r| r.iter().take_while(|c| class(c)).count())
+    };
+    // `\b(to|at)\s+local@domain` at `p` (after the verb: `p` is at least 1).
+    let addressed = |p: usize| {
+        let to_at = b
+            .get(p..)
+            .is_some_and(|r| r.starts_with(b"to") || r.starts_with(b"at"));
+        if !to_at || word(p.wrapping_sub(1)) {
+            return false;
+        }
+        let space = run(p + 2, |c| {
+            matches!(c, b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r' | b' ')
+        });
+        let local_at = p + 2 + space;
+        let local = run(local_at, |c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || b"._%+-".contains(c)
+        });
+        let at_sign = local_at + local;
+        if space == 0 || local == 0 || b.get(at_sign) != Some(&b'@') {
+            return false;
+        }
+        let domain_at = at_sign + 1;
+        let domain = run(domain_at, |c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'-')
+        });
+        let letter = |i: usize| b.get(i).is_some_and(u8::is_ascii_lowercase);
+        (domain_at + 1..domain_at + domain).any(|i| b.get(i) == Some(&b'.') && letter(i + 1) && letter(i + 2))
+    };
+    // `[^\n]{0,80}`: up to 80 characters other than a line feed.
+    let mut p = verb.len();
+    for taken in 0..=80 {
+        if addressed(p) {
+            return true;
+        }
+        match text.get(p..).and_then(|r| r.chars().next()) {
+            Some(c) if c != '\n' && taken < 80 => p += c.len_utf8(),
+            _ => return false,
+        }
+    }
+    false
+}
 
 /// Innocent uses of attack words: the family's score is multiplied by the factor.
 pub const DAMPENERS: &[(Family, f32, &str)] = &[

@@ -31,6 +31,8 @@ impl std::error::Error for PatternError {}
 #[derive(Debug, Clone, PartialEq)]
 enum Node {
     Byte(u8),
+    /// Two or more bytes in a row (what `Byte`s in a row would match, in one step).
+    Lit(Vec<u8>),
     Boundary,
     /// Alternatives, each with the byte it must start with (`None`: it may start otherwise).
     Group(Vec<(Option<u8>, Vec<Node>)>),
@@ -141,6 +143,19 @@ fn spell(
             word.pop();
             ok
         }
+        Node::Lit(lit) => {
+            // Its bytes up to a space: there the word ends.
+            let letters = lit.iter().take_while(|b| **b != b' ').count();
+            let before = word.len();
+            word.extend(lit.iter().take(letters));
+            let ok = if letters < lit.len() {
+                ends_word(word, out)
+            } else {
+                spell(rest, k, word, out, limit)
+            };
+            word.truncate(before);
+            ok
+        }
         Node::Group(alts) => {
             let after = Cont { nodes: rest, next: k };
             alts.iter()
@@ -174,6 +189,9 @@ fn matches(nodes: &[Node], k: Option<&Cont<'_>>, t: &[u8], pos: usize) -> bool {
     };
     match node {
         Node::Byte(b) => t.get(pos) == Some(b) && matches(rest, k, t, pos + 1),
+        Node::Lit(lit) => {
+            t.get(pos..).is_some_and(|r| r.starts_with(lit)) && matches(rest, k, t, pos + lit.len())
+        }
         Node::Boundary => is_boundary(t, pos) && matches(rest, k, t, pos),
         Node::Group(alts) => {
             let after = Cont { nodes: rest, next: k };
@@ -225,6 +243,12 @@ fn first_bytes(seq: &[Node], first: &mut [bool; 256]) -> bool {
                 }
                 false
             }
+            Node::Lit(lit) => {
+                if let Some(slot) = lit.first().and_then(|b| first.get_mut(usize::from(*b))) {
+                    *slot = true;
+                }
+                false
+            }
             Node::Boundary => true,
             Node::Group(alts) => alts
                 .iter()
@@ -254,6 +278,7 @@ fn group(alts: Vec<Vec<Node>>) -> Node {
             .map(|alt| {
                 let head = match alt.first() {
                     Some(Node::Byte(b)) => Some(*b),
+                    Some(Node::Lit(lit)) => lit.first().copied(),
                     _ => None,
                 };
                 (head, alt)
@@ -347,8 +372,25 @@ impl Parser<'_> {
                 seq.push(node);
             }
         }
-        Ok(seq)
+        Ok(fuse(seq))
     }
+}
+
+/// `seq` with each run of two or more `Byte`s as one `Lit`.
+fn fuse(seq: Vec<Node>) -> Vec<Node> {
+    let mut out: Vec<Node> = Vec::with_capacity(seq.len());
+    for node in seq {
+        match (out.last_mut(), node) {
+            (Some(Node::Lit(lit)), Node::Byte(b)) => lit.push(b),
+            (Some(last @ Node::Byte(_)), Node::Byte(b)) => {
+                if let Node::Byte(a) = *last {
+                    *last = Node::Lit(vec![a, b]);
+                }
+            }
+            (_, node) => out.push(node),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
