@@ -70,14 +70,32 @@ impl Pattern {
                 a == b
             }
         };
-        (0..t.len()).any(|at| {
-            t.get(at).is_some_and(|&b| same(b, p.first))
-                && t.get(at..at + p.literal.len())
-                    .is_some_and(|w| w.iter().zip(&p.literal).all(|(&a, &b)| same(a, b)))
+        // The first byte's places by a tight search (both cases under `fold`), then the rest there.
+        let (first, other) = (
+            p.first,
+            if p.fold {
+                p.first.to_ascii_uppercase()
+            } else {
+                p.first
+            },
+        );
+        let mut from = 0;
+        while let Some(i) = t
+            .get(from..)
+            .and_then(|r| r.iter().position(|&b| b == first || b == other))
+        {
+            let at = from + i;
+            from = at + 1;
+            if t.get(at..at + p.literal.len())
+                .is_some_and(|w| w.iter().zip(&p.literal).all(|(&a, &b)| same(a, b)))
                 && (!p.boundary
                     || is_word_byte(at.checked_sub(1).and_then(|i| t.get(i))) != is_word_byte(t.get(at)))
                 && text.get(at..).is_some_and(|rest| p.anchored.is_match(rest))
-        })
+            {
+                return true;
+            }
+        }
+        false
     }
 }
 
