@@ -52,6 +52,10 @@ enum Fold {
 }
 
 fn fold_char(c: char) -> Fold {
+    // Nothing ASCII folds (every range and look-alike below is above U+009F).
+    if c.is_ascii() {
+        return Fold::Keep;
+    }
     let u = c as u32;
     match u {
         // Invisible: zero-width, joiners, bidi marks and embeddings, word joiner, BOM, soft hyphen,
@@ -168,6 +172,19 @@ pub fn fold(s: &str) -> Folded {
         return Folded { text, map: None };
     }
     Folded { text, map: Some(map) }
+}
+
+/// `fold(s).text` without the offset map: for matching that never maps back (the injection views).
+pub fn fold_text(s: &str) -> String {
+    let mut text = String::with_capacity(s.len());
+    for c in s.chars() {
+        match fold_char(c) {
+            Fold::Keep => text.push(c),
+            Fold::Drop => {}
+            Fold::To(to) => text.push(to),
+        }
+    }
+    text
 }
 
 /// `pattern` (a regex) with its literal characters folded as [`fold`] folds text, so a pattern
@@ -369,6 +386,7 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(fold(input).text, want, "{input:?}");
+            assert_eq!(fold_text(input), want, "{input:?}");
         }
         let s = "mail: j\u{200B}ohn@example.com!";
         let f = fold(s);

@@ -476,16 +476,31 @@ impl PunctRules {
             .iter()
             .map(|(_, r)| r.bytes.iter().all(has).then_some(false))
             .collect();
+        let mut needs_checked = vec![false; self.rules.len()];
         let word = |i: usize| crate::text::is_word_byte(bytes.get(i));
         let mut attempt = |i: usize, at: usize| {
             let Some((re, rule)) = self.rules.get(i) else {
                 return;
             };
-            let matches = |t: &str| rule.hand.map_or_else(|| re.is_match(t), |hand| hand(t));
-            if state.get(i) == Some(&Some(false)) && text.get(at..).is_some_and(matches) {
-                if let Some(s) = state.get_mut(i) {
-                    *s = Some(true);
+            let Some(s) = state.get_mut(i) else {
+                return;
+            };
+            if *s != Some(false) {
+                return;
+            }
+            // The needed literals, once per text (at the rule's first place).
+            if !rule.needs.is_empty() && !needs_checked.get(i).copied().unwrap_or(true) {
+                if let Some(c) = needs_checked.get_mut(i) {
+                    *c = true;
                 }
+                if !rule.needs.iter().any(|n| text.contains(n)) {
+                    *s = None;
+                    return;
+                }
+            }
+            let matches = |t: &str| rule.hand.map_or_else(|| re.is_match(t), |hand| hand(t));
+            if text.get(at..).is_some_and(matches) {
+                *s = Some(true);
             }
         };
         // One pass for the literal starts.
@@ -536,7 +551,6 @@ pub struct Detector {
     words: CompiledSet,
     punct: PunctRules,
     dampeners: Vec<(Family, f32, WordPattern)>,
-    hex: regex_lite::Regex,
     /// The learned model compiled into this build (`None` only if its bytes are malformed).
     model: Option<model::Model>,
 }
@@ -557,7 +571,6 @@ impl Detector {
             words: CompiledSet::new(rules::WORDS)?,
             punct: PunctRules::new(rules::PUNCT)?,
             dampeners,
-            hex: lite(HEX_BLOB)?,
             model: model::Model::embedded(),
         })
     }
@@ -756,11 +769,9 @@ impl Detector {
                 _ => decode::readable(bytes),
             }
         });
-        let hex = self
-            .hex
-            .find_iter(hex_text)
-            .filter(|m| m.as_str().len() <= MAX_BLOB)
-            .filter_map(|m| decode::hex(m.as_str().trim_end()).and_then(decode::readable));
+        let hex = hex_blobs(hex_text)
+            .filter(|m| m.len() <= MAX_BLOB)
+            .filter_map(|m| decode::hex(m.trim_end()).and_then(decode::readable));
         let mut found: Vec<String> = b64.chain(hex).take(MAX_BLOBS).collect();
         // A payload split over several blobs is read whole too.
         if found.len() >= 2 {
@@ -887,6 +898,7 @@ fn reverse_each_word(text: &str) -> String {
 
 /// A hex blob: twelve or more bytes written as hex digits, each maybe prefixed (`\\x`, `0x`) and
 /// followed by a separator.
+#[cfg(test)]
 const HEX_BLOB: &str = r"(?i)(?:(?:\\x|0x)?[0-9a-f]{2}[ :]?){12,}";
 
 /// A rule or blob pattern on the small engine: the `regex` syntax with ASCII classes.
@@ -928,6 +940,53 @@ fn base64_blobs(text: &str) -> impl Iterator<Item = &str> {
             pos = end;
             // Every byte of the blob is ASCII, so these are character boundaries.
             return text.get(start..end);
+        }
+        None
+    })
+}
+
+/// The hex blobs of `text`, as `regex_lite`'s `find_iter` finds [`HEX_BLOB`] one after the other
+/// (its PikeVM scanned a whole text per search, about 60 instructions a byte). A unit is an optional
+/// `\x` or `0x` (either case), two hex digits and an optional space or colon; from a given start the
+/// units are read greedily and no choice can do better (a unit never starts with a separator, and a
+/// prefix not followed by two digits cannot be digits itself), so a blob is the leftmost start with
+/// twelve units or more, all of them taken.
+fn hex_blobs(text: &str) -> impl Iterator<Item = &str> {
+    let bytes = text.as_bytes();
+    let hex = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_hexdigit);
+    // The end of the unit starting at `i`, if one does.
+    let unit = move |i: usize| {
+        let prefixed = matches!(bytes.get(i..i + 2), Some([b'\\' | b'0', b'x' | b'X']));
+        let digits = if prefixed && hex(i + 2) && hex(i + 3) {
+            i + 2
+        } else {
+            i
+        };
+        if !(hex(digits) && hex(digits + 1)) {
+            return None;
+        }
+        let end = digits + 2;
+        Some(if matches!(bytes.get(end), Some(b' ' | b':')) {
+            end + 1
+        } else {
+            end
+        })
+    };
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        while pos < bytes.len() {
+            let start = pos;
+            let (mut end, mut units) = (start, 0usize);
+            while let Some(next) = unit(end) {
+                end = next;
+                units += 1;
+            }
+            if units >= 12 {
+                pos = end;
+                // Every byte of the blob is ASCII, so these are character boundaries.
+                return text.get(start..end);
+            }
+            pos += 1;
         }
         None
     })

@@ -8,7 +8,7 @@
 //! The patterns in `rules` are written against that shape. What was undone is counted in
 //! [`Evasion`], because hiding a phrase is itself a signal.
 
-use crate::text::fold;
+use crate::text::fold_text;
 
 /// How much obfuscation normalisation had to undo.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -467,7 +467,7 @@ fn views_with(text: &str, eager: bool) -> Views {
     let folded: &str = if text.is_ascii() {
         text
     } else {
-        folded_text = fold(text).text;
+        folded_text = fold_text(text);
         &folded_text
     };
     let lower = if folded.is_ascii() {

@@ -185,6 +185,46 @@ fn corpus_texts() -> Vec<String> {
     texts
 }
 
+/// Every match of a punctuation rule that names the literals it needs holds one of them, on the lower
+/// views of the corpus and on texts made to match (so a wrong list cannot hide behind a corpus
+/// without matches).
+#[test]
+fn punctuation_needs_are_in_every_match() {
+    let made = [
+        "[inst] <<sys>> <s> [inst",
+        "<start_of_turn> </end_of_turn> <bos> <eos>",
+        "[system]: (admin) <developer> {root} [operator]",
+        "\n\nhuman: \n \nassistant:",
+        "--- end of system prompt === begin instructions *** start context",
+        "<system> </sys> <admin> <developer_instructions> <system-prompt>",
+        "{{system}} [[system]] [admin note] [developer override] [sys]",
+        "[](https://x.io) [ ]( http://y.io",
+        "### end of search results ---begin document",
+        "[jailbroken] [dan] [ unfiltered ] [dev mode] [evil] [developer mode output]",
+        "<instructions priority=\"system\"> <instruction admin>",
+        "## system: ### admin : ## developer:",
+    ];
+    let mut texts: Vec<String> = corpus_texts().iter().map(|t| views(t).lower).collect();
+    texts.extend(made.iter().map(|t| t.to_string()));
+    for r in super::rules::PUNCT.iter().filter(|r| !r.needs.is_empty()) {
+        let re = regex::Regex::new(r.pattern).unwrap();
+        let mut checked = 0usize;
+        for t in &texts {
+            for m in re.find_iter(t) {
+                checked += 1;
+                assert!(
+                    r.needs.iter().any(|n| m.as_str().contains(n)),
+                    "`{}` matched {:?}, holding none of {:?}",
+                    r.pattern,
+                    m.as_str(),
+                    r.needs
+                );
+            }
+        }
+        assert!(checked > 0, "`{}`: no match to check", r.pattern);
+    }
+}
+
 fn words_regex(pattern: &str) -> regex::Regex {
     regex::RegexBuilder::new(&super::rules::expand(pattern))
         .unicode(false)
@@ -337,5 +377,40 @@ proptest! {
                 prop_assert_eq!(hand(t), re.is_match(t), "`{}` on {:?}", p, t);
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(1))]
+
+    /// The views' folding without the offset map folds as `fold` does.
+    #[test]
+    fn fold_text_is_fold(s in "(?s).{0,40}", t in "[a-zа-яα-ω\u{200B}\u{FF01}-\u{FF5E}\u{2000}-\u{2015}\u{0660}-\u{0669} ]{0,40}") {
+        for x in [&s, &t] {
+            prop_assert_eq!(crate::text::fold_text(x), crate::text::fold(x).text);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(1))]
+
+    /// The hand-written hex blob finder finds what `regex_lite` finds with the pattern it replaced,
+    /// blob for blob, on runs of near-units (prefixes, one or two digits, separators, noise).
+    #[test]
+    fn hex_blobs_are_the_regex(units in proptest::collection::vec((0usize..10, 0usize..24, 0usize..5), 0..40)) {
+        // Mostly whole units, so runs of twelve happen; the rest break or shift them.
+        const PREFIX: [&str; 10] = ["", "", "", "", "", "", "0x", "\\x", "0X", "\\"];
+        const DIGITS: [&str; 24] = [
+            "ab", "F0", "9c", "77", "de", "AD", "01", "ff", "3e", "B2", "ab", "F0", "9c", "77", "de", "AD",
+            "01", "ff", "3e", "B2", "a", "0", "g1", "é",
+        ];
+        const SEP: [&str; 5] = ["", "", " ", ":", "  "];
+        let text: String = units.iter().map(|&(p, d, s)| format!("{}{}{}", PREFIX[p], DIGITS[d], SEP[s])).collect();
+        static RE: OnceLock<regex_lite::Regex> = OnceLock::new();
+        let re = RE.get_or_init(|| regex_lite::Regex::new(super::HEX_BLOB).unwrap());
+        let ours: Vec<&str> = super::hex_blobs(&text).collect();
+        let theirs: Vec<&str> = re.find_iter(&text).map(|m| m.as_str()).collect();
+        prop_assert_eq!(ours, theirs, "{:?}", text);
     }
 }

@@ -36,6 +36,9 @@ pub struct Punct {
     /// `\A(?:pattern)` answers): for the rules whose counted repetitions cost the engine most at
     /// their (everyday) starts. The tests check it against the pattern.
     pub hand: Option<fn(&str) -> bool>,
+    /// Literals one of which every match holds (empty: none named): a text without any of them is
+    /// not tried at all. Checked once per text, at the first place the rule could start.
+    pub needs: &'static [&'static str],
 }
 
 /// Where a punctuation rule's match can start.
@@ -57,7 +60,13 @@ const fn p(family: Family, weight: f32, pattern: &'static str, start: Start, byt
         start,
         bytes,
         hand: None,
+        needs: &[],
     }
+}
+
+/// `rule`, tried only on texts holding one of `needs` (see [`Punct::needs`]).
+const fn needs(rule: Punct, needs: &'static [&'static str]) -> Punct {
+    Punct { needs, ..rule }
 }
 
 /// [`p`] with a hand matcher.
@@ -76,6 +85,7 @@ const fn by_hand(
         start,
         bytes,
         hand: Some(hand),
+        needs: &[],
     }
 }
 
@@ -646,19 +656,25 @@ pub const PUNCT: &[Punct] = &[
         b"|>",
     ),
     p(FakeDelimiter, 0.7, r"<\|[a-z_ ]{1,24}\|>", Lit(&["<|"]), b"|>"),
-    p(
-        FakeDelimiter,
-        0.85,
-        r"\[/?inst\]|<</?sys>>|<s>\s*\[inst",
-        Lit(&["[/", "[i", "<<", "<s"]),
-        b"",
+    needs(
+        p(
+            FakeDelimiter,
+            0.85,
+            r"\[/?inst\]|<</?sys>>|<s>\s*\[inst",
+            Lit(&["[/", "[i", "<<", "<s"]),
+            b"",
+        ),
+        &["inst]", "sys>>", "<s>"],
     ),
-    p(
-        FakeDelimiter,
-        0.85,
-        r"<\s*/?\s*(start_of_turn|end_of_turn)\s*>|<(bos|eos)>",
-        Lit(&["<"]),
-        b">",
+    needs(
+        p(
+            FakeDelimiter,
+            0.85,
+            r"<\s*/?\s*(start_of_turn|end_of_turn)\s*>|<(bos|eos)>",
+            Lit(&["<"]),
+            b">",
+        ),
+        &["_of_turn", "<bos>", "<eos>"],
     ),
     p(
         FakeDelimiter,
@@ -674,12 +690,15 @@ pub const PUNCT: &[Punct] = &[
         Line(&["##"]),
         b":",
     ),
-    p(
-        FakeDelimiter,
-        0.65,
-        r"(?m)^[ \t]*[\[(<{][ \t]*(system|sys|system message|system prompt|system note|system override|admin|developer|root|operator)[ \t]*[\])>}][ \t]*:?",
-        Line(&["[", "(", "<", "{"]),
-        b"",
+    needs(
+        p(
+            FakeDelimiter,
+            0.65,
+            r"(?m)^[ \t]*[\[(<{][ \t]*(system|sys|system message|system prompt|system note|system override|admin|developer|root|operator)[ \t]*[\])>}][ \t]*:?",
+            Line(&["[", "(", "<", "{"]),
+            b"",
+        ),
+        &["sys", "admin", "developer", "root", "operator"],
     ),
     p(
         FakeDelimiter,
@@ -688,19 +707,25 @@ pub const PUNCT: &[Punct] = &[
         Line(&["system", "developer", "admin"]),
         b":",
     ),
-    p(
-        FakeDelimiter,
-        0.55,
-        r"\n\s*\n\s*(human|assistant)\s*:",
-        Lit(&["\n\n", "\n ", "\n\t", "\n\r", "\n\x0b", "\n\x0c"]),
-        b":",
+    needs(
+        p(
+            FakeDelimiter,
+            0.55,
+            r"\n\s*\n\s*(human|assistant)\s*:",
+            Lit(&["\n\n", "\n ", "\n\t", "\n\r", "\n\x0b", "\n\x0c"]),
+            b":",
+        ),
+        &["human", "assistant"],
     ),
-    p(
-        FakeDelimiter,
-        0.75,
-        r"(-{3,}|={3,}|\*{3,}|#{3,}|/{3,}|~{3,}|<{3,}|>{3,})[ \t]*(end|begin|start|stop)[ \t_]*(of[ \t_]*)?(the[ \t_]*)?(system[ \t_]*prompt|system|user[ \t_]*input|user[ \t_]*message|prompt|instructions?|context|conversation|input)\b",
-        Lit(&["---", "===", "***", "###", "///", "~~~", "<<<", ">>>"]),
-        b"",
+    needs(
+        p(
+            FakeDelimiter,
+            0.75,
+            r"(-{3,}|={3,}|\*{3,}|#{3,}|/{3,}|~{3,}|<{3,}|>{3,})[ \t]*(end|begin|start|stop)[ \t_]*(of[ \t_]*)?(the[ \t_]*)?(system[ \t_]*prompt|system|user[ \t_]*input|user[ \t_]*message|prompt|instructions?|context|conversation|input)\b",
+            Lit(&["---", "===", "***", "###", "///", "~~~", "<<<", ">>>"]),
+            b"",
+        ),
+        &["end", "begin", "start"],
     ),
     p(
         FakeDelimiter,
@@ -716,19 +741,25 @@ pub const PUNCT: &[Punct] = &[
         Lit(&["\"role\""]),
         b":",
     ),
-    p(
-        FakeDelimiter,
-        0.65,
-        r"<\s*/?\s*(system|system_prompt|sys|admin|developer_instructions|system_instructions|system-prompt|system_message)\s*>",
-        Lit(&["<"]),
-        b">",
+    needs(
+        p(
+            FakeDelimiter,
+            0.65,
+            r"<\s*/?\s*(system|system_prompt|sys|admin|developer_instructions|system_instructions|system-prompt|system_message)\s*>",
+            Lit(&["<"]),
+            b">",
+        ),
+        &["sys", "admin", "developer_instructions"],
     ),
-    p(
-        FakeDelimiter,
-        0.6,
-        r"\{\{\s*(system|sys)\s*\}\}|\[\[\s*system\s*\]\]|\[(system|sys|admin|developer)( message| note| override| prompt| instruction)?\]",
-        Lit(&["{{", "[[", "[s", "[a", "[d"]),
-        b"",
+    needs(
+        p(
+            FakeDelimiter,
+            0.6,
+            r"\{\{\s*(system|sys)\s*\}\}|\[\[\s*system\s*\]\]|\[(system|sys|admin|developer)( message| note| override| prompt| instruction)?\]",
+            Lit(&["{{", "[[", "[s", "[a", "[d"]),
+            b"",
+        ),
+        &["sys", "admin", "developer"],
     ),
     // --- data exfiltration via markdown and URLs ---
     p(
@@ -752,7 +783,10 @@ pub const PUNCT: &[Punct] = &[
         Lit(&["http"]),
         b"=",
     ),
-    p(Exfiltration, 0.4, r"\[\s*\]\(\s*https?://", Lit(&["["]), b"]("),
+    needs(
+        p(Exfiltration, 0.4, r"\[\s*\]\(\s*https?://", Lit(&["["]), b"]("),
+        &["http"],
+    ),
     p(
         Exfiltration,
         0.85,
@@ -760,19 +794,25 @@ pub const PUNCT: &[Punct] = &[
         Lit(&["!["]),
         b"](=",
     ),
-    p(
-        FakeDelimiter,
-        0.4,
-        r"(-{3,}|={3,}|\*{3,}|#{3,})[ \t]*(end|begin|start)[ \t_]*(of[ \t_]*)?(the[ \t_]*)?(search[ \t_]*results|results|document|text|data|email|file|page|tool[ \t_]*output)\b",
-        Lit(&["---", "===", "***", "###"]),
-        b"",
+    needs(
+        p(
+            FakeDelimiter,
+            0.4,
+            r"(-{3,}|={3,}|\*{3,}|#{3,})[ \t]*(end|begin|start)[ \t_]*(of[ \t_]*)?(the[ \t_]*)?(search[ \t_]*results|results|document|text|data|email|file|page|tool[ \t_]*output)\b",
+            Lit(&["---", "===", "***", "###"]),
+            b"",
+        ),
+        &["end", "begin", "start"],
     ),
-    p(
-        RolePlay,
-        0.6,
-        r"\[\s*(jailbreak|jailbroken|dan|unfiltered|uncensored|developer mode output|dev mode|evil)\s*\]",
-        Lit(&["["]),
-        b"]",
+    needs(
+        p(
+            RolePlay,
+            0.6,
+            r"\[\s*(jailbreak|jailbroken|dan|unfiltered|uncensored|developer mode output|dev mode|evil)\s*\]",
+            Lit(&["["]),
+            b"]",
+        ),
+        &["jailbr", "dan", "unfiltered", "uncensored", "dev", "evil"],
     ),
     by_hand(
         Exfiltration,
@@ -782,12 +822,15 @@ pub const PUNCT: &[Punct] = &[
         b"@.",
         send_to_address,
     ),
-    p(
-        FakeDelimiter,
-        0.6,
-        r"<\s*instructions?\b[^>\n]{0,60}\b(system|priority|admin|developer)\b[^>\n]{0,60}>",
-        Lit(&["<"]),
-        b">",
+    needs(
+        p(
+            FakeDelimiter,
+            0.6,
+            r"<\s*instructions?\b[^>\n]{0,60}\b(system|priority|admin|developer)\b[^>\n]{0,60}>",
+            Lit(&["<"]),
+            b">",
+        ),
+        &["instruction"],
     ),
     p(
         FakeDelimiter,
@@ -796,12 +839,15 @@ pub const PUNCT: &[Punct] = &[
         Lit(&["</"]),
         b"><",
     ),
-    p(
-        FakeDelimiter,
-        0.6,
-        r"#{2,}[ \t]*(system|admin|developer)[ \t]*:",
-        Lit(&["##"]),
-        b":",
+    needs(
+        p(
+            FakeDelimiter,
+            0.6,
+            r"#{2,}[ \t]*(system|admin|developer)[ \t]*:",
+            Lit(&["##"]),
+            b":",
+        ),
+        &["system", "admin", "developer"],
     ),
     p(
         InstructionOverride,
