@@ -898,7 +898,7 @@ fn reverse_each_word(text: &str) -> String {
 
 /// A hex blob: twelve or more bytes written as hex digits, each maybe prefixed (`\\x`, `0x`) and
 /// followed by a separator.
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 const HEX_BLOB: &str = r"(?i)(?:(?:\\x|0x)?[0-9a-f]{2}[ :]?){12,}";
 
 /// A rule or blob pattern on the small engine: the `regex` syntax with ASCII classes.
