@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+pub mod tagged;
+
 /// Whether `s` can be sent as a header value: no control characters (CR and LF would end the header
 /// and start another), DEL included; tabs and non-ASCII text are fine.
 pub fn header_safe(s: &str) -> bool {

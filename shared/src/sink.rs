@@ -35,13 +35,14 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::config::tagged::{self, Variant};
 use crate::config::ConfigError;
 use crate::crypto::sigv4::uri_encode;
 use crate::time::DateTime;
 
-/// A sink's wire format, from the `format` field of a sink's config (unknown fields refused).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-#[serde(from = "RawFormat")]
+/// A sink's wire format, from the `format` field of a sink's config (unknown fields refused; read by
+/// [`crate::config::tagged`], not derived).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Format {
     /// ClickHouse's HTTP interface: `INSERT INTO <table> FORMAT JSONEachRow`. `table` is `name` or
     /// `database.name` (letters, digits, `_`).
@@ -59,39 +60,55 @@ pub enum Format {
     Otlp { service_name: Option<String> },
 }
 
-/// The config's shape: serde lets a unit variant of an internally tagged enum take any field, so
-/// `webhook` is an empty struct variant here, where `deny_unknown_fields` holds.
-#[derive(serde::Deserialize)]
-#[serde(tag = "format", rename_all = "snake_case", deny_unknown_fields)]
-enum RawFormat {
-    Clickhouse {
-        table: String,
-    },
-    Webhook {},
-    SplunkHec {
-        #[serde(default)]
-        sourcetype: Option<String>,
-        #[serde(default)]
-        index: Option<String>,
-    },
-    Elasticsearch {
-        index: String,
-    },
-    Otlp {
-        #[serde(default)]
-        service_name: Option<String>,
-    },
-}
+const FORMATS: &[&str] = &["clickhouse", "webhook", "splunk_hec", "elasticsearch", "otlp"];
 
-impl From<RawFormat> for Format {
-    fn from(raw: RawFormat) -> Format {
-        match raw {
-            RawFormat::Clickhouse { table } => Format::Clickhouse { table },
-            RawFormat::Webhook {} => Format::Webhook,
-            RawFormat::SplunkHec { sourcetype, index } => Format::SplunkHec { sourcetype, index },
-            RawFormat::Elasticsearch { index } => Format::Elasticsearch { index },
-            RawFormat::Otlp { service_name } => Format::Otlp { service_name },
-        }
+const VARIANTS: &[Variant] = &[
+    Variant {
+        name: "clickhouse",
+        fields: &["table"],
+        nullable: &[],
+    },
+    Variant {
+        name: "webhook",
+        fields: &[],
+        nullable: &[],
+    },
+    Variant {
+        name: "splunk_hec",
+        fields: &["sourcetype", "index"],
+        nullable: &["sourcetype", "index"],
+    },
+    Variant {
+        name: "elasticsearch",
+        fields: &["index"],
+        nullable: &[],
+    },
+    Variant {
+        name: "otlp",
+        fields: &["service_name"],
+        nullable: &["service_name"],
+    },
+];
+
+impl<'de> serde::Deserialize<'de> for Format {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Format, D::Error> {
+        let mut t = tagged::read(d, "format", VARIANTS, FORMATS)?;
+        Ok(match t.variant {
+            "clickhouse" => Format::Clickhouse {
+                table: t.required("table")?,
+            },
+            "webhook" => Format::Webhook,
+            "splunk_hec" => Format::SplunkHec {
+                sourcetype: t.take("sourcetype"),
+                index: t.take("index"),
+            },
+            "elasticsearch" => Format::Elasticsearch {
+                index: t.required("index")?,
+            },
+            _ => Format::Otlp {
+                service_name: t.take("service_name"),
+            },
+        })
     }
 }
 
@@ -699,6 +716,72 @@ mod tests {
 
     fn body(e: &Encoded) -> String {
         String::from_utf8(e.body.clone()).unwrap()
+    }
+
+    /// The derive the hand reader replaced, kept as its reference (serde lets a unit variant of an
+    /// internally tagged enum take any field, so `webhook` is an empty struct variant).
+    #[derive(serde::Deserialize)]
+    #[serde(tag = "format", rename_all = "snake_case", deny_unknown_fields)]
+    enum RawFormat {
+        Clickhouse {
+            table: String,
+        },
+        Webhook {},
+        SplunkHec {
+            #[serde(default)]
+            sourcetype: Option<String>,
+            #[serde(default)]
+            index: Option<String>,
+        },
+        Elasticsearch {
+            index: String,
+        },
+        Otlp {
+            #[serde(default)]
+            service_name: Option<String>,
+        },
+    }
+
+    impl From<RawFormat> for Format {
+        fn from(raw: RawFormat) -> Format {
+            match raw {
+                RawFormat::Clickhouse { table } => Format::Clickhouse { table },
+                RawFormat::Webhook {} => Format::Webhook,
+                RawFormat::SplunkHec { sourcetype, index } => Format::SplunkHec { sourcetype, index },
+                RawFormat::Elasticsearch { index } => Format::Elasticsearch { index },
+                RawFormat::Otlp { service_name } => Format::Otlp { service_name },
+            }
+        }
+    }
+
+    #[test]
+    fn formats_read_as_the_derive_did() {
+        crate::config::tagged::assert_reads_as_derived::<Format, RawFormat>(&[
+            r#"{"format":"clickhouse","table":"t"}"#,
+            r#"{"table":"t","format":"clickhouse"}"#,
+            r#"{"format":"clickhouse"}"#,
+            r#"{"format":"clickhouse","table":null}"#,
+            r#"{"format":"clickhouse","table":7}"#,
+            r#"{"format":"clickhouse","table":"t","tabel":"t"}"#,
+            r#"{"format":"clickhouse","table":"t","table":"u"}"#,
+            r#"{"format":"webhook"}"#,
+            r#"{"format":"webhook","url":"x"}"#,
+            r#"{"format":"splunk_hec"}"#,
+            r#"{"format":"splunk_hec","sourcetype":null,"index":"main"}"#,
+            r#"{"format":"splunk_hec","sourcetype":["a"]}"#,
+            r#"{"format":"elasticsearch","index":"i"}"#,
+            r#"{"format":"elasticsearch","index":null}"#,
+            r#"{"format":"otlp"}"#,
+            r#"{"format":"otlp","service_name":"gw"}"#,
+            r#"{"format":"otlp","service_name":{"a":1}}"#,
+            r#"{"format":"otlp","service":"gw"}"#,
+            r#"{"format":"json"}"#,
+            r#"{"format":true}"#,
+            r#"{"format":"otlp","format":"otlp"}"#,
+            r#"{}"#,
+            r#"[]"#,
+            r#"null"#,
+        ]);
     }
 
     #[test]

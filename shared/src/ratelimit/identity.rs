@@ -9,15 +9,14 @@
 //! such a filter forwards in a header (`jwt_authn`'s `forward_payload_header`). Anyone can forge an
 //! unverified token's claims.
 
+use crate::config::tagged::{self, Variant};
 use crate::host::{property_string, Host};
 use crate::rand::stable_hash;
-use serde::de::Unexpected;
 use serde::Deserialize;
 use serde_json::Value;
 
 /// Where an identity is read from: `{"type": "<snake_case variant>", …its fields}`. Read by hand
-/// ([`Deserialize`] below), not derived: serde's internally tagged enums buffer the object and
-/// instantiate every field's reader a second time, about 21 KB of `.wasm` in each module that reads one.
+/// ([`crate::config::tagged`]), not derived.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// A request header's value, as is.
@@ -52,185 +51,59 @@ const TYPES: &[&str] = &[
     "kong_consumer_group",
 ];
 
-/// The fields each `type` takes besides `type`.
-fn fields_of(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "header" => &["name"],
-        "api_key" => &["header"],
-        "jwt_claim" => &["claim", "header"],
-        "kong_consumer" => &["field"],
-        _ => &[],
-    }
-}
+const VARIANTS: &[Variant] = &[
+    Variant {
+        name: "header",
+        fields: &["name"],
+        nullable: &[],
+    },
+    Variant {
+        name: "api_key",
+        fields: &["header"],
+        nullable: &[],
+    },
+    Variant {
+        name: "jwt_claim",
+        fields: &["claim", "header"],
+        nullable: &["header"],
+    },
+    Variant {
+        name: "client_address",
+        fields: &[],
+        nullable: &[],
+    },
+    Variant {
+        name: "kong_consumer",
+        fields: &["field"],
+        nullable: &[],
+    },
+    Variant {
+        name: "kong_consumer_group",
+        fields: &[],
+        nullable: &[],
+    },
+];
 
 impl<'de> Deserialize<'de> for Source {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Source, D::Error> {
-        d.deserialize_map(SourceVisitor)
-    }
-}
-
-struct SourceVisitor;
-
-impl<'de> serde::de::Visitor<'de> for SourceVisitor {
-    type Value = Source;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an identity source object with a `type`")
-    }
-
-    /// The same answers as the derive it replaces: `type` anywhere in the object, unknown and
-    /// duplicate fields refused, `null` only for `jwt_claim`'s `header`.
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Source, A::Error> {
-        use serde::de::Error;
-        let mut kind: Option<String> = None;
-        let mut fields: Vec<(String, Loose)> = Vec::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if key == "type" {
-                if kind.is_some() {
-                    return Err(A::Error::duplicate_field("type"));
-                }
-                kind = Some(match map.next_value::<Loose>()? {
-                    Loose::Str(v) => v,
-                    Loose::Null => {
-                        return Err(A::Error::invalid_type(Unexpected::Unit, &"variant identifier"))
-                    }
-                    Loose::Other(what) => {
-                        return Err(A::Error::invalid_type(what.unexpected(), &"variant identifier"))
-                    }
-                });
-            } else if fields.iter().any(|(k, _)| *k == key) {
-                return Err(A::Error::custom(format_args!("duplicate field `{key}`")));
-            } else {
-                let value = map.next_value::<Loose>()?;
-                fields.push((key, value));
-            }
-        }
-        let kind = kind.ok_or_else(|| A::Error::missing_field("type"))?;
-        if !TYPES.contains(&kind.as_str()) {
-            return Err(A::Error::unknown_variant(&kind, TYPES));
-        }
-        let allowed = fields_of(&kind);
-        // A field the type does not take, then a value that is not a string (`null` only where the
-        // field is optional without a default).
-        for (key, _) in &fields {
-            if !allowed.contains(&key.as_str()) {
-                return Err(A::Error::unknown_field(key, allowed));
-            }
-        }
-        let mut strings = Vec::with_capacity(fields.len());
-        for (key, value) in fields {
-            let value = match value {
-                Loose::Str(v) => Some(v),
-                Loose::Null if kind == "jwt_claim" && key == "header" => None,
-                Loose::Null => return Err(A::Error::invalid_type(Unexpected::Unit, &"a string")),
-                Loose::Other(what) => return Err(A::Error::invalid_type(what.unexpected(), &"a string")),
-            };
-            strings.push((key, value));
-        }
-        let mut take = |name: &str| {
-            strings
-                .iter_mut()
-                .find(|(k, _)| k == name)
-                .and_then(|(_, v)| v.take())
-        };
-        Ok(match kind.as_str() {
+        let mut t = tagged::read(d, "type", VARIANTS, TYPES)?;
+        Ok(match t.variant {
             "header" => Source::Header {
-                name: take("name").ok_or_else(|| A::Error::missing_field("name"))?,
+                name: t.required("name")?,
             },
             "api_key" => Source::ApiKey {
-                header: take("header").unwrap_or_else(|| "authorization".into()),
+                header: t.take("header").unwrap_or_else(|| "authorization".into()),
             },
             "jwt_claim" => Source::JwtClaim {
-                claim: take("claim").ok_or_else(|| A::Error::missing_field("claim"))?,
-                header: take("header"),
+                claim: t.required("claim")?,
+                header: t.take("header"),
             },
             "client_address" => Source::ClientAddress {},
             "kong_consumer" => Source::KongConsumer {
-                field: take("field").unwrap_or_else(|| "id".into()),
+                field: t.take("field").unwrap_or_else(|| "id".into()),
             },
             _ => Source::KongConsumerGroup {},
         })
-    }
-}
-
-/// A field's value as read before its type is known: a string, `null`, or what else it was.
-enum Loose {
-    Str(String),
-    Null,
-    Other(Kind),
-}
-
-/// What a value that is not a string was, for the error.
-enum Kind {
-    Bool(bool),
-    Signed(i64),
-    Unsigned(u64),
-    Float(f64),
-    Seq,
-    Map,
-}
-
-impl Kind {
-    fn unexpected(&self) -> Unexpected<'_> {
-        match *self {
-            Kind::Bool(b) => Unexpected::Bool(b),
-            Kind::Signed(i) => Unexpected::Signed(i),
-            Kind::Unsigned(u) => Unexpected::Unsigned(u),
-            Kind::Float(f) => Unexpected::Float(f),
-            Kind::Seq => Unexpected::Seq,
-            Kind::Map => Unexpected::Map,
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Loose {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Loose, D::Error> {
-        d.deserialize_any(LooseVisitor)
-    }
-}
-
-struct LooseVisitor;
-
-impl<'de> serde::de::Visitor<'de> for LooseVisitor {
-    type Value = Loose;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a string")
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Loose, E> {
-        Ok(Loose::Str(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Loose, E> {
-        Ok(Loose::Str(v))
-    }
-    fn visit_unit<E>(self) -> Result<Loose, E> {
-        Ok(Loose::Null)
-    }
-    fn visit_none<E>(self) -> Result<Loose, E> {
-        Ok(Loose::Null)
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Loose, E> {
-        Ok(Loose::Other(Kind::Bool(v)))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Loose, E> {
-        Ok(Loose::Other(Kind::Signed(v)))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Loose, E> {
-        Ok(Loose::Other(Kind::Unsigned(v)))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Loose, E> {
-        Ok(Loose::Other(Kind::Float(v)))
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Loose, A::Error> {
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(Loose::Other(Kind::Seq))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Loose, A::Error> {
-        while map
-            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-            .is_some()
-        {}
-        Ok(Loose::Other(Kind::Map))
     }
 }
 
@@ -420,23 +293,7 @@ mod tests {
             r#""header""#,
             r#"null"#,
         ];
-        for json in cases {
-            // The same value, or the same message (where in the text it is reported may differ).
-            let message = |e: serde_json::Error| {
-                let e = e.to_string();
-                e.split(" at line ").next().unwrap_or_default().to_string()
-            };
-            let want = serde_json::from_str::<Derived>(json)
-                .map(Source::from)
-                .map_err(message);
-            let got = serde_json::from_str::<Source>(json).map_err(message);
-            if json.starts_with('{') {
-                assert_eq!(got, want, "{json}");
-            } else {
-                // Not an object: the derive says "missing field `type`", the reader what it got.
-                assert!(got.is_err() && want.is_err(), "{json}");
-            }
-        }
+        crate::config::tagged::assert_reads_as_derived::<Source, Derived>(&cases);
         let err = |json: &str| serde_json::from_str::<Source>(json).unwrap_err().to_string();
         assert!(err(r#"{"type":"header","name":"a","x":1}"#).contains("unknown field `x`, expected `name`"));
         assert!(err(r#"{"type":"nope"}"#).contains("unknown variant `nope`"));
