@@ -775,6 +775,8 @@ mod tests {
             r#"{"format":"otlp","service_name":"gw"}"#,
             r#"{"format":"otlp","service_name":{"a":1}}"#,
             r#"{"format":"otlp","service":"gw"}"#,
+            r#"{"format":"otlp","service_name":false,"service":"gw"}"#,
+            r#"{"format":"otlp","service":"gw","service_name":false}"#,
             r#"{"format":"json"}"#,
             r#"{"format":true}"#,
             r#"{"format":"otlp","format":"otlp"}"#,

@@ -84,12 +84,13 @@ impl<'de> Visitor<'de> for TaggedVisitor {
         let Some(variant) = self.variants.iter().find(|v| v.name == kind) else {
             return Err(A::Error::unknown_variant(&kind, self.names));
         };
-        // Every field's name first, then every value (the order of the derive's errors).
-        if let Some((key, _)) = fields.iter().find(|(k, _)| !variant.fields.contains(&k.as_str())) {
-            return Err(A::Error::unknown_field(key, variant.fields));
-        }
+        // Field by field in the object's order, its name and then its value: the first error the
+        // derive would have met.
         let mut values = Vec::with_capacity(fields.len());
         for (key, value) in fields {
+            if !variant.fields.contains(&key.as_str()) {
+                return Err(A::Error::unknown_field(&key, variant.fields));
+            }
             let value = match value {
                 Loose::Str(v) => Some(v),
                 Loose::Null if variant.nullable.contains(&key.as_str()) => None,

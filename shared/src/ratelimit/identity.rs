@@ -269,6 +269,8 @@ mod tests {
             r#"{"type":"header","name":null}"#,
             r#"{"type":"header","name":1}"#,
             r#"{"type":"header","name":"a","x":1}"#,
+            r#"{"type":"header","name":1,"x":1}"#,
+            r#"{"type":"header","x":1,"name":1}"#,
             r#"{"type":"header","name":"a","name":"b"}"#,
             r#"{"type":"header","type":"header","name":"a"}"#,
             r#"{"type":"header","claim":"a"}"#,
