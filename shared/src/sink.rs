@@ -60,8 +60,6 @@ pub enum Format {
     Otlp { service_name: Option<String> },
 }
 
-const FORMATS: &[&str] = &["clickhouse", "webhook", "splunk_hec", "elasticsearch", "otlp"];
-
 const VARIANTS: &[Variant] = &[
     Variant {
         name: "clickhouse",
@@ -92,7 +90,7 @@ const VARIANTS: &[Variant] = &[
 
 impl<'de> serde::Deserialize<'de> for Format {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Format, D::Error> {
-        let mut t = tagged::read(d, "format", VARIANTS, FORMATS)?;
+        let mut t = tagged::read(d, "format", VARIANTS)?;
         Ok(match t.variant {
             "clickhouse" => Format::Clickhouse {
                 table: t.required("table")?,
@@ -105,9 +103,10 @@ impl<'de> serde::Deserialize<'de> for Format {
             "elasticsearch" => Format::Elasticsearch {
                 index: t.required("index")?,
             },
-            _ => Format::Otlp {
+            "otlp" => Format::Otlp {
                 service_name: t.take("service_name"),
             },
+            _ => return Err(t.unknown(VARIANTS)),
         })
     }
 }

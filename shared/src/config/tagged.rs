@@ -22,6 +22,34 @@ pub struct Tagged {
     values: Vec<(String, Option<String>)>,
 }
 
+/// serde's list of what was expected: "`a`", "`a` or `b`", "one of `a`, `b`, `c`".
+struct OneOf(&'static [Variant]);
+
+impl fmt::Display for OneOf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            [] => f.write_str("there are no variants"),
+            [a] => write!(f, "expected `{}`", a.name),
+            [a, b] => write!(f, "expected `{}` or `{}`", a.name, b.name),
+            all => {
+                f.write_str("expected one of ")?;
+                for (i, v) in all.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "`{}`", v.name)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// serde's "unknown variant" error, its list made from `variants`.
+fn unknown_variant<E: Error>(kind: &str, variants: &'static [Variant]) -> E {
+    E::custom(format_args!("unknown variant `{kind}`, {}", OneOf(variants)))
+}
+
 impl Tagged {
     /// The field's string, if it was given (and not `null`).
     pub fn take(&mut self, field: &str) -> Option<String> {
@@ -35,6 +63,11 @@ impl Tagged {
     pub fn required<E: Error>(&mut self, field: &'static str) -> Result<String, E> {
         self.take(field).ok_or_else(|| E::missing_field(field))
     }
+
+    /// For the caller's last match arm: a variant of its table it has no arm for.
+    pub fn unknown<E: Error>(&self, variants: &'static [Variant]) -> E {
+        unknown_variant(self.variant, variants)
+    }
 }
 
 /// Reads an object tagged by `tag` as one of `variants`.
@@ -42,16 +75,13 @@ pub fn read<'de, D: de::Deserializer<'de>>(
     d: D,
     tag: &'static str,
     variants: &'static [Variant],
-    names: &'static [&'static str],
 ) -> Result<Tagged, D::Error> {
-    d.deserialize_map(TaggedVisitor { tag, variants, names })
+    d.deserialize_map(TaggedVisitor { tag, variants })
 }
 
 struct TaggedVisitor {
     tag: &'static str,
     variants: &'static [Variant],
-    /// The variants' names, in order (serde's "expected one of" list).
-    names: &'static [&'static str],
 }
 
 impl<'de> Visitor<'de> for TaggedVisitor {
@@ -82,7 +112,7 @@ impl<'de> Visitor<'de> for TaggedVisitor {
         }
         let kind = kind.ok_or_else(|| A::Error::missing_field(self.tag))?;
         let Some(variant) = self.variants.iter().find(|v| v.name == kind) else {
-            return Err(A::Error::unknown_variant(&kind, self.names));
+            return Err(unknown_variant(&kind, self.variants));
         };
         // Field by field in the object's order, its name and then its value: the first error the
         // derive would have met.

@@ -42,15 +42,6 @@ pub enum Source {
     KongConsumerGroup {},
 }
 
-const TYPES: &[&str] = &[
-    "header",
-    "api_key",
-    "jwt_claim",
-    "client_address",
-    "kong_consumer",
-    "kong_consumer_group",
-];
-
 const VARIANTS: &[Variant] = &[
     Variant {
         name: "header",
@@ -86,7 +77,7 @@ const VARIANTS: &[Variant] = &[
 
 impl<'de> Deserialize<'de> for Source {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Source, D::Error> {
-        let mut t = tagged::read(d, "type", VARIANTS, TYPES)?;
+        let mut t = tagged::read(d, "type", VARIANTS)?;
         Ok(match t.variant {
             "header" => Source::Header {
                 name: t.required("name")?,
@@ -102,7 +93,8 @@ impl<'de> Deserialize<'de> for Source {
             "kong_consumer" => Source::KongConsumer {
                 field: t.take("field").unwrap_or_else(|| "id".into()),
             },
-            _ => Source::KongConsumerGroup {},
+            "kong_consumer_group" => Source::KongConsumerGroup {},
+            _ => return Err(t.unknown(VARIANTS)),
         })
     }
 }
