@@ -51,6 +51,15 @@ enum Fold {
     To(char),
 }
 
+/// What [`fold`] makes of one character: itself, its look-alike, or `None` when it drops it.
+pub(crate) fn fold_one(c: char) -> Option<char> {
+    match fold_char(c) {
+        Fold::Keep => Some(c),
+        Fold::Drop => None,
+        Fold::To(t) => Some(t),
+    }
+}
+
 fn fold_char(c: char) -> Fold {
     // Nothing ASCII folds (every range and look-alike below is above U+009F).
     if c.is_ascii() {
