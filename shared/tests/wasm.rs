@@ -160,10 +160,9 @@ fn streams_byte_by_byte() {
     assert_eq!(s.usage(), Some(Usage::new(12, 7)));
 }
 
-/// The modules build the regex crate with only its `unicode-perl` and `unicode-case` tables (about
-/// 230 KB less in each module that compiles patterns): a user pattern with a `\p{..}` class is refused
-/// at configuration, one with Unicode `\d`, `\w` or `(?i)` works. Checked on wasm32, where no test-only
-/// dependency adds the other tables back.
+/// The PII engine runs users' patterns on `regex_lite`: a pattern with a `\p{..}` class is refused at
+/// configuration, and `\d`, `\s` and `(?i)` reach other scripts through folding (the text's digits and
+/// spaces, a caseless pattern's letters in both cases). Checked on wasm32, the modules' target.
 #[wasm_bindgen_test]
 fn user_patterns_without_unicode_property_tables() {
     use shared::pii::detect::{Engine, EngineErrorKind, EngineSpec};
