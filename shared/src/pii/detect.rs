@@ -1640,6 +1640,16 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
+    /// A small deterministic generator of numbers below its argument, for the generated texts.
+    fn xorshift(mut seed: u64) -> impl FnMut(usize) -> usize {
+        move |n| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        }
+    }
+
     /// The built-in detectors as the `regex` crate finds them, searching from every position: the
     /// engine's gates and anchored tries on `regex_lite` must find the same values.
     fn reference() -> Engine {
@@ -1663,13 +1673,7 @@ mod tests {
             "0", "1", "2", "5", "9", " ", ".", "-", "(", ")", "+", "a", "_", "415", "555", "0134", "1 (",
             ") ",
         ];
-        let mut seed = 0x0bad_cafe_u64;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut next = xorshift(0x0bad_cafe_u64);
         for (pattern, end) in BY_HAND {
             let re = regex::Regex::new(&anchored(pattern).0).unwrap();
             let mut matched = 0;
@@ -1697,13 +1701,7 @@ mod tests {
         let pieces = [
             "a", "Z", "0", ".", "-", "_", "@", "%", "+", " ", "é", "com", "x.io", "@b.co",
         ];
-        let mut seed = 0x1234_5678_u64;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut next = xorshift(0x1234_5678_u64);
         let a = |n: usize| "a".repeat(n);
         let edges = [
             format!("x@{}.com", a(63)),
@@ -1820,13 +1818,7 @@ mod tests {
             "9",
             "a.b-c_d%e+f",
         ];
-        let mut seed = 0x2545_f491_u64;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut next = xorshift(0x2545_f491_u64);
         for _ in 0..6000 {
             let mut text = String::new();
             for _ in 0..1 + next(6) {
@@ -2098,13 +2090,7 @@ mod tests {
             .unwrap()
         };
         let alphabet: Vec<char> = "aAbмМoOоОσΣςπΠé _-.\u{3000}".chars().collect();
-        let mut seed = 0x9e37_79b9_u64;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut next = xorshift(0x9e37_79b9_u64);
         let word = |next: &mut dyn FnMut(usize) -> usize, len: usize| -> String {
             (0..len).map(|_| alphabet[next(alphabet.len())]).collect()
         };
