@@ -6,7 +6,7 @@
 //! ([`Eval::NeedIntent`]) — only when the rule's other conditions already hold, so the classifier is
 //! asked only when its answer can change the decision.
 
-use regex::Regex;
+use shared::pattern::Pattern;
 use serde_json::Value;
 use shared::chat::{Api, Features, Kind};
 
@@ -129,7 +129,7 @@ impl Range {
 /// A text condition: a regex and/or keywords over the texts of some roles.
 #[derive(Debug, Clone)]
 pub struct TextCond {
-    pub regex: Option<Regex>,
+    pub regex: Option<Pattern>,
     /// Lower-cased; any one found as whole words matches.
     pub keywords: Vec<String>,
     pub roles: Vec<String>,
@@ -166,7 +166,7 @@ pub struct When {
     pub tools: Option<bool>,
     pub response_format: Option<bool>,
     pub model: Option<Vec<String>>,
-    pub headers: Vec<(String, Regex)>,
+    pub headers: Vec<(String, Pattern)>,
     pub consumer: Option<Vec<String>>,
     pub tier: Option<Vec<String>>,
     pub group: Option<Vec<String>>,
@@ -357,7 +357,7 @@ mod tests {
 
     fn text(regex: Option<&str>, keywords: &[&str], roles: &[&str]) -> TextCond {
         TextCond {
-            regex: regex.map(|r| Regex::new(r).unwrap()),
+            regex: regex.map(|r| Pattern::new(r).unwrap()),
             keywords: keywords.iter().map(|k| k.to_string()).collect(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
         }
@@ -479,14 +479,14 @@ mod tests {
             ),
             (
                 When {
-                    headers: vec![("x-team".into(), Regex::new("^pay").unwrap())],
+                    headers: vec![("x-team".into(), Pattern::new("^pay").unwrap())],
                     ..When::default()
                 },
                 true,
             ),
             (
                 When {
-                    headers: vec![("x-other".into(), Regex::new("").unwrap())],
+                    headers: vec![("x-other".into(), Pattern::new("").unwrap())],
                     ..When::default()
                 },
                 false,
