@@ -6,9 +6,9 @@
 //! ([`Eval::NeedIntent`]) — only when the rule's other conditions already hold, so the classifier is
 //! asked only when its answer can change the decision.
 
-use shared::pattern::Pattern;
 use serde_json::Value;
 use shared::chat::{Api, Features, Kind};
+use shared::pattern::Pattern;
 
 /// A request as the rules see it.
 #[derive(Debug, Clone, Default, PartialEq)]
