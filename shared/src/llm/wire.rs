@@ -20,7 +20,7 @@ use crate::callout::{judge, Failure};
 use crate::error::ApiError;
 use crate::host::CallResponse;
 use crate::provider::openai::chat_request;
-use crate::provider::{Exchange, Provider, Reply};
+use crate::provider::{task_answer, Exchange, Provider};
 use crate::schema::Schema;
 use crate::usage::Usage;
 use serde_json::{json, Map, Value};
@@ -233,17 +233,16 @@ pub fn read(provider: &dyn Provider, exchange: &Exchange, resp: &CallResponse, s
         output: Err(bad),
         usage: None,
     };
-    let status = match judge(resp) {
-        Ok(s) => s,
+    // Only a 2xx answer comes past `judge`.
+    match judge(resp) {
+        Ok(_) => {}
         Err(Failure::Timeout) => return fail(Bad::Timeout),
         Err(f) => return fail(Bad::Upstream(f.to_string())),
-    };
-    let mut reply = Reply::new(provider, exchange, status, false, 0);
-    let completion = match reply.whole(provider, &resp.body) {
-        Ok(bytes) => bytes,
+    }
+    let (completion, usage) = match task_answer(provider, exchange, &resp.body, 0) {
+        Ok(read) => read,
         Err(e) => return fail(Bad::Upstream(e.message)),
     };
-    let usage = reply.usage();
     let invalid = |why: String| Read {
         output: Err(Bad::Invalid(why)),
         usage,

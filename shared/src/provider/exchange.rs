@@ -445,7 +445,11 @@ impl Reply {
                     Dialect::Anthropic => anthropic::message_json(&c),
                 }
             }
-            Reading::Json(_) => self.native_json(body),
+            Reading::Json(_) => {
+                let (body, usage) = native_json(self.api, body)?;
+                self.usage = usage;
+                Ok(body)
+            }
             Reading::OpenAi(_) | Reading::Anthropic(_) | Reading::Translated(_) => {
                 let out = self.chunk(body, true).unwrap_or_else(|| body.to_vec());
                 if let Reading::Translated(s) = &self.reading {
@@ -461,45 +465,69 @@ impl Reply {
         }
     }
 
-    /// A passed-through JSON answer, judged as an answer of its API.
-    fn native_json(&mut self, body: &[u8]) -> Result<Vec<u8>, ApiError> {
-        let v = serde_json::from_slice::<Value>(body).ok();
-        let (ok, what) = match (self.api, v.as_ref()) {
-            (Api::ChatCompletions, Some(v)) => {
-                (v.get("choices").is_some_and(Value::is_array), "a chat completion")
-            }
-            (Api::Messages, Some(v)) => (
-                v.get("type").and_then(Value::as_str) == Some("message")
-                    && v.get("content").is_some_and(Value::is_array),
-                "a message",
-            ),
-            (Api::Embeddings, Some(v)) => (v.get("data").is_some_and(Value::is_array), "an embeddings list"),
-            (Api::Completions, Some(v)) => (v.get("choices").is_some_and(Value::is_array), "a completion"),
-            (api, None) => (
-                false,
-                match api {
-                    Api::ChatCompletions => "a chat completion",
-                    Api::Messages => "a message",
-                    Api::Embeddings => "an embeddings list",
-                    Api::Completions => "a completion",
-                },
-            ),
-        };
-        if !ok {
-            return Err(ApiError::upstream(
-                502,
-                "bad_upstream_response",
-                format!("the provider's answer is not {what}"),
-            ));
-        }
-        self.usage = v.as_ref().and_then(|v| native_usage(self.api, v));
-        Ok(body.to_vec())
-    }
-
     /// The usage the answer reported, once its end has been read.
     pub fn usage(&self) -> Option<Usage> {
         self.usage
     }
+}
+
+/// A passed-through JSON answer, judged as an answer of its API, and the usage it reports.
+fn native_json(api: Api, body: &[u8]) -> Result<(Vec<u8>, Option<Usage>), ApiError> {
+    let v = serde_json::from_slice::<Value>(body).ok();
+    let (ok, what) = match (api, v.as_ref()) {
+        (Api::ChatCompletions, Some(v)) => {
+            (v.get("choices").is_some_and(Value::is_array), "a chat completion")
+        }
+        (Api::Messages, Some(v)) => (
+            v.get("type").and_then(Value::as_str) == Some("message")
+                && v.get("content").is_some_and(Value::is_array),
+            "a message",
+        ),
+        (Api::Embeddings, Some(v)) => (v.get("data").is_some_and(Value::is_array), "an embeddings list"),
+        (Api::Completions, Some(v)) => (v.get("choices").is_some_and(Value::is_array), "a completion"),
+        (api, None) => (
+            false,
+            match api {
+                Api::ChatCompletions => "a chat completion",
+                Api::Messages => "a message",
+                Api::Embeddings => "an embeddings list",
+                Api::Completions => "a completion",
+            },
+        ),
+    };
+    if !ok {
+        return Err(ApiError::upstream(
+            502,
+            "bad_upstream_response",
+            format!("the provider's answer is not {what}"),
+        ));
+    }
+    Ok((body.to_vec(), v.as_ref().and_then(|v| native_usage(api, v))))
+}
+
+/// A task call's answer (`shared::llm`): a whole 2xx answer to a chat completion asked without a stream,
+/// in the OpenAI door's shape, and its usage: what [`Reply::whole`] gives for it, without the streams,
+/// the Anthropic door and the error answers a task call never reads, so the modules that only make
+/// task calls do not carry them. Any other exchange is refused (500): task calls are chat completions.
+pub fn task_answer(
+    provider: &dyn Provider,
+    exchange: &Exchange,
+    body: &[u8],
+    created: u64,
+) -> Result<(Vec<u8>, Option<Usage>), ApiError> {
+    if exchange.api != Api::ChatCompletions || exchange.stream {
+        return Err(ApiError::new(
+            500,
+            "server_error",
+            "internal_error",
+            "a task call is a chat completion without a stream",
+        ));
+    }
+    if exchange.native {
+        return native_json(exchange.api, body);
+    }
+    let c = provider.translator().response(body, exchange.expect)?;
+    Ok((openai::completion_json(&c, created), Some(c.usage)))
 }
 
 /// The usage of an answer in its API's own shape.
@@ -1058,6 +1086,51 @@ mod tests {
             );
             assert_eq!(chunked.usage(), whole.usage(), "{name}");
             assert_eq!(status == 200, whole.usage().is_some(), "{name}");
+        }
+    }
+
+    /// A task call's reader gives what `Reply::whole` gives for a non-streamed chat completion: the
+    /// same bytes and usage, or the same error, natively and translated, with structured output asked
+    /// for; it refuses what a task call never is.
+    #[test]
+    fn task_answer_is_reply_whole_for_task_calls() {
+        let openai_json = br#"{"id":"c","model":"gpt","choices":[{"index":0,"message":{"role":"assistant","content":"{\"a\":1}"}}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        let tool_answer = br#"{"id":"m","type":"message","role":"assistant","model":"claude","content":[{"type":"tool_use","id":"t","name":"answer","input":{"a":1}}],"stop_reason":"tool_use","usage":{"input_tokens":3,"output_tokens":4}}"#;
+        let structured = json!({"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "strict": true,
+                "schema": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"],
+                           "additionalProperties": false}}}});
+        let (oa, an) = (openai(), anthropic());
+        let cases: Vec<(&dyn Provider, Value, &[u8])> = vec![
+            (&oa, hi(false), openai_json),
+            (&oa, hi(false), br#"{"choices":{}}"#),
+            (&oa, hi(false), b"<html>ok</html>"),
+            (&an, hi(false), ANTHROPIC_MESSAGE.as_bytes()),
+            (&an, structured.clone(), tool_answer),
+            (&oa, structured, openai_json),
+            (&an, hi(false), br#"{"type":"message","content":"no"}"#),
+            (&an, hi(false), b"not json"),
+        ];
+        for (provider, req, body) in cases {
+            let name = format!("{} with {}", provider.name(), String::from_utf8_lossy(body));
+            let (_, ex) = Exchange::prepare(&openai_req(req), provider).unwrap();
+            let mut reply = Reply::new(provider, &ex, 200, false, 0);
+            let want = reply.whole(provider, body).map(|b| (b, reply.usage()));
+            let got = task_answer(provider, &ex, body, 0);
+            match (got, want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{name}"),
+                (Err(got), Err(want)) => assert_eq!(
+                    (got.status, got.code, got.message),
+                    (want.status, want.code, want.message),
+                    "{name}"
+                ),
+                (got, want) => panic!("{name}: {got:?} against {want:?}"),
+            }
+        }
+        for req in [openai_req(hi(true)), anthropic_req(hi(false))] {
+            let (_, ex) = Exchange::prepare(&req, &oa).unwrap();
+            let e = task_answer(&oa, &ex, openai_json, 0).unwrap_err();
+            assert_eq!((e.status, e.code), (500, "internal_error"), "{:?}", req.door());
         }
     }
 

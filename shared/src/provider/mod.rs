@@ -63,7 +63,7 @@ pub mod openai;
 pub mod target;
 
 pub use crate::api::{Api, Dialect};
-pub use exchange::{client_error, ChatRequest, Exchange, Reply, TranslatedStream};
+pub use exchange::{client_error, task_answer, ChatRequest, Exchange, Reply, TranslatedStream};
 pub use neutral::OnUnsupported;
 
 use crate::config::ConfigError;
