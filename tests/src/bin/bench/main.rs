@@ -25,7 +25,7 @@
 //! Environment: `BENCH_QUICK=1` (about a minute), `BENCH_SECONDS` (per run, default 2), `BENCH_ARMS`
 //! (default `bench/arms.json`), `BENCH_OUT` (default `bench/results.md`, `bench/results-peers.md` with
 //! `--peers`), `BENCH_WASM_LOG` (Envoy's `wasm` log level, default `info` as in the demo: ai-proxy's
-//! per-request log line is part of its cost), `WRK`, `WASM_OPT`, `ENVOY_BIN`; for `--peers`,
+//! per-request log line is part of its cost), `WRK`, `ENVOY_BIN`; for `--peers`,
 //! `BENCH_LITELLM`, `BENCH_PORTKEY` and `NODE` (see `peers.rs`).
 //!
 //! Envoy is launched here rather than with `e2e::envoy::Envoy::start` because the bench needs its own
@@ -383,39 +383,19 @@ fn wasm_state(f: &BenchFilter) -> Res<u64> {
     }
 }
 
-/// Sizes after the pinned wasm-opt (Debian's binaryen 108) at -O3 and -Oz, or why not.
-fn wasm_opt_sizes(s: &Settings, f: &BenchFilter) -> Res<(u64, u64)> {
-    let wasm_opt = env_or("WASM_OPT", "wasm-opt");
-    // Binaryen 108 predates these being on by default in rustc's wasm output.
-    let features = [
-        "--enable-bulk-memory",
-        "--enable-nontrapping-float-to-int",
-        "--enable-sign-ext",
-        "--enable-reference-types",
-        "--enable-multivalue",
-        "--enable-mutable-globals",
-    ];
-    let mut sizes = [0u64; 2];
-    for (size, level) in sizes.iter_mut().zip(["-O3", "-Oz"]) {
-        let out = s.dir.join(format!("{}{level}.wasm", f.stem));
-        let o = Command::new(&wasm_opt)
-            .args(features)
-            .arg(level)
-            .arg(e2e::wasm_path(&f.stem))
-            .arg("-o")
-            .arg(&out)
-            .output()
-            .map_err(|e| format!("{wasm_opt}: {e}"))?;
-        if !o.status.success() {
-            let err = String::from_utf8_lossy(&o.stderr);
-            return Err(format!(
-                "wasm-opt failed: {}",
-                err.lines().last().unwrap_or_default()
-            ));
-        }
-        *size = fs::metadata(&out).map(|m| m.len()).map_err(|e| e.to_string())?;
-    }
-    Ok((sizes[0], sizes[1]))
+/// The size of a module as cargo built it, before `make build`'s wasm-opt (`None` if it is not there).
+fn cargo_size(f: &BenchFilter) -> Option<u64> {
+    // The bundle is built in its own target dir (Makefile: BUNDLE_TARGET).
+    let dir = if f.stem == "ai_gateway" {
+        e2e::target_dir().join("bundle")
+    } else {
+        e2e::target_dir()
+    };
+    let path = dir
+        .join("wasm32-wasip1")
+        .join("wasm")
+        .join(format!("{}.wasm", f.stem));
+    fs::metadata(path).ok().map(|m| m.len())
 }
 
 fn mean(a: f64, b: f64) -> f64 {

@@ -84,7 +84,7 @@ pub(crate) fn render(s: &Settings, rep: &Report) -> String {
         r.push_str("| (no filter arm ran) | | | | | | | | | |\n");
     }
     render_rates(&mut r, rep);
-    render_sizes(&mut r, s, rep);
+    render_sizes(&mut r, rep);
     let _ = writeln!(
         r,
         "\n### Envoy memory\n\nAfter 1 s of traffic on each workload; RSS from /proc, the rest from the admin `/stats`.\n"
@@ -161,14 +161,12 @@ fn render_rates(r: &mut String, rep: &Report) {
     }
 }
 
-fn render_sizes(r: &mut String, s: &Settings, rep: &Report) {
-    let _ = writeln!(
-        r,
-        "\n### .wasm sizes\n\nAs built by the release profile (`make build`); {} run here to measure only (the \
-         build is unchanged).\n",
-        command_line(&env_or("WASM_OPT", "wasm-opt"), &["--version"])
+fn render_sizes(r: &mut String, rep: &Report) {
+    r.push_str(
+        "\n### .wasm sizes\n\nAs `make build` ships them (cargo's `wasm` profile, then binaryen's `wasm-opt -Oz`), \
+         and as cargo built them.\n\n",
     );
-    r.push_str("| module | release | wasm-opt -O3 | wasm-opt -Oz | limit |\n|---|---:|---:|---:|---|\n");
+    r.push_str("| module | bytes | cargo's output | limit |\n|---|---:|---:|---|\n");
     let mut seen = Vec::new();
     for f in &rep.filters {
         if seen.contains(&f.stem) {
@@ -182,25 +180,17 @@ fn render_sizes(r: &mut String, s: &Settings, rep: &Report) {
         };
         match wasm_state(f) {
             Ok(raw) => {
-                // wasm-opt takes seconds per module: the smoke run skips it.
-                let (o3, oz) = if s.quick {
-                    ("(full run only)".to_string(), "(full run only)".to_string())
-                } else {
-                    match wasm_opt_sizes(s, f) {
-                        Ok((a, b)) => (kib(a), kib(b)),
-                        Err(e) => (e.clone(), e),
-                    }
-                };
+                let cargo = cargo_size(f).map_or_else(|| "–".to_string(), kib);
                 let (limit, label) = size_limit(f);
                 let ok = if raw <= limit {
                     format!("≤ {label}: yes")
                 } else {
                     format!("≤ {label}: **no**")
                 };
-                let _ = writeln!(r, "| {name} | {} | {o3} | {oz} | {ok} |", kib(raw));
+                let _ = writeln!(r, "| {name} | {} | {cargo} | {ok} |", kib(raw));
             }
             Err(why) => {
-                let _ = writeln!(r, "| {name} | {why} | | | |");
+                let _ = writeln!(r, "| {name} | {why} | | |");
             }
         }
     }
