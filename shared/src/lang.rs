@@ -5,7 +5,6 @@
 
 use crate::llm::inputs::{form_pairs, is_form};
 use serde_json::Value;
-use std::collections::BTreeMap;
 
 /// Most characters of text read (the body text kept, the characters a language is told from).
 pub const MAX_TEXT_CHARS: usize = 64 * 1024;
@@ -103,7 +102,7 @@ fn strip_tags(doc: &str) -> String {
     decoded.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The scripts told apart.
+/// The scripts told apart, in the order a tie between their counts is decided (the last wins).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Script {
     Latin,
@@ -117,6 +116,19 @@ enum Script {
     Kana,
     Han,
 }
+
+const SCRIPTS: [Script; 10] = [
+    Script::Latin,
+    Script::Cyrillic,
+    Script::Greek,
+    Script::Arabic,
+    Script::Hebrew,
+    Script::Devanagari,
+    Script::Thai,
+    Script::Hangul,
+    Script::Kana,
+    Script::Han,
+];
 
 fn script(c: char) -> Option<Script> {
     Some(match c as u32 {
@@ -134,138 +146,142 @@ fn script(c: char) -> Option<Script> {
     })
 }
 
+/// The most characters of any word in [`STOP_WORDS`] ("пожалуйста").
+const STOP_WORD_MAX_CHARS: usize = 10;
+
 /// The most frequent short words of each language written in Latin script (and of Russian and
-/// Ukrainian, which share Cyrillic): a text is in the language whose words it uses most.
+/// Ukrainian, which share Cyrillic): a text is in the language whose words it uses most. Each list
+/// is sorted and lowercase.
 const STOP_WORDS: [(&str, &[&str]); 11] = [
     (
         "en",
         &[
-            "the", "and", "is", "are", "was", "to", "of", "in", "it", "you", "that", "for", "with", "my",
-            "this", "have", "not", "please", "be", "on",
+            "and", "are", "be", "for", "have", "in", "is", "it", "my", "not", "of", "on", "please", "that",
+            "the", "this", "to", "was", "with", "you",
         ],
     ),
     (
         "de",
         &[
-            "der", "die", "das", "und", "ist", "nicht", "ich", "mit", "sie", "ein", "eine", "zu", "den",
-            "auf", "für", "bitte", "mein", "meine", "es", "wir",
+            "auf", "bitte", "das", "den", "der", "die", "ein", "eine", "es", "für", "ich", "ist", "mein",
+            "meine", "mit", "nicht", "sie", "und", "wir", "zu",
         ],
     ),
     (
         "fr",
         &[
-            "le", "la", "les", "et", "est", "je", "vous", "pas", "une", "des", "du", "que", "pour", "dans",
-            "mon", "ma", "avec", "ce", "il", "merci",
+            "avec", "ce", "dans", "des", "du", "est", "et", "il", "je", "la", "le", "les", "ma", "merci",
+            "mon", "pas", "pour", "que", "une", "vous",
         ],
     ),
     (
         "es",
         &[
-            "el", "la", "los", "las", "y", "es", "que", "de", "en", "un", "una", "por", "para", "con", "mi",
-            "no", "está", "gracias", "pero", "del",
+            "con", "de", "del", "el", "en", "es", "está", "gracias", "la", "las", "los", "mi", "no", "para",
+            "pero", "por", "que", "un", "una", "y",
         ],
     ),
     (
         "it",
         &[
-            "il", "lo", "la", "gli", "le", "e", "è", "che", "di", "un", "una", "per", "con", "non", "mio",
-            "sono", "grazie", "della", "del", "questo",
+            "che", "con", "del", "della", "di", "e", "gli", "grazie", "il", "la", "le", "lo", "mio", "non",
+            "per", "questo", "sono", "un", "una", "è",
         ],
     ),
     (
         "pt",
         &[
-            "o", "os", "as", "e", "é", "que", "de", "em", "um", "uma", "para", "com", "não", "meu", "minha",
-            "obrigado", "por", "do", "da", "está",
+            "as", "com", "da", "de", "do", "e", "em", "está", "meu", "minha", "não", "o", "obrigado", "os",
+            "para", "por", "que", "um", "uma", "é",
         ],
     ),
     (
         "nl",
         &[
-            "de", "het", "een", "en", "is", "niet", "ik", "van", "met", "op", "voor", "dat", "mijn", "zijn",
-            "je", "wij", "bedankt", "maar", "ook", "er",
+            "bedankt", "dat", "de", "een", "en", "er", "het", "ik", "is", "je", "maar", "met", "mijn",
+            "niet", "ook", "op", "van", "voor", "wij", "zijn",
         ],
     ),
     (
         "sv",
         &[
-            "och", "att", "det", "som", "är", "inte", "jag", "en", "ett", "med", "på", "för", "min", "har",
-            "vi", "tack", "av", "till", "den", "om",
+            "att", "av", "den", "det", "en", "ett", "för", "har", "inte", "jag", "med", "min", "och", "om",
+            "på", "som", "tack", "till", "vi", "är",
         ],
     ),
     (
         "pl",
         &[
-            "i",
-            "w",
-            "nie",
-            "się",
-            "na",
-            "jest",
-            "że",
-            "z",
-            "do",
-            "to",
-            "jak",
-            "mój",
-            "moja",
-            "dla",
             "ale",
-            "proszę",
-            "dziękuję",
-            "czy",
             "co",
+            "czy",
+            "dla",
+            "do",
+            "dziękuję",
+            "i",
+            "jak",
+            "jest",
             "jestem",
+            "moja",
+            "mój",
+            "na",
+            "nie",
+            "proszę",
+            "się",
+            "to",
+            "w",
+            "z",
+            "że",
         ],
     ),
     (
         "ru",
         &[
-            "и",
             "в",
-            "не",
-            "на",
-            "что",
-            "я",
-            "с",
+            "вы",
+            "для",
+            "есть",
+            "и",
+            "как",
             "мой",
             "моя",
-            "это",
-            "как",
-            "по",
+            "на",
+            "не",
             "но",
             "он",
             "она",
-            "вы",
+            "по",
             "пожалуйста",
+            "с",
             "спасибо",
-            "для",
-            "есть",
+            "что",
+            "это",
+            "я",
         ],
     ),
     (
         "uk",
         &[
-            "і",
+            "але",
+            "будь",
             "в",
-            "не",
+            "ви",
+            "вона",
+            "він",
+            "для",
+            "дякую",
+            "з",
+            "моя",
+            "мій",
             "на",
+            "не",
+            "по",
+            "це",
             "що",
             "я",
-            "з",
-            "мій",
-            "моя",
-            "це",
             "як",
-            "по",
-            "але",
-            "він",
-            "вона",
-            "ви",
-            "будь",
-            "дякую",
-            "для",
             "є",
+            "і",
         ],
     ),
 ];
@@ -275,23 +291,26 @@ const STOP_WORDS: [(&str, &[&str]); 11] = [
 /// Arabic `ar`, Hebrew `he`, Devanagari `hi`, Thai `th`, Hangul `ko`, kana `ja`, Han alone `zh`);
 /// Latin and Cyrillic text is told by its stop words.
 pub fn language(text: &str) -> &'static str {
-    let mut counts: BTreeMap<Script, usize> = BTreeMap::new();
+    // Counted by the script's place in `SCRIPTS`.
+    let mut counts = [0usize; SCRIPTS.len()];
     for c in text.chars().take(MAX_TEXT_CHARS) {
-        if let Some(s) = script(c) {
-            *counts.entry(s).or_default() += 1;
+        if let Some(n) = script(c).and_then(|s| counts.get_mut(s as usize)) {
+            *n += 1;
         }
     }
-    let total: usize = counts.values().sum();
+    let count = |s: Script| counts.get(s as usize).copied().unwrap_or(0);
+    let total: usize = counts.iter().sum();
     if total < 3 {
         return "und";
     }
-    let kana = counts.get(&Script::Kana).copied().unwrap_or(0);
-    let han = counts.get(&Script::Han).copied().unwrap_or(0);
+    let (kana, han) = (count(Script::Kana), count(Script::Han));
     // Japanese mixes kana with Han; Chinese is Han alone.
     if kana * 10 >= total {
         return "ja";
     }
-    let Some((&top, _)) = counts.iter().max_by_key(|(_, n)| **n) else {
+    // The most frequent script (of equal counts the last in `SCRIPTS`; a script never seen has 0 and
+    // total ≥ 3 means some script was seen).
+    let Some((&top, _)) = SCRIPTS.iter().zip(counts).max_by_key(|(_, n)| *n) else {
         return "und";
     };
     match top {
@@ -304,28 +323,80 @@ pub fn language(text: &str) -> &'static str {
         Script::Han | Script::Kana => return if han > 0 { "zh" } else { "ja" },
         Script::Latin | Script::Cyrillic => {}
     }
-    let words: Vec<String> = text
+    // The languages of the top script: Russian and Ukrainian for Cyrillic, the others for Latin.
+    let cyrillic = top == Script::Cyrillic;
+    let candidates = STOP_WORDS
+        .iter()
+        .enumerate()
+        .filter(|(_, (code, _))| matches!(*code, "ru" | "uk") == cyrillic)
+        .fold(0u16, |m, (i, _)| m | 1 << i);
+    let mut hits = [0usize; STOP_WORDS.len()];
+    let mut words = 0usize;
+    let mut lower = String::new();
+    for word in text
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .take(2000)
-        .map(str::to_lowercase)
-        .collect();
-    let candidates = STOP_WORDS.iter().filter(|(code, _)| {
-        let cyrillic = matches!(*code, "ru" | "uk");
-        cyrillic == (top == Script::Cyrillic)
-    });
+    {
+        words += 1;
+        // Lowercasing never makes fewer characters: a longer word is no stop word.
+        if word.chars().nth(STOP_WORD_MAX_CHARS).is_some() {
+            continue;
+        }
+        lower.clear();
+        lower.extend(word.chars().flat_map(char::to_lowercase));
+        let langs = stop_word_languages(&lower) & candidates;
+        for (i, n) in hits.iter_mut().enumerate() {
+            if langs & 1 << i != 0 {
+                *n += 1;
+            }
+        }
+    }
     let mut best: Option<(&'static str, usize)> = None;
-    for (code, stop) in candidates {
-        let hits = words.iter().filter(|w| stop.contains(&w.as_str())).count();
-        if hits > best.map_or(0, |(_, n)| n) {
-            best = Some((code, hits));
+    for ((code, _), &n) in STOP_WORDS.iter().zip(&hits) {
+        if n > best.map_or(0, |(_, b)| b) {
+            best = Some((code, n));
         }
     }
     match best {
         // One common word proves little in a long text; two, or a tenth of the words, decide.
-        Some((code, hits)) if hits >= 2 || hits * 10 >= words.len() => code,
+        Some((code, hits)) if hits >= 2 || hits * 10 >= words => code,
         _ => "und",
     }
+}
+
+/// A word's first 16 bytes as a number (zero-padded), so that looking a word up compares integers.
+fn word_key(word: &str) -> u128 {
+    let mut b = [0u8; 16];
+    b.iter_mut().zip(word.as_bytes()).for_each(|(d, s)| *d = *s);
+    u128::from_be_bytes(b)
+}
+
+/// The languages (bit `i` for `STOP_WORDS[i]`) whose stop words include `word` (lowercase).
+fn stop_word_languages(word: &str) -> u16 {
+    // Every stop word once, by key: its word and its languages.
+    static INDEX: std::sync::LazyLock<Vec<(u128, &'static str, u16)>> = std::sync::LazyLock::new(|| {
+        let mut index: Vec<(u128, &'static str, u16)> = Vec::new();
+        for (i, (_, words)) in STOP_WORDS.iter().enumerate() {
+            for &w in words.iter() {
+                match index.iter_mut().find(|e| e.1 == w) {
+                    Some(e) => e.2 |= 1 << i,
+                    None => index.push((word_key(w), w, 1 << i)),
+                }
+            }
+        }
+        index.sort_unstable();
+        index
+    });
+    let key = word_key(word);
+    let from = INDEX.partition_point(|e| e.0 < key);
+    INDEX
+        .get(from..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|e| e.0 == key)
+        .filter(|e| e.1 == word)
+        .fold(0, |m, e| m | e.2)
 }
 
 /// How a line of source code starts (after its indentation): a keyword of a common language.
@@ -474,6 +545,155 @@ mod tests {
         ];
         for (text, want) in cases {
             assert_eq!(language(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn stop_word_lists_are_sorted_and_lowercase() {
+        for (code, words) in STOP_WORDS {
+            assert!(
+                words.windows(2).all(|w| w[0] < w[1]),
+                "{code}: sorted, no repeats"
+            );
+            for w in words {
+                assert_eq!(w.to_lowercase(), *w, "{code}");
+            }
+        }
+        let longest = STOP_WORDS
+            .iter()
+            .flat_map(|(_, w)| w.iter())
+            .map(|w| w.chars().count())
+            .max();
+        assert_eq!(longest, Some(STOP_WORD_MAX_CHARS));
+        for (i, s) in SCRIPTS.iter().enumerate() {
+            assert_eq!(*s as usize, i, "{s:?}");
+        }
+    }
+
+    /// `language` as it was written first (script counts in a map, every word lowercased into a
+    /// vector, each list searched through), the reference for the one that allocates nothing per word.
+    fn language_reference(text: &str) -> &'static str {
+        use std::collections::BTreeMap;
+        let mut counts: BTreeMap<Script, usize> = BTreeMap::new();
+        for c in text.chars().take(MAX_TEXT_CHARS) {
+            if let Some(s) = script(c) {
+                *counts.entry(s).or_default() += 1;
+            }
+        }
+        let total: usize = counts.values().sum();
+        if total < 3 {
+            return "und";
+        }
+        let kana = counts.get(&Script::Kana).copied().unwrap_or(0);
+        let han = counts.get(&Script::Han).copied().unwrap_or(0);
+        if kana * 10 >= total {
+            return "ja";
+        }
+        let Some((&top, _)) = counts.iter().max_by_key(|(_, n)| **n) else {
+            return "und";
+        };
+        match top {
+            Script::Greek => return "el",
+            Script::Arabic => return "ar",
+            Script::Hebrew => return "he",
+            Script::Devanagari => return "hi",
+            Script::Thai => return "th",
+            Script::Hangul => return "ko",
+            Script::Han | Script::Kana => return if han > 0 { "zh" } else { "ja" },
+            Script::Latin | Script::Cyrillic => {}
+        }
+        let words: Vec<String> = text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .take(2000)
+            .map(str::to_lowercase)
+            .collect();
+        let candidates = STOP_WORDS.iter().filter(|(code, _)| {
+            let cyrillic = matches!(*code, "ru" | "uk");
+            cyrillic == (top == Script::Cyrillic)
+        });
+        let mut best: Option<(&'static str, usize)> = None;
+        for (code, stop) in candidates {
+            let hits = words.iter().filter(|w| stop.contains(&w.as_str())).count();
+            if hits > best.map_or(0, |(_, n)| n) {
+                best = Some((code, hits));
+            }
+        }
+        match best {
+            Some((code, hits)) if hits >= 2 || hits * 10 >= words.len() => code,
+            _ => "und",
+        }
+    }
+
+    /// Texts of stop words of every list, in every case, with other words and scripts mixed in, short
+    /// and past the 2,000 words read: the same language as the reference's for each.
+    #[test]
+    fn language_is_its_reference() {
+        let mut pool: Vec<String> = STOP_WORDS
+            .iter()
+            .flat_map(|(_, w)| w.iter().map(|w| w.to_string()))
+            .collect();
+        for extra in [
+            "Invoice",
+            "ÉTÉ",
+            "straße",
+            "STRASSE",
+            "İstanbul",
+            "Kelvin",
+            "Σίσυφος",
+            "Ωμέγα",
+            "привет",
+            "ПОЖАЛУЙСТА",
+            "Дякую",
+            "東京",
+            "ひらがな",
+            "カタカナ",
+            "한국어",
+            "שלום",
+            "مرحبا",
+            "नमस्ते",
+            "สวัสดี",
+            "x1",
+            "42",
+            "a",
+            "pożałuj",
+            "überall",
+            "ŁÓDŹ",
+            "ﬁle",
+        ] {
+            pool.push(extra.to_string());
+        }
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let seps = [" ", ", ", "\n", "-", "'", ". ", "  "];
+        for case in 0..3000 {
+            let words = match case % 10 {
+                0 => 2500,
+                1..=3 => next(8),
+                _ => next(60),
+            };
+            let mut text = String::new();
+            for _ in 0..words {
+                let w = pool.get(next(pool.len())).cloned().unwrap_or_default();
+                let w = match next(3) {
+                    0 => w.to_uppercase(),
+                    1 => {
+                        let mut c = w.chars();
+                        c.next()
+                            .map(|f| f.to_uppercase().chain(c).collect())
+                            .unwrap_or_default()
+                    }
+                    _ => w,
+                };
+                text.push_str(&w);
+                text.push_str(seps.get(next(seps.len())).copied().unwrap_or(" "));
+            }
+            assert_eq!(language(&text), language_reference(&text), "{text:?}");
         }
     }
 

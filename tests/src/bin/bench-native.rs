@@ -109,6 +109,20 @@ fn cases() -> Vec<Case> {
         },
     ));
 
+    // ai-enrich's `local.language` and ai-router's `language` condition: a body's text, then its language.
+    for (size, label) in [(1024, "1 KB"), (64 * 1024, "64 KB")] {
+        let body = workload::chat_request(size, false);
+        let len = body.len();
+        let b = body.clone();
+        cases.push(Case::new(format!("body text ({label} chat)"), len, move || {
+            shared::lang::body_text(&b, Some("application/json")).len()
+        }));
+        let text = shared::lang::body_text(&body, Some("application/json"));
+        cases.push(Case::new(format!("language ({label} chat)"), len, move || {
+            shared::lang::language(&text).len()
+        }));
+    }
+
     // Chat request parsing and translation, at the bench's request sizes.
     for (size, label) in [(1024, "1 KB"), (8 * 1024, "8 KB"), (64 * 1024, "64 KB")] {
         let body = workload::chat_request(size, false);
