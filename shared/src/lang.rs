@@ -313,15 +313,8 @@ pub fn language(text: &str) -> &'static str {
     let Some((&top, _)) = SCRIPTS.iter().zip(counts).max_by_key(|(_, n)| *n) else {
         return "und";
     };
-    match top {
-        Script::Greek => return "el",
-        Script::Arabic => return "ar",
-        Script::Hebrew => return "he",
-        Script::Devanagari => return "hi",
-        Script::Thai => return "th",
-        Script::Hangul => return "ko",
-        Script::Han | Script::Kana => return if han > 0 { "zh" } else { "ja" },
-        Script::Latin | Script::Cyrillic => {}
+    if let Some(code) = script_language(top, han) {
+        return code;
     }
     // The languages of the top script: Russian and Ukrainian for Cyrillic, the others for Latin.
     let cyrillic = top == Script::Cyrillic;
@@ -363,6 +356,27 @@ pub fn language(text: &str) -> &'static str {
         Some((code, hits)) if hits >= 2 || hits * 10 >= words => code,
         _ => "und",
     }
+}
+
+/// The language a text's most frequent script decides by itself (`han`: how many Han characters it
+/// has), or `None` for Latin and Cyrillic, which its words decide.
+fn script_language(top: Script, han: usize) -> Option<&'static str> {
+    Some(match top {
+        Script::Greek => "el",
+        Script::Arabic => "ar",
+        Script::Hebrew => "he",
+        Script::Devanagari => "hi",
+        Script::Thai => "th",
+        Script::Hangul => "ko",
+        Script::Han | Script::Kana => {
+            if han > 0 {
+                "zh"
+            } else {
+                "ja"
+            }
+        }
+        Script::Latin | Script::Cyrillic => return None,
+    })
 }
 
 /// A word's first 16 bytes as a number (zero-padded), so that looking a word up compares integers.
@@ -592,15 +606,9 @@ mod tests {
         let Some((&top, _)) = counts.iter().max_by_key(|(_, n)| **n) else {
             return "und";
         };
-        match top {
-            Script::Greek => return "el",
-            Script::Arabic => return "ar",
-            Script::Hebrew => return "he",
-            Script::Devanagari => return "hi",
-            Script::Thai => return "th",
-            Script::Hangul => return "ko",
-            Script::Han | Script::Kana => return if han > 0 { "zh" } else { "ja" },
-            Script::Latin | Script::Cyrillic => {}
+        // Unchanged from the first version.
+        if let Some(code) = script_language(top, han) {
+            return code;
         }
         let words: Vec<String> = text
             .split(|c: char| !c.is_alphanumeric())
