@@ -73,7 +73,7 @@ wasm-bindgen:
 ## packages of one run, and ai-prompt-guard's `regex` features (all of `perf`) would reach every module.
 ## The bundle in its own target dir (its policy crates are built without their module entry points).
 ## Cargo builds with the `wasm` profile (Cargo.toml: the release profile) into target/wasm32-wasip1/wasm/;
-## binaryen's wasm-opt -Oz then writes each module to $(WASM_DIR), where the hosts load them: 12-17%
+## binaryen's wasm-opt -Oz then writes each separate module to $(WASM_DIR), where the hosts load them: 12-17%
 ## smaller and no slower in Envoy (bench/README.md, "Sizes", A/B of 2026-12-03). Each result is kept in
 ## target/wasm-opt under its input's hash, so a module cargo did not rebuild is not optimised again.
 ## The features are the ones rustc enables for wasm32-wasip1 (binaryen 108 predates them as defaults):
@@ -92,10 +92,12 @@ build: toolchain binaryen
 	done
 	cargo build --profile wasm --target $(WASM_TARGET) -p $(BUNDLE) --target-dir $(BUNDLE_TARGET)
 	@mkdir -p $(WASM_DIR) target/wasm-opt
-	@# Kong reads <name>.meta.json beside <name>.wasm: the release folder is a ready wasm_filters_path.
-	@for f in $(FILTERS) $(BUNDLE); do \
+	@# The bundle is copied as cargo built it: after wasm-opt -O2 and above (-Os, -Oz) Envoy's RSS with it
+	@# grew from 150 to 185 MiB with one worker (heap 72 -> 106 MiB; the separate modules did not move),
+	@# and it misses its 1.5 MiB either way (bench/README.md, "Sizes").
+	@cp --remove-destination $(BUNDLE_TARGET)/$(WASM_TARGET)/wasm/$(subst -,_,$(BUNDLE)).wasm $(WASM_DIR)/
+	@for f in $(FILTERS); do \
 	  n=$${f//-/_}; src=$(CARGO_WASM_DIR)/$$n.wasm; \
-	  [ $$f != $(BUNDLE) ] || src=$(BUNDLE_TARGET)/$(WASM_TARGET)/wasm/$$n.wasm; \
 	  opt=target/wasm-opt/$$n-$$(sha256sum $$src | cut -c1-16).wasm; \
 	  if [ ! -e $$opt ]; then \
 	    rm -f target/wasm-opt/$$n-*.wasm; \
@@ -103,8 +105,12 @@ build: toolchain binaryen
 	  fi; \
 	  cp --remove-destination $$opt $(WASM_DIR)/$$n.wasm; \
 	  echo "$(WASM_DIR)/$$n.wasm: $$(stat -c %s $$opt) bytes (cargo: $$(stat -c %s $$src))"; \
-	  [ ! -e filters/$$f/$$n.meta.json ] || cp filters/$$f/$$n.meta.json $(WASM_DIR)/; \
 	done
+	@# Kong reads <name>.meta.json beside <name>.wasm: the release folder is a ready wasm_filters_path.
+	@for f in $(FILTERS) $(BUNDLE); do \
+	  n=$${f//-/_}; [ ! -e filters/$$f/$$n.meta.json ] || cp filters/$$f/$$n.meta.json $(WASM_DIR)/; \
+	done
+	@ls -l $(WASM_DIR)/$(subst -,_,$(BUNDLE)).wasm
 
 fmt:
 	cargo fmt --all
