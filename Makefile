@@ -275,7 +275,7 @@ bench-tools: binaryen
 	fi
 	@wrk --version 2>&1 | head -1 || true
 
-## binaryen's wasm-opt, which `make build` runs over every module, from Debian bookworm, pinned.
+## binaryen's wasm-opt, which `make build` runs over every separate module, from Debian bookworm, pinned.
 BINARYEN_DEB := 108-1
 binaryen:
 	@if ! wasm-opt --version 2>/dev/null | grep -qx 'wasm-opt version 108'; then \
