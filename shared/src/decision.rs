@@ -38,29 +38,69 @@ pub fn path(kind: HostKind, policy: &str) -> Vec<String> {
 
 /// The compact JSON of `fields`, within [`MAX_BYTES`]: fields are dropped from the end (and
 /// `"truncated":true` added) until it fits. Returns the text and whether it was truncated.
+///
+/// The object is what serde_json writes for a `Map` of the fields (keys sorted, a repeated key's last
+/// value), written directly: each member is encoded once, not once per `Map` built and dropped.
 pub fn encode(fields: &[(&str, Value)]) -> (String, bool) {
-    let object = |n: usize, truncated: bool| {
-        let mut m: Map<String, Value> = fields
-            .iter()
-            .take(n)
-            .map(|(k, v)| ((*k).to_string(), v.clone()))
-            .collect();
-        if truncated {
-            m.insert("truncated".into(), Value::Bool(true));
-        }
-        Value::Object(m).to_string()
-    };
-    let whole = object(fields.len(), false);
+    let members: Vec<Vec<u8>> = fields.iter().map(|(k, v)| member(k, v)).collect();
+    let whole = object(fields, &members, fields.len(), false);
     if whole.len() <= MAX_BYTES {
         return (whole, false);
     }
     for n in (0..fields.len()).rev() {
-        let text = object(n, true);
+        let text = object(fields, &members, n, true);
         if text.len() <= MAX_BYTES {
             return (text, true);
         }
     }
-    (object(0, true), true)
+    (object(fields, &members, 0, true), true)
+}
+
+/// `"key":value`, as serde_json writes it.
+fn member(key: &str, value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 16);
+    // Writing into a `Vec` cannot fail; a `Value` always serialises.
+    let _ = serde_json::to_writer(&mut out, key);
+    out.push(b':');
+    let _ = serde_json::to_writer(&mut out, value);
+    out
+}
+
+/// The object of the first `n` fields (and `"truncated":true`), keys in order, the last of a repeated key.
+fn object(fields: &[(&str, Value)], members: &[Vec<u8>], n: usize, truncated: bool) -> String {
+    const TRUNCATED: (usize, &str, &[u8]) = (usize::MAX, "truncated", b"\"truncated\":true");
+    let mut order: Vec<(usize, &str, &[u8])> = fields
+        .iter()
+        .zip(members)
+        .take(n)
+        .enumerate()
+        .map(|(i, ((k, _), m))| (i, *k, m.as_slice()))
+        .collect();
+    // Later fields first among equal keys, so `dedup` keeps the last value, as a map insert does.
+    order.sort_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(&a.0)));
+    order.dedup_by_key(|m| m.1);
+    if truncated {
+        match order.binary_search_by(|m| m.1.cmp(TRUNCATED.1)) {
+            Ok(i) => {
+                if let Some(m) = order.get_mut(i) {
+                    *m = TRUNCATED;
+                }
+            }
+            Err(i) => order.insert(i, TRUNCATED),
+        }
+    }
+    let len = order.iter().map(|m| m.2.len() + 1).sum::<usize>() + 1;
+    let mut out = Vec::with_capacity(len);
+    out.push(b'{');
+    for (i, m) in order.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(m.2);
+    }
+    out.push(b'}');
+    // serde_json writes UTF-8.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Publishes `policy`'s decision on this request (replacing an earlier one of the same policy).
@@ -108,6 +148,77 @@ mod tests {
     use serde_json::json;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    /// The first version: a `Map` of the fields, written by serde_json (the reference for `encode`).
+    fn encode_by_map(fields: &[(&str, Value)]) -> (String, bool) {
+        let object = |n: usize, truncated: bool| {
+            let mut m: Map<String, Value> = fields
+                .iter()
+                .take(n)
+                .map(|(k, v)| ((*k).to_string(), v.clone()))
+                .collect();
+            if truncated {
+                m.insert("truncated".into(), Value::Bool(true));
+            }
+            Value::Object(m).to_string()
+        };
+        let whole = object(fields.len(), false);
+        if whole.len() <= MAX_BYTES {
+            return (whole, false);
+        }
+        for n in (0..fields.len()).rev() {
+            let text = object(n, true);
+            if text.len() <= MAX_BYTES {
+                return (text, true);
+            }
+        }
+        (object(0, true), true)
+    }
+
+    /// `encode` writes what a serde_json `Map` of the fields writes, byte for byte: repeated keys,
+    /// a field named `truncated`, escapes, numbers, nested values, and every truncation length.
+    #[test]
+    fn encode_is_the_map_encoding() {
+        let keys = [
+            "a",
+            "b",
+            "by",
+            "truncated",
+            "z\"q",
+            "é",
+            "model",
+            "Z",
+            "cost_usd",
+            "aa",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |m: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % m
+        };
+        for case in 0..3000 {
+            let n = next(14) as usize;
+            let fields: Vec<(&str, Value)> = (0..n)
+                .map(|_| {
+                    let k = keys[next(keys.len() as u64) as usize];
+                    let v = match next(8) {
+                        0 => Value::Null,
+                        1 => json!(next(2) == 0),
+                        2 => json!(next(1 << 40)),
+                        3 => json!(-(next(1000) as i64)),
+                        4 => json!(next(1_000_000) as f64 / 1e6),
+                        5 => json!("x\u{1}\"é\n".repeat(next(case % 300 + 1) as usize)),
+                        6 => json!({"k": [1, "two", null], "n": {"x": 0.5}}),
+                        _ => json!("y".repeat(next(400) as usize)),
+                    };
+                    (k, v)
+                })
+                .collect();
+            assert_eq!(encode(&fields), encode_by_map(&fields), "{fields:?}");
+        }
+    }
 
     #[test]
     fn publishes_and_collects_on_both_hosts() {

@@ -17,6 +17,14 @@ pub fn name(base: &str, labels: &[(&str, &str)]) -> String {
         if value.is_empty() {
             out.push('-');
         }
+        // Most values are already clean (model and provider names): copied whole.
+        if value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            out.push_str(value);
+            continue;
+        }
         out.extend(value.chars().map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
                 c

@@ -202,10 +202,7 @@ impl Observer {
     fn usage(&mut self) -> Option<Usage> {
         match self {
             Observer::None | Observer::Sse(_) => None,
-            Observer::Json(buf) => {
-                let v: Value = serde_json::from_slice(buf).ok()?;
-                shared::provider::usage_of(&v)
-            }
+            Observer::Json(buf) => shared::provider::usage_of_json(buf),
         }
     }
 

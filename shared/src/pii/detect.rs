@@ -16,6 +16,7 @@ use super::validate;
 use crate::text::{fold, fold_pattern, is_word_byte};
 use regex_lite::{Regex, RegexBuilder};
 use std::ops::Range;
+use std::sync::LazyLock;
 
 /// A built-in entity type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
@@ -464,16 +465,7 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
             // text says so nearby ("phone:", "call me at", "Telefon"), see `phone_score`.
             (PHONE_NA_ANY, Check::PhoneCued, 39, Canon::Digits, Gate::PhoneRun),
             // International E.164 with separators: +44 20 7183 8750, +49 (30) 1234-5678, +33612345678.
-            (
-                PHONE_INTL,
-                Check::Phone,
-                41,
-                Canon::Digits,
-                Gate::Prefix {
-                    lits: &["+"],
-                    nocase: false,
-                },
-            ),
+            (PHONE_INTL, Check::Phone, 41, Canon::Digits, prefix(&["+"], false)),
         ],
         Builtin::Card => vec![(CARD, Check::Card, 70, Canon::Digits, Gate::DigitRun(12))],
         Builtin::Ssn => vec![(SSN, Check::Ssn, 60, Canon::Digits, Gate::DigitRun(9))],
@@ -507,20 +499,14 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 Check::None,
                 92,
                 Canon::AsIs,
-                Gate::Prefix {
-                    lits: &["sk-ant-"],
-                    nocase: false,
-                },
+                prefix(&["sk-ant-"], false),
             ),
             (
                 r"(?-u)\bsk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_\-]{20,}",
                 Check::None,
                 91,
                 Canon::AsIs,
-                Gate::Prefix {
-                    lits: &["sk-"],
-                    nocase: false,
-                },
+                prefix(&["sk-"], false),
             ),
             // AWS access key ids, and a secret access key next to its name.
             (
@@ -528,22 +514,19 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Prefix {
-                    lits: &[
+                prefix(
+                    &[
                         "AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA",
                     ],
-                    nocase: false,
-                },
+                    false,
+                ),
             ),
             (
                 r#"(?i-u)aws_?secret_?(?:access_?)?key["']?\s*[:=]\s*["']?(?P<value>[A-Za-z0-9/+]{40})"#,
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Prefix {
-                    lits: &["aws"],
-                    nocase: true,
-                },
+                prefix(&["aws"], true),
             ),
             // Google API keys.
             (
@@ -551,10 +534,7 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Prefix {
-                    lits: &["AIza"],
-                    nocase: false,
-                },
+                prefix(&["AIza"], false),
             ),
             // GitHub tokens (classic and fine-grained).
             (
@@ -562,20 +542,14 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Prefix {
-                    lits: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_"],
-                    nocase: false,
-                },
+                prefix(&["ghp_", "gho_", "ghu_", "ghs_", "ghr_"], false),
             ),
             (
                 r"(?-u)\bgithub_pat_[A-Za-z0-9_]{22,255}",
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Prefix {
-                    lits: &["github_pat_"],
-                    nocase: false,
-                },
+                prefix(&["github_pat_"], false),
             ),
             // Slack tokens and webhooks.
             (
@@ -583,30 +557,21 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Prefix {
-                    lits: &["xox"],
-                    nocase: false,
-                },
+                prefix(&["xox"], false),
             ),
             (
                 r"(?-u)\bxapp-[0-9]-[A-Za-z0-9\-]{10,}",
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Prefix {
-                    lits: &["xapp-"],
-                    nocase: false,
-                },
+                prefix(&["xapp-"], false),
             ),
             (
                 r"(?-u)https://hooks\.slack\.com/services/[A-Za-z0-9/_\-]{20,}",
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Prefix {
-                    lits: &["https://hooks.slack.com/services/"],
-                    nocase: false,
-                },
+                prefix(&["https://hooks.slack.com/services/"], false),
             ),
             // Stripe secret and restricted keys.
             (
@@ -614,10 +579,7 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Prefix {
-                    lits: &["sk_live_", "sk_test_", "rk_live_", "rk_test_"],
-                    nocase: false,
-                },
+                prefix(&["sk_live_", "sk_test_", "rk_live_", "rk_test_"], false),
             ),
             // JSON Web Tokens.
             (
@@ -625,10 +587,7 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 Check::None,
                 90,
                 Canon::AsIs,
-                Gate::Prefix {
-                    lits: &["eyJ"],
-                    nocase: false,
-                },
+                prefix(&["eyJ"], false),
             ),
             // PEM private key blocks, whole.
             (
@@ -636,10 +595,7 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 Check::None,
                 95,
                 Canon::AsIs,
-                Gate::Prefix {
-                    lits: &["-----BEGIN"],
-                    nocase: false,
-                },
+                prefix(&["-----BEGIN"], false),
             ),
             // Credentials assigned to a telling name: password=..., api_key: ..., Bearer ...
             (
@@ -666,10 +622,7 @@ fn builtin_patterns(b: Builtin) -> Vec<(&'static str, Check, u8, Canon, Gate)> {
                 Check::None,
                 89,
                 Canon::AsIs,
-                Gate::Prefix {
-                    lits: &["bearer"],
-                    nocase: true,
-                },
+                prefix(&["bearer"], true),
             ),
         ],
     }
@@ -695,11 +648,22 @@ enum Gate {
     Assigned(&'static [&'static str]),
     /// An `@`: the e-mail matcher's ([`find_email`]), which does its own scan.
     At,
-    /// The match starts with one of `lits` (ASCII case ignored with `nocase`).
+    /// The match starts with one of `lits` (ASCII case ignored with `nocase`); `anchor` is their
+    /// [`literal_anchor`], found once when the gate is made ([`prefix`]).
     Prefix {
         lits: &'static [&'static str],
         nocase: bool,
+        anchor: Option<(usize, u8)>,
     },
+}
+
+/// The gate of a match that starts with one of `lits`.
+fn prefix(lits: &'static [&'static str], nocase: bool) -> Gate {
+    Gate::Prefix {
+        lits,
+        nocase,
+        anchor: literal_anchor(lits, nocase),
+    }
 }
 
 /// ASCII `\s` as the regex crate reads it: `[\t\n\v\f\r ]` (Rust's `is_ascii_whitespace` leaves out `\v`).
@@ -787,10 +751,16 @@ fn commonness(b: u8) -> usize {
 
 /// The first position at or after `from` where one of `lits` starts (ASCII case ignored with
 /// `nocase`). Scans for one byte all the literals have at the same offset, the rarest such byte in
-/// chat text (`-` of `sk-`, `_` of `ghp_`), then checks the literals there.
-fn find_literal(b: &[u8], from: usize, lits: &[&str], nocase: bool) -> Option<usize> {
+/// chat text (`-` of `sk-`, `_` of `ghp_`; `(off, anchor)`, their [`literal_anchor`]), then checks
+/// the literals there.
+fn find_literal(
+    b: &[u8],
+    from: usize,
+    lits: &[&str],
+    nocase: bool,
+    (off, anchor): (usize, u8),
+) -> Option<usize> {
     let fold = |c: u8| if nocase { c.to_ascii_lowercase() } else { c };
-    let (off, anchor) = literal_anchor(lits, nocase)?;
     let letter = nocase && anchor.is_ascii_alphabetic();
     let hit = |start: usize| {
         lits.iter().any(|l| {
@@ -938,9 +908,9 @@ impl Gate {
             Gate::Ipv6 => add(b":"),
             Gate::Assigned(_) => add(b":="),
             Gate::At => add(b"@"),
-            Gate::Prefix { lits, nocase } => {
+            Gate::Prefix { nocase, anchor, .. } => {
                 // No anchor: `find_literal` finds nothing, and the empty set lets nothing through.
-                if let Some((_, a)) = literal_anchor(lits, nocase) {
+                if let Some((_, a)) = anchor {
                     if nocase && a.is_ascii_alphabetic() {
                         add(&[a, a.to_ascii_uppercase()]);
                     } else {
@@ -1044,7 +1014,9 @@ impl Gate {
                     i = op + 1;
                 }
             }
-            Gate::Prefix { lits, nocase } => find_literal(b, pos, lits, nocase).map(|at| (at, None)),
+            Gate::Prefix { lits, nocase, anchor } => {
+                find_literal(b, pos, lits, nocase, anchor?).map(|at| (at, None))
+            }
         }
     }
 
@@ -1128,24 +1100,56 @@ const NOT_WINDOW: usize = 14;
 fn phone_score(text: &str, start: usize, strict: bool) -> f32 {
     let from = floor_char(text, start.saturating_sub(CUE_WINDOW));
     let before = lower(text.get(from..start).unwrap_or_default());
-    let cue = has_cue(&before, PHONE_CUES);
-    let near = floor_char(text, start.saturating_sub(NOT_WINDOW));
-    let right_before = lower(text.get(near..start).unwrap_or_default());
-    let not = has_cue(&right_before, NOT_PHONE_CUES);
+    let cue = has_cue(&before, PHONE_CUES, &PHONE_SKELETONS);
+    let not = || {
+        let near = floor_char(text, start.saturating_sub(NOT_WINDOW));
+        let right_before = lower(text.get(near..start).unwrap_or_default());
+        has_cue(&right_before, NOT_PHONE_CUES, &NOT_PHONE_SKELETONS)
+    };
     let mut score = if strict { 0.6 } else { 0.3 };
     if cue {
         score += 0.4;
-    } else if not {
+    } else if not() {
         score -= 0.5;
     }
     score
 }
 
+/// Each cue's skeleton (see [`has_cue`]) when the cue is not ASCII, computed once.
+static PHONE_SKELETONS: LazyLock<Vec<Option<String>>> = LazyLock::new(|| skeletons(PHONE_CUES));
+static NOT_PHONE_SKELETONS: LazyLock<Vec<Option<String>>> = LazyLock::new(|| skeletons(NOT_PHONE_CUES));
+
+fn skeletons(cues: &[&str]) -> Vec<Option<String>> {
+    cues.iter()
+        .map(|w| (!w.is_ascii()).then(|| skeleton(w)))
+        .collect()
+}
+
+/// Upper-cased, folded, lower-cased: Cyrillic and Greek capitals that folding turns into Latin
+/// look-alikes compare equal to their lower-case forms.
+fn skeleton(s: &str) -> String {
+    crate::text::fold(&s.to_uppercase()).text.to_lowercase()
+}
+
 /// Does `text` hold one of `cues` starting a word ("tel" in "tel." but not in "hotel")?
 /// The text is scanned after folding, which turns some Cyrillic and Greek capitals into Latin
-/// look-alikes ("Телефон" → "Teлeфoн"), so non-ASCII cues are compared on a skeleton of both sides:
-/// upper-cased, folded, lower-cased.
-fn has_cue(text: &str, cues: &[&str]) -> bool {
+/// look-alikes ("Телефон" → "Teлeфoн"), so non-ASCII cues (`skeletons`, in the order of `cues`) are
+/// compared on a skeleton of both sides. On ASCII text only ASCII cues can occur: each word start is
+/// tried once against them. (No cue can occur again at a word start inside an occurrence of itself, so a cue
+/// at a word start is also one of its non-overlapping occurrences: `cues_have_no_border_at_a_word_start`.)
+fn has_cue(text: &str, cues: &[&str], skeletons: &[Option<String>]) -> bool {
+    if text.is_ascii() {
+        let h = text.as_bytes();
+        return (0..h.len()).any(|i| {
+            let word_start = i
+                .checked_sub(1)
+                .and_then(|p| h.get(p))
+                .is_none_or(|b| !b.is_ascii_alphanumeric());
+            word_start
+                && h.get(i..)
+                    .is_some_and(|rest| cues.iter().any(|w| rest.starts_with(w.as_bytes())))
+        });
+    }
     let at_word = |hay: &str, w: &str| {
         occurrences(hay, w).any(|i| {
             hay.get(..i)
@@ -1153,15 +1157,10 @@ fn has_cue(text: &str, cues: &[&str]) -> bool {
                 .is_none_or(|c| !c.is_alphanumeric())
         })
     };
-    let skeleton = |s: &str| crate::text::fold(&s.to_uppercase()).text.to_lowercase();
-    let text_skeleton = (!text.is_ascii()).then(|| skeleton(text));
-    cues.iter().any(|w| {
-        at_word(text, w)
-            || match (&text_skeleton, w.is_ascii()) {
-                (Some(t), false) => at_word(t, &skeleton(w)),
-                _ => false,
-            }
-    })
+    let text_skeleton = skeleton(text);
+    cues.iter()
+        .zip(skeletons)
+        .any(|(w, sk)| at_word(text, w) || sk.as_deref().is_some_and(|sk| at_word(&text_skeleton, sk)))
 }
 
 /// `str::to_lowercase`, without its Unicode tables for ASCII text (the same result there).
@@ -1637,6 +1636,108 @@ pub fn resolve_overlaps(mut found: Vec<Detection>) -> Vec<Detection> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first `has_cue`: skeletons made per call, every cue searched on its own.
+    fn has_cue_reference(text: &str, cues: &[&str]) -> bool {
+        let at_word = |hay: &str, w: &str| {
+            occurrences(hay, w).any(|i| {
+                hay.get(..i)
+                    .and_then(|b| b.chars().next_back())
+                    .is_none_or(|c| !c.is_alphanumeric())
+            })
+        };
+        let text_skeleton = (!text.is_ascii()).then(|| skeleton(text));
+        cues.iter().any(|w| {
+            at_word(text, w)
+                || match (&text_skeleton, w.is_ascii()) {
+                    (Some(t), false) => at_word(t, &skeleton(w)),
+                    _ => false,
+                }
+        })
+    }
+
+    /// A cue whose start is also its end ("sms") occurs again inside an earlier occurrence of itself
+    /// ("smsms"), which a non-overlapping search skips. `has_cue`'s ASCII scan tries every word start,
+    /// so it agrees only if no such inner occurrence starts a word: the cue's byte before it must be
+    /// alphanumeric ("m" in "sms").
+    #[test]
+    fn cues_have_no_border_at_a_word_start() {
+        for w in PHONE_CUES.iter().chain(NOT_PHONE_CUES) {
+            let b = w.as_bytes();
+            for k in 1..b.len() {
+                let d = b.len() - k;
+                if b[..k] == b[d..] {
+                    assert!(b[d - 1].is_ascii_alphanumeric(), "{w:?} overlaps itself at {d}");
+                }
+            }
+        }
+    }
+
+    /// `has_cue` answers what the first version answers, on windows made of cue fragments, cues,
+    /// separators, Latin look-alikes and other scripts.
+    #[test]
+    fn has_cue_is_its_reference() {
+        let parts = [
+            "phone",
+            "Tel",
+            "tel.",
+            "hotel",
+            "call",
+            "recall",
+            "ТЕЛЕФОН",
+            "телефон",
+            "Teлeфoн",
+            "电话",
+            "text me",
+            "textme",
+            "reach  me",
+            "sku",
+            "SKU-",
+            "build",
+            "rebuild",
+            "tag ",
+            "tag",
+            "part number",
+            " ",
+            ":",
+            "-",
+            "(",
+            "é",
+            "ß",
+            "1",
+            "a",
+            "x",
+            "Ω",
+            "mobile",
+            "móvil",
+            "MÓVIL",
+            "numéro",
+        ];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            let mut t = String::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let n = (seed % 7) as usize;
+            let mut r = seed;
+            for _ in 0..n {
+                r = r.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                t.push_str(parts[(r >> 33) as usize % parts.len()]);
+            }
+            let t = lower(&t).into_owned();
+            assert_eq!(
+                has_cue(&t, PHONE_CUES, &PHONE_SKELETONS),
+                has_cue_reference(&t, PHONE_CUES),
+                "{t:?}"
+            );
+            assert_eq!(
+                has_cue(&t, NOT_PHONE_CUES, &NOT_PHONE_SKELETONS),
+                has_cue_reference(&t, NOT_PHONE_CUES),
+                "{t:?}"
+            );
+        }
+    }
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 

@@ -193,13 +193,18 @@ impl Exchange {
             dropped: Vec::new(),
         };
         let body = if native {
-            let mut body = req.body.clone();
-            body.insert("model".into(), Value::from(provider.model()));
-            if req.stream && req.door() == Dialect::OpenAi {
+            let written = if req.stream && req.door() == Dialect::OpenAi {
+                let mut body = req.body.clone();
+                body.insert("model".into(), Value::from(provider.model()));
                 exchange.injected_usage = openai::request_stream_usage(&mut body);
-            }
-            serde_json::to_vec(&body)
-                .map_err(|e| ApiError::new(500, "server_error", "internal_error", e.to_string()))?
+                serde_json::to_vec(&body)
+            } else {
+                serde_json::to_vec(&WithModel {
+                    body: &req.body,
+                    model: provider.model(),
+                })
+            };
+            written.map_err(|e| ApiError::new(500, "server_error", "internal_error", e.to_string()))?
         } else if req.api == Api::Embeddings {
             let (embeddings, base64) = openai::embeddings::decode(&req.body, translator.label())?;
             let mut unsupported = Unsupported::new(on_unsupported);
@@ -471,20 +476,87 @@ impl Reply {
     }
 }
 
+/// A request body with its `model` replaced (or added), written as the body with that one entry
+/// changed would be (keys in order), without copying the body.
+struct WithModel<'a> {
+    body: &'a Map<String, Value>,
+    model: &'a str,
+}
+
+impl serde::Serialize for WithModel<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let has = self.body.contains_key("model");
+        let mut m = s.serialize_map(Some(self.body.len() + usize::from(!has)))?;
+        let mut written = false;
+        for (k, v) in self.body {
+            if !written && k.as_str() >= "model" {
+                m.serialize_entry("model", self.model)?;
+                written = true;
+                if k == "model" {
+                    continue;
+                }
+            }
+            m.serialize_entry(k, v)?;
+        }
+        if !written {
+            m.serialize_entry("model", self.model)?;
+        }
+        m.end()
+    }
+}
+
+/// What [`native_json`] reads of an answer: which list members are arrays, its `type`, its `usage`.
+/// Read as a typed view, the rest of the answer (the choices' text, the embeddings) is skipped
+/// without being built; `None` where a member is not an array, as for a `Value`'s `is_array`.
+#[derive(Debug, Default, PartialEq, serde::Deserialize)]
+struct Judged {
+    #[serde(default)]
+    choices: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(rename = "type", default)]
+    kind: Option<Value>,
+    #[serde(default)]
+    content: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    data: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(default, deserialize_with = "super::present")]
+    usage: Option<Value>,
+}
+
+impl Judged {
+    /// The typed view of `body`; `None` for anything it does not read as a `Value` would (no
+    /// object, a member of another type, a repeated member, broken JSON).
+    fn read(body: &[u8]) -> Option<Judged> {
+        super::is_object(body)
+            .then(|| serde_json::from_slice(body).ok())
+            .flatten()
+    }
+
+    /// The same view of a parsed answer.
+    fn of(v: &Value) -> Judged {
+        let array = |k: &str| v.get(k).filter(|a| a.is_array()).map(|_| Vec::new());
+        Judged {
+            choices: array("choices"),
+            kind: v.get("type").filter(|t| !t.is_null()).cloned(),
+            content: array("content"),
+            data: array("data"),
+            usage: v.get("usage").cloned(),
+        }
+    }
+}
+
 /// A passed-through JSON answer, judged as an answer of its API, and the usage it reports.
 fn native_json(api: Api, body: &[u8]) -> Result<(Vec<u8>, Option<Usage>), ApiError> {
-    let v = serde_json::from_slice::<Value>(body).ok();
-    let (ok, what) = match (api, v.as_ref()) {
-        (Api::ChatCompletions, Some(v)) => {
-            (v.get("choices").is_some_and(Value::is_array), "a chat completion")
-        }
-        (Api::Messages, Some(v)) => (
-            v.get("type").and_then(Value::as_str) == Some("message")
-                && v.get("content").is_some_and(Value::is_array),
+    let judged =
+        Judged::read(body).or_else(|| serde_json::from_slice::<Value>(body).ok().map(|v| Judged::of(&v)));
+    let (ok, what) = match (api, judged.as_ref()) {
+        (Api::ChatCompletions, Some(j)) => (j.choices.is_some(), "a chat completion"),
+        (Api::Messages, Some(j)) => (
+            j.kind.as_ref().and_then(Value::as_str) == Some("message") && j.content.is_some(),
             "a message",
         ),
-        (Api::Embeddings, Some(v)) => (v.get("data").is_some_and(Value::is_array), "an embeddings list"),
-        (Api::Completions, Some(v)) => (v.get("choices").is_some_and(Value::is_array), "a completion"),
+        (Api::Embeddings, Some(j)) => (j.data.is_some(), "an embeddings list"),
+        (Api::Completions, Some(j)) => (j.choices.is_some(), "a completion"),
         (api, None) => (
             false,
             match api {
@@ -502,7 +574,12 @@ fn native_json(api: Api, body: &[u8]) -> Result<(Vec<u8>, Option<Usage>), ApiErr
             format!("the provider's answer is not {what}"),
         ));
     }
-    Ok((body.to_vec(), v.as_ref().and_then(|v| native_usage(api, v))))
+    let usage = judged.and_then(|j| j.usage).and_then(|u| {
+        let mut m = Map::new();
+        m.insert("usage".to_string(), u);
+        native_usage(api, &Value::Object(m))
+    });
+    Ok((body.to_vec(), usage))
 }
 
 /// A task call's answer (`shared::llm`): a whole 2xx answer to a chat completion asked without a stream,
@@ -738,6 +815,93 @@ mod tests {
     use serde_json::json;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    /// `WithModel` writes what the body with its model replaced writes, wherever "model" sorts.
+    #[test]
+    fn with_model_is_the_changed_copy() {
+        let bodies = [
+            json!({"model": "a", "messages": []}),
+            json!({"messages": [{"role": "user", "content": "x"}]}),
+            json!({"a": 1}),
+            json!({"zz": 1}),
+            json!({}),
+            json!({"model": 5, "model_x": 1, "modem": 2, "mode": 3, "max_tokens": 9, "n": 1}),
+            json!({"model_x": 1}),
+            json!({"mode": {"nested": ["model"]}, "temperature": 0.5, "stream": false}),
+        ];
+        for b in bodies {
+            let Value::Object(body) = b else { unreachable!() };
+            let mut copy = body.clone();
+            copy.insert("model".into(), Value::from("gpt-x"));
+            let want = serde_json::to_vec(&copy).unwrap();
+            let got = serde_json::to_vec(&WithModel {
+                body: &body,
+                model: "gpt-x",
+            })
+            .unwrap();
+            assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(want).unwrap());
+        }
+    }
+
+    /// `native_json` as it was: the whole answer parsed into a `Value` (the reference).
+    fn native_json_by_value(api: Api, body: &[u8]) -> Result<(Vec<u8>, Option<Usage>), ApiError> {
+        let v = serde_json::from_slice::<Value>(body).ok();
+        let ok = match (api, v.as_ref()) {
+            (Api::ChatCompletions | Api::Completions, Some(v)) => {
+                v.get("choices").is_some_and(Value::is_array)
+            }
+            (Api::Messages, Some(v)) => {
+                v.get("type").and_then(Value::as_str) == Some("message")
+                    && v.get("content").is_some_and(Value::is_array)
+            }
+            (Api::Embeddings, Some(v)) => v.get("data").is_some_and(Value::is_array),
+            (_, None) => false,
+        };
+        if !ok {
+            return Err(native_json(api, b"").unwrap_err());
+        }
+        Ok((body.to_vec(), v.as_ref().and_then(|v| native_usage(api, v))))
+    }
+
+    /// The typed view judges every answer as the whole parse did: members of other types, null,
+    /// repeated, nested look-alikes, arrays at the top, broken JSON, each API.
+    #[test]
+    fn native_json_judges_as_the_whole_parse() {
+        let bodies = [
+            r#"{"id":"c","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":2,"completion_tokens":3}}"#,
+            r#"{"choices":[],"usage":null}"#,
+            r#"{"choices":null,"usage":{"prompt_tokens":2,"completion_tokens":3}}"#,
+            r#"{"choices":{"0":1}}"#,
+            r#"{"choices":"x"}"#,
+            r#"{"choices":[1],"choices":[2],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+            r#"{"type":"message","content":[{"type":"text","text":"x"}],"usage":{"input_tokens":4,"output_tokens":5}}"#,
+            r#"{"type":"message","content":"text"}"#,
+            r#"{"type":null,"content":[]}"#,
+            r#"{"type":["message"],"content":[]}"#,
+            r#"{"object":"list","data":[{"embedding":[0.1,0.2]}],"usage":{"prompt_tokens":3,"total_tokens":3}}"#,
+            r#"{"data":{}}"#,
+            r#"[{"choices":[]}]"#,
+            r#"[[1]]"#,
+            r#"  {"choices":[]}  "#,
+            r#"{"choices":[]} x"#,
+            r#"{"choices":["#,
+            "",
+            "null",
+            r#"{"nested":{"choices":[]}}"#,
+        ];
+        for api in [
+            Api::ChatCompletions,
+            Api::Messages,
+            Api::Embeddings,
+            Api::Completions,
+        ] {
+            for b in bodies {
+                let got = native_json(api, b.as_bytes()).map_err(|e| format!("{e:?}"));
+                let want = native_json_by_value(api, b.as_bytes()).map_err(|e| format!("{e:?}"));
+                assert_eq!(got, want, "{api:?} {b}");
+            }
+        }
+    }
 
     const OPENAI_STREAM_USAGE: &str = include_str!("../../tests/fixtures/openai_stream_usage.sse");
     const OPENAI_STREAM_TOOLS: &str = include_str!("../../tests/fixtures/openai_stream_tools.sse");

@@ -394,6 +394,51 @@ pub fn usage_of(answer: &Value) -> Option<Usage> {
     }
 }
 
+/// A member read by a typed view of an answer: `Some` when present, `null` included (as
+/// `Value::get` sees it), where `Option`'s own reading makes `null` absent.
+pub(crate) fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    <Value as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// Whether JSON text starts an object: a typed view (a struct) would also read an array, by position.
+pub(crate) fn is_object(json: &[u8]) -> bool {
+    json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// [`usage_of`] of an answer's bytes. Only the top-level members it reads (`type`, `usage`,
+/// `usageMetadata`, `output`) are built; the rest (the choices and their text) is skipped without
+/// allocating. Anything else (no object, a repeated member, broken JSON) takes the whole parse.
+pub fn usage_of_json(answer: &[u8]) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct Top {
+        #[serde(rename = "type", default, deserialize_with = "present")]
+        kind: Option<Value>,
+        #[serde(default, deserialize_with = "present")]
+        usage: Option<Value>,
+        #[serde(rename = "usageMetadata", default, deserialize_with = "present")]
+        usage_metadata: Option<Value>,
+        #[serde(default, deserialize_with = "present")]
+        output: Option<Value>,
+    }
+    match is_object(answer).then(|| serde_json::from_slice::<Top>(answer)) {
+        Some(Ok(top)) => {
+            let mut m = serde_json::Map::new();
+            for (k, v) in [
+                ("type", top.kind),
+                ("usage", top.usage),
+                ("usageMetadata", top.usage_metadata),
+                ("output", top.output),
+            ] {
+                if let Some(v) = v {
+                    m.insert(k.to_string(), v);
+                }
+            }
+            usage_of(&Value::Object(m))
+        }
+        _ => usage_of(&serde_json::from_slice::<Value>(answer).ok()?),
+    }
+}
+
 /// The usage of a streamed answer in a provider's own dialect, event by event, for the same filters
 /// (OpenAI's usage chunk is read by [`openai::OpenAiStream`], which can also strip it): Anthropic's
 /// `message_start` / `message_delta` and Gemini's `usageMetadata` chunks. Bedrock's binary event
@@ -748,6 +793,36 @@ mod tests {
             Some((6, 5)),
             "the last usageMetadata wins"
         );
+    }
+
+    /// `usage_of_json` reads what `usage_of` of the parsed answer reads, on every dialect's answers,
+    /// odd members (null, repeated, not objects) and no JSON at all.
+    #[test]
+    fn usage_of_json_is_usage_of_the_value() {
+        let texts = [
+            r#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":2,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":1}}}"#,
+            r#"{"type":"message","content":[{"type":"text","text":"x"}],"usage":{"input_tokens":4,"output_tokens":5,"cache_read_input_tokens":2}}"#,
+            r#"{"type":"message","usage":{"prompt_tokens":4}}"#,
+            r#"{"candidates":[],"usageMetadata":{"promptTokenCount":6,"candidatesTokenCount":7,"thoughtsTokenCount":2}}"#,
+            r#"{"usageMetadata":null,"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+            r#"{"output":{"message":{"content":[]}},"usage":{"inputTokens":8,"outputTokens":9}}"#,
+            r#"{"output":{"text":"no message"},"usage":{"inputTokens":8,"outputTokens":9,"prompt_tokens":3}}"#,
+            r#"{"usage":{"prompt_tokens":1,"completion_tokens":2},"usage":{"prompt_tokens":5,"completion_tokens":6}}"#,
+            r#"{"type":7,"usage":[1,2]}"#,
+            r#"{"usage":null}"#,
+            r#"{"choices":[]}"#,
+            r#"[{"usage":{"prompt_tokens":1,"completion_tokens":1}}]"#,
+            r#"["message",{"input_tokens":1,"output_tokens":1}]"#,
+            r#"  {"usage":{"prompt_tokens":1,"completion_tokens":1}}  "#,
+            r#"{"usage":{"prompt_tokens":1,"completion_tokens":1}} trailing"#,
+            r#"{"usage":{"prompt_tokens":1,"#,
+            "",
+            "null",
+        ];
+        for t in texts {
+            let want = serde_json::from_str::<Value>(t).ok().and_then(|v| usage_of(&v));
+            assert_eq!(usage_of_json(t.as_bytes()), want, "{t}");
+        }
     }
 
     #[test]
