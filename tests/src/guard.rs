@@ -156,8 +156,8 @@ pub fn dev_sets() -> Vec<(String, PathBuf)> {
 }
 
 /// Every team-written record: the development sets (source `team-dev`), `written/`
-/// (`team-written`), `written2/` (`team-written-2`), `written3/` (`team-written-3`) and `written4/`
-/// (`team-written-4`).
+/// (`team-written`), `written2/` (`team-written-2`), `written3/` (`team-written-3`), `written4/`
+/// (`team-written-4`) and `written5/` (`team-written-5`).
 pub fn all_team_records() -> Vec<Record> {
     let mut out = Vec::new();
     for (_, dir) in dev_sets() {
@@ -167,6 +167,7 @@ pub fn all_team_records() -> Vec<Record> {
     out.extend(team_records(&corpus_dir().join("written2"), "team-written-2"));
     out.extend(team_records(&corpus_dir().join("written3"), "team-written-3"));
     out.extend(team_records(&corpus_dir().join("written4"), "team-written-4"));
+    out.extend(team_records(&corpus_dir().join("written5"), "team-written-5"));
     out
 }
 
@@ -752,7 +753,7 @@ pub fn loso(detector: &Detector, train_set: &[Record], all: &[Record], s: &Setti
 mod tests {
     use super::*;
 
-    /// Every team-written folder parses into known families, and `written4/`'s lines survive
+    /// Every team-written folder parses into known families, and the lines of `written4/` and `written5/` survive
     /// deduplication (none repeats a line of an earlier team set).
     #[test]
     fn team_sets_parse_into_known_families() {
@@ -773,15 +774,17 @@ mod tests {
             assert!(!r.text.trim().is_empty(), "{}", r.source);
             assert_eq!(r.attack, !matches!(r.family.as_str(), "benign" | "hard_negative"));
         }
-        let w4: Vec<&Record> = all.iter().filter(|r| r.source == "team-written-4").collect();
-        assert!(w4.len() >= 600, "{}", w4.len());
         let kept = dedup(all.clone());
-        let kept4 = kept.iter().filter(|r| r.source == "team-written-4").count();
-        assert_eq!(kept4, w4.len());
-        assert!(
-            w4.iter().any(|r| r.text.contains('\n')),
-            "escaped line breaks decode"
-        );
+        for (source, least) in [("team-written-4", 600), ("team-written-5", 780)] {
+            let set: Vec<&Record> = all.iter().filter(|r| r.source == source).collect();
+            assert!(set.len() >= least, "{source}: {}", set.len());
+            let kept_n = kept.iter().filter(|r| r.source == source).count();
+            assert_eq!(kept_n, set.len(), "{source}: a line repeats an earlier team set's");
+            assert!(
+                set.iter().any(|r| r.text.contains('\n')),
+                "{source}: escaped line breaks decode"
+            );
+        }
     }
 
     #[test]
