@@ -374,12 +374,88 @@ pub fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Appends `v` as `format!("{v:.2}")` writes it (two decimals, exact ties to even), without the
+/// formatting machinery for the usual case: a finite value under a million. The product of an `f32`
+/// and 100 is exact in an `f64` (24 + 7 significant bits), so its fraction decides the rounding
+/// exactly as the decimal expansion does.
+pub fn push_fixed2(out: &mut String, v: f32) {
+    if !v.is_finite() || v.abs() >= 1e6 {
+        out.push_str(&format!("{v:.2}"));
+        return;
+    }
+    if v.is_sign_negative() {
+        out.push('-');
+    }
+    let t = f64::from(v.abs()) * 100.0;
+    let whole = t.floor();
+    let frac = t - whole;
+    // `whole` is under 1e8: exact in a u64.
+    let mut n = whole as u64;
+    if frac > 0.5 || (frac == 0.5 && n % 2 == 1) {
+        n += 1;
+    }
+    let cents = n % 100;
+    out.push_str(&(n / 100).to_string());
+    out.push('.');
+    out.push(char::from(b'0' + (cents / 10) as u8));
+    out.push(char::from(b'0' + (cents % 10) as u8));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     // On wasm32 every unit test runs under wasm-bindgen-test (Node) too: `make wasm-test`.
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    /// `push_fixed2` writes what `{:.2}` writes: ties (0.125, 2.675), values just around them, signs,
+    /// negative zero, tiny and large values, and a sweep of every score-like value.
+    #[test]
+    fn push_fixed2_is_format() {
+        let mut values: Vec<f32> = vec![
+            0.0,
+            -0.0,
+            0.005,
+            0.015,
+            0.125,
+            0.375,
+            0.625,
+            0.875,
+            2.675,
+            1.005,
+            -0.125,
+            -0.001,
+            0.995,
+            0.9951,
+            0.99499,
+            1.0,
+            99.995,
+            12_345.678,
+            999_999.9,
+            1e6,
+            -1e7,
+            1e-30,
+            f32::MIN_POSITIVE,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::EPSILON,
+        ];
+        let mut x: u32 = 0x3f80_0000;
+        for i in 0..200_000u32 {
+            values.push(i as f32 / 100_000.0);
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let v = f32::from_bits(x);
+            if v.is_finite() && v.abs() < 1e7 {
+                values.push(v);
+            }
+        }
+        for v in values {
+            let mut out = String::new();
+            push_fixed2(&mut out, v);
+            assert_eq!(out, format!("{v:.2}"), "{v:e} ({:#x})", v.to_bits());
+        }
+    }
 
     #[test]
     fn folds_evasion_and_maps_back() {

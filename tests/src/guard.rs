@@ -779,7 +779,11 @@ mod tests {
             let set: Vec<&Record> = all.iter().filter(|r| r.source == source).collect();
             assert!(set.len() >= least, "{source}: {}", set.len());
             let kept_n = kept.iter().filter(|r| r.source == source).count();
-            assert_eq!(kept_n, set.len(), "{source}: a line repeats an earlier team set's");
+            assert_eq!(
+                kept_n,
+                set.len(),
+                "{source}: a line repeats an earlier team set's"
+            );
             assert!(
                 set.iter().any(|r| r.text.contains('\n')),
                 "{source}: escaped line breaks decode"

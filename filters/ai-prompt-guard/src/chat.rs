@@ -76,7 +76,7 @@ pub fn read(api: Option<Api>, body: &Value) -> Result<Chat, Invalid> {
     for (i, (role, text)) in checked.roles.iter().zip(parts).enumerate() {
         messages.push(Message {
             role: role.to_string(),
-            path: format!("$.messages[{i}]"),
+            path: message_path(i),
             text: text.join("\n"),
         });
     }
@@ -98,6 +98,16 @@ pub fn read(api: Option<Api>, body: &Value) -> Result<Chat, Invalid> {
         fields,
         prompt_tokens,
     })
+}
+
+/// `$.messages[i]`, the JSON path errors name a message by.
+fn message_path(i: usize) -> String {
+    let n = i.to_string();
+    let mut p = String::with_capacity(12 + n.len());
+    p.push_str("$.messages[");
+    p.push_str(&n);
+    p.push(']');
+    p
 }
 
 /// Removes system messages (OpenAI `system`/`developer` roles, Anthropic `system`); returns whether

@@ -19,7 +19,7 @@ use shared::host::{Body, CallResponse, Host, LocalReply, LogLevel, Policy, Respo
 use shared::injection::Scores;
 use shared::metrics;
 use shared::rand::stable_hash;
-use shared::text::truncate_chars;
+use shared::text::{push_fixed2, truncate_chars};
 use std::rc::Rc;
 
 /// The check a finding belongs to (a metric label and part of every log line).
@@ -463,14 +463,20 @@ fn too_large(limit: usize) -> Finding {
 /// `score=0.93; family=instruction_override; model=0.97; instruction_override=0.93; role_play=0.00; ...`
 /// (`score` is the one the decision is taken on, the families are the rules').
 fn header_value(local: &Local) -> String {
-    let mut out = format!("score={:.2}", local.score);
-    let family = if local.score > 0.0 { local.family() } else { "none" };
-    out.push_str(&format!("; family={family}"));
+    let mut out = String::with_capacity(192);
+    out.push_str("score=");
+    push_fixed2(&mut out, local.score);
+    out.push_str("; family=");
+    out.push_str(if local.score > 0.0 { local.family() } else { "none" });
     if let Some(m) = local.model {
-        out.push_str(&format!("; model={m:.2}"));
+        out.push_str("; model=");
+        push_fixed2(&mut out, m);
     }
     for (f, s) in local.rules.iter() {
-        out.push_str(&format!("; {}={s:.2}", f.as_str()));
+        out.push_str("; ");
+        out.push_str(f.as_str());
+        out.push('=');
+        push_fixed2(&mut out, s);
     }
     out
 }
