@@ -43,7 +43,7 @@ if [ -n "${CLICKHOUSE_URL:-}" ] && [ "$src" = envoy/demo.yaml ]; then
 YAML
   audit_query="curl -s 'http://$ch/' --data-binary 'SELECT id, consumer, model, status, guard_verdict, pii_total, cost_usd FROM ai_audit FINAL ORDER BY ts DESC LIMIT 10 FORMAT PrettyCompact'"
 fi
-"$ENVOY_BIN" -c target/demo/envoy.yaml --disable-hot-restart -l warning --component-log-level wasm:info \
+"$ENVOY_BIN" -c target/demo/envoy.yaml --disable-hot-restart -l warning --component-log-level wasm:debug \
   2> >(tee target/demo/envoy.log >&2) & pids+=($!)
 
 for _ in $(seq 1 100); do

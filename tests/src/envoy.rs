@@ -513,7 +513,9 @@ impl Envoy {
                 "--concurrency",
                 &concurrency.max(1).to_string(),
             ])
-            .args(["-l", "warning", "--component-log-level", "wasm:info"])
+            // Debug: the policies' per-request summary lines (ai-proxy, ai-pii-redact, the rate limit) are
+            // at debug level, and tests read them.
+            .args(["-l", "warning", "--component-log-level", "wasm:debug"])
             // The access log goes through Envoy's file flusher (default every 10 s).
             .args(["--file-flush-interval-msec", "50"])
             .arg("--admin-address-path")

@@ -541,7 +541,7 @@ impl Policy for PiiRedact {
             1,
         );
         host.log(
-            LogLevel::Info,
+            LogLevel::Debug,
             &format!(
                 "ai-pii-redact: mode={mode} outcome={} request=[{}] response=[{}] restored={} ner={}",
                 self.outcome,

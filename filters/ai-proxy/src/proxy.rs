@@ -1056,7 +1056,7 @@ impl Policy for AiProxy {
             format!(" dropped_params={}", account.dropped.join(","))
         };
         host.log(
-            LogLevel::Info,
+            LogLevel::Debug,
             &format!(
                 "ai-proxy: provider={} target={} model={} client_model={} balancer={} reason={} api={} status={} latency_ms={} {tokens} cost_usd={cost}{dropped}",
                 target.provider.name(),

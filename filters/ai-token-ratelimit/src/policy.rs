@@ -1077,7 +1077,7 @@ impl Policy for TokenRateLimit {
                     |u| format!("{}/{}", u.prompt_tokens, u.completion_tokens),
                 );
                 host.log(
-                    LogLevel::Info,
+                    LogLevel::Debug,
                     &format!(
                         "{NAME}: consumer={} tier={} model={} decision={decision}{}{} reserved={}/{} usage={usage} outcome={outcome} status={}",
                         a.consumer,
@@ -1246,7 +1246,7 @@ mod tests {
             (d.counter.as_str(), d.window, d.delta, d.view),
             ("tpm:minute:ann", 2, -26, false)
         );
-        assert!(host.logged(LogLevel::Info, "store=redis reserved=6/30 usage=4/6"));
+        assert!(host.logged(LogLevel::Debug, "store=redis reserved=6/30 usage=4/6"));
 
         // Redis does not answer: down, and the request is counted locally instead.
         let mut p = TokenRateLimit::new(Rc::clone(&config));

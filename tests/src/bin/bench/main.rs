@@ -24,8 +24,8 @@
 //!
 //! Environment: `BENCH_QUICK=1` (about a minute), `BENCH_SECONDS` (per run, default 2), `BENCH_ARMS`
 //! (default `bench/arms.json`), `BENCH_OUT` (default `bench/results.md`, `bench/results-peers.md` with
-//! `--peers`), `BENCH_WASM_LOG` (Envoy's `wasm` log level, default `info` as in the demo: ai-proxy's
-//! per-request log line is part of its cost), `WRK`, `ENVOY_BIN`; for `--peers`,
+//! `--peers`), `BENCH_WASM_LOG` (Envoy's `wasm` log level, default `info`, a production level; the demo runs at
+//! `debug`, where the per-request lines of ai-proxy, ai-pii-redact and the rate limit are part of the cost), `WRK`, `ENVOY_BIN`; for `--peers`,
 //! `BENCH_LITELLM`, `BENCH_PORTKEY` and `NODE` (see `peers.rs`).
 //!
 //! Envoy is launched here rather than with `e2e::envoy::Envoy::start` because the bench needs its own
