@@ -525,10 +525,13 @@ struct Judged {
 
 impl Judged {
     /// The typed view of `body`; `None` for anything it does not read as a `Value` would (no
-    /// object, a member of another type, a repeated member, broken JSON).
+    /// object, a member of another type, a repeated member, broken JSON or UTF-8).
     fn read(body: &[u8]) -> Option<Judged> {
+        // Skipped strings are not checked for UTF-8 (a `Value` parse refuses any that is not): the
+        // whole body is, first.
+        let text = std::str::from_utf8(body).ok()?;
         super::is_object(body)
-            .then(|| serde_json::from_slice(body).ok())
+            .then(|| serde_json::from_str(text).ok())
             .flatten()
     }
 
@@ -889,16 +892,22 @@ mod tests {
             "null",
             r#"{"nested":{"choices":[]}}"#,
         ];
-        for api in [
-            Api::ChatCompletions,
-            Api::Messages,
-            Api::Embeddings,
-            Api::Completions,
-        ] {
-            for b in bodies {
-                let got = native_json(api, b.as_bytes()).map_err(|e| format!("{e:?}"));
-                let want = native_json_by_value(api, b.as_bytes()).map_err(|e| format!("{e:?}"));
-                assert_eq!(got, want, "{api:?} {b}");
+        // Invalid UTF-8 inside a string the view skips, and inside one it reads.
+        let broken: [&[u8]; 3] = [
+            b"{\"choices\":[{\"message\":{\"content\":\"r\xe9ply\"}}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}",
+            b"{\"type\":\"message\",\"content\":[{\"text\":\"\xff\"}]}",
+            b"{\"data\":[],\"model\":\"\xc3\"}",
+        ];
+        for b in bodies.iter().map(|b| b.as_bytes()).chain(broken) {
+            for api in [
+                Api::ChatCompletions,
+                Api::Messages,
+                Api::Embeddings,
+                Api::Completions,
+            ] {
+                let got = native_json(api, b).map_err(|e| format!("{e:?}"));
+                let want = native_json_by_value(api, b).map_err(|e| format!("{e:?}"));
+                assert_eq!(got, want, "{api:?} {}", String::from_utf8_lossy(b));
             }
         }
     }

@@ -407,7 +407,8 @@ pub(crate) fn is_object(json: &[u8]) -> bool {
 
 /// [`usage_of`] of an answer's bytes. Only the top-level members it reads (`type`, `usage`,
 /// `usageMetadata`, `output`) are built; the rest (the choices and their text) is skipped without
-/// allocating. Anything else (no object, a repeated member, broken JSON) takes the whole parse.
+/// allocating. Anything else (no object, a repeated member, broken JSON) takes the whole parse; an
+/// answer that is not UTF-8 has none, as the whole parse finds none.
 pub fn usage_of_json(answer: &[u8]) -> Option<Usage> {
     #[derive(serde::Deserialize)]
     struct Top {
@@ -420,7 +421,10 @@ pub fn usage_of_json(answer: &[u8]) -> Option<Usage> {
         #[serde(default, deserialize_with = "present")]
         output: Option<Value>,
     }
-    match is_object(answer).then(|| serde_json::from_slice::<Top>(answer)) {
+    // Skipped strings are not checked for UTF-8 (a `Value` parse refuses any that is not): the whole
+    // answer is, first.
+    let text = std::str::from_utf8(answer).ok()?;
+    match is_object(answer).then(|| serde_json::from_str::<Top>(text)) {
         Some(Ok(top)) => {
             let mut m = serde_json::Map::new();
             for (k, v) in [
@@ -823,6 +827,10 @@ mod tests {
             let want = serde_json::from_str::<Value>(t).ok().and_then(|v| usage_of(&v));
             assert_eq!(usage_of_json(t.as_bytes()), want, "{t}");
         }
+        // Invalid UTF-8 inside a skipped string: no usage, as the whole parse refuses the answer.
+        let broken = b"{\"choices\":[{\"message\":{\"content\":\"r\xe9ply\"}}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}";
+        assert!(serde_json::from_slice::<Value>(broken).is_err());
+        assert_eq!(usage_of_json(broken), None);
     }
 
     #[test]
