@@ -814,3 +814,37 @@ fn an_encoded_request_body_is_refused_on_both_hosts() {
         assert!(ex.upstream.is_none());
     }
 }
+
+/// Envoy forwards the request's `content-length` as it stands when the filters let the headers go: a
+/// policy that changed the body removes it (the new body goes chunked), and a chain that changed
+/// nothing keeps it, so the upstream is not sent a chunked body for nothing.
+#[test]
+fn envoy_request_content_length_follows_the_body() {
+    const OPENAI_JSON: &str = r#"{"id":"c1","object":"chat.completion","model":"gpt-up","choices":[{"index":0,"message":{"role":"assistant","content":"Hello."},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;
+    let upstream = |_: &_| UpstreamResponse::json(200, OPENAI_JSON);
+
+    // ai-pii-redact masks the address: a shorter body, which a stale length would leave waiting.
+    let request = chat("gpt", "Please write to bob@example.com today", false);
+    let ex = Runtime::new(HostKind::Envoy, vec![guard(), ratelimit(), pii()]).run(request.clone(), upstream);
+    assert_eq!(ex.hung, None);
+    let up = ex.upstream.expect("reached the upstream");
+    let sent = String::from_utf8_lossy(&up.body);
+    assert!(
+        !sent.contains("bob@example.com") && sent.contains("today"),
+        "{sent}"
+    );
+    assert_eq!(up.headers.get("content-length"), None, "{:?}", up.headers);
+    assert_eq!(ex.status, Some(200));
+
+    // Nothing to mask and nothing blocked: the body and its length go as the client sent them.
+    let request = chat("gpt", "Please write a haiku about autumn leaves", false);
+    let ex = Runtime::new(HostKind::Envoy, vec![guard(), ratelimit(), pii()]).run(request.clone(), upstream);
+    let up = ex.upstream.expect("reached the upstream");
+    assert_eq!(up.body, request.body);
+    assert_eq!(
+        up.headers.get("content-length"),
+        Some(&request.body.len().to_string()),
+        "{:?}",
+        up.headers
+    );
+}

@@ -531,3 +531,42 @@ fn a_phone_cue_masks_a_loose_number_and_a_version_stays() {
     );
     assert_absent(&up.to_string(), &["123.456.7890"]);
 }
+
+/// Envoy forwards the request's `content-length` as it stands: when the filter masks something it
+/// removes it (the shorter body goes chunked and arrives whole), and when nothing is masked the
+/// provider gets the client's body with its length, not a chunked copy. ai-pii-redact alone here
+/// (ai-proxy rewrites every body), routed to the mock by `x-ai-cluster`.
+#[test]
+fn content_length_is_kept_unless_the_body_changed() {
+    let mock = MockServer::start(0).unwrap();
+    let envoy = Envoy::start(EnvoyOptions {
+        filters: vec![pii_filter(json!({}))],
+        ..EnvoyOptions::new(mock.port())
+    })
+    .unwrap();
+    let headers = [
+        ("x-ai-cluster", "mock_openai"),
+        ("authorization", "Bearer sk-test"),
+    ];
+    for (text, masked) in [
+        ("Write a haiku about autumn leaves.", false),
+        ("Write to bob@example.com about autumn leaves.", true),
+    ] {
+        let sent = body("gpt-4o-mini", text, false).to_string();
+        let r = envoy.chat(&body("gpt-4o-mini", text, false), &headers);
+        assert_eq!(r.status, 200, "{}\n{}", r.text(), envoy.logs());
+        let mut records = mock.requests();
+        assert_eq!(records.len(), 1, "{records:?}");
+        let up = records.remove(0);
+        mock.clear();
+        let content = up["json"]["messages"][1]["content"].as_str().unwrap_or_default();
+        let length = up["headers"]["content-length"].as_str();
+        if masked {
+            assert_eq!(content, "Write to <EMAIL_1> about autumn leaves.", "{up}");
+            assert_eq!(length, None, "a stale length would cut or stall the body: {up}");
+        } else {
+            assert_eq!(up["body"].as_str(), Some(sent.as_str()), "{up}");
+            assert_eq!(length, Some(sent.len().to_string().as_str()), "{up}");
+        }
+    }
+}

@@ -8,8 +8,9 @@
 //!   later filter of a chain the length the body had before an earlier filter changed it — so the
 //!   whole current buffer is read, never `body_size` bytes;
 //! - "has a body": Kong's `end_of_stream` is always false in headers, so it is read from the headers;
-//! - `content-length`: removed from the request on Envoy when the body may change size (Kong
-//!   recomputes it), and from the response on both hosts when the response body may change;
+//! - `content-length`: removed from the request on Envoy when a policy changed the body (Kong
+//!   recomputes it; an unchanged body keeps it, so the upstream is not sent a chunked body for
+//!   nothing), and from the response on both hosts when the response body may change;
 //! - whole responses: Envoy buffers them (headers paused, so the status can still change) up to
 //!   [`MAX_HELD_RESPONSE`], past which the client gets a 502 `response_too_large` and the rest is
 //!   dropped; Kong ignores a Pause there, so the driver keeps its own copy and empties each chunk but
@@ -304,8 +305,6 @@ impl<P: Policy> Driver<P> {
         self.stage = Stage::ReadingBody;
         match abi.kind() {
             HostKind::Envoy => {
-                // The body may change size: without content-length Envoy forwards it chunked.
-                let _logged = abi.set_request_header("content-length", None);
                 if body_ended {
                     // Held by our pauses while the calls were in flight: read it now.
                     return self.body_ready(abi, ctx);
@@ -386,6 +385,11 @@ impl<P: Policy> Driver<P> {
         match step {
             Step::Continue | Step::ReadBody => {
                 if body.changed() {
+                    if abi.kind() == HostKind::Envoy {
+                        // Envoy forwards the headers it holds after this callback: without
+                        // content-length the new body goes chunked.
+                        let _logged = abi.set_request_header("content-length", None);
+                    }
                     let new = body.into_bytes();
                     // Kong truncates a new body to the size argument: give the larger of the two.
                     if let Err(s) = abi.set_buffer(Buffer::RequestBody, 0, read_len.max(new.len()), &new) {

@@ -665,6 +665,21 @@ impl Runtime {
                 .insert("content-length".into(), request.body.len().to_string());
         }
         let mut exchange = self.request_phase(&request);
+        if exchange.hung.is_none() && exchange.status.is_none() && !self.kong() {
+            // Envoy forwards the `content-length` the request still has: an upstream reads that many
+            // bytes (a longer body is cut; a shorter one leaves it waiting). Kong recomputes it.
+            let declared = self.host.request_headers.get("content-length");
+            match declared.and_then(|v| v.trim().parse::<usize>().ok()) {
+                Some(n) if n < self.host.request_body.len() => self.host.request_body.truncate(n),
+                Some(n) if n > self.host.request_body.len() => {
+                    exchange.hung = Some(format!(
+                        "the upstream waits for {n} body bytes, {} sent",
+                        self.host.request_body.len()
+                    ));
+                }
+                _ => {}
+            }
+        }
         if exchange.hung.is_none() && exchange.status.is_none() {
             let up = UpstreamRequest {
                 headers: self
