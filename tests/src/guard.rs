@@ -157,7 +157,7 @@ pub fn dev_sets() -> Vec<(String, PathBuf)> {
 
 /// Every team-written record: the development sets (source `team-dev`), `written/`
 /// (`team-written`), `written2/` (`team-written-2`), `written3/` (`team-written-3`), `written4/`
-/// (`team-written-4`) and `written5/` (`team-written-5`).
+/// (`team-written-4`), `written5/` (`team-written-5`) and `written6/` (`team-written-6`).
 pub fn all_team_records() -> Vec<Record> {
     let mut out = Vec::new();
     for (_, dir) in dev_sets() {
@@ -168,6 +168,7 @@ pub fn all_team_records() -> Vec<Record> {
     out.extend(team_records(&corpus_dir().join("written3"), "team-written-3"));
     out.extend(team_records(&corpus_dir().join("written4"), "team-written-4"));
     out.extend(team_records(&corpus_dir().join("written5"), "team-written-5"));
+    out.extend(team_records(&corpus_dir().join("written6"), "team-written-6"));
     out
 }
 
@@ -753,7 +754,7 @@ pub fn loso(detector: &Detector, train_set: &[Record], all: &[Record], s: &Setti
 mod tests {
     use super::*;
 
-    /// Every team-written folder parses into known families, and the lines of `written4/` and `written5/` survive
+    /// Every team-written folder parses into known families, and the lines of `written4/`..`written6/` survive
     /// deduplication (none repeats a line of an earlier team set).
     #[test]
     fn team_sets_parse_into_known_families() {
@@ -775,7 +776,11 @@ mod tests {
             assert_eq!(r.attack, !matches!(r.family.as_str(), "benign" | "hard_negative"));
         }
         let kept = dedup(all.clone());
-        for (source, least) in [("team-written-4", 600), ("team-written-5", 780)] {
+        for (source, least) in [
+            ("team-written-4", 600),
+            ("team-written-5", 780),
+            ("team-written-6", 930),
+        ] {
             let set: Vec<&Record> = all.iter().filter(|r| r.source == source).collect();
             assert!(set.len() >= least, "{source}: {}", set.len());
             let kept_n = kept.iter().filter(|r| r.source == source).count();
