@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""What the bytes of a .wasm are: section sizes, code size per crate and the largest functions.
+"""What the bytes of a .wasm are: section sizes, code size per crate, the largest functions and the
+generic functions instantiated more than once.
 
 Reads the module's `name` section, so build without stripping:
 
@@ -126,6 +127,15 @@ def main():
     print('\nlargest functions')
     for idx, size in sorted(bodies, key=lambda x: -x[1])[:a.top]:
         print(f'  {size:>10,}  {names.get(idx, f"#{idx}")[:140]}')
+    # One generic function instantiated for several types: the same name but for its hash. The bytes
+    # beyond its largest copy are what the other instantiations cost.
+    copies = collections.defaultdict(list)
+    for idx, size in bodies:
+        copies[re.sub(r'17h[0-9a-f]{16}E$', '', names.get(idx, f'#{idx}'))].append(size)
+    repeated = sorted(((sum(v) - max(v), len(v), n) for n, v in copies.items() if len(v) > 1), reverse=True)
+    print(f'\nrepeated instantiations: {sum(r[0] for r in repeated):,} bytes beyond each one\'s largest copy')
+    for extra, count, n in repeated[:a.top]:
+        print(f'  {extra:>10,}  {count:>4}x  {n[:130]}')
 
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+pub mod read;
 pub mod tagged;
 
 /// Whether `s` can be sent as a header value: no control characters (CR and LF would end the header
@@ -53,8 +54,9 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Parses the raw JSON config into `T`, turning serde's error into a [`ConfigError`]. serde's message
-/// names the unknown or mistyped field and its line and column.
+/// Parses the raw JSON config into `T`, turning serde's error into a [`ConfigError`]: a syntax error
+/// (or a key given twice) says its line and column, a field serde refuses is named by its path
+/// (`targets[1].endpoint.host`, [`read`]).
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ConfigError::new(
@@ -62,7 +64,12 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Con
             "configuration is empty; expected a JSON object",
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| ConfigError::new("", format!("invalid configuration: {e}")))
+    let invalid = |e: &dyn fmt::Display| format!("invalid configuration: {e}");
+    let tree = read::tree(bytes).map_err(|e| ConfigError::new("", invalid(&e)))?;
+    read::from_value(&tree, "").map_err(|e| match e.field.is_empty() {
+        true => ConfigError::new("", invalid(&e.message)),
+        false => e,
+    })
 }
 
 /// `mode` of a policy or check: enforce it, or only detect, log and count (shadow) without changing

@@ -187,6 +187,48 @@ fn config_values_that_could_split_a_header_are_refused_naming_the_field() {
     }
 }
 
+/// A value of the wrong type is refused naming its path, and a key given twice in one object (which
+/// a JSON parser would otherwise read as its last value) naming the key, its line and its column.
+#[test]
+fn config_type_errors_name_the_path_and_duplicate_keys_are_refused() {
+    let mock = MockServer::start(0).unwrap();
+    let host = format!("127.0.0.1:{}", mock.port());
+    let target = json!({"name": "oa", "provider": "openai", "model": "gpt-4o-mini",
+        "endpoint": {"cluster": "mock_openai", "host": host}, "auth": {"value": "sk-test"}});
+    let typed =
+        json!({"targets": [target], "models": {"gpt": {"targets": [{"target": "oa", "weight": "x"}]}}});
+    // A JSON string is embedded verbatim (never bundled): the same config with `models` twice.
+    let twice = Value::String(format!(
+        "{{\"targets\": [{target}],\n \"models\": {{}}, \"models\": {{\"gpt\": {{\"targets\": [{{\"target\": \"oa\"}}]}}}}}}"
+    ));
+    let cases = [
+        (
+            typed,
+            e2e::envoy::config_refused("ai-proxy", "models.gpt.targets[0].weight")
+                + r#": invalid type: string "x", expected u64"#,
+        ),
+        (
+            twice,
+            "ai-proxy: configuration refused: invalid configuration: duplicate field `models` at line 2 column "
+                .to_string(),
+        ),
+    ];
+    for (config, want) in cases {
+        let logs = match Envoy::start(EnvoyOptions::new(mock.port()).filter(Filter::ai_proxy(config))) {
+            Ok(e) => {
+                assert!(
+                    e.wait_for_log("configuration refused", std::time::Duration::from_secs(5)),
+                    "{}",
+                    e.logs()
+                );
+                e.logs()
+            }
+            Err(e) => e.0,
+        };
+        assert!(logs.contains(&want), "want {want:?} in:\n{logs}");
+    }
+}
+
 /// What a client sends is never echoed raw into a response header or a log line: a model name with
 /// CR/LF (legal inside a JSON string) is refused in the body, no header of the answer carries it, and
 /// the log line that names it keeps it on one line; a served model's answer carries only the

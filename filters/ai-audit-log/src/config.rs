@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use shared::callout::valid_host;
-use shared::config::{check_header_value, check_prices, parse_json, ConfigError, Duration, Price};
+use shared::config::{check_header_value, check_prices, parse_json, read, ConfigError, Duration, Price};
 use shared::host::Upstream;
 use shared::llm::{self, Spec, Tasks};
 use shared::queue::Overflow;
@@ -210,7 +210,7 @@ fn summary_task(raw: &RawSummary) -> Result<llm::RawTask, ConfigError> {
     if let (Some(obj), Some(t)) = (task.as_object_mut(), raw.tokens_per_minute) {
         obj.insert("tokens_per_minute".into(), t.into());
     }
-    serde_json::from_value(task).map_err(|e| ConfigError::new("summary", e.to_string()))
+    read::from_value(&task, "summary")
 }
 
 #[derive(Debug, Deserialize)]
@@ -330,10 +330,8 @@ fn sink(i: usize, mut raw: Map<String, Value>) -> Result<Sink, ConfigError> {
             base.insert((*key).to_string(), v);
         }
     }
-    let base: RawSinkBase = serde_json::from_value(Value::Object(base))
-        .map_err(|e| ConfigError::new(format!("sinks[{i}]"), e.to_string()))?;
-    let format: Format = serde_json::from_value(Value::Object(raw))
-        .map_err(|e| ConfigError::new(at("format"), e.to_string()))?;
+    let base: RawSinkBase = read::from_value(&Value::Object(base), &format!("sinks[{i}]"))?;
+    let format: Format = read::from_value(&Value::Object(raw), &at("format"))?;
     format
         .validate()
         .map_err(|e| ConfigError::new(at(&e.field), e.message))?;
@@ -653,7 +651,7 @@ mod tests {
             ),
             (
                 &format!(r#"{{"sinks":[{SINK}],"queue":{{"overflow":"drop_all"}}}}"#),
-                "",
+                "queue.overflow",
             ),
             (
                 &format!(r#"{{"sinks":[{SINK}],"batch":{{"max_records":0}}}}"#),

@@ -462,7 +462,7 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases: Vec<(&str, Value, &str)> = vec![
-            ("/mode", json!("off"), ""),
+            ("/mode", json!("off"), "mode"),
             ("/paths", json!([]), "paths"),
             ("/paths", json!(["support"]), "paths[0]"),
             (

@@ -640,7 +640,7 @@ fn intent_task(raw: &RawIntent, config: &IntentConfig) -> Result<llm::RawTask, C
             obj.insert("tokens_per_minute".into(), t.into());
         }
     }
-    serde_json::from_value(task).map_err(|e| ConfigError::new("intent", e.to_string()))
+    shared::config::read::from_value(&task, "intent")
 }
 
 impl Config {
