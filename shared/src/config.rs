@@ -55,8 +55,8 @@ impl fmt::Display for ConfigError {
 }
 
 /// Parses the raw JSON config into `T`, turning serde's error into a [`ConfigError`]: a syntax error
-/// (or a key given twice) says its line and column, a field serde refuses is named by its path
-/// (`targets[1].endpoint.host`, [`read`]).
+/// says its line and column, a key given twice in one object its name, and a field serde refuses is
+/// named by its path (`targets[1].endpoint.host`, [`read`]).
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ConfigError::new(
