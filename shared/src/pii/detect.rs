@@ -1100,11 +1100,11 @@ const NOT_WINDOW: usize = 14;
 fn phone_score(text: &str, start: usize, strict: bool) -> f32 {
     let from = floor_char(text, start.saturating_sub(CUE_WINDOW));
     let before = lower(text.get(from..start).unwrap_or_default());
-    let cue = has_cue(&before, PHONE_CUES, &PHONE_SKELETONS);
+    let cue = has_cue(&before, &PHONE);
     let not = || {
         let near = floor_char(text, start.saturating_sub(NOT_WINDOW));
         let right_before = lower(text.get(near..start).unwrap_or_default());
-        has_cue(&right_before, NOT_PHONE_CUES, &NOT_PHONE_SKELETONS)
+        has_cue(&right_before, &NOT_PHONE)
     };
     let mut score = if strict { 0.6 } else { 0.3 };
     if cue {
@@ -1115,15 +1115,59 @@ fn phone_score(text: &str, start: usize, strict: bool) -> f32 {
     score
 }
 
-/// Each cue's skeleton (see [`has_cue`]) when the cue is not ASCII, computed once.
-static PHONE_SKELETONS: LazyLock<Vec<Option<String>>> = LazyLock::new(|| skeletons(PHONE_CUES));
-static NOT_PHONE_SKELETONS: LazyLock<Vec<Option<String>>> = LazyLock::new(|| skeletons(NOT_PHONE_CUES));
-
-fn skeletons(cues: &[&str]) -> Vec<Option<String>> {
-    cues.iter()
-        .map(|w| (!w.is_ascii()).then(|| skeleton(w)))
-        .collect()
+/// A cue list prepared for [`has_cue`]: each non-ASCII cue's skeleton, and the ASCII cues grouped
+/// by their first byte (a word start is compared only with the cues that begin with its byte).
+struct Cues {
+    words: &'static [&'static str],
+    /// Each cue's skeleton when the cue is not ASCII, in the order of `words`.
+    skeletons: Vec<Option<String>>,
+    /// The ASCII cues, sorted by first byte.
+    ascii: Vec<&'static [u8]>,
+    /// For each ASCII byte, the range of `ascii` that begins with it.
+    by_first: [(u8, u8); 128],
 }
+
+impl Cues {
+    fn new(words: &'static [&'static str]) -> Cues {
+        let mut ascii: Vec<&'static [u8]> = words
+            .iter()
+            .filter(|w| w.is_ascii() && !w.is_empty())
+            .map(|w| w.as_bytes())
+            .collect();
+        ascii.sort_by_key(|w| w.first().copied());
+        let mut by_first = [(0u8, 0u8); 128];
+        for (b, range) in by_first.iter_mut().enumerate() {
+            let first = |w: &&[u8]| w.first().map_or(0, |&f| usize::from(f));
+            let start = ascii.partition_point(|w| first(w) < b);
+            let end = ascii.partition_point(|w| first(w) <= b);
+            // The lists hold a few dozen cues.
+            *range = (
+                u8::try_from(start).unwrap_or(u8::MAX),
+                u8::try_from(end).unwrap_or(u8::MAX),
+            );
+        }
+        Cues {
+            words,
+            skeletons: words
+                .iter()
+                .map(|w| (!w.is_ascii()).then(|| skeleton(w)))
+                .collect(),
+            ascii,
+            by_first,
+        }
+    }
+
+    /// The ASCII cues that begin with `b`.
+    fn starting_with(&self, b: u8) -> &[&'static [u8]] {
+        let (start, end) = self.by_first.get(usize::from(b)).copied().unwrap_or_default();
+        self.ascii
+            .get(usize::from(start)..usize::from(end))
+            .unwrap_or_default()
+    }
+}
+
+static PHONE: LazyLock<Cues> = LazyLock::new(|| Cues::new(PHONE_CUES));
+static NOT_PHONE: LazyLock<Cues> = LazyLock::new(|| Cues::new(NOT_PHONE_CUES));
 
 /// Upper-cased, folded, lower-cased: Cyrillic and Greek capitals that folding turns into Latin
 /// look-alikes compare equal to their lower-case forms.
@@ -1135,9 +1179,9 @@ fn skeleton(s: &str) -> String {
 /// The text is scanned after folding, which turns some Cyrillic and Greek capitals into Latin
 /// look-alikes ("Телефон" → "Teлeфoн"), so non-ASCII cues (`skeletons`, in the order of `cues`) are
 /// compared on a skeleton of both sides. On ASCII text only ASCII cues can occur: each word start is
-/// tried once against them. (No cue can occur again at a word start inside an occurrence of itself, so a cue
+/// tried once against the cues that begin with its byte. (No cue can occur again at a word start inside an occurrence of itself, so a cue
 /// at a word start is also one of its non-overlapping occurrences: `cues_have_no_border_at_a_word_start`.)
-fn has_cue(text: &str, cues: &[&str], skeletons: &[Option<String>]) -> bool {
+fn has_cue(text: &str, cues: &Cues) -> bool {
     if text.is_ascii() {
         let h = text.as_bytes();
         return (0..h.len()).any(|i| {
@@ -1146,8 +1190,10 @@ fn has_cue(text: &str, cues: &[&str], skeletons: &[Option<String>]) -> bool {
                 .and_then(|p| h.get(p))
                 .is_none_or(|b| !b.is_ascii_alphanumeric());
             word_start
-                && h.get(i..)
-                    .is_some_and(|rest| cues.iter().any(|w| rest.starts_with(w.as_bytes())))
+                && h.get(i..).is_some_and(|rest| {
+                    rest.first()
+                        .is_some_and(|&b| cues.starting_with(b).iter().any(|w| rest.starts_with(w)))
+                })
         });
     }
     let at_word = |hay: &str, w: &str| {
@@ -1158,8 +1204,9 @@ fn has_cue(text: &str, cues: &[&str], skeletons: &[Option<String>]) -> bool {
         })
     };
     let text_skeleton = skeleton(text);
-    cues.iter()
-        .zip(skeletons)
+    cues.words
+        .iter()
+        .zip(&cues.skeletons)
         .any(|(w, sk)| at_word(text, w) || sk.as_deref().is_some_and(|sk| at_word(&text_skeleton, sk)))
 }
 
@@ -1663,6 +1710,8 @@ mod tests {
     #[test]
     fn cues_have_no_border_at_a_word_start() {
         for w in PHONE_CUES.iter().chain(NOT_PHONE_CUES) {
+            // An empty cue would match at every word start; `Cues` leaves it out.
+            assert!(!w.is_empty());
             let b = w.as_bytes();
             for k in 1..b.len() {
                 let d = b.len() - k;
@@ -1726,13 +1775,9 @@ mod tests {
                 t.push_str(parts[(r >> 33) as usize % parts.len()]);
             }
             let t = lower(&t).into_owned();
+            assert_eq!(has_cue(&t, &PHONE), has_cue_reference(&t, PHONE_CUES), "{t:?}");
             assert_eq!(
-                has_cue(&t, PHONE_CUES, &PHONE_SKELETONS),
-                has_cue_reference(&t, PHONE_CUES),
-                "{t:?}"
-            );
-            assert_eq!(
-                has_cue(&t, NOT_PHONE_CUES, &NOT_PHONE_SKELETONS),
+                has_cue(&t, &NOT_PHONE),
                 has_cue_reference(&t, NOT_PHONE_CUES),
                 "{t:?}"
             );
