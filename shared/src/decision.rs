@@ -29,11 +29,16 @@ pub const POLICIES: &[&str] = &["guard", "pii", "ratelimit", "router", "proxy", 
 
 /// The property path of `policy`'s decision on `kind`.
 pub fn path(kind: HostKind, policy: &str) -> Vec<String> {
-    let name = format!("ai_decision_{policy}");
+    let name = property(policy);
     match kind {
         HostKind::Envoy => vec![name],
         HostKind::Kong => vec!["wasmx".to_string(), name],
     }
+}
+
+/// The property that holds `policy`'s decision (under `wasmx` on Kong).
+fn property(policy: &str) -> String {
+    format!("ai_decision_{policy}")
 }
 
 /// The compact JSON of `fields`, within [`MAX_BYTES`]: fields are dropped from the end (and
@@ -42,11 +47,10 @@ pub fn path(kind: HostKind, policy: &str) -> Vec<String> {
 /// The object is what serde_json writes for a `Map` of the fields (keys sorted, a repeated key's last
 /// value), written directly: each member is encoded once, not once per `Map` built and dropped.
 pub fn encode(fields: &[(&str, Value)]) -> (String, bool) {
-    let members: Vec<Vec<u8>> = fields.iter().map(|(k, v)| member(k, v)).collect();
-    let whole = object(fields, &members, fields.len(), false);
-    if whole.len() <= MAX_BYTES {
+    if let Some(whole) = whole_object(fields) {
         return (whole, false);
     }
+    let members: Vec<Vec<u8>> = fields.iter().map(|(k, v)| member(k, v)).collect();
     for n in (0..fields.len()).rev() {
         let text = object(fields, &members, n, true);
         if text.len() <= MAX_BYTES {
@@ -54,6 +58,36 @@ pub fn encode(fields: &[(&str, Value)]) -> (String, bool) {
         }
     }
     (object(fields, &members, 0, true), true)
+}
+
+/// The object of every field when it fits in [`MAX_BYTES`], written into one buffer (what a
+/// decision almost always is: each member is not kept apart for truncation).
+fn whole_object(fields: &[(&str, Value)]) -> Option<String> {
+    let mut order: Vec<usize> = (0..fields.len()).collect();
+    let key = |i: &usize| fields.get(*i).map_or("", |f| f.0);
+    // Later fields first among equal keys, so `dedup` keeps the last value, as a map insert does.
+    order.sort_by(|a, b| key(a).cmp(key(b)).then(b.cmp(a)));
+    order.dedup_by(|a, b| key(a) == key(b));
+    let mut out = Vec::with_capacity(256);
+    out.push(b'{');
+    for (n, (k, v)) in order.iter().filter_map(|i| fields.get(*i)).enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        // Writing into a `Vec` cannot fail; a `Value` always serialises.
+        let _ = serde_json::to_writer(&mut out, k);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut out, v);
+        if out.len() >= MAX_BYTES {
+            return None;
+        }
+    }
+    out.push(b'}');
+    if out.len() > MAX_BYTES {
+        return None;
+    }
+    // serde_json writes UTF-8.
+    String::from_utf8(out).ok()
 }
 
 /// `"key":value`, as serde_json writes it.
@@ -112,11 +146,13 @@ pub fn publish(host: &mut dyn Host, policy: &str, fields: &[(&str, Value)]) {
             1,
         );
     }
-    let path = path(host.kind(), policy);
-    let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+    let name = property(policy);
     // A refusal is logged and counted by the host layer (`<filter>_host_errors_total_op=set_property`);
     // the request goes on, with the decision missing from its audit record.
-    let _reported = host.set_property(&parts, &text);
+    let _reported = match host.kind() {
+        HostKind::Envoy => host.set_property(&[&name], &text),
+        HostKind::Kong => host.set_property(&["wasmx", &name], &text),
+    };
 }
 
 /// Every known policy's published decision on this request, by policy name. A value that is not a JSON
