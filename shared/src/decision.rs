@@ -66,7 +66,7 @@ fn whole_object(fields: &[(&str, Value)]) -> Option<String> {
     let mut order: Vec<usize> = (0..fields.len()).collect();
     let key = |i: &usize| fields.get(*i).map_or("", |f| f.0);
     // Later fields first among equal keys, so `dedup` keeps the last value, as a map insert does.
-    order.sort_by(|a, b| key(a).cmp(key(b)).then(b.cmp(a)));
+    order.sort_unstable_by(|a, b| key(a).cmp(key(b)).then(b.cmp(a)));
     order.dedup_by(|a, b| key(a) == key(b));
     let mut out = Vec::with_capacity(256);
     out.push(b'{');

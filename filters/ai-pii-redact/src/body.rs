@@ -387,7 +387,8 @@ impl SseRewriter {
                 }
             }
             let content = c
-                .pointer("/delta/content")
+                .get("delta")
+                .and_then(|d| d.get("content"))
                 .and_then(Value::as_str)
                 .map(str::to_string);
             if content.is_none() && !finished {
@@ -574,10 +575,16 @@ mod tests {
             let Ok(v) = serde_json::from_str::<Value>(data) else {
                 continue;
             };
-            if let Some(t) = v.pointer("/choices/0/delta/content").and_then(Value::as_str) {
+            if let Some(t) = v
+                .get("choices")
+                .and_then(|c| c.get(0))
+                .and_then(|c| c.get("delta"))
+                .and_then(|d| d.get("content"))
+                .and_then(Value::as_str)
+            {
                 text.push_str(t);
             }
-            if let Some(t) = v.pointer("/delta/text").and_then(Value::as_str) {
+            if let Some(t) = v.get("delta").and_then(|d| d.get("text")).and_then(Value::as_str) {
                 text.push_str(t);
             }
         }

@@ -820,7 +820,8 @@ fn ask_stream_usage(body: &mut Body) -> bool {
     let asked = body
         .json()
         .ok()
-        .and_then(|v| v.pointer("/stream_options/include_usage"))
+        .and_then(|v| v.get("stream_options"))
+        .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
     if asked {

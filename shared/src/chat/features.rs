@@ -57,7 +57,8 @@ pub fn features(api: Option<Api>, body: &Value) -> Features {
             .is_some_and(|f| !f.is_null() && part_type(f) != Some("text"));
     let anthropic_format = anthropic
         && (body
-            .pointer("/output_config/format")
+            .get("output_config")
+            .and_then(|c| c.get("format"))
             .is_some_and(|f| !f.is_null())
             || body.get("output_format").is_some_and(|f| !f.is_null()));
     Features {

@@ -104,7 +104,7 @@ pub(crate) fn walk_chat<'a>(body: &'a Value, w: &mut Walker<'a>) {
             function(w, &list.index(k), f);
         }
     }
-    if let Some(js) = body.pointer("/response_format/json_schema") {
+    if let Some(js) = body.get("response_format").and_then(|r| r.get("json_schema")) {
         let at = root.key("response_format").key("json_schema");
         w.field(Kind::ResponseFormat, &at, js, "name");
         w.field(Kind::ResponseFormat, &at, js, "description");

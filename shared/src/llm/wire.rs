@@ -250,7 +250,7 @@ pub fn read(provider: &dyn Provider, exchange: &Exchange, resp: &CallResponse, s
     let Ok(v) = serde_json::from_slice::<Value>(&completion) else {
         return fail(Bad::Upstream("the answer is not JSON".into()));
     };
-    let choice = v.pointer("/choices/0");
+    let choice = v.get("choices").and_then(|c| c.get(0));
     let message = choice.and_then(|c| c.get("message"));
     if let Some(refusal) = message.and_then(|m| m.get("refusal")).and_then(Value::as_str) {
         return invalid(format!(
