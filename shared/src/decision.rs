@@ -63,14 +63,13 @@ pub fn encode(fields: &[(&str, Value)]) -> (String, bool) {
 /// The object of every field when it fits in [`MAX_BYTES`], written into one buffer (what a
 /// decision almost always is: each member is not kept apart for truncation).
 fn whole_object(fields: &[(&str, Value)]) -> Option<String> {
-    let mut order: Vec<usize> = (0..fields.len()).collect();
-    let key = |i: &usize| fields.get(*i).map_or("", |f| f.0);
-    // Later fields first among equal keys, so `dedup` keeps the last value, as a map insert does.
-    order.sort_unstable_by(|a, b| key(a).cmp(key(b)).then(b.cmp(a)));
-    order.dedup_by(|a, b| key(a) == key(b));
     let mut out = Vec::with_capacity(256);
     out.push(b'{');
-    for (n, (k, v)) in order.iter().filter_map(|i| fields.get(*i)).enumerate() {
+    for (n, (k, v)) in order(fields, fields.len())
+        .iter()
+        .filter_map(|i| fields.get(*i))
+        .enumerate()
+    {
         if n > 0 {
             out.push(b',');
         }
@@ -90,6 +89,25 @@ fn whole_object(fields: &[(&str, Value)]) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The indices of the first `n` fields in key order, the last of a repeated key only (what a map
+/// insert keeps). By insertion: a decision has a few dozen fields at most.
+fn order(fields: &[(&str, Value)], n: usize) -> Vec<usize> {
+    let key = |i: usize| fields.get(i).map_or("", |f| f.0);
+    let mut order: Vec<usize> = Vec::with_capacity(n);
+    for i in 0..n.min(fields.len()) {
+        let k = key(i);
+        match order.binary_search_by(|&j| key(j).cmp(k)) {
+            Ok(at) => {
+                if let Some(slot) = order.get_mut(at) {
+                    *slot = i;
+                }
+            }
+            Err(at) => order.insert(at, i),
+        }
+    }
+    order
+}
+
 /// `"key":value`, as serde_json writes it.
 fn member(key: &str, value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.len() + 16);
@@ -103,16 +121,10 @@ fn member(key: &str, value: &Value) -> Vec<u8> {
 /// The object of the first `n` fields (and `"truncated":true`), keys in order, the last of a repeated key.
 fn object(fields: &[(&str, Value)], members: &[Vec<u8>], n: usize, truncated: bool) -> String {
     const TRUNCATED: (usize, &str, &[u8]) = (usize::MAX, "truncated", b"\"truncated\":true");
-    let mut order: Vec<(usize, &str, &[u8])> = fields
-        .iter()
-        .zip(members)
-        .take(n)
-        .enumerate()
-        .map(|(i, ((k, _), m))| (i, *k, m.as_slice()))
+    let mut order: Vec<(usize, &str, &[u8])> = order(fields, n)
+        .into_iter()
+        .filter_map(|i| Some((i, fields.get(i)?.0, members.get(i)?.as_slice())))
         .collect();
-    // Later fields first among equal keys, so `dedup` keeps the last value, as a map insert does.
-    order.sort_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(&a.0)));
-    order.dedup_by_key(|m| m.1);
     if truncated {
         match order.binary_search_by(|m| m.1.cmp(TRUNCATED.1)) {
             Ok(i) => {

@@ -1129,21 +1129,21 @@ struct Cues {
 
 impl Cues {
     fn new(words: &'static [&'static str]) -> Cues {
-        let mut ascii: Vec<&'static [u8]> = words
-            .iter()
-            .filter(|w| w.is_ascii() && !w.is_empty())
-            .map(|w| w.as_bytes())
-            .collect();
-        ascii.sort_by_key(|w| w.first().copied());
+        let mut ascii: Vec<&'static [u8]> = Vec::new();
         let mut by_first = [(0u8, 0u8); 128];
-        for (b, range) in by_first.iter_mut().enumerate() {
-            let first = |w: &&[u8]| w.first().map_or(0, |&f| usize::from(f));
-            let start = ascii.partition_point(|w| first(w) < b);
-            let end = ascii.partition_point(|w| first(w) <= b);
+        // Grouped byte by byte rather than sorted (no sort is instantiated for a few dozen cues).
+        for (b, range) in (0u8..).zip(by_first.iter_mut()) {
+            let start = ascii.len();
+            ascii.extend(
+                words
+                    .iter()
+                    .map(|w| w.as_bytes())
+                    .filter(|w| w.is_ascii() && w.first() == Some(&b)),
+            );
             // The lists hold a few dozen cues.
             *range = (
                 u8::try_from(start).unwrap_or(u8::MAX),
-                u8::try_from(end).unwrap_or(u8::MAX),
+                u8::try_from(ascii.len()).unwrap_or(u8::MAX),
             );
         }
         Cues {
