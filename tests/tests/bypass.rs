@@ -142,13 +142,13 @@ fn a_content_encoded_request_body_is_refused_not_read_raw() {
 
 /// Envoy's log after it loads ai-proxy with `config`, which it must refuse: the log of an Envoy that
 /// did not start, or of one that did once the refusal is logged (the VM then refuses the filter).
-fn refusal_logs(config: Value) -> String {
+fn refusal_logs(case: &str, config: Value) -> String {
     let mock_port = 9; // never reached: no request is sent
     match Envoy::start(EnvoyOptions::new(mock_port).filter(Filter::ai_proxy(config))) {
         Ok(e) => {
             assert!(
                 e.wait_for_log("configuration refused", std::time::Duration::from_secs(5)),
-                "{}",
+                "{case}: the config was not refused:\n{}",
                 e.logs()
             );
             e.logs()
@@ -182,7 +182,7 @@ fn config_values_that_could_split_a_header_are_refused_naming_the_field() {
             target[k] = v.clone();
         }
         let config = json!({"targets": [target], "models": {"gpt": {"targets": [{"target": "oa"}]}}});
-        let logs = refusal_logs(config);
+        let logs = refusal_logs(field, config);
         let want = e2e::envoy::config_refused("ai-proxy", &format!("targets[0].{field}"));
         assert!(logs.contains(&want), "{field}: want {want:?} in:\n{logs}");
         assert!(logs.contains("must not contain control characters") || field.starts_with("endpoint"));
@@ -220,7 +220,7 @@ fn config_type_errors_name_the_path_and_duplicate_keys_are_refused() {
         ),
     ];
     for (config, want) in cases {
-        let logs = refusal_logs(config);
+        let logs = refusal_logs(&want, config);
         assert!(logs.contains(&want), "want {want:?} in:\n{logs}");
     }
 }

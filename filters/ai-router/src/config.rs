@@ -9,6 +9,7 @@ use crate::rules::{Action, Branch, Range, Rule, Target, TextCond, When};
 use serde::Deserialize;
 use serde_json::json;
 use shared::chat::Routes;
+use shared::config::read::from_value;
 use shared::config::{check_prices, parse_json, ConfigError, Duration, Mode, Price};
 use shared::llm::{self, RawClaims, RequestContext, Spec, Tasks};
 use shared::pattern::Pattern;
@@ -640,7 +641,7 @@ fn intent_task(raw: &RawIntent, config: &IntentConfig) -> Result<llm::RawTask, C
             obj.insert("tokens_per_minute".into(), t.into());
         }
     }
-    shared::config::read::from_value(&task, "intent")
+    from_value(&task, "intent")
 }
 
 impl Config {

@@ -120,8 +120,7 @@ impl<'de> Node<'de> {
 
     fn seq<V: Visitor<'de>>(items: &'de [Value], visitor: V) -> Result<V::Value, Error> {
         let mut seq = Seq {
-            items: items.iter(),
-            index: 0,
+            items: items.iter().enumerate(),
         };
         let v = visitor.visit_seq(&mut seq)?;
         match seq.items.len() {
@@ -305,19 +304,16 @@ fn unexpected(v: &Value) -> de::Unexpected<'_> {
 }
 
 struct Seq<'a> {
-    items: std::slice::Iter<'a, Value>,
-    index: usize,
+    items: std::iter::Enumerate<std::slice::Iter<'a, Value>>,
 }
 
 impl<'de> de::SeqAccess<'de> for Seq<'de> {
     type Error = Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Error> {
-        let Some(v) = self.items.next() else {
+        let Some((index, v)) = self.items.next() else {
             return Ok(None);
         };
-        let index = self.index;
-        self.index += 1;
         match seed.deserialize(Node(v)) {
             Ok(v) => Ok(Some(v)),
             Err(e) => Err(at_index(e, index)),
