@@ -78,13 +78,8 @@ wasm-bindgen:
 ## target/wasm-opt under its input's hash, so a module cargo did not rebuild is not optimised again.
 ## The features are the ones rustc enables for wasm32-wasip1 (binaryen 108 predates them as defaults):
 ## wasm-opt keeps to them, so a module needs nothing of its host that the cargo output did not.
-WASM_FEATURES := --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-reference-types --enable-multivalue --enable-mutable-globals
-WASM_OPT_FLAGS := -Oz $(WASM_FEATURES)
-## The bundle gets -O1 only: -O2 and up (-Os, -Oz) grew Envoy's RSS with it by about 34 MiB (a few very
-## large functions for V8's optimising compiler); -O1 is 9% smaller than cargo's output with no more
-## memory (bench/README.md, "Sizes", 2026-12-04).
-BUNDLE_OPT_FLAGS := -O1 $(WASM_FEATURES)
 CARGO_WASM_DIR := target/$(WASM_TARGET)/wasm
 # Built at opt-level s instead of 3: the policies around a model call, whose own time stayed within
 # 0-15% at s in the same A/B while opt-level 3 keeps them over 1 MiB (ai-enrich, ai-audit-log). The
@@ -97,13 +92,16 @@ build: toolchain binaryen
 	done
 	cargo build --profile wasm --target $(WASM_TARGET) -p $(BUNDLE) --target-dir $(BUNDLE_TARGET)
 	@mkdir -p $(WASM_DIR) target/wasm-opt
-	@for f in $(FILTERS) $(BUNDLE); do \
-	  n=$${f//-/_}; src=$(CARGO_WASM_DIR)/$$n.wasm; flags="$(WASM_OPT_FLAGS)"; \
-	  if [ $$f = $(BUNDLE) ]; then src=$(BUNDLE_TARGET)/$(WASM_TARGET)/wasm/$$n.wasm; flags="$(BUNDLE_OPT_FLAGS)"; fi; \
+	@# The bundle is copied as cargo built it: after wasm-opt -O2 and above (-Os, -Oz) Envoy's RSS with it
+	@# grew from 150 to 185 MiB with one worker (heap 72 -> 106 MiB; the separate modules did not move),
+	@# and it misses its 1.5 MiB either way (bench/README.md, "Sizes").
+	@cp --remove-destination $(BUNDLE_TARGET)/$(WASM_TARGET)/wasm/$(subst -,_,$(BUNDLE)).wasm $(WASM_DIR)/
+	@for f in $(FILTERS); do \
+	  n=$${f//-/_}; src=$(CARGO_WASM_DIR)/$$n.wasm; \
 	  opt=target/wasm-opt/$$n-$$(sha256sum $$src | cut -c1-16).wasm; \
 	  if [ ! -e $$opt ]; then \
 	    rm -f target/wasm-opt/$$n-*.wasm; \
-	    wasm-opt $$flags $$src -o $$opt.tmp && mv $$opt.tmp $$opt || exit 1; \
+	    wasm-opt $(WASM_OPT_FLAGS) $$src -o $$opt.tmp && mv $$opt.tmp $$opt || exit 1; \
 	  fi; \
 	  cp --remove-destination $$opt $(WASM_DIR)/$$n.wasm; \
 	  echo "$(WASM_DIR)/$$n.wasm: $$(stat -c %s $$opt) bytes (cargo: $$(stat -c %s $$src))"; \
