@@ -29,16 +29,18 @@ pub const POLICIES: &[&str] = &["guard", "pii", "ratelimit", "router", "proxy", 
 
 /// The property path of `policy`'s decision on `kind`.
 pub fn path(kind: HostKind, policy: &str) -> Vec<String> {
-    let name = property(policy);
-    match kind {
-        HostKind::Envoy => vec![name],
-        HostKind::Kong => vec!["wasmx".to_string(), name],
-    }
+    with_path(kind, policy, |parts| {
+        parts.iter().map(|p| p.to_string()).collect()
+    })
 }
 
-/// The property that holds `policy`'s decision (under `wasmx` on Kong).
-fn property(policy: &str) -> String {
-    format!("ai_decision_{policy}")
+/// Calls `f` with the property path of `policy`'s decision on `kind` (no `Vec` built on the way).
+fn with_path<R>(kind: HostKind, policy: &str, f: impl FnOnce(&[&str]) -> R) -> R {
+    let name = format!("ai_decision_{policy}");
+    match kind {
+        HostKind::Envoy => f(&[&name]),
+        HostKind::Kong => f(&["wasmx", &name]),
+    }
 }
 
 /// The compact JSON of `fields`, within [`MAX_BYTES`]: fields are dropped from the end (and
@@ -158,13 +160,9 @@ pub fn publish(host: &mut dyn Host, policy: &str, fields: &[(&str, Value)]) {
             1,
         );
     }
-    let name = property(policy);
     // A refusal is logged and counted by the host layer (`<filter>_host_errors_total_op=set_property`);
     // the request goes on, with the decision missing from its audit record.
-    let _reported = match host.kind() {
-        HostKind::Envoy => host.set_property(&[&name], &text),
-        HostKind::Kong => host.set_property(&["wasmx", &name], &text),
-    };
+    let _reported = with_path(host.kind(), policy, |parts| host.set_property(parts, &text));
 }
 
 /// Every known policy's published decision on this request, by policy name. A value that is not a JSON
@@ -172,9 +170,7 @@ pub fn publish(host: &mut dyn Host, policy: &str, fields: &[(&str, Value)]) {
 pub fn collect(host: &dyn Host) -> Map<String, Value> {
     let mut out = Map::new();
     for policy in POLICIES {
-        let path = path(host.kind(), policy);
-        let parts: Vec<&str> = path.iter().map(String::as_str).collect();
-        let Some(raw) = host.property(&parts) else {
+        let Some(raw) = with_path(host.kind(), policy, |parts| host.property(parts)) else {
             continue;
         };
         if raw.is_empty() {
