@@ -319,22 +319,11 @@ pub struct Weights {
 
 impl Weights {
     fn chunk_logit(&self, words: &[u32], chars: &[u32], dense: &[f32; DENSE]) -> f32 {
-        let part = |hs: &[u32]| {
-            if hs.is_empty() {
-                0.0
-            } else {
-                hs.iter()
-                    .map(|h| self.hashed.get(*h as usize).copied().unwrap_or(0.0))
-                    .sum::<f32>()
-                    / (hs.len() as f32).sqrt()
-            }
-        };
-        let d: f32 = self.dense.iter().zip(dense).map(|(w, x)| w * x).sum();
-        self.bias + part(words) + part(chars) + d
+        self.dropout_logit(words, words.len(), chars, chars.len(), dense, 0.0)
     }
 
-    /// A chunk's logit over the `kept` part of its features (`whole` of them before dropout),
-    /// the kept ones scaled up by `1 / (1 - dropout)`.
+    /// A chunk's logit over the kept part of its features (`n_words` and `n_chars` of them before
+    /// dropout), the kept ones scaled up by `1 / (1 - dropout)`; with 0, over all of them.
     fn dropout_logit(
         &self,
         words: &[u32],
@@ -427,6 +416,7 @@ pub fn train(data: &[Prepared], strata: &[String], s: &Settings) -> Weights {
             let Some((words, chars, dense)) = p.chunks.get(k) else {
                 continue;
             };
+            let (n_words, n_chars) = (words.len(), chars.len());
             let dropped;
             let (words, chars, z) = if s.dropout > 0.0 {
                 let cut = (f64::from(s.dropout) * (1u64 << 32) as f64) as u64;
@@ -437,7 +427,7 @@ pub fn train(data: &[Prepared], strata: &[String], s: &Settings) -> Weights {
                         .collect()
                 };
                 dropped = (keep(words), keep(chars));
-                let z = w.dropout_logit(&dropped.0, words.len(), &dropped.1, chars.len(), dense, s.dropout);
+                let z = w.dropout_logit(&dropped.0, n_words, &dropped.1, n_chars, dense, s.dropout);
                 (&dropped.0, &dropped.1, z)
             } else {
                 (words, chars, z)
@@ -450,11 +440,7 @@ pub fn train(data: &[Prepared], strata: &[String], s: &Settings) -> Weights {
             for (d, x) in w.dense.iter_mut().zip(dense) {
                 *d -= lr * (g * x + s.l2 * *d);
             }
-            let (whole_words, whole_chars) = (
-                p.chunks.get(k).map_or(0, |c| c.0.len()),
-                p.chunks.get(k).map_or(0, |c| c.1.len()),
-            );
-            for (hs, whole) in [(words, whole_words), (chars, whole_chars)] {
+            for (hs, whole) in [(words, n_words), (chars, n_chars)] {
                 if hs.is_empty() {
                     continue;
                 }
